@@ -1,0 +1,22 @@
+//! The command line both server binaries accept.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(version, about = "Stowage: an OCI Distribution registry")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the registry. Without --config: filesystem storage under ./data, in-memory
+    /// locks, 127.0.0.1:5000.
+    Serve {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}

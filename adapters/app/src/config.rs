@@ -1,0 +1,225 @@
+//! The TOML configuration file. Unknown keys and bad values stop startup with the file, the
+//! key and the reason.
+
+use std::path::{Path, PathBuf};
+
+use bytesize::ByteSize;
+use serde::Deserialize;
+use stowage_storage::{FsSettings, StoreSettings};
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerSettings,
+    #[serde(default)]
+    pub registry: RegistrySettings,
+    #[serde(default)]
+    pub blob_store: StoreSection,
+    /// Absent: the metadata store uses the blob store's backend.
+    pub metadata_store: Option<StoreSection>,
+}
+
+/// `[server]`: where to listen and how long to wait for slow clients.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    pub bind_address: String,
+    pub port: u16,
+    /// How long a client may take to send a request's head.
+    pub request_header_timeout_secs: u64,
+    /// How long a request body may stay silent before the request fails.
+    pub body_idle_timeout_secs: u64,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_timeout_secs: u64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            bind_address: "127.0.0.1".into(),
+            port: 5000,
+            request_header_timeout_secs: 30,
+            body_idle_timeout_secs: 60,
+            shutdown_timeout_secs: 30,
+        }
+    }
+}
+
+/// `[registry]`: policy.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrySettings {
+    pub max_manifest_size: ByteSize,
+    pub allow_missing_manifest_references: bool,
+    /// How long tag lookups and manifests stay cached.
+    pub cache_ttl_secs: u64,
+}
+
+impl Default for RegistrySettings {
+    fn default() -> Self {
+        RegistrySettings {
+            max_manifest_size: ByteSize::mib(4),
+            allow_missing_manifest_references: true,
+            cache_ttl_secs: 60,
+        }
+    }
+}
+
+/// `[blob_store]` / `[metadata_store]`: exactly one backend table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    pub fs: Option<FsSettings>,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection {
+            fs: Some(FsSettings {
+                root_dir: "./data".into(),
+                sync_to_disk: false,
+            }),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {file}: {source}")]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{file}: {source}")]
+    Parse {
+        file: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("{file}: {key}: {reason}")]
+    Invalid {
+        file: PathBuf,
+        key: &'static str,
+        reason: String,
+    },
+}
+
+impl StoreSection {
+    pub fn settings(&self) -> Result<StoreSettings, ConfigError> {
+        match &self.fs {
+            Some(fs) => Ok(StoreSettings::Fs(fs.clone())),
+            None => Err(ConfigError::Invalid {
+                file: PathBuf::new(),
+                key: "store",
+                reason: "needs a backend table such as [blob_store.fs]".into(),
+            }),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerSettings::default(),
+            registry: RegistrySettings::default(),
+            blob_store: StoreSection::default(),
+            metadata_store: None,
+        }
+    }
+}
+
+impl Config {
+    /// Loads a file, or the embedded default when there is none.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let Some(file) = file else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            file: file.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, file)
+    }
+
+    pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            file: file.to_owned(),
+            source: Box::new(source),
+        })?;
+        config.validate(file)?;
+        Ok(config)
+    }
+
+    fn validate(&self, file: &Path) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| ConfigError::Invalid {
+            file: file.to_owned(),
+            key,
+            reason: reason.into(),
+        };
+        if self.blob_store.fs.is_none() {
+            return Err(invalid("blob_store", "needs a backend table such as [blob_store.fs]"));
+        }
+        if self.metadata_store.as_ref().is_some_and(|m| m.fs.is_none()) {
+            return Err(invalid("metadata_store", "needs a backend table such as [metadata_store.fs]"));
+        }
+        if self.registry.max_manifest_size.as_u64() == 0 {
+            return Err(invalid("registry.max_manifest_size", "must be more than 0"));
+        }
+        if self.server.body_idle_timeout_secs == 0 || self.server.request_header_timeout_secs == 0 {
+            return Err(invalid("server", "timeouts must be at least 1 second"));
+        }
+        Ok(())
+    }
+
+    pub fn metadata_store_settings(&self) -> Result<Option<StoreSettings>, ConfigError> {
+        self.metadata_store.as_ref().map(StoreSection::settings).transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn reads_a_full_file() {
+        let config = parse(
+            r#"
+            [server]
+            bind_address = "0.0.0.0"
+            port = 5001
+            [registry]
+            max_manifest_size = "8MiB"
+            allow_missing_manifest_references = false
+            [blob_store.fs]
+            root_dir = "/srv/blobs"
+            sync_to_disk = true
+            [metadata_store.fs]
+            root_dir = "/srv/meta"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.server.port, 5001);
+        assert_eq!(config.registry.max_manifest_size, ByteSize::mib(8));
+        assert!(config.blob_store.fs.as_ref().unwrap().sync_to_disk);
+        assert_eq!(config.metadata_store.unwrap().fs.unwrap().root_dir, "/srv/meta");
+    }
+
+    #[test]
+    fn names_the_file_and_key_of_an_error() {
+        let err = parse("[server]\nprot = 1\n").unwrap_err().to_string();
+        assert!(err.contains("test.toml") && err.contains("prot"), "{err}");
+        let err = parse("[server]\nport = \"x\"\n").unwrap_err().to_string();
+        assert!(err.contains("port"), "{err}");
+        let err = parse("[blob_store]\n").unwrap_err().to_string();
+        assert!(err.contains("blob_store"), "{err}");
+    }
+
+    #[test]
+    fn empty_file_is_the_default() {
+        assert_eq!(parse("").unwrap(), Config::default());
+    }
+}

@@ -1,0 +1,38 @@
+//! What the driver performs steps against.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use stowage_core::step::{CacheRequest, IoError, LockRequest, Millis};
+use stowage_storage::Storage;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A lock table: in memory for one instance, Redis for several.
+pub trait LockStore: Send + Sync {
+    /// Applies a lock request at `now`; `true` when it took effect.
+    fn apply<'a>(&'a self, request: &'a LockRequest, now: Millis) -> BoxFuture<'a, Result<bool, IoError>>;
+}
+
+/// A cache: in memory per instance, or Redis shared by replicas.
+pub trait Cache: Send + Sync {
+    /// Applies a cache request at `now`; a `Get` answers with the value.
+    fn apply(&self, request: CacheRequest, now: Millis) -> BoxFuture<'_, Result<Option<Bytes>, IoError>>;
+}
+
+/// The runtime's timer (tokio and smol each bring theirs).
+pub trait Timer: Send + Sync {
+    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()>;
+}
+
+/// Everything an operation's steps are performed against.
+#[derive(Clone)]
+pub struct Backends {
+    pub storage: Storage,
+    pub locks: Arc<dyn LockStore>,
+    pub cache: Arc<dyn Cache>,
+    pub timer: Arc<dyn Timer>,
+}

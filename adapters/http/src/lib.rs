@@ -1,0 +1,95 @@
+//! The HTTP face of the registry, independent of any runtime: a request's head becomes a
+//! core operation, its body a [`BodySource`], and the operation's answer a hyper response
+//! whose stored bodies stream from storage.
+
+mod request_body;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use stowage_core::step::{Body, Response as CoreResponse};
+use stowage_core::{Registry, RequestHead};
+use stowage_driver::{Backends, drive};
+
+pub use request_body::RequestBody;
+
+pub type ResponseBody = UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// The registry as an HTTP service; clone it into every connection.
+#[derive(Clone)]
+pub struct Service {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    backends: Backends,
+    body_idle_timeout: Duration,
+    /// Seeds each operation's randomness; mixed with the start time so restarts differ.
+    seeds: AtomicU64,
+}
+
+impl Service {
+    pub fn new(registry: Registry, backends: Backends, body_idle_timeout: Duration) -> Self {
+        let start = stowage_driver::now().0;
+        Service {
+            inner: Arc::new(Inner {
+                registry,
+                backends,
+                body_idle_timeout,
+                seeds: AtomicU64::new(start ^ u64::from(std::process::id()).rotate_left(32)),
+            }),
+        }
+    }
+
+    pub async fn handle(&self, request: http::Request<Incoming>) -> http::Response<ResponseBody> {
+        let inner = &self.inner;
+        let (parts, incoming) = request.into_parts();
+        let head = RequestHead {
+            method: parts.method,
+            path: parts.uri.path().to_owned(),
+            query: parts.uri.query().map(str::to_owned),
+            headers: parts.headers,
+        };
+        let (method, path) = (head.method.clone(), head.path.clone());
+        let seed = inner.seeds.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+        let op = inner.registry.handle(head, seed);
+        let mut body = RequestBody::new(incoming, inner.backends.timer.clone(), inner.body_idle_timeout);
+        let response = drive(op, &inner.backends, &mut body).await;
+        tracing::debug!(%method, path, status = response.status.as_u16(), "request");
+        self.into_http(response).await
+    }
+
+    async fn into_http(&self, response: CoreResponse) -> http::Response<ResponseBody> {
+        let CoreResponse {
+            status,
+            headers,
+            body,
+        } = response;
+        let body = match body {
+            Body::Empty => Empty::new().map_err(|never| match never {}).boxed_unsync(),
+            Body::Bytes(bytes) => Full::new(bytes).map_err(|never| match never {}).boxed_unsync(),
+            Body::Stored { store, key, span } => {
+                match self.inner.backends.storage.read_span(store, &key, span).await {
+                    Ok(stream) => StreamBody::new(stream.map_ok(Frame::data)).boxed_unsync(),
+                    Err(e) => {
+                        tracing::error!(key, error = %e, "opening a blob for reading failed");
+                        let mut failed = http::Response::new(Empty::new().map_err(|never| match never {}).boxed_unsync());
+                        *failed.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+                        return failed;
+                    }
+                }
+            }
+        };
+        let mut http_response = http::Response::new(body);
+        *http_response.status_mut() = status;
+        *http_response.headers_mut() = headers;
+        http_response
+    }
+}

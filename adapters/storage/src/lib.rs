@@ -1,0 +1,91 @@
+//! The blob store and the metadata store on OpenDAL. Each store is one [`Backend`]; the
+//! [`Storage`] pair performs the core's storage requests against them.
+
+mod backend;
+mod body;
+mod fs;
+mod settings;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use stowage_core::range::Span;
+use stowage_core::step::{Outcome, StorageRequest, Store};
+
+pub use backend::Backend;
+pub use body::BodySource;
+pub use settings::{FsSettings, StoreSettings};
+
+/// The two logical stores. With one backend configured they are the same [`Backend`].
+#[derive(Clone, Debug)]
+pub struct Storage {
+    blobs: Backend,
+    meta: Backend,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("cannot open store at {location}: {source}")]
+    Open {
+        location: String,
+        source: opendal::Error,
+    },
+}
+
+impl Storage {
+    pub fn new(blobs: Backend, meta: Backend) -> Self {
+        Storage { blobs, meta }
+    }
+
+    /// Opens the stores from settings; the metadata store defaults to the blob store's.
+    pub fn open(blobs: &StoreSettings, meta: Option<&StoreSettings>) -> Result<Self, StorageError> {
+        let blob_backend = Backend::open(blobs)?;
+        let meta_backend = match meta {
+            Some(settings) => Backend::open(settings)?,
+            None => blob_backend.clone(),
+        };
+        Ok(Storage::new(blob_backend, meta_backend))
+    }
+
+    pub fn backend(&self, store: Store) -> &Backend {
+        match store {
+            Store::Blobs => &self.blobs,
+            Store::Meta => &self.meta,
+        }
+    }
+
+    /// Performs one storage request; `body` is the request body, for the requests that
+    /// stream it.
+    pub async fn perform(&self, request: StorageRequest, body: &mut impl BodySource) -> Outcome {
+        match request {
+            StorageRequest::Stat { store, key } => self.backend(store).stat(&key).await,
+            StorageRequest::Read { store, key } => self.backend(store).read(&key).await,
+            StorageRequest::Write { store, key, data } => {
+                self.backend(store).write(&key, data).await
+            }
+            StorageRequest::WriteBody { store, key, tap } => {
+                self.backend(store).write_body(&key, tap, body).await
+            }
+            StorageRequest::HashStored { store, keys, tap } => {
+                self.backend(store).hash_stored(&keys, tap).await
+            }
+            StorageRequest::Concat { store, parts, to } => {
+                self.backend(store).concat(&parts, &to).await
+            }
+            StorageRequest::Delete { store, key } => self.backend(store).delete(&key).await,
+            StorageRequest::DeleteAll { store, prefix } => {
+                self.backend(store).delete_all(&prefix).await
+            }
+            StorageRequest::List { store, prefix } => self.backend(store).list(&prefix).await,
+        }
+    }
+
+    /// Streams a span of a stored object, for response bodies.
+    pub async fn read_span(
+        &self,
+        store: Store,
+        key: &str,
+        span: Span,
+    ) -> Result<impl Stream<Item = std::io::Result<Bytes>> + Send + use<>, opendal::Error> {
+        self.backend(store).read_span(key, span).await
+    }
+}

@@ -1,0 +1,41 @@
+//! The settings the registry logic needs (the rest of the configuration belongs to adapters).
+
+/// Lock protocol settings (`[metadata_store.<fs|s3>.redis]` ttl, max_retries, retry_delay_ms).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockSettings {
+    pub ttl_ms: u64,
+    pub max_retries: u32,
+    pub retry_delay_ms: u64,
+}
+
+impl Default for LockSettings {
+    fn default() -> Self {
+        LockSettings {
+            ttl_ms: 10_000,
+            max_retries: 100,
+            retry_delay_ms: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest manifest accepted, in bytes.
+    pub max_manifest_bytes: u64,
+    /// Whether a manifest may name blobs or manifests that were not pushed (sparse images).
+    pub allow_missing_manifest_references: bool,
+    pub locks: LockSettings,
+    /// How long tag lookups and manifests stay in the cache, in milliseconds.
+    pub cache_ttl_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_manifest_bytes: 4 * 1024 * 1024,
+            allow_missing_manifest_references: true,
+            locks: LockSettings::default(),
+            cache_ttl_ms: 60_000,
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! The spec's error codes, with the status each is answered with.
+
+use http::StatusCode;
+
+/// An OCI error code (distribution-spec, "Error Codes"), plus the few Stowage adds for
+/// conditions the spec leaves to the registry (unavailable backends, unknown routes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    BlobUnknown,
+    BlobUploadInvalid,
+    BlobUploadUnknown,
+    DigestInvalid,
+    ManifestBlobUnknown,
+    ManifestInvalid,
+    ManifestUnknown,
+    NameInvalid,
+    NameUnknown,
+    SizeInvalid,
+    Unsupported,
+    /// A `Range` or `Content-Range` the registry cannot satisfy (416).
+    RangeInvalid,
+    /// A manifest larger than the configured limit (413).
+    ManifestTooLarge,
+    /// Storage, lock or cache backend failed; the client may retry (503).
+    Unavailable,
+    /// A route this registry does not serve.
+    NotFound,
+    MethodNotAllowed,
+}
+
+impl ErrorCode {
+    pub fn code(self) -> &'static str {
+        match self {
+            ErrorCode::BlobUnknown => "BLOB_UNKNOWN",
+            ErrorCode::BlobUploadInvalid | ErrorCode::RangeInvalid => "BLOB_UPLOAD_INVALID",
+            ErrorCode::BlobUploadUnknown => "BLOB_UPLOAD_UNKNOWN",
+            ErrorCode::DigestInvalid => "DIGEST_INVALID",
+            ErrorCode::ManifestBlobUnknown => "MANIFEST_BLOB_UNKNOWN",
+            ErrorCode::ManifestInvalid => "MANIFEST_INVALID",
+            ErrorCode::ManifestTooLarge => "SIZE_INVALID",
+            ErrorCode::ManifestUnknown => "MANIFEST_UNKNOWN",
+            ErrorCode::NameInvalid => "NAME_INVALID",
+            ErrorCode::NameUnknown => "NAME_UNKNOWN",
+            ErrorCode::SizeInvalid => "SIZE_INVALID",
+            ErrorCode::Unsupported | ErrorCode::NotFound | ErrorCode::MethodNotAllowed => {
+                "UNSUPPORTED"
+            }
+            ErrorCode::Unavailable => "UNAVAILABLE",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::BlobUnknown
+            | ErrorCode::BlobUploadUnknown
+            | ErrorCode::ManifestUnknown
+            | ErrorCode::NameUnknown
+            | ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::BlobUploadInvalid
+            | ErrorCode::DigestInvalid
+            | ErrorCode::ManifestBlobUnknown
+            | ErrorCode::ManifestInvalid
+            | ErrorCode::NameInvalid
+            | ErrorCode::SizeInvalid => StatusCode::BAD_REQUEST,
+            ErrorCode::Unsupported => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::RangeInvalid => StatusCode::RANGE_NOT_SATISFIABLE,
+            ErrorCode::ManifestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+}
+
+/// An error answered to the client: a code and a human-readable message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {message}", code.code())]
+pub struct RegistryError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl RegistryError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        RegistryError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The spec's JSON error body.
+    pub fn body(&self) -> String {
+        serde_json::json!({
+            "errors": [{ "code": self.code.code(), "message": self.message, "detail": null }]
+        })
+        .to_string()
+    }
+}

@@ -1,0 +1,103 @@
+//! Blob reads and deletes.
+
+use bytes::Bytes;
+use http::StatusCode;
+
+use super::ctx::keys;
+use super::response::Reply;
+use super::{Ctx, RequestHead};
+use crate::digest::Digest;
+use crate::error::{ErrorCode, RegistryError};
+use crate::layout;
+use crate::names::RepoName;
+use crate::range::{ByteRange, Span};
+use crate::step::{Body, Response, Store};
+
+fn blob_unknown(digest: &Digest) -> RegistryError {
+    RegistryError::new(ErrorCode::BlobUnknown, format!("blob {digest} is unknown"))
+}
+
+/// The size of a blob that belongs to `name`, from the cache when it can be.
+pub(super) async fn size_in_repo(
+    ctx: &Ctx,
+    name: &RepoName,
+    digest: &Digest,
+) -> Result<Option<u64>, RegistryError> {
+    let cache_key = keys::blob_cache(name, digest);
+    if let Some(size) = ctx.cache_get(cache_key.clone()).await
+        && let Some(size) = std::str::from_utf8(&size).ok().and_then(|s| s.parse().ok())
+    {
+        return Ok(Some(size));
+    }
+    if !ctx.exists(Store::Meta, layout::layer_link(name, digest)).await? {
+        return Ok(None);
+    }
+    let size = ctx.stat(Store::Blobs, layout::blob_data(digest)).await?;
+    if let Some(size) = size {
+        ctx.cache_put(cache_key, Bytes::from(size.to_string())).await;
+    }
+    Ok(size)
+}
+
+pub(super) async fn get(
+    ctx: &Ctx,
+    head: &RequestHead,
+    name: &RepoName,
+    digest: &Digest,
+    only_head: bool,
+) -> Result<Response, RegistryError> {
+    let size = size_in_repo(ctx, name, digest)
+        .await?
+        .ok_or_else(|| blob_unknown(digest))?;
+    let reply = Reply::new(StatusCode::OK)
+        .digest(digest)
+        .content_type("application/octet-stream")
+        .header("accept-ranges", "bytes");
+    // A malformed Range is ignored (RFC 9110 14.2); an unsatisfiable one is refused.
+    let range = head.header("range").and_then(|r| ByteRange::parse(r).ok());
+    let (reply, span) = match range {
+        None => (reply, Span { start: 0, len: size }),
+        Some(range) => match range.resolve(size) {
+            Some(span) => {
+                let content_range = format!("bytes {}-{}/{size}", span.start, span.last());
+                let mut reply = reply.header("content-range", content_range);
+                reply = reply.status(StatusCode::PARTIAL_CONTENT);
+                (reply, span)
+            }
+            None => {
+                return Ok(Reply::new(StatusCode::RANGE_NOT_SATISFIABLE)
+                    .header("content-range", format!("bytes */{size}"))
+                    .done());
+            }
+        },
+    };
+    let reply = if only_head || span.len == 0 {
+        reply.length(span.len)
+    } else {
+        let body = Body::Stored {
+            store: Store::Blobs,
+            key: layout::blob_data(digest),
+            span,
+        };
+        reply.body(body, span.len)
+    };
+    Ok(reply.done())
+}
+
+pub(super) async fn delete(
+    ctx: &Ctx,
+    name: &RepoName,
+    digest: &Digest,
+) -> Result<Response, RegistryError> {
+    ctx.locked(vec![keys::blob_lock(name, digest)], async |held| {
+        let link = layout::layer_link(name, digest);
+        if !ctx.exists(Store::Meta, link.clone()).await? {
+            return Err(blob_unknown(digest));
+        }
+        ctx.ensure(held).await?;
+        ctx.delete(Store::Meta, link).await?;
+        ctx.cache_delete(vec![keys::blob_cache(name, digest)]).await
+    })
+    .await?;
+    Ok(Reply::new(StatusCode::ACCEPTED).digest(digest).done())
+}

@@ -1,0 +1,218 @@
+//! What a handler has at hand: the step channel, settings, randomness, and typed wrappers
+//! around each kind of step.
+
+use std::sync::Mutex;
+
+use bytes::Bytes;
+
+use crate::config::Limits;
+use crate::error::{ErrorCode, RegistryError};
+use crate::lock::Held;
+use crate::op::Channel;
+use crate::rng::Rng;
+use crate::step::{
+    BodyError, BodyTap, CacheRequest, Outcome, StorageRequest, Step, Store,
+};
+
+pub(crate) struct Ctx {
+    pub(crate) channel: Channel,
+    pub(crate) limits: Limits,
+    rng: Mutex<Rng>,
+}
+
+fn unavailable(what: &str, outcome: Outcome) -> RegistryError {
+    let reason = match outcome {
+        Outcome::Failed(e) => e.message,
+        other => format!("unexpected outcome {other:?}"),
+    };
+    RegistryError::new(ErrorCode::Unavailable, format!("{what} failed: {reason}"))
+}
+
+impl Ctx {
+    pub(crate) fn new(channel: Channel, limits: Limits, seed: u64) -> Self {
+        Ctx {
+            channel,
+            limits,
+            rng: Mutex::new(Rng::new(seed)),
+        }
+    }
+
+    fn rng(&self) -> std::sync::MutexGuard<'_, Rng> {
+        self.rng.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn fresh_id(&self) -> String {
+        self.rng().id()
+    }
+
+    async fn storage(&self, request: StorageRequest) -> Outcome {
+        self.channel.perform(Step::Storage(request)).await
+    }
+
+    pub(crate) async fn stat(&self, store: Store, key: String) -> Result<Option<u64>, RegistryError> {
+        match self.storage(StorageRequest::Stat { store, key }).await {
+            Outcome::Stat(size) => Ok(size),
+            other => Err(unavailable("stat", other)),
+        }
+    }
+
+    pub(crate) async fn exists(&self, store: Store, key: String) -> Result<bool, RegistryError> {
+        Ok(self.stat(store, key).await?.is_some())
+    }
+
+    pub(crate) async fn read(&self, store: Store, key: String) -> Result<Option<Bytes>, RegistryError> {
+        match self.storage(StorageRequest::Read { store, key }).await {
+            Outcome::Read(data) => Ok(data),
+            other => Err(unavailable("read", other)),
+        }
+    }
+
+    pub(crate) async fn write(&self, store: Store, key: String, data: impl Into<Bytes>) -> Result<(), RegistryError> {
+        let data = data.into();
+        match self.storage(StorageRequest::Write { store, key, data }).await {
+            Outcome::Done => Ok(()),
+            other => Err(unavailable("write", other)),
+        }
+    }
+
+    pub(crate) async fn delete(&self, store: Store, key: String) -> Result<(), RegistryError> {
+        match self.storage(StorageRequest::Delete { store, key }).await {
+            Outcome::Done => Ok(()),
+            other => Err(unavailable("delete", other)),
+        }
+    }
+
+    pub(crate) async fn delete_all(&self, store: Store, prefix: String) -> Result<(), RegistryError> {
+        match self.storage(StorageRequest::DeleteAll { store, prefix }).await {
+            Outcome::Done => Ok(()),
+            other => Err(unavailable("delete", other)),
+        }
+    }
+
+    pub(crate) async fn list(&self, store: Store, prefix: String) -> Result<Vec<String>, RegistryError> {
+        match self.storage(StorageRequest::List { store, prefix }).await {
+            Outcome::List(names) => Ok(names),
+            other => Err(unavailable("list", other)),
+        }
+    }
+
+    pub(crate) async fn concat(&self, store: Store, parts: Vec<String>, to: String) -> Result<(), RegistryError> {
+        match self.storage(StorageRequest::Concat { store, parts, to }).await {
+            Outcome::Done => Ok(()),
+            other => Err(unavailable("commit", other)),
+        }
+    }
+
+    /// Streams the request body to `key` through `tap`; see [`StorageRequest::WriteBody`].
+    pub(crate) async fn write_body(&self, store: Store, key: String, tap: BodyTap) -> Result<(BodyTap, Option<BodyError>), RegistryError> {
+        match self.storage(StorageRequest::WriteBody { store, key, tap }).await {
+            Outcome::Body { tap, error } => Ok((tap, error)),
+            other => Err(unavailable("upload", other)),
+        }
+    }
+
+    pub(crate) async fn hash_stored(&self, store: Store, keys: Vec<String>, tap: BodyTap) -> Result<BodyTap, RegistryError> {
+        match self.storage(StorageRequest::HashStored { store, keys, tap }).await {
+            Outcome::Body { tap, error: None } => Ok(tap),
+            Outcome::Body { error: Some(e), .. } => Err(RegistryError::new(ErrorCode::Unavailable, e.to_string())),
+            other => Err(unavailable("re-hash", other)),
+        }
+    }
+
+    pub(crate) async fn read_body(&self, limit: u64) -> Result<Result<Bytes, BodyError>, RegistryError> {
+        match self.channel.perform(Step::ReadBody { limit }).await {
+            Outcome::BodyBytes(body) => Ok(body),
+            other => Err(unavailable("reading the body", other)),
+        }
+    }
+
+    /// A cache miss and a cache failure look the same: the cache is only ever a shortcut.
+    pub(crate) async fn cache_get(&self, key: String) -> Option<Bytes> {
+        match self.channel.perform(Step::Cache(CacheRequest::Get { key })).await {
+            Outcome::Cache(value) => value,
+            _ => None,
+        }
+    }
+
+    pub(crate) async fn cache_put(&self, key: String, value: Bytes) {
+        let ttl_ms = self.limits.cache_ttl_ms;
+        self.channel
+            .perform(Step::Cache(CacheRequest::Put { key, value, ttl_ms }))
+            .await;
+    }
+
+    /// Invalidation must reach the cache: a failure here fails the write that caused it.
+    pub(crate) async fn cache_delete(&self, keys: Vec<String>) -> Result<(), RegistryError> {
+        match self.channel.perform(Step::Cache(CacheRequest::Delete { keys })).await {
+            Outcome::Done | Outcome::Cache(_) => Ok(()),
+            other => Err(unavailable("cache invalidation", other)),
+        }
+    }
+
+    pub(crate) async fn lock(&self, keys: Vec<String>) -> Result<Held, RegistryError> {
+        // A generator of its own, so no guard on ours is held across the lock steps.
+        let mut rng = Rng::new(self.rng().next_u64());
+        Held::acquire(&self.channel, &mut rng, &self.limits.locks, keys).await
+    }
+
+    /// Checks the locks are still held right before a commit write.
+    pub(crate) async fn ensure(&self, held: &mut Held) -> Result<(), RegistryError> {
+        held.ensure(&self.channel, &self.limits.locks).await
+    }
+
+    pub(crate) async fn unlock(&self, held: Held) {
+        held.release(&self.channel).await;
+    }
+}
+
+impl Ctx {
+    /// Runs `body` holding the locks on `keys`, and releases them whatever it returns.
+    pub(crate) async fn locked<T>(
+        &self,
+        keys: Vec<String>,
+        body: impl AsyncFnOnce(&mut Held) -> Result<T, RegistryError>,
+    ) -> Result<T, RegistryError> {
+        let mut held = self.lock(keys).await?;
+        let result = body(&mut held).await;
+        self.unlock(held).await;
+        result
+    }
+}
+
+/// Lock and cache key names, one place for all of them.
+pub(crate) mod keys {
+    use crate::digest::Digest;
+    use crate::names::{RepoName, Tag};
+    use crate::route::UploadId;
+
+    pub(crate) fn blob_lock(name: &RepoName, d: &Digest) -> String {
+        format!("blob/{name}/{d}")
+    }
+
+    pub(crate) fn manifest_lock(name: &RepoName, d: &Digest) -> String {
+        format!("manifest/{name}/{d}")
+    }
+
+    pub(crate) fn tag_lock(name: &RepoName, tag: &Tag) -> String {
+        format!("tag/{name}/{tag}")
+    }
+
+    pub(crate) fn upload_lock(id: &UploadId) -> String {
+        format!("upload/{}", id.as_str())
+    }
+
+    /// Cached: the digest a tag points at.
+    pub(crate) fn tag_cache(name: &RepoName, tag: &Tag) -> String {
+        format!("tag/{name}/{tag}")
+    }
+
+    /// Cached: a manifest's bytes, present only while it belongs to the repository.
+    pub(crate) fn manifest_cache(name: &RepoName, d: &Digest) -> String {
+        format!("manifest/{name}/{d}")
+    }
+
+    /// Cached: a blob's size, present only while it belongs to the repository.
+    pub(crate) fn blob_cache(name: &RepoName, d: &Digest) -> String {
+        format!("blob/{name}/{d}")
+    }
+}

@@ -1,0 +1,108 @@
+//! Tag listing and the catalog, with `n`/`last` pagination and a `Link` to the next page.
+
+use http::StatusCode;
+
+use super::Ctx;
+use super::response::Reply;
+use crate::error::{ErrorCode, RegistryError};
+use crate::layout;
+use crate::names::RepoName;
+use crate::route::Page;
+use crate::step::{Response, Store};
+
+/// Cuts one page out of sorted `items`; answers the page and whether more follow.
+fn paginate(mut items: Vec<String>, page: &Page) -> (Vec<String>, bool) {
+    items.sort();
+    items.dedup();
+    if let Some(last) = &page.last {
+        items.retain(|item| item > last);
+    }
+    match page.n {
+        Some(n) if items.len() > n => {
+            items.truncate(n);
+            (items, true)
+        }
+        _ => (items, false),
+    }
+}
+
+/// The `Link` header to the page after `items` (RFC 8288).
+fn next_link(path: &str, items: &[String], page: &Page) -> Option<String> {
+    let (last, n) = (items.last()?, page.n?);
+    let query: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("n", &n.to_string())
+        .append_pair("last", last)
+        .finish();
+    Some(format!("<{path}?{query}>; rel=\"next\""))
+}
+
+fn folders(entries: Vec<String>) -> impl Iterator<Item = String> {
+    entries
+        .into_iter()
+        .filter_map(|e| e.strip_suffix('/').map(str::to_owned))
+}
+
+pub(super) async fn tags(ctx: &Ctx, name: &RepoName, page: Page) -> Result<Response, RegistryError> {
+    let tags: Vec<String> = folders(ctx.list(Store::Meta, layout::tags_dir(name)).await?).collect();
+    if tags.is_empty() && !repository_exists(ctx, name).await? {
+        return Err(RegistryError::new(ErrorCode::NameUnknown, format!("repository {name} is unknown")));
+    }
+    let (tags, more) = paginate(tags, &page);
+    let mut reply = Reply::new(StatusCode::OK);
+    if more && let Some(link) = next_link(&format!("/v2/{name}/tags/list"), &tags, &page) {
+        reply = reply.header("link", link);
+    }
+    Ok(reply
+        .json(&serde_json::json!({ "name": name.as_str(), "tags": tags }))
+        .done())
+}
+
+async fn repository_exists(ctx: &Ctx, name: &RepoName) -> Result<bool, RegistryError> {
+    let dir = format!("{}{name}/", layout::REPOSITORIES);
+    Ok(!ctx.list(Store::Meta, dir).await?.is_empty())
+}
+
+/// A folder below `v2/repositories/` is a repository when it holds manifests or layers;
+/// other folders are path components of deeper names.
+const REPOSITORY_MARKERS: [&str; 2] = ["_manifests/", "_layers/"];
+
+pub(super) async fn catalog(ctx: &Ctx, page: Page) -> Result<Response, RegistryError> {
+    let mut repositories = Vec::new();
+    let mut pending = vec![String::new()];
+    while let Some(path) = pending.pop() {
+        let entries = ctx
+            .list(Store::Meta, format!("{}{path}", layout::REPOSITORIES))
+            .await?;
+        if !path.is_empty() && entries.iter().any(|e| REPOSITORY_MARKERS.contains(&e.as_str())) {
+            repositories.push(path.trim_end_matches('/').to_owned());
+        }
+        for entry in entries {
+            if entry.ends_with('/') && !entry.starts_with('_') {
+                pending.push(format!("{path}{entry}"));
+            }
+        }
+    }
+    let (repositories, more) = paginate(repositories, &page);
+    let mut reply = Reply::new(StatusCode::OK);
+    if more && let Some(link) = next_link("/v2/_catalog", &repositories, &page) {
+        reply = reply.header("link", link);
+    }
+    Ok(reply
+        .json(&serde_json::json!({ "repositories": repositories }))
+        .done())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_follow_last() {
+        let items: Vec<String> = ["c", "a", "b", "d"].map(String::from).to_vec();
+        let page = Page { n: Some(2), last: Some("a".into()) };
+        let (got, more) = paginate(items.clone(), &page);
+        assert_eq!((got.as_slice(), more), (&["b".to_string(), "c".to_string()][..], true));
+        let (got, more) = paginate(items, &Page { n: Some(0), last: None });
+        assert!(got.is_empty() && more);
+    }
+}

@@ -1,0 +1,92 @@
+//! Building responses.
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, LOCATION};
+use http::{HeaderMap, HeaderValue, StatusCode};
+
+use crate::digest::Digest;
+use crate::error::RegistryError;
+use crate::step::{Body, Response};
+
+pub(crate) const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
+pub(crate) const DOCKER_UPLOAD_UUID: &str = "docker-upload-uuid";
+
+/// A response under construction.
+pub(crate) struct Reply(Response);
+
+impl Reply {
+    pub(crate) fn new(status: StatusCode) -> Self {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+        Reply(Response {
+            status,
+            headers,
+            body: Body::Empty,
+        })
+    }
+
+    pub(crate) fn status(mut self, status: StatusCode) -> Self {
+        self.0.status = status;
+        self
+    }
+
+    /// Adds a header; values we build are always valid header text, others are dropped.
+    pub(crate) fn header(mut self, name: impl AsRef<str>, value: impl AsRef<str>) -> Self {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_ref().as_bytes()),
+            HeaderValue::from_str(value.as_ref()),
+        ) {
+            self.0.headers.append(name, value);
+        }
+        self
+    }
+
+    pub(crate) fn digest(self, digest: &Digest) -> Self {
+        self.header(DOCKER_CONTENT_DIGEST, digest.to_string())
+    }
+
+    pub(crate) fn location(self, location: impl AsRef<str>) -> Self {
+        self.header(LOCATION.as_str(), location)
+    }
+
+    pub(crate) fn content_type(mut self, content_type: &str) -> Self {
+        if let Ok(value) = HeaderValue::from_str(content_type) {
+            self.0.headers.insert(CONTENT_TYPE, value);
+        }
+        self
+    }
+
+    /// Announces a length without sending a body (HEAD).
+    pub(crate) fn length(mut self, len: u64) -> Self {
+        self.0.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+        self
+    }
+
+    pub(crate) fn body(self, body: Body, len: u64) -> Self {
+        let mut reply = self.length(len);
+        reply.0.body = body;
+        reply
+    }
+
+    pub(crate) fn bytes(self, bytes: impl Into<Bytes>) -> Self {
+        let bytes = bytes.into();
+        let len = bytes.len() as u64;
+        self.body(Body::Bytes(bytes), len)
+    }
+
+    pub(crate) fn json(self, value: &serde_json::Value) -> Self {
+        self.content_type("application/json")
+            .bytes(value.to_string())
+    }
+
+    pub(crate) fn done(self) -> Response {
+        self.0
+    }
+}
+
+pub(crate) fn error_response(error: &RegistryError) -> Response {
+    Reply::new(error.code.status())
+        .content_type("application/json")
+        .bytes(error.body())
+        .done()
+}

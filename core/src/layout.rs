@@ -1,0 +1,109 @@
+//! Storage keys. The layout is CNCF Distribution's (below its `docker/registry/` prefix), so
+//! a Distribution root can be served in place; what Distribution lacks (referrers, our upload
+//! records) lives under names it ignores. Keys are relative to a store's root and use `/`.
+
+use crate::digest::Digest;
+use crate::names::{RepoName, Tag};
+use crate::route::UploadId;
+
+fn repo(name: &RepoName) -> String {
+    format!("v2/repositories/{name}")
+}
+
+/// The bytes of a blob or manifest, addressed by digest.
+pub fn blob_data(d: &Digest) -> String {
+    format!(
+        "v2/blobs/{}/{}/{}/data",
+        d.algorithm().name(),
+        &d.hex()[..2],
+        d.hex()
+    )
+}
+
+/// The content of every link file: the digest it points at.
+pub fn link_content(d: &Digest) -> String {
+    d.to_string()
+}
+
+/// Marks a blob as part of a repository.
+pub fn layer_link(name: &RepoName, d: &Digest) -> String {
+    format!(
+        "{}/_layers/{}/{}/link",
+        repo(name),
+        d.algorithm().name(),
+        d.hex()
+    )
+}
+
+/// Marks a manifest as part of a repository.
+pub fn revision_link(name: &RepoName, d: &Digest) -> String {
+    format!(
+        "{}/_manifests/revisions/{}/{}/link",
+        repo(name),
+        d.algorithm().name(),
+        d.hex()
+    )
+}
+
+/// The folder holding one directory per tag.
+pub fn tags_dir(name: &RepoName) -> String {
+    format!("{}/_manifests/tags/", repo(name))
+}
+
+/// The folder of one tag (current link and history).
+pub fn tag_dir(name: &RepoName, tag: &Tag) -> String {
+    format!("{}/_manifests/tags/{tag}/", repo(name))
+}
+
+/// What a tag points at now.
+pub fn tag_current(name: &RepoName, tag: &Tag) -> String {
+    format!("{}current/link", tag_dir(name, tag))
+}
+
+/// Every manifest a tag ever pointed at (Distribution keeps this history).
+pub fn tag_index(name: &RepoName, tag: &Tag, d: &Digest) -> String {
+    format!(
+        "{}index/{}/{}/link",
+        tag_dir(name, tag),
+        d.algorithm().name(),
+        d.hex()
+    )
+}
+
+/// The folder of a subject's referrers: one descriptor file per referring manifest.
+pub fn referrers_dir(name: &RepoName, subject: &Digest) -> String {
+    format!(
+        "{}/_referrers/{}/{}/",
+        repo(name),
+        subject.algorithm().name(),
+        subject.hex()
+    )
+}
+
+/// One referrer's descriptor, named `<alg>-<hex>` of the referring manifest.
+pub fn referrer_entry(name: &RepoName, subject: &Digest, referrer: &Digest) -> String {
+    format!(
+        "{}{}-{}",
+        referrers_dir(name, subject),
+        referrer.algorithm().name(),
+        referrer.hex()
+    )
+}
+
+/// The folder of one upload session.
+pub fn upload_dir(name: &RepoName, id: &UploadId) -> String {
+    format!("{}/_uploads/{}/", repo(name), id.as_str())
+}
+
+/// The upload session record (offset, parts, hash state).
+pub fn upload_record(name: &RepoName, id: &UploadId) -> String {
+    format!("{}session.json", upload_dir(name, id))
+}
+
+/// The bytes of one upload request, named by the offset they start at.
+pub fn upload_part(name: &RepoName, id: &UploadId, offset: u64) -> String {
+    format!("{}parts/{offset:020}", upload_dir(name, id))
+}
+
+/// Where repositories live; the catalog walks below it.
+pub const REPOSITORIES: &str = "v2/repositories/";

@@ -1,0 +1,28 @@
+//! Stowage's registry logic, free of IO.
+//!
+//! A request becomes an [`Operation`](op::Operation): the driver asks it for its next
+//! [`Step`](step::Step) (a storage, lock or cache request, a request-body read, a sleep, or
+//! the final response), performs it, and feeds the [`Outcome`](step::Outcome) back. Time and
+//! randomness arrive as inputs, so every run is repeatable.
+#![forbid(unsafe_code)]
+
+pub mod cache;
+pub mod config;
+pub mod digest;
+pub mod error;
+pub mod layout;
+pub mod lock;
+pub mod manifest;
+pub mod names;
+pub mod op;
+pub mod range;
+pub mod route;
+pub mod step;
+pub mod upload;
+
+mod rng;
+
+mod handlers;
+
+pub use config::Limits;
+pub use handlers::{Registry, RequestHead};

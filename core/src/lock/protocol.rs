@@ -1,0 +1,125 @@
+//! Taking, refreshing and releasing an operation's locks through lock steps.
+
+use crate::config::LockSettings;
+use crate::error::{ErrorCode, RegistryError};
+use crate::op::Channel;
+use crate::rng::Rng;
+use crate::step::{LockRequest, Millis, Outcome, Step};
+
+/// Locks an operation holds, all under one token.
+#[derive(Debug)]
+pub(crate) struct Held {
+    keys: Vec<String>,
+    token: String,
+    /// When the locks were last taken or refreshed.
+    since: Millis,
+}
+
+fn lock_failed(outcome: Outcome) -> RegistryError {
+    let reason = match outcome {
+        Outcome::Failed(e) => e.message,
+        other => format!("unexpected lock outcome {other:?}"),
+    };
+    RegistryError::new(
+        ErrorCode::Unavailable,
+        format!("lock store unavailable: {reason}"),
+    )
+}
+
+async fn lock_step(channel: &Channel, request: LockRequest) -> Result<bool, RegistryError> {
+    match channel.perform(Step::Lock(request)).await {
+        Outcome::Lock(taken) => Ok(taken),
+        other => Err(lock_failed(other)),
+    }
+}
+
+impl Held {
+    /// Takes every key (sorted, so two operations never wait on each other in a cycle),
+    /// retrying a busy key every `retry_delay_ms` plus jitter up to `max_retries` times.
+    pub(crate) async fn acquire(
+        channel: &Channel,
+        rng: &mut Rng,
+        settings: &LockSettings,
+        mut keys: Vec<String>,
+    ) -> Result<Held, RegistryError> {
+        keys.sort();
+        keys.dedup();
+        let mut held = Held {
+            keys: Vec::with_capacity(keys.len()),
+            token: rng.id(),
+            since: channel.now(),
+        };
+        for key in keys {
+            let mut retries = 0;
+            loop {
+                let request = LockRequest::Acquire {
+                    key: key.clone(),
+                    token: held.token.clone(),
+                    ttl_ms: settings.ttl_ms,
+                };
+                match lock_step(channel, request).await {
+                    Ok(true) => break,
+                    Ok(false) if retries < settings.max_retries => {
+                        retries += 1;
+                        let jitter = rng.below(settings.retry_delay_ms + 1);
+                        let ms = settings.retry_delay_ms + jitter;
+                        channel.perform(Step::Sleep { ms }).await;
+                    }
+                    Ok(false) => {
+                        held.release(channel).await;
+                        return Err(RegistryError::new(
+                            ErrorCode::Unavailable,
+                            format!("{key} is busy; retry later"),
+                        ));
+                    }
+                    Err(e) => {
+                        held.release(channel).await;
+                        return Err(e);
+                    }
+                }
+            }
+            held.keys.push(key);
+        }
+        // The TTL runs from the first acquisition, the most pessimistic start.
+        Ok(held)
+    }
+
+    /// Makes sure every lock is still ours before a commit write, refreshing once a third of
+    /// the TTL has passed. A lock that could not be refreshed was lost: the caller must stop.
+    pub(crate) async fn ensure(
+        &mut self,
+        channel: &Channel,
+        settings: &LockSettings,
+    ) -> Result<(), RegistryError> {
+        let now = channel.now();
+        if now.since(self.since) < settings.ttl_ms / 3 {
+            return Ok(());
+        }
+        for key in &self.keys {
+            let request = LockRequest::Refresh {
+                key: key.clone(),
+                token: self.token.clone(),
+                ttl_ms: settings.ttl_ms,
+            };
+            if !lock_step(channel, request).await? {
+                return Err(RegistryError::new(
+                    ErrorCode::Unavailable,
+                    format!("lost lock {key} before committing; retry"),
+                ));
+            }
+        }
+        self.since = now;
+        Ok(())
+    }
+
+    /// Releases every key; a failure here only delays others until the TTL runs out.
+    pub(crate) async fn release(self, channel: &Channel) {
+        for key in self.keys.into_iter().rev() {
+            let request = LockRequest::Release {
+                key,
+                token: self.token.clone(),
+            };
+            let _ = lock_step(channel, request).await;
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! An operation: one request's logic, run step by step by a driver.
+//!
+//! Handlers are written as plain `async fn`s that `await` their IO through a [`Channel`]; no
+//! runtime ever polls them. [`Operation::poll`] polls the handler once with a no-op waker: the
+//! handler parks the step it needs in the channel and returns `Pending`; the driver performs
+//! the step and hands the outcome back through [`Operation::on_result`]. This keeps the
+//! sans-IO contract (steps out, results and time in) while the logic reads top to bottom.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use crate::error::{ErrorCode, RegistryError};
+use crate::step::{Millis, Outcome, Step};
+
+#[derive(Default)]
+struct Slot {
+    now: Millis,
+    step: Option<Step>,
+    outcome: Option<Outcome>,
+}
+
+/// The handler's side of the step exchange.
+#[derive(Clone, Default)]
+pub(crate) struct Channel(Arc<Mutex<Slot>>);
+
+impl Channel {
+    fn slot(&self) -> MutexGuard<'_, Slot> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn now(&self) -> Millis {
+        self.slot().now
+    }
+
+    /// Hands `step` to the driver and resolves with its outcome.
+    pub(crate) fn perform(&self, step: Step) -> Perform {
+        Perform {
+            channel: self.clone(),
+            step: Some(step),
+        }
+    }
+}
+
+pub(crate) struct Perform {
+    channel: Channel,
+    step: Option<Step>,
+}
+
+impl Future for Perform {
+    type Output = Outcome;
+
+    fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Outcome> {
+        if let Some(step) = self.step.take() {
+            self.channel.slot().step = Some(step);
+            return Poll::Pending;
+        }
+        match self.channel.slot().outcome.take() {
+            Some(outcome) => Poll::Ready(outcome),
+            None => Poll::Pending,
+        }
+    }
+}
+
+type Handler = Pin<Box<dyn Future<Output = crate::step::Response> + Send>>;
+
+/// One request in progress.
+pub struct Operation {
+    handler: Option<Handler>,
+    channel: Channel,
+}
+
+impl Operation {
+    pub(crate) fn new(channel: Channel, handler: Handler) -> Self {
+        Operation {
+            handler: Some(handler),
+            channel,
+        }
+    }
+
+    /// What the driver must do next, given the current time.
+    pub fn poll(&mut self, now: Millis) -> Step {
+        self.channel.slot().now = now;
+        let Some(handler) = self.handler.as_mut() else {
+            return Step::Done(internal("operation polled after it finished"));
+        };
+        match handler.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(response) => {
+                self.handler = None;
+                Step::Done(response)
+            }
+            Poll::Pending => match self.channel.slot().step.take() {
+                Some(step) => step,
+                None => {
+                    self.handler = None;
+                    Step::Done(internal("operation waited without asking for a step"))
+                }
+            },
+        }
+    }
+
+    /// The result of the step last returned by [`Operation::poll`].
+    pub fn on_result(&mut self, outcome: Outcome) {
+        self.channel.slot().outcome = Some(outcome);
+    }
+}
+
+fn internal(message: &str) -> crate::step::Response {
+    crate::handlers::error_response(&RegistryError::new(ErrorCode::Unavailable, message))
+}

@@ -1,0 +1,321 @@
+//! Request routing: method, path and query become a [`Route`] with validated parts.
+
+use http::Method;
+
+use crate::digest::Digest;
+use crate::error::{ErrorCode, RegistryError};
+use crate::names::{RepoName, Reference, Tag};
+
+/// Pagination of tag and catalog listings (`n`, `last`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Page {
+    pub n: Option<usize>,
+    pub last: Option<String>,
+}
+
+/// Every operation of the Distribution API, with its arguments parsed and validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Base,
+    Catalog(Page),
+    ListTags {
+        name: RepoName,
+        page: Page,
+    },
+    GetManifest {
+        name: RepoName,
+        reference: Reference,
+        head: bool,
+    },
+    PutManifest {
+        name: RepoName,
+        reference: Reference,
+        /// Extra tags from `?tag=` (only with a digest reference).
+        tags: Vec<Tag>,
+    },
+    DeleteManifest {
+        name: RepoName,
+        reference: Reference,
+    },
+    GetBlob {
+        name: RepoName,
+        digest: Digest,
+        head: bool,
+    },
+    DeleteBlob {
+        name: RepoName,
+        digest: Digest,
+    },
+    StartUpload {
+        name: RepoName,
+        digest: Option<Digest>,
+        mount: Option<Digest>,
+        from: Option<RepoName>,
+    },
+    UploadStatus {
+        name: RepoName,
+        id: UploadId,
+    },
+    PatchUpload {
+        name: RepoName,
+        id: UploadId,
+    },
+    FinishUpload {
+        name: RepoName,
+        id: UploadId,
+        digest: Digest,
+    },
+    CancelUpload {
+        name: RepoName,
+        id: UploadId,
+    },
+    Referrers {
+        name: RepoName,
+        subject: Digest,
+        artifact_type: Option<String>,
+    },
+}
+
+/// An upload session id: letters, digits, `-` and `_`, so it is safe inside a storage key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UploadId(String);
+
+impl UploadId {
+    pub fn parse(s: &str) -> Option<Self> {
+        let ok = !s.is_empty()
+            && s.len() <= 128
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        ok.then(|| UploadId(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn err(code: ErrorCode, message: impl Into<String>) -> RegistryError {
+    RegistryError::new(code, message)
+}
+
+fn repo(name: &str) -> Result<RepoName, RegistryError> {
+    name.parse()
+        .map_err(|_| err(ErrorCode::NameInvalid, format!("invalid repository name {name:?}")))
+}
+
+fn digest(s: &str) -> Result<Digest, RegistryError> {
+    s.parse()
+        .map_err(|e| err(ErrorCode::DigestInvalid, format!("invalid digest {s:?}: {e}")))
+}
+
+fn upload_id(s: &str) -> Result<UploadId, RegistryError> {
+    UploadId::parse(s).ok_or_else(|| err(ErrorCode::BlobUploadUnknown, "unknown upload id"))
+}
+
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(query: Option<&str>) -> Self {
+        Query(
+            form_urlencoded::parse(query.unwrap_or("").as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        )
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn all(&self, key: &str) -> impl Iterator<Item = &str> {
+        self.0
+            .iter()
+            .filter(move |(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn page(&self) -> Result<Page, RegistryError> {
+        let n = match self.get("n") {
+            None | Some("") => None,
+            Some(n) => Some(
+                n.parse()
+                    .map_err(|_| err(ErrorCode::SizeInvalid, format!("invalid page size n={n:?}")))?,
+            ),
+        };
+        Ok(Page {
+            n,
+            last: self.get("last").filter(|l| !l.is_empty()).map(str::to_owned),
+        })
+    }
+}
+
+impl Route {
+    /// Routes a request. `path` is the URI path, `query` its raw query string.
+    pub fn parse(method: &Method, path: &str, query: Option<&str>) -> Result<Route, RegistryError> {
+        let not_found = || err(ErrorCode::NotFound, format!("no route for {path}"));
+        let rest = path.strip_prefix("/v2").ok_or_else(not_found)?;
+        let q = Query::parse(query);
+        let allow = |methods: &[Method]| -> Result<(), RegistryError> {
+            if methods.contains(method) {
+                Ok(())
+            } else {
+                Err(err(
+                    ErrorCode::MethodNotAllowed,
+                    format!("{method} not allowed on {path}"),
+                ))
+            }
+        };
+        let get = [Method::GET, Method::HEAD];
+        if rest.is_empty() || rest == "/" {
+            allow(&get)?;
+            return Ok(Route::Base);
+        }
+        let rest = rest.strip_prefix('/').ok_or_else(not_found)?;
+        if rest == "_catalog" {
+            allow(&get)?;
+            return Ok(Route::Catalog(q.page()?));
+        }
+        if let Some(name) = rest.strip_suffix("/tags/list") {
+            allow(&get)?;
+            return Ok(Route::ListTags {
+                name: repo(name)?,
+                page: q.page()?,
+            });
+        }
+        if let Some(name) = rest
+            .strip_suffix("/blobs/uploads/")
+            .or_else(|| rest.strip_suffix("/blobs/uploads"))
+        {
+            allow(&[Method::POST])?;
+            let from = q.get("from").map(repo).transpose()?;
+            return Ok(Route::StartUpload {
+                name: repo(name)?,
+                digest: q.get("digest").map(digest).transpose()?,
+                mount: q.get("mount").map(digest).transpose()?,
+                from,
+            });
+        }
+        if let Some((name, id)) = rest.rsplit_once("/blobs/uploads/") {
+            let (name, id) = (repo(name)?, upload_id(id)?);
+            return match *method {
+                Method::GET | Method::HEAD => Ok(Route::UploadStatus { name, id }),
+                Method::PATCH => Ok(Route::PatchUpload { name, id }),
+                Method::PUT => {
+                    let d = q.get("digest").ok_or_else(|| {
+                        err(ErrorCode::DigestInvalid, "PUT needs a ?digest= parameter")
+                    })?;
+                    Ok(Route::FinishUpload {
+                        name,
+                        id,
+                        digest: digest(d)?,
+                    })
+                }
+                Method::DELETE => Ok(Route::CancelUpload { name, id }),
+                _ => allow(&[]).map(|_| Route::Base),
+            };
+        }
+        if let Some((name, reference)) = rest.rsplit_once("/manifests/") {
+            let name = repo(name)?;
+            let reference: Reference = reference.parse().map_err(|_| {
+                err(
+                    ErrorCode::ManifestInvalid,
+                    format!("invalid manifest reference {reference:?}"),
+                )
+            })?;
+            return match *method {
+                Method::GET | Method::HEAD => Ok(Route::GetManifest {
+                    name,
+                    reference,
+                    head: *method == Method::HEAD,
+                }),
+                Method::PUT => {
+                    let tags = q
+                        .all("tag")
+                        .map(|t| {
+                            t.parse().map_err(|_| {
+                                err(ErrorCode::ManifestInvalid, format!("invalid tag {t:?}"))
+                            })
+                        })
+                        .collect::<Result<_, _>>()?;
+                    Ok(Route::PutManifest {
+                        name,
+                        reference,
+                        tags,
+                    })
+                }
+                Method::DELETE => Ok(Route::DeleteManifest { name, reference }),
+                _ => allow(&[]).map(|_| Route::Base),
+            };
+        }
+        if let Some((name, d)) = rest.rsplit_once("/blobs/") {
+            let (name, digest) = (repo(name)?, digest(d)?);
+            return match *method {
+                Method::GET | Method::HEAD => Ok(Route::GetBlob {
+                    name,
+                    digest,
+                    head: *method == Method::HEAD,
+                }),
+                Method::DELETE => Ok(Route::DeleteBlob { name, digest }),
+                _ => allow(&[]).map(|_| Route::Base),
+            };
+        }
+        if let Some((name, d)) = rest.rsplit_once("/referrers/") {
+            allow(&get)?;
+            return Ok(Route::Referrers {
+                name: repo(name)?,
+                subject: digest(d)?,
+                artifact_type: q
+                    .get("artifactType")
+                    .filter(|a| !a.is_empty())
+                    .map(str::to_owned),
+            });
+        }
+        Err(not_found())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn routes_nested_names() {
+        let r = Route::parse(&Method::GET, &format!("/v2/a/b/c/blobs/{D}"), None).unwrap();
+        assert!(matches!(r, Route::GetBlob { ref name, head: false, .. } if name.as_str() == "a/b/c"));
+        let r = Route::parse(&Method::PUT, "/v2/a/blobs/uploads/abc-1", Some(&format!("digest={D}")));
+        assert!(matches!(r, Ok(Route::FinishUpload { .. })));
+        let r = Route::parse(&Method::GET, "/v2/x/tags/list", Some("n=2&last=a")).unwrap();
+        assert_eq!(
+            r,
+            Route::ListTags {
+                name: "x".parse().unwrap(),
+                page: Page { n: Some(2), last: Some("a".into()) }
+            }
+        );
+    }
+
+    #[test]
+    fn rejects_bad_parts() {
+        let e = Route::parse(&Method::GET, "/v2/A/tags/list", None).unwrap_err();
+        assert_eq!(e.code, ErrorCode::NameInvalid);
+        let e = Route::parse(&Method::GET, "/v2/a/blobs/uploads/../x", None).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BlobUploadUnknown);
+        let e = Route::parse(&Method::GET, "/v2/a/../b/tags/list", None).unwrap_err();
+        assert_eq!(e.code, ErrorCode::NameInvalid);
+        let e = Route::parse(&Method::POST, "/v2/a/tags/list", None).unwrap_err();
+        assert_eq!(e.code, ErrorCode::MethodNotAllowed);
+        let e = Route::parse(&Method::GET, "/v3/", None).unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotFound);
+    }
+
+    #[test]
+    fn put_manifest_collects_tags() {
+        let r = Route::parse(&Method::PUT, &format!("/v2/a/manifests/{D}"), Some("tag=x&tag=y")).unwrap();
+        assert!(matches!(r, Route::PutManifest { ref tags, .. } if tags.len() == 2));
+    }
+}

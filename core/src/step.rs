@@ -1,0 +1,237 @@
+//! What an operation asks of its driver ([`Step`]) and what the driver answers ([`Outcome`]).
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+
+use crate::digest::{Digest, Hasher};
+use crate::range::Span;
+
+/// Wall-clock time in milliseconds since the Unix epoch, as the driver reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Millis(pub u64);
+
+impl Millis {
+    pub fn plus(self, ms: u64) -> Millis {
+        Millis(self.0.saturating_add(ms))
+    }
+
+    pub fn since(self, earlier: Millis) -> u64 {
+        self.0.saturating_sub(earlier.0)
+    }
+}
+
+/// The two logical stores; each may be its own backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Store {
+    /// Layers and configs, and upload sessions.
+    Blobs,
+    /// Manifests, tags, links and referrers.
+    Meta,
+}
+
+#[derive(Debug)]
+pub enum StorageRequest {
+    /// Size of an object, or `None` when absent.
+    Stat { store: Store, key: String },
+    /// A small object's whole content, or `None` when absent.
+    Read { store: Store, key: String },
+    /// Replace an object atomically with small content.
+    Write {
+        store: Store,
+        key: String,
+        data: Bytes,
+    },
+    /// Stream the request body to `key`, passing every chunk through `tap`. The object
+    /// appears only if every chunk and then [`BodyTap::finish`] were accepted; otherwise the
+    /// write is aborted and nothing is visible at `key`.
+    WriteBody {
+        store: Store,
+        key: String,
+        tap: BodyTap,
+    },
+    /// Feed the stored bytes of `keys`, in order, through `tap` (re-hashing an upload under
+    /// an algorithm it was not hashed with on the way in).
+    HashStored {
+        store: Store,
+        keys: Vec<String>,
+        tap: BodyTap,
+    },
+    /// Make the concatenation of `parts` appear atomically at `to`; the parts remain.
+    Concat {
+        store: Store,
+        parts: Vec<String>,
+        to: String,
+    },
+    Delete { store: Store, key: String },
+    /// Delete everything below a folder (`prefix` ends with `/`).
+    DeleteAll { store: Store, prefix: String },
+    /// The immediate children of a folder (`prefix` ends with `/`): files by name, folders
+    /// by name with a trailing `/`. Empty when the folder does not exist.
+    List { store: Store, prefix: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockRequest {
+    /// Take `key` for `token` unless someone else holds it (`SET NX PX`).
+    Acquire {
+        key: String,
+        token: String,
+        ttl_ms: u64,
+    },
+    /// Extend `key` if `token` still holds it.
+    Refresh {
+        key: String,
+        token: String,
+        ttl_ms: u64,
+    },
+    /// Drop `key` if `token` still holds it (compare-and-delete).
+    Release { key: String, token: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheRequest {
+    Get { key: String },
+    Put { key: String, value: Bytes, ttl_ms: u64 },
+    Delete { keys: Vec<String> },
+}
+
+#[derive(Debug)]
+pub enum Step {
+    Storage(StorageRequest),
+    Lock(LockRequest),
+    Cache(CacheRequest),
+    /// Read the whole request body, refusing more than `limit` bytes.
+    ReadBody { limit: u64 },
+    /// Wait this long (lock retry back-off).
+    Sleep { ms: u64 },
+    /// The operation is finished.
+    Done(Response),
+}
+
+/// Why the driver could not complete a storage, lock or cache request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct IoError {
+    pub message: String,
+}
+
+/// Why a request body could not be read in full.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error("request body exceeds {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("request body was refused: {0}")]
+    Refused(#[from] TapError),
+    #[error("reading the request body failed: {0}")]
+    Client(String),
+    #[error("storage failed while writing the request body: {0}")]
+    Storage(String),
+}
+
+#[derive(Debug)]
+pub enum Outcome {
+    Done,
+    Stat(Option<u64>),
+    Read(Option<Bytes>),
+    List(Vec<String>),
+    /// The tap after a [`StorageRequest::WriteBody`] or [`StorageRequest::HashStored`], and
+    /// why the body was not stored, if it was not.
+    Body {
+        tap: BodyTap,
+        error: Option<BodyError>,
+    },
+    BodyBytes(Result<Bytes, BodyError>),
+    Lock(bool),
+    Cache(Option<Bytes>),
+    Failed(IoError),
+}
+
+/// Counts and hashes body bytes on their way to storage, and refuses them when they break
+/// the upload's rules (length from `Content-Range`/`Content-Length`, expected digest).
+#[derive(Debug, Clone)]
+pub struct BodyTap {
+    hasher: Hasher,
+    received: u64,
+    exact_len: Option<u64>,
+    expect: Option<Digest>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TapError {
+    #[error("body is longer than the {expected} bytes announced")]
+    TooLong { expected: u64 },
+    #[error("body has {received} bytes, {expected} were announced")]
+    TooShort { expected: u64, received: u64 },
+    #[error("content digest {actual} does not match {expected}")]
+    DigestMismatch { expected: Digest, actual: Digest },
+}
+
+impl BodyTap {
+    /// A tap continuing `hasher`, expecting exactly `exact_len` bytes if given and, if
+    /// `expect` is given, that the hasher ends at that digest.
+    pub fn new(hasher: Hasher, exact_len: Option<u64>, expect: Option<Digest>) -> Self {
+        BodyTap {
+            hasher,
+            received: 0,
+            exact_len,
+            expect,
+        }
+    }
+
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<(), TapError> {
+        let received = self.received + chunk.len() as u64;
+        if let Some(expected) = self.exact_len
+            && received > expected
+        {
+            return Err(TapError::TooLong { expected });
+        }
+        self.received = received;
+        self.hasher.update(chunk);
+        Ok(())
+    }
+
+    pub fn finish(&self) -> Result<(), TapError> {
+        if let Some(expected) = self.exact_len
+            && self.received != expected
+        {
+            return Err(TapError::TooShort {
+                expected,
+                received: self.received,
+            });
+        }
+        if let Some(expected) = &self.expect {
+            let actual = self.hasher.finish();
+            if &actual != expected {
+                return Err(TapError::DigestMismatch {
+                    expected: expected.clone(),
+                    actual,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    pub fn hasher(&self) -> &Hasher {
+        &self.hasher
+    }
+}
+
+/// The response an operation ends with.
+#[derive(Debug)]
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Body,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    Empty,
+    Bytes(Bytes),
+    /// A range of a stored object, streamed by the driver.
+    Stored { store: Store, key: String, span: Span },
+}

@@ -1,0 +1,114 @@
+//! `stowage`: the registry on tokio. Everything but the accept loop, executor, timer and
+//! signal handling is shared with `stowage-smol`.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use stowage_app::{Cli, Command, Config};
+use stowage_driver::{BoxFuture, Timer};
+use stowage_http::Service;
+use tokio::net::TcpListener;
+
+struct TokioSleep;
+
+impl Timer for TokioSleep {
+    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
+        Box::pin(tokio::time::sleep(duration))
+    }
+}
+
+fn main() -> ExitCode {
+    stowage_app::init_logging();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the tokio runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Serve { config } => runtime.block_on(serve(config.as_deref())),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("stowage: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config_file: Option<&std::path::Path>) -> Result<(), Box<dyn std::error::Error>> {
+    let config = Config::load(config_file)?;
+    let (registry, backends) = stowage_app::build(&config, Arc::new(TokioSleep))?;
+    let server = &config.server;
+    let service = Service::new(registry, backends, Duration::from_secs(server.body_idle_timeout_secs));
+    let address: SocketAddr = format!("{}:{}", server.bind_address, server.port).parse()?;
+    let listener = TcpListener::bind(address).await?;
+    tracing::info!(address = %listener.local_addr()?, "stowage listening");
+
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(server.request_header_timeout_secs));
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown_signal());
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let service = service.clone();
+                let handler = service_fn(move |request| {
+                    let service = service.clone();
+                    async move { Ok::<_, std::convert::Infallible>(service.handle(request).await) }
+                });
+                let connection = http.serve_connection(TokioIo::new(stream), handler);
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+    drop(listener);
+    let timeout = Duration::from_secs(server.shutdown_timeout_secs);
+    if tokio::time::timeout(timeout, graceful.shutdown()).await.is_err() {
+        tracing::warn!("in-flight requests still running after {timeout:?}; stopping anyway");
+    }
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM");
+            std::future::pending::<()>().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
