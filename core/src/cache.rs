@@ -64,7 +64,11 @@ impl MemoryCache {
     /// Drops expired entries, then as many others as needed to fit `room` more bytes.
     fn evict(&mut self, now: Millis, room: usize) {
         self.entries.retain(|_, (_, until)| *until > now);
-        let mut bytes: usize = self.entries.iter().map(|(k, (v, _))| k.len() + v.len()).sum();
+        let mut bytes: usize = self
+            .entries
+            .iter()
+            .map(|(k, (v, _))| k.len() + v.len())
+            .sum();
         if bytes + room > self.max_bytes {
             let keys: Vec<String> = self.entries.keys().cloned().collect();
             for key in keys {
@@ -100,12 +104,20 @@ mod tests {
     fn expires_and_stays_bounded() {
         let mut cache = MemoryCache::new(16);
         cache.apply(put("a", b"12345"), Millis(0));
-        assert_eq!(cache.apply(get("a"), Millis(5)).as_deref(), Some(&b"12345"[..]));
+        assert_eq!(
+            cache.apply(get("a"), Millis(5)).as_deref(),
+            Some(&b"12345"[..])
+        );
         assert_eq!(cache.apply(get("a"), Millis(10)), None);
         cache.apply(put("b", b"1234567"), Millis(10));
         cache.apply(put("c", b"1234567"), Millis(10));
         assert!(cache.bytes <= 16);
-        cache.apply(CacheRequest::Delete { keys: vec!["c".into()] }, Millis(10));
+        cache.apply(
+            CacheRequest::Delete {
+                keys: vec!["c".into()],
+            },
+            Millis(10),
+        );
         assert_eq!(cache.apply(get("c"), Millis(10)), None);
     }
 }

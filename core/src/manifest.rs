@@ -136,7 +136,9 @@ impl Manifest {
                     .chain(layers)
                     .map(digest_of)
                     .collect::<Result<_, _>>()?;
-                let artifact_type = raw.artifact_type.or_else(|| Some(config.media_type.clone()));
+                let artifact_type = raw
+                    .artifact_type
+                    .or_else(|| Some(config.media_type.clone()));
                 (blobs, Vec::new(), artifact_type)
             }
             Kind::Index => {

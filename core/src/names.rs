@@ -150,7 +150,9 @@ mod tests {
         for ok in ["a", "library/ubuntu", "a.b_c__d---e/f0", "x/y/z"] {
             assert!(ok.parse::<RepoName>().is_ok(), "{ok}");
         }
-        for bad in ["", "A", "a/", "/a", "a//b", "a._b", "a___b", "-a", "a-", "a..b", "a:b"] {
+        for bad in [
+            "", "A", "a/", "/a", "a//b", "a._b", "a___b", "-a", "a-", "a..b", "a:b",
+        ] {
             assert!(bad.parse::<RepoName>().is_err(), "{bad}");
         }
     }

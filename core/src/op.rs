@@ -27,7 +27,9 @@ pub(crate) struct Channel(Arc<Mutex<Slot>>);
 
 impl Channel {
     fn slot(&self) -> MutexGuard<'_, Slot> {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(crate) fn now(&self) -> Millis {
@@ -85,7 +87,10 @@ impl Operation {
         let Some(handler) = self.handler.as_mut() else {
             return Step::Done(internal("operation polled after it finished"));
         };
-        match handler.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        match handler
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+        {
             Poll::Ready(response) => {
                 self.handler = None;
                 Step::Done(response)

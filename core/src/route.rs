@@ -4,7 +4,7 @@ use http::Method;
 
 use crate::digest::Digest;
 use crate::error::{ErrorCode, RegistryError};
-use crate::names::{RepoName, Reference, Tag};
+use crate::names::{Reference, RepoName, Tag};
 
 /// Pagination of tag and catalog listings (`n`, `last`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -99,13 +99,21 @@ fn err(code: ErrorCode, message: impl Into<String>) -> RegistryError {
 }
 
 fn repo(name: &str) -> Result<RepoName, RegistryError> {
-    name.parse()
-        .map_err(|_| err(ErrorCode::NameInvalid, format!("invalid repository name {name:?}")))
+    name.parse().map_err(|_| {
+        err(
+            ErrorCode::NameInvalid,
+            format!("invalid repository name {name:?}"),
+        )
+    })
 }
 
 fn digest(s: &str) -> Result<Digest, RegistryError> {
-    s.parse()
-        .map_err(|e| err(ErrorCode::DigestInvalid, format!("invalid digest {s:?}: {e}")))
+    s.parse().map_err(|e| {
+        err(
+            ErrorCode::DigestInvalid,
+            format!("invalid digest {s:?}: {e}"),
+        )
+    })
 }
 
 fn upload_id(s: &str) -> Result<UploadId, RegistryError> {
@@ -138,16 +146,19 @@ impl Query {
     }
 
     fn page(&self) -> Result<Page, RegistryError> {
-        let n = match self.get("n") {
-            None | Some("") => None,
-            Some(n) => Some(
-                n.parse()
-                    .map_err(|_| err(ErrorCode::SizeInvalid, format!("invalid page size n={n:?}")))?,
-            ),
-        };
+        let n =
+            match self.get("n") {
+                None | Some("") => None,
+                Some(n) => Some(n.parse().map_err(|_| {
+                    err(ErrorCode::SizeInvalid, format!("invalid page size n={n:?}"))
+                })?),
+            };
         Ok(Page {
             n,
-            last: self.get("last").filter(|l| !l.is_empty()).map(str::to_owned),
+            last: self
+                .get("last")
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned),
         })
     }
 }
@@ -286,15 +297,24 @@ mod tests {
     #[test]
     fn routes_nested_names() {
         let r = Route::parse(&Method::GET, &format!("/v2/a/b/c/blobs/{D}"), None).unwrap();
-        assert!(matches!(r, Route::GetBlob { ref name, head: false, .. } if name.as_str() == "a/b/c"));
-        let r = Route::parse(&Method::PUT, "/v2/a/blobs/uploads/abc-1", Some(&format!("digest={D}")));
+        assert!(
+            matches!(r, Route::GetBlob { ref name, head: false, .. } if name.as_str() == "a/b/c")
+        );
+        let r = Route::parse(
+            &Method::PUT,
+            "/v2/a/blobs/uploads/abc-1",
+            Some(&format!("digest={D}")),
+        );
         assert!(matches!(r, Ok(Route::FinishUpload { .. })));
         let r = Route::parse(&Method::GET, "/v2/x/tags/list", Some("n=2&last=a")).unwrap();
         assert_eq!(
             r,
             Route::ListTags {
                 name: "x".parse().unwrap(),
-                page: Page { n: Some(2), last: Some("a".into()) }
+                page: Page {
+                    n: Some(2),
+                    last: Some("a".into())
+                }
             }
         );
     }
@@ -315,7 +335,12 @@ mod tests {
 
     #[test]
     fn put_manifest_collects_tags() {
-        let r = Route::parse(&Method::PUT, &format!("/v2/a/manifests/{D}"), Some("tag=x&tag=y")).unwrap();
+        let r = Route::parse(
+            &Method::PUT,
+            &format!("/v2/a/manifests/{D}"),
+            Some("tag=x&tag=y"),
+        )
+        .unwrap();
         assert!(matches!(r, Route::PutManifest { ref tags, .. } if tags.len() == 2));
     }
 }

@@ -32,9 +32,15 @@ pub enum Store {
 #[derive(Debug)]
 pub enum StorageRequest {
     /// Size of an object, or `None` when absent.
-    Stat { store: Store, key: String },
+    Stat {
+        store: Store,
+        key: String,
+    },
     /// A small object's whole content, or `None` when absent.
-    Read { store: Store, key: String },
+    Read {
+        store: Store,
+        key: String,
+    },
     /// Replace an object atomically with small content.
     Write {
         store: Store,
@@ -62,12 +68,21 @@ pub enum StorageRequest {
         parts: Vec<String>,
         to: String,
     },
-    Delete { store: Store, key: String },
+    Delete {
+        store: Store,
+        key: String,
+    },
     /// Delete everything below a folder (`prefix` ends with `/`).
-    DeleteAll { store: Store, prefix: String },
+    DeleteAll {
+        store: Store,
+        prefix: String,
+    },
     /// The immediate children of a folder (`prefix` ends with `/`): files by name, folders
     /// by name with a trailing `/`. Empty when the folder does not exist.
-    List { store: Store, prefix: String },
+    List {
+        store: Store,
+        prefix: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,9 +105,17 @@ pub enum LockRequest {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CacheRequest {
-    Get { key: String },
-    Put { key: String, value: Bytes, ttl_ms: u64 },
-    Delete { keys: Vec<String> },
+    Get {
+        key: String,
+    },
+    Put {
+        key: String,
+        value: Bytes,
+        ttl_ms: u64,
+    },
+    Delete {
+        keys: Vec<String>,
+    },
 }
 
 #[derive(Debug)]
@@ -101,9 +124,13 @@ pub enum Step {
     Lock(LockRequest),
     Cache(CacheRequest),
     /// Read the whole request body, refusing more than `limit` bytes.
-    ReadBody { limit: u64 },
+    ReadBody {
+        limit: u64,
+    },
     /// Wait this long (lock retry back-off).
-    Sleep { ms: u64 },
+    Sleep {
+        ms: u64,
+    },
     /// The operation is finished.
     Done(Response),
 }
@@ -137,7 +164,7 @@ pub enum Outcome {
     /// The tap after a [`StorageRequest::WriteBody`] or [`StorageRequest::HashStored`], and
     /// why the body was not stored, if it was not.
     Body {
-        tap: BodyTap,
+        tap: Box<BodyTap>,
         error: Option<BodyError>,
     },
     BodyBytes(Result<Bytes, BodyError>),
@@ -233,5 +260,9 @@ pub enum Body {
     Empty,
     Bytes(Bytes),
     /// A range of a stored object, streamed by the driver.
-    Stored { store: Store, key: String, span: Span },
+    Stored {
+        store: Store,
+        key: String,
+        span: Span,
+    },
 }

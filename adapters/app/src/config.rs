@@ -7,7 +7,7 @@ use bytesize::ByteSize;
 use serde::Deserialize;
 use stowage_storage::{FsSettings, StoreSettings};
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -117,17 +117,6 @@ impl StoreSection {
     }
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            server: ServerSettings::default(),
-            registry: RegistrySettings::default(),
-            blob_store: StoreSection::default(),
-            metadata_store: None,
-        }
-    }
-}
-
 impl Config {
     /// Loads a file, or the embedded default when there is none.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
@@ -157,10 +146,16 @@ impl Config {
             reason: reason.into(),
         };
         if self.blob_store.fs.is_none() {
-            return Err(invalid("blob_store", "needs a backend table such as [blob_store.fs]"));
+            return Err(invalid(
+                "blob_store",
+                "needs a backend table such as [blob_store.fs]",
+            ));
         }
         if self.metadata_store.as_ref().is_some_and(|m| m.fs.is_none()) {
-            return Err(invalid("metadata_store", "needs a backend table such as [metadata_store.fs]"));
+            return Err(invalid(
+                "metadata_store",
+                "needs a backend table such as [metadata_store.fs]",
+            ));
         }
         if self.registry.max_manifest_size.as_u64() == 0 {
             return Err(invalid("registry.max_manifest_size", "must be more than 0"));
@@ -172,7 +167,10 @@ impl Config {
     }
 
     pub fn metadata_store_settings(&self) -> Result<Option<StoreSettings>, ConfigError> {
-        self.metadata_store.as_ref().map(StoreSection::settings).transpose()
+        self.metadata_store
+            .as_ref()
+            .map(StoreSection::settings)
+            .transpose()
     }
 }
 
@@ -205,7 +203,10 @@ mod tests {
         assert_eq!(config.server.port, 5001);
         assert_eq!(config.registry.max_manifest_size, ByteSize::mib(8));
         assert!(config.blob_store.fs.as_ref().unwrap().sync_to_disk);
-        assert_eq!(config.metadata_store.unwrap().fs.unwrap().root_dir, "/srv/meta");
+        assert_eq!(
+            config.metadata_store.unwrap().fs.unwrap().root_dir,
+            "/srv/meta"
+        );
     }
 
     #[test]

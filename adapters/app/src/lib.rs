@@ -36,7 +36,10 @@ pub fn init_logging() {
 
 /// The registry logic and its backends, built from a configuration.
 pub fn build(config: &Config, timer: Arc<dyn Timer>) -> Result<(Registry, Backends), StartError> {
-    let storage = Storage::open(&config.blob_store.settings()?, config.metadata_store_settings()?.as_ref())?;
+    let storage = Storage::open(
+        &config.blob_store.settings()?,
+        config.metadata_store_settings()?.as_ref(),
+    )?;
     let limits = Limits {
         max_manifest_bytes: config.registry.max_manifest_size.as_u64(),
         allow_missing_manifest_references: config.registry.allow_missing_manifest_references,

@@ -14,13 +14,21 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// A lock table: in memory for one instance, Redis for several.
 pub trait LockStore: Send + Sync {
     /// Applies a lock request at `now`; `true` when it took effect.
-    fn apply<'a>(&'a self, request: &'a LockRequest, now: Millis) -> BoxFuture<'a, Result<bool, IoError>>;
+    fn apply<'a>(
+        &'a self,
+        request: &'a LockRequest,
+        now: Millis,
+    ) -> BoxFuture<'a, Result<bool, IoError>>;
 }
 
 /// A cache: in memory per instance, or Redis shared by replicas.
 pub trait Cache: Send + Sync {
     /// Applies a cache request at `now`; a `Get` answers with the value.
-    fn apply(&self, request: CacheRequest, now: Millis) -> BoxFuture<'_, Result<Option<Bytes>, IoError>>;
+    fn apply(
+        &self,
+        request: CacheRequest,
+        now: Millis,
+    ) -> BoxFuture<'_, Result<Option<Bytes>, IoError>>;
 }
 
 /// The runtime's timer (tokio and smol each bring theirs).

@@ -13,7 +13,11 @@ use crate::backends::{BoxFuture, Cache, LockStore};
 pub struct MemoryLockStore(Mutex<MemoryLocks>);
 
 impl LockStore for MemoryLockStore {
-    fn apply<'a>(&'a self, request: &'a LockRequest, now: Millis) -> BoxFuture<'a, Result<bool, IoError>> {
+    fn apply<'a>(
+        &'a self,
+        request: &'a LockRequest,
+        now: Millis,
+    ) -> BoxFuture<'a, Result<bool, IoError>> {
         let mut locks = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if matches!(request, LockRequest::Acquire { .. }) {
             locks.purge_expired(now);
@@ -32,7 +36,11 @@ impl MemoryCacheStore {
 }
 
 impl Cache for MemoryCacheStore {
-    fn apply(&self, request: CacheRequest, now: Millis) -> BoxFuture<'_, Result<Option<Bytes>, IoError>> {
+    fn apply(
+        &self,
+        request: CacheRequest,
+        now: Millis,
+    ) -> BoxFuture<'_, Result<Option<Bytes>, IoError>> {
         let value = self
             .0
             .lock()

@@ -58,15 +58,21 @@ impl Service {
             headers: parts.headers,
         };
         let (method, path) = (head.method.clone(), head.path.clone());
-        let seed = inner.seeds.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+        let seed = inner
+            .seeds
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
         let op = inner.registry.handle(head, seed);
-        let mut body = RequestBody::new(incoming, inner.backends.timer.clone(), inner.body_idle_timeout);
+        let mut body = RequestBody::new(
+            incoming,
+            inner.backends.timer.clone(),
+            inner.body_idle_timeout,
+        );
         let response = drive(op, &inner.backends, &mut body).await;
         tracing::debug!(%method, path, status = response.status.as_u16(), "request");
-        self.into_http(response).await
+        self.to_http(response).await
     }
 
-    async fn into_http(&self, response: CoreResponse) -> http::Response<ResponseBody> {
+    async fn to_http(&self, response: CoreResponse) -> http::Response<ResponseBody> {
         let CoreResponse {
             status,
             headers,
@@ -74,13 +80,23 @@ impl Service {
         } = response;
         let body = match body {
             Body::Empty => Empty::new().map_err(|never| match never {}).boxed_unsync(),
-            Body::Bytes(bytes) => Full::new(bytes).map_err(|never| match never {}).boxed_unsync(),
+            Body::Bytes(bytes) => Full::new(bytes)
+                .map_err(|never| match never {})
+                .boxed_unsync(),
             Body::Stored { store, key, span } => {
-                match self.inner.backends.storage.read_span(store, &key, span).await {
+                match self
+                    .inner
+                    .backends
+                    .storage
+                    .read_span(store, &key, span)
+                    .await
+                {
                     Ok(stream) => StreamBody::new(stream.map_ok(Frame::data)).boxed_unsync(),
                     Err(e) => {
                         tracing::error!(key, error = %e, "opening a blob for reading failed");
-                        let mut failed = http::Response::new(Empty::new().map_err(|never| match never {}).boxed_unsync());
+                        let mut failed = http::Response::new(
+                            Empty::new().map_err(|never| match never {}).boxed_unsync(),
+                        );
                         *failed.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
                         return failed;
                     }

@@ -122,7 +122,10 @@ impl Backend {
                 }
             }
         }
-        Outcome::Body { tap, error }
+        Outcome::Body {
+            tap: Box::new(tap),
+            error,
+        }
     }
 
     pub(crate) async fn hash_stored(&self, keys: &[String], mut tap: BodyTap) -> Outcome {
@@ -137,7 +140,7 @@ impl Backend {
                     Ok(chunk) => {
                         if let Err(e) = tap.feed(&chunk) {
                             return Outcome::Body {
-                                tap,
+                                tap: Box::new(tap),
                                 error: Some(BodyError::Refused(e)),
                             };
                         }
@@ -146,7 +149,10 @@ impl Backend {
                 }
             }
         }
-        Outcome::Body { tap, error: None }
+        Outcome::Body {
+            tap: Box::new(tap),
+            error: None,
+        }
     }
 
     /// Makes `parts` appear at `to` as one object: nothing, a move of the single part, or a

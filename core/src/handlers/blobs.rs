@@ -29,12 +29,16 @@ pub(super) async fn size_in_repo(
     {
         return Ok(Some(size));
     }
-    if !ctx.exists(Store::Meta, layout::layer_link(name, digest)).await? {
+    if !ctx
+        .exists(Store::Meta, layout::layer_link(name, digest))
+        .await?
+    {
         return Ok(None);
     }
     let size = ctx.stat(Store::Blobs, layout::blob_data(digest)).await?;
     if let Some(size) = size {
-        ctx.cache_put(cache_key, Bytes::from(size.to_string())).await;
+        ctx.cache_put(cache_key, Bytes::from(size.to_string()))
+            .await;
     }
     Ok(size)
 }
@@ -56,7 +60,13 @@ pub(super) async fn get(
     // A malformed Range is ignored (RFC 9110 14.2); an unsatisfiable one is refused.
     let range = head.header("range").and_then(|r| ByteRange::parse(r).ok());
     let (reply, span) = match range {
-        None => (reply, Span { start: 0, len: size }),
+        None => (
+            reply,
+            Span {
+                start: 0,
+                len: size,
+            },
+        ),
         Some(range) => match range.resolve(size) {
             Some(span) => {
                 let content_range = format!("bytes {}-{}/{size}", span.start, span.last());

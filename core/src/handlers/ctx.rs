@@ -10,9 +10,7 @@ use crate::error::{ErrorCode, RegistryError};
 use crate::lock::Held;
 use crate::op::Channel;
 use crate::rng::Rng;
-use crate::step::{
-    BodyError, BodyTap, CacheRequest, Outcome, StorageRequest, Step, Store,
-};
+use crate::step::{BodyError, BodyTap, CacheRequest, Outcome, Step, StorageRequest, Store};
 
 pub(crate) struct Ctx {
     pub(crate) channel: Channel,
@@ -49,7 +47,11 @@ impl Ctx {
         self.channel.perform(Step::Storage(request)).await
     }
 
-    pub(crate) async fn stat(&self, store: Store, key: String) -> Result<Option<u64>, RegistryError> {
+    pub(crate) async fn stat(
+        &self,
+        store: Store,
+        key: String,
+    ) -> Result<Option<u64>, RegistryError> {
         match self.storage(StorageRequest::Stat { store, key }).await {
             Outcome::Stat(size) => Ok(size),
             other => Err(unavailable("stat", other)),
@@ -60,16 +62,28 @@ impl Ctx {
         Ok(self.stat(store, key).await?.is_some())
     }
 
-    pub(crate) async fn read(&self, store: Store, key: String) -> Result<Option<Bytes>, RegistryError> {
+    pub(crate) async fn read(
+        &self,
+        store: Store,
+        key: String,
+    ) -> Result<Option<Bytes>, RegistryError> {
         match self.storage(StorageRequest::Read { store, key }).await {
             Outcome::Read(data) => Ok(data),
             other => Err(unavailable("read", other)),
         }
     }
 
-    pub(crate) async fn write(&self, store: Store, key: String, data: impl Into<Bytes>) -> Result<(), RegistryError> {
+    pub(crate) async fn write(
+        &self,
+        store: Store,
+        key: String,
+        data: impl Into<Bytes>,
+    ) -> Result<(), RegistryError> {
         let data = data.into();
-        match self.storage(StorageRequest::Write { store, key, data }).await {
+        match self
+            .storage(StorageRequest::Write { store, key, data })
+            .await
+        {
             Outcome::Done => Ok(()),
             other => Err(unavailable("write", other)),
         }
@@ -82,44 +96,84 @@ impl Ctx {
         }
     }
 
-    pub(crate) async fn delete_all(&self, store: Store, prefix: String) -> Result<(), RegistryError> {
-        match self.storage(StorageRequest::DeleteAll { store, prefix }).await {
+    pub(crate) async fn delete_all(
+        &self,
+        store: Store,
+        prefix: String,
+    ) -> Result<(), RegistryError> {
+        match self
+            .storage(StorageRequest::DeleteAll { store, prefix })
+            .await
+        {
             Outcome::Done => Ok(()),
             other => Err(unavailable("delete", other)),
         }
     }
 
-    pub(crate) async fn list(&self, store: Store, prefix: String) -> Result<Vec<String>, RegistryError> {
+    pub(crate) async fn list(
+        &self,
+        store: Store,
+        prefix: String,
+    ) -> Result<Vec<String>, RegistryError> {
         match self.storage(StorageRequest::List { store, prefix }).await {
             Outcome::List(names) => Ok(names),
             other => Err(unavailable("list", other)),
         }
     }
 
-    pub(crate) async fn concat(&self, store: Store, parts: Vec<String>, to: String) -> Result<(), RegistryError> {
-        match self.storage(StorageRequest::Concat { store, parts, to }).await {
+    pub(crate) async fn concat(
+        &self,
+        store: Store,
+        parts: Vec<String>,
+        to: String,
+    ) -> Result<(), RegistryError> {
+        match self
+            .storage(StorageRequest::Concat { store, parts, to })
+            .await
+        {
             Outcome::Done => Ok(()),
             other => Err(unavailable("commit", other)),
         }
     }
 
     /// Streams the request body to `key` through `tap`; see [`StorageRequest::WriteBody`].
-    pub(crate) async fn write_body(&self, store: Store, key: String, tap: BodyTap) -> Result<(BodyTap, Option<BodyError>), RegistryError> {
-        match self.storage(StorageRequest::WriteBody { store, key, tap }).await {
-            Outcome::Body { tap, error } => Ok((tap, error)),
+    pub(crate) async fn write_body(
+        &self,
+        store: Store,
+        key: String,
+        tap: BodyTap,
+    ) -> Result<(BodyTap, Option<BodyError>), RegistryError> {
+        match self
+            .storage(StorageRequest::WriteBody { store, key, tap })
+            .await
+        {
+            Outcome::Body { tap, error } => Ok((*tap, error)),
             other => Err(unavailable("upload", other)),
         }
     }
 
-    pub(crate) async fn hash_stored(&self, store: Store, keys: Vec<String>, tap: BodyTap) -> Result<BodyTap, RegistryError> {
-        match self.storage(StorageRequest::HashStored { store, keys, tap }).await {
-            Outcome::Body { tap, error: None } => Ok(tap),
-            Outcome::Body { error: Some(e), .. } => Err(RegistryError::new(ErrorCode::Unavailable, e.to_string())),
+    pub(crate) async fn hash_stored(
+        &self,
+        store: Store,
+        keys: Vec<String>,
+        tap: BodyTap,
+    ) -> Result<BodyTap, RegistryError> {
+        match self
+            .storage(StorageRequest::HashStored { store, keys, tap })
+            .await
+        {
+            Outcome::Body { tap, error: None } => Ok(*tap),
+            Outcome::Body { error: Some(e), .. } => {
+                Err(RegistryError::new(ErrorCode::Unavailable, e.to_string()))
+            }
             other => Err(unavailable("re-hash", other)),
         }
     }
 
-    pub(crate) async fn read_body(&self, limit: u64) -> Result<Result<Bytes, BodyError>, RegistryError> {
+    pub(crate) async fn read_body(
+        &self,
+        limit: u64,
+    ) -> Result<Result<Bytes, BodyError>, RegistryError> {
         match self.channel.perform(Step::ReadBody { limit }).await {
             Outcome::BodyBytes(body) => Ok(body),
             other => Err(unavailable("reading the body", other)),
@@ -128,7 +182,11 @@ impl Ctx {
 
     /// A cache miss and a cache failure look the same: the cache is only ever a shortcut.
     pub(crate) async fn cache_get(&self, key: String) -> Option<Bytes> {
-        match self.channel.perform(Step::Cache(CacheRequest::Get { key })).await {
+        match self
+            .channel
+            .perform(Step::Cache(CacheRequest::Get { key }))
+            .await
+        {
             Outcome::Cache(value) => value,
             _ => None,
         }
@@ -143,7 +201,11 @@ impl Ctx {
 
     /// Invalidation must reach the cache: a failure here fails the write that caused it.
     pub(crate) async fn cache_delete(&self, keys: Vec<String>) -> Result<(), RegistryError> {
-        match self.channel.perform(Step::Cache(CacheRequest::Delete { keys })).await {
+        match self
+            .channel
+            .perform(Step::Cache(CacheRequest::Delete { keys }))
+            .await
+        {
             Outcome::Done | Outcome::Cache(_) => Ok(()),
             other => Err(unavailable("cache invalidation", other)),
         }

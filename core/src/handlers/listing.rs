@@ -42,10 +42,17 @@ fn folders(entries: Vec<String>) -> impl Iterator<Item = String> {
         .filter_map(|e| e.strip_suffix('/').map(str::to_owned))
 }
 
-pub(super) async fn tags(ctx: &Ctx, name: &RepoName, page: Page) -> Result<Response, RegistryError> {
+pub(super) async fn tags(
+    ctx: &Ctx,
+    name: &RepoName,
+    page: Page,
+) -> Result<Response, RegistryError> {
     let tags: Vec<String> = folders(ctx.list(Store::Meta, layout::tags_dir(name)).await?).collect();
     if tags.is_empty() && !repository_exists(ctx, name).await? {
-        return Err(RegistryError::new(ErrorCode::NameUnknown, format!("repository {name} is unknown")));
+        return Err(RegistryError::new(
+            ErrorCode::NameUnknown,
+            format!("repository {name} is unknown"),
+        ));
     }
     let (tags, more) = paginate(tags, &page);
     let mut reply = Reply::new(StatusCode::OK);
@@ -73,7 +80,11 @@ pub(super) async fn catalog(ctx: &Ctx, page: Page) -> Result<Response, RegistryE
         let entries = ctx
             .list(Store::Meta, format!("{}{path}", layout::REPOSITORIES))
             .await?;
-        if !path.is_empty() && entries.iter().any(|e| REPOSITORY_MARKERS.contains(&e.as_str())) {
+        if !path.is_empty()
+            && entries
+                .iter()
+                .any(|e| REPOSITORY_MARKERS.contains(&e.as_str()))
+        {
             repositories.push(path.trim_end_matches('/').to_owned());
         }
         for entry in entries {
@@ -99,10 +110,22 @@ mod tests {
     #[test]
     fn pages_follow_last() {
         let items: Vec<String> = ["c", "a", "b", "d"].map(String::from).to_vec();
-        let page = Page { n: Some(2), last: Some("a".into()) };
+        let page = Page {
+            n: Some(2),
+            last: Some("a".into()),
+        };
         let (got, more) = paginate(items.clone(), &page);
-        assert_eq!((got.as_slice(), more), (&["b".to_string(), "c".to_string()][..], true));
-        let (got, more) = paginate(items, &Page { n: Some(0), last: None });
+        assert_eq!(
+            (got.as_slice(), more),
+            (&["b".to_string(), "c".to_string()][..], true)
+        );
+        let (got, more) = paginate(
+            items,
+            &Page {
+                n: Some(0),
+                last: None,
+            },
+        );
         assert!(got.is_empty() && more);
     }
 }

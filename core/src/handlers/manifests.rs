@@ -14,7 +14,10 @@ use crate::names::{Reference, RepoName, Tag};
 use crate::step::{BodyError, Response, Store};
 
 fn manifest_unknown(reference: &dyn std::fmt::Display) -> RegistryError {
-    RegistryError::new(ErrorCode::ManifestUnknown, format!("manifest {reference} is unknown"))
+    RegistryError::new(
+        ErrorCode::ManifestUnknown,
+        format!("manifest {reference} is unknown"),
+    )
 }
 
 fn parse_link(bytes: &[u8]) -> Result<Digest, RegistryError> {
@@ -25,14 +28,21 @@ fn parse_link(bytes: &[u8]) -> Result<Digest, RegistryError> {
 }
 
 /// The digest a tag points at, from the cache when it can be.
-pub(super) async fn resolve_tag(ctx: &Ctx, name: &RepoName, tag: &Tag) -> Result<Option<Digest>, RegistryError> {
+pub(super) async fn resolve_tag(
+    ctx: &Ctx,
+    name: &RepoName,
+    tag: &Tag,
+) -> Result<Option<Digest>, RegistryError> {
     let cache_key = keys::tag_cache(name, tag);
     if let Some(cached) = ctx.cache_get(cache_key.clone()).await
         && let Ok(digest) = parse_link(&cached)
     {
         return Ok(Some(digest));
     }
-    let Some(link) = ctx.read(Store::Meta, layout::tag_current(name, tag)).await? else {
+    let Some(link) = ctx
+        .read(Store::Meta, layout::tag_current(name, tag))
+        .await?
+    else {
         return Ok(None);
     };
     let digest = parse_link(&link)?;
@@ -41,12 +51,19 @@ pub(super) async fn resolve_tag(ctx: &Ctx, name: &RepoName, tag: &Tag) -> Result
 }
 
 /// A manifest's bytes if it belongs to `name`, from the cache when it can be.
-pub(super) async fn load(ctx: &Ctx, name: &RepoName, digest: &Digest) -> Result<Option<Bytes>, RegistryError> {
+pub(super) async fn load(
+    ctx: &Ctx,
+    name: &RepoName,
+    digest: &Digest,
+) -> Result<Option<Bytes>, RegistryError> {
     let cache_key = keys::manifest_cache(name, digest);
     if let Some(bytes) = ctx.cache_get(cache_key.clone()).await {
         return Ok(Some(bytes));
     }
-    if !ctx.exists(Store::Meta, layout::revision_link(name, digest)).await? {
+    if !ctx
+        .exists(Store::Meta, layout::revision_link(name, digest))
+        .await?
+    {
         return Ok(None);
     }
     let Some(bytes) = ctx.read(Store::Meta, layout::blob_data(digest)).await? else {
@@ -56,7 +73,12 @@ pub(super) async fn load(ctx: &Ctx, name: &RepoName, digest: &Digest) -> Result<
     Ok(Some(bytes))
 }
 
-pub(super) async fn get(ctx: &Ctx, name: &RepoName, reference: &Reference, only_head: bool) -> Result<Response, RegistryError> {
+pub(super) async fn get(
+    ctx: &Ctx,
+    name: &RepoName,
+    reference: &Reference,
+    only_head: bool,
+) -> Result<Response, RegistryError> {
     let digest = match reference {
         Reference::Digest(d) => d.clone(),
         Reference::Tag(tag) => resolve_tag(ctx, name, tag)
@@ -83,12 +105,22 @@ fn invalid(message: impl Into<String>) -> RegistryError {
 
 /// With `allow_missing_manifest_references = false`, every blob and manifest named must
 /// already belong to the repository.
-async fn check_references(ctx: &Ctx, name: &RepoName, manifest: &Manifest) -> Result<(), RegistryError> {
+async fn check_references(
+    ctx: &Ctx,
+    name: &RepoName,
+    manifest: &Manifest,
+) -> Result<(), RegistryError> {
     if ctx.limits.allow_missing_manifest_references {
         return Ok(());
     }
-    let blobs = manifest.blobs.iter().map(|d| (d, layout::layer_link(name, d)));
-    let manifests = manifest.manifests.iter().map(|d| (d, layout::revision_link(name, d)));
+    let blobs = manifest
+        .blobs
+        .iter()
+        .map(|d| (d, layout::layer_link(name, d)));
+    let manifests = manifest
+        .manifests
+        .iter()
+        .map(|d| (d, layout::revision_link(name, d)));
     for (digest, link) in blobs.chain(manifests) {
         if !ctx.exists(Store::Meta, link).await? {
             return Err(RegistryError::new(
@@ -109,7 +141,9 @@ pub(super) async fn put(
 ) -> Result<Response, RegistryError> {
     let limit = ctx.limits.max_manifest_bytes;
     let body = ctx.read_body(limit).await?.map_err(|e| match e {
-        BodyError::TooLarge { .. } => RegistryError::new(ErrorCode::ManifestTooLarge, e.to_string()),
+        BodyError::TooLarge { .. } => {
+            RegistryError::new(ErrorCode::ManifestTooLarge, e.to_string())
+        }
         other => invalid(other.to_string()),
     })?;
     let algorithm = match reference {
@@ -125,7 +159,8 @@ pub(super) async fn put(
             format!("manifest has digest {digest}, not {expected}"),
         ));
     }
-    let manifest = Manifest::parse(&body, head.header("content-type")).map_err(|e| invalid(e.to_string()))?;
+    let manifest =
+        Manifest::parse(&body, head.header("content-type")).map_err(|e| invalid(e.to_string()))?;
     check_references(ctx, name, &manifest).await?;
     let mut tags = extra_tags;
     if let Reference::Tag(tag) = reference {
@@ -134,19 +169,36 @@ pub(super) async fn put(
     let mut lock_keys = vec![keys::manifest_lock(name, &digest)];
     lock_keys.extend(tags.iter().map(|t| keys::tag_lock(name, t)));
     ctx.locked(lock_keys, async |held| {
-        ctx.write(Store::Meta, layout::blob_data(&digest), body.clone()).await?;
+        ctx.write(Store::Meta, layout::blob_data(&digest), body.clone())
+            .await?;
         if let Some(subject) = &manifest.subject {
             let descriptor = manifest.referrer_descriptor(&digest, body.len() as u64);
             let json = serde_json::to_vec(&descriptor).map_err(|e| invalid(e.to_string()))?;
-            ctx.write(Store::Meta, layout::referrer_entry(name, subject, &digest), json).await?;
+            ctx.write(
+                Store::Meta,
+                layout::referrer_entry(name, subject, &digest),
+                json,
+            )
+            .await?;
         }
         ctx.ensure(held).await?;
         let link = layout::link_content(&digest);
-        ctx.write(Store::Meta, layout::revision_link(name, &digest), link.clone()).await?;
+        ctx.write(
+            Store::Meta,
+            layout::revision_link(name, &digest),
+            link.clone(),
+        )
+        .await?;
         for tag in &tags {
-            ctx.write(Store::Meta, layout::tag_index(name, tag, &digest), link.clone()).await?;
+            ctx.write(
+                Store::Meta,
+                layout::tag_index(name, tag, &digest),
+                link.clone(),
+            )
+            .await?;
             ctx.ensure(held).await?;
-            ctx.write(Store::Meta, layout::tag_current(name, tag), link.clone()).await?;
+            ctx.write(Store::Meta, layout::tag_current(name, tag), link.clone())
+                .await?;
         }
         let mut stale: Vec<String> = tags.iter().map(|t| keys::tag_cache(name, t)).collect();
         stale.push(keys::manifest_cache(name, &digest));
@@ -167,7 +219,11 @@ pub(super) async fn put(
     Ok(reply.done())
 }
 
-pub(super) async fn delete(ctx: &Ctx, name: &RepoName, reference: &Reference) -> Result<Response, RegistryError> {
+pub(super) async fn delete(
+    ctx: &Ctx,
+    name: &RepoName,
+    reference: &Reference,
+) -> Result<Response, RegistryError> {
     match reference {
         Reference::Tag(tag) => delete_tag(ctx, name, tag).await,
         Reference::Digest(digest) => delete_manifest(ctx, name, digest).await,
@@ -176,11 +232,15 @@ pub(super) async fn delete(ctx: &Ctx, name: &RepoName, reference: &Reference) ->
 
 async fn delete_tag(ctx: &Ctx, name: &RepoName, tag: &Tag) -> Result<Response, RegistryError> {
     ctx.locked(vec![keys::tag_lock(name, tag)], async |held| {
-        if !ctx.exists(Store::Meta, layout::tag_current(name, tag)).await? {
+        if !ctx
+            .exists(Store::Meta, layout::tag_current(name, tag))
+            .await?
+        {
             return Err(manifest_unknown(tag));
         }
         ctx.ensure(held).await?;
-        ctx.delete_all(Store::Meta, layout::tag_dir(name, tag)).await?;
+        ctx.delete_all(Store::Meta, layout::tag_dir(name, tag))
+            .await?;
         ctx.cache_delete(vec![keys::tag_cache(name, tag)]).await
     })
     .await?;
@@ -190,24 +250,33 @@ async fn delete_tag(ctx: &Ctx, name: &RepoName, tag: &Tag) -> Result<Response, R
 /// Removes a manifest from the repository with every tag pointing at it and its referrer
 /// entry. The revision link goes last, so a crash midway leaves a manifest that can be
 /// deleted again.
-async fn delete_manifest(ctx: &Ctx, name: &RepoName, digest: &Digest) -> Result<Response, RegistryError> {
+async fn delete_manifest(
+    ctx: &Ctx,
+    name: &RepoName,
+    digest: &Digest,
+) -> Result<Response, RegistryError> {
     let pointing = tags_pointing_at(ctx, name, digest).await?;
     let mut lock_keys = vec![keys::manifest_lock(name, digest)];
     lock_keys.extend(pointing.iter().map(|t| keys::tag_lock(name, t)));
     ctx.locked(lock_keys, async |held| {
-        let bytes = load(ctx, name, digest).await?.ok_or_else(|| manifest_unknown(digest))?;
+        let bytes = load(ctx, name, digest)
+            .await?
+            .ok_or_else(|| manifest_unknown(digest))?;
         let manifest = Manifest::parse(&bytes, None).ok();
         ctx.ensure(held).await?;
         for tag in &pointing {
             // Re-check under the lock: the tag may have moved since we listed it.
             if resolve_current(ctx, name, tag).await?.as_ref() == Some(digest) {
-                ctx.delete_all(Store::Meta, layout::tag_dir(name, tag)).await?;
+                ctx.delete_all(Store::Meta, layout::tag_dir(name, tag))
+                    .await?;
             }
         }
         if let Some(subject) = manifest.as_ref().and_then(|m| m.subject.as_ref()) {
-            ctx.delete(Store::Meta, layout::referrer_entry(name, subject, digest)).await?;
+            ctx.delete(Store::Meta, layout::referrer_entry(name, subject, digest))
+                .await?;
         }
-        ctx.delete(Store::Meta, layout::revision_link(name, digest)).await?;
+        ctx.delete(Store::Meta, layout::revision_link(name, digest))
+            .await?;
         let mut stale: Vec<String> = pointing.iter().map(|t| keys::tag_cache(name, t)).collect();
         stale.push(keys::manifest_cache(name, digest));
         ctx.cache_delete(stale).await
@@ -217,14 +286,25 @@ async fn delete_manifest(ctx: &Ctx, name: &RepoName, digest: &Digest) -> Result<
 }
 
 /// A tag's current digest straight from storage (no cache).
-async fn resolve_current(ctx: &Ctx, name: &RepoName, tag: &Tag) -> Result<Option<Digest>, RegistryError> {
-    match ctx.read(Store::Meta, layout::tag_current(name, tag)).await? {
+async fn resolve_current(
+    ctx: &Ctx,
+    name: &RepoName,
+    tag: &Tag,
+) -> Result<Option<Digest>, RegistryError> {
+    match ctx
+        .read(Store::Meta, layout::tag_current(name, tag))
+        .await?
+    {
         Some(link) => parse_link(&link).map(Some),
         None => Ok(None),
     }
 }
 
-async fn tags_pointing_at(ctx: &Ctx, name: &RepoName, digest: &Digest) -> Result<Vec<Tag>, RegistryError> {
+async fn tags_pointing_at(
+    ctx: &Ctx,
+    name: &RepoName,
+    digest: &Digest,
+) -> Result<Vec<Tag>, RegistryError> {
     let mut pointing = Vec::new();
     for entry in ctx.list(Store::Meta, layout::tags_dir(name)).await? {
         let Some(Ok(tag)) = entry.strip_suffix('/').map(str::parse::<Tag>) else {

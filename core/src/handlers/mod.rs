@@ -17,8 +17,8 @@ use crate::route::Route;
 use crate::step::Response;
 
 pub(crate) use ctx::Ctx;
-pub(crate) use response::error_response;
 use response::Reply;
+pub(crate) use response::error_response;
 
 /// What the core needs of a request before its body: the driver parses nothing.
 #[derive(Debug, Clone)]
@@ -43,7 +43,8 @@ impl RequestHead {
     }
 
     pub(crate) fn content_length(&self) -> Option<u64> {
-        self.header("content-length").and_then(|v| v.trim().parse().ok())
+        self.header("content-length")
+            .and_then(|v| v.trim().parse().ok())
     }
 }
 
@@ -88,28 +89,41 @@ async fn dispatch(ctx: &Ctx, head: &RequestHead, route: Route) -> Result<Respons
             .done()),
         Route::Catalog(page) => listing::catalog(ctx, page).await,
         Route::ListTags { name, page } => listing::tags(ctx, &name, page).await,
-        Route::GetManifest { name, reference, head: only_head } => {
-            manifests::get(ctx, &name, &reference, only_head).await
+        Route::GetManifest {
+            name,
+            reference,
+            head: only_head,
+        } => manifests::get(ctx, &name, &reference, only_head).await,
+        Route::PutManifest {
+            name,
+            reference,
+            tags,
+        } => manifests::put(ctx, head, &name, &reference, tags).await,
+        Route::DeleteManifest { name, reference } => {
+            manifests::delete(ctx, &name, &reference).await
         }
-        Route::PutManifest { name, reference, tags } => {
-            manifests::put(ctx, head, &name, &reference, tags).await
-        }
-        Route::DeleteManifest { name, reference } => manifests::delete(ctx, &name, &reference).await,
-        Route::GetBlob { name, digest, head: only_head } => {
-            blobs::get(ctx, head, &name, &digest, only_head).await
-        }
+        Route::GetBlob {
+            name,
+            digest,
+            head: only_head,
+        } => blobs::get(ctx, head, &name, &digest, only_head).await,
         Route::DeleteBlob { name, digest } => blobs::delete(ctx, &name, &digest).await,
-        Route::StartUpload { name, digest, mount, from } => {
-            uploads::start(ctx, head, &name, digest, mount, from).await
-        }
+        Route::StartUpload {
+            name,
+            digest,
+            mount,
+            from,
+        } => uploads::start(ctx, head, &name, digest, mount, from).await,
         Route::UploadStatus { name, id } => uploads::status(ctx, &name, &id).await,
         Route::PatchUpload { name, id } => uploads::patch(ctx, head, &name, &id).await,
         Route::FinishUpload { name, id, digest } => {
             uploads::finish(ctx, head, &name, &id, &digest).await
         }
         Route::CancelUpload { name, id } => uploads::cancel(ctx, &name, &id).await,
-        Route::Referrers { name, subject, artifact_type } => {
-            referrers::list(ctx, &name, &subject, artifact_type).await
-        }
+        Route::Referrers {
+            name,
+            subject,
+            artifact_type,
+        } => referrers::list(ctx, &name, &subject, artifact_type).await,
     }
 }

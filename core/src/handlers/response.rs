@@ -58,7 +58,9 @@ impl Reply {
 
     /// Announces a length without sending a body (HEAD).
     pub(crate) fn length(mut self, len: u64) -> Self {
-        self.0.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+        self.0
+            .headers
+            .insert(CONTENT_LENGTH, HeaderValue::from(len));
         self
     }
 

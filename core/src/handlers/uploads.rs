@@ -32,7 +32,12 @@ fn created(name: &RepoName, digest: &Digest) -> Response {
 }
 
 /// The answer while an upload is open: where to continue and what was received.
-fn in_progress(status: StatusCode, name: &RepoName, id: &UploadId, record: &UploadRecord) -> Response {
+fn in_progress(
+    status: StatusCode,
+    name: &RepoName,
+    id: &UploadId,
+    record: &UploadRecord,
+) -> Response {
     Reply::new(status)
         .location(upload_location(name, id))
         .header("range", record.range_header())
@@ -52,10 +57,19 @@ fn body_error(error: BodyError) -> RegistryError {
 }
 
 /// Records `digest` as part of `name`, under the blob's lock.
-async fn link(ctx: &Ctx, held: &mut Held, name: &RepoName, digest: &Digest) -> Result<(), RegistryError> {
+async fn link(
+    ctx: &Ctx,
+    held: &mut Held,
+    name: &RepoName,
+    digest: &Digest,
+) -> Result<(), RegistryError> {
     ctx.ensure(held).await?;
-    ctx.write(Store::Meta, layout::layer_link(name, digest), layout::link_content(digest))
-        .await
+    ctx.write(
+        Store::Meta,
+        layout::layer_link(name, digest),
+        layout::link_content(digest),
+    )
+    .await
 }
 
 async fn link_locked(ctx: &Ctx, name: &RepoName, digest: &Digest) -> Result<(), RegistryError> {
@@ -91,9 +105,15 @@ pub(super) async fn start(
 
 /// Whether a mount of `digest` can be served: from `from` when named (the blob must belong
 /// to it), else from anywhere in the registry.
-async fn mountable(ctx: &Ctx, digest: &Digest, from: Option<&RepoName>) -> Result<bool, RegistryError> {
+async fn mountable(
+    ctx: &Ctx,
+    digest: &Digest,
+    from: Option<&RepoName>,
+) -> Result<bool, RegistryError> {
     if let Some(from) = from
-        && !ctx.exists(Store::Meta, layout::layer_link(from, digest)).await?
+        && !ctx
+            .exists(Store::Meta, layout::layer_link(from, digest))
+            .await?
     {
         return Ok(false);
     }
@@ -102,9 +122,20 @@ async fn mountable(ctx: &Ctx, digest: &Digest, from: Option<&RepoName>) -> Resul
 
 /// `POST ?digest=` with the whole blob: the bytes go straight to their content address,
 /// where they appear only if they hash to the digest.
-async fn monolithic(ctx: &Ctx, head: &RequestHead, name: &RepoName, digest: &Digest) -> Result<Response, RegistryError> {
-    let tap = BodyTap::new(Hasher::new(digest.algorithm()), head.content_length(), Some(digest.clone()));
-    let (_, error) = ctx.write_body(Store::Blobs, layout::blob_data(digest), tap).await?;
+async fn monolithic(
+    ctx: &Ctx,
+    head: &RequestHead,
+    name: &RepoName,
+    digest: &Digest,
+) -> Result<Response, RegistryError> {
+    let tap = BodyTap::new(
+        Hasher::new(digest.algorithm()),
+        head.content_length(),
+        Some(digest.clone()),
+    );
+    let (_, error) = ctx
+        .write_body(Store::Blobs, layout::blob_data(digest), tap)
+        .await?;
     if let Some(error) = error {
         return Err(body_error(error));
     }
@@ -121,10 +152,16 @@ async fn load(ctx: &Ctx, name: &RepoName, id: &UploadId) -> Result<UploadRecord,
     serde_json::from_slice(&bytes).map_err(|_| unknown())
 }
 
-async fn save(ctx: &Ctx, name: &RepoName, id: &UploadId, record: &UploadRecord) -> Result<(), RegistryError> {
+async fn save(
+    ctx: &Ctx,
+    name: &RepoName,
+    id: &UploadId,
+    record: &UploadRecord,
+) -> Result<(), RegistryError> {
     let json = serde_json::to_vec(record)
         .map_err(|e| RegistryError::new(ErrorCode::Unavailable, e.to_string()))?;
-    ctx.write(Store::Blobs, layout::upload_record(name, id), json).await
+    ctx.write(Store::Blobs, layout::upload_record(name, id), json)
+        .await
 }
 
 /// Stores the request body as the upload's next part and advances `record` (in memory).
@@ -139,12 +176,18 @@ async fn accept_chunk(
     let exact_len = match head.header("content-range") {
         Some(header) => {
             let range = ChunkRange::parse(header).map_err(|_| {
-                RegistryError::new(ErrorCode::RangeInvalid, format!("malformed Content-Range {header:?}"))
+                RegistryError::new(
+                    ErrorCode::RangeInvalid,
+                    format!("malformed Content-Range {header:?}"),
+                )
             })?;
             if range.first != record.offset {
                 return Err(RegistryError::new(
                     ErrorCode::RangeInvalid,
-                    format!("chunk starts at {}, upload is at {}", range.first, record.offset),
+                    format!(
+                        "chunk starts at {}, upload is at {}",
+                        range.first, record.offset
+                    ),
                 ));
             }
             Some(range.byte_count())
@@ -168,12 +211,22 @@ async fn accept_chunk(
     Ok(())
 }
 
-pub(super) async fn patch(ctx: &Ctx, head: &RequestHead, name: &RepoName, id: &UploadId) -> Result<Response, RegistryError> {
+pub(super) async fn patch(
+    ctx: &Ctx,
+    head: &RequestHead,
+    name: &RepoName,
+    id: &UploadId,
+) -> Result<Response, RegistryError> {
     ctx.locked(vec![keys::upload_lock(id)], async |held| {
         let mut record = load(ctx, name, id).await?;
         if let Err(e) = accept_chunk(ctx, head, name, id, &mut record).await {
             if e.code == ErrorCode::RangeInvalid {
-                return Ok(in_progress(StatusCode::RANGE_NOT_SATISFIABLE, name, id, &record));
+                return Ok(in_progress(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    name,
+                    id,
+                    &record,
+                ));
             }
             return Err(e);
         }
@@ -209,7 +262,10 @@ pub(super) async fn finish(
                 .finish()
         } else {
             let tap = BodyTap::new(Hasher::new(digest.algorithm()), None, None);
-            ctx.hash_stored(Store::Blobs, parts.clone(), tap).await?.hasher().finish()
+            ctx.hash_stored(Store::Blobs, parts.clone(), tap)
+                .await?
+                .hasher()
+                .finish()
         };
         if &actual != digest {
             return Err(RegistryError::new(
@@ -222,21 +278,31 @@ pub(super) async fn finish(
             ctx.concat(Store::Blobs, parts, data).await?;
         }
         link(ctx, held, name, digest).await?;
-        ctx.delete_all(Store::Blobs, layout::upload_dir(name, id)).await?;
+        ctx.delete_all(Store::Blobs, layout::upload_dir(name, id))
+            .await?;
         Ok(created(name, digest))
     })
     .await
 }
 
-pub(super) async fn status(ctx: &Ctx, name: &RepoName, id: &UploadId) -> Result<Response, RegistryError> {
+pub(super) async fn status(
+    ctx: &Ctx,
+    name: &RepoName,
+    id: &UploadId,
+) -> Result<Response, RegistryError> {
     let record = load(ctx, name, id).await?;
     Ok(in_progress(StatusCode::NO_CONTENT, name, id, &record))
 }
 
-pub(super) async fn cancel(ctx: &Ctx, name: &RepoName, id: &UploadId) -> Result<Response, RegistryError> {
+pub(super) async fn cancel(
+    ctx: &Ctx,
+    name: &RepoName,
+    id: &UploadId,
+) -> Result<Response, RegistryError> {
     ctx.locked(vec![keys::upload_lock(id)], async |_| {
         load(ctx, name, id).await?;
-        ctx.delete_all(Store::Blobs, layout::upload_dir(name, id)).await?;
+        ctx.delete_all(Store::Blobs, layout::upload_dir(name, id))
+            .await?;
         Ok(Reply::new(StatusCode::NO_CONTENT).done())
     })
     .await

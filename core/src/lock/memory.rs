@@ -16,7 +16,8 @@ impl MemoryLocks {
             LockRequest::Acquire { key, token, ttl_ms } => {
                 let free = self.held.get(key).is_none_or(|(_, until)| *until <= now);
                 if free {
-                    self.held.insert(key.clone(), (token.clone(), now.plus(*ttl_ms)));
+                    self.held
+                        .insert(key.clone(), (token.clone(), now.plus(*ttl_ms)));
                 }
                 free
             }
@@ -28,7 +29,10 @@ impl MemoryLocks {
                 _ => false,
             },
             LockRequest::Release { key, token } => {
-                let ours = self.held.get(key).is_some_and(|(holder, _)| holder == token);
+                let ours = self
+                    .held
+                    .get(key)
+                    .is_some_and(|(holder, _)| holder == token);
                 if ours {
                     self.held.remove(key);
                 }

@@ -27,7 +27,10 @@ impl Timer for TokioSleep {
 fn main() -> ExitCode {
     stowage_app::init_logging();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the tokio runtime");
@@ -51,7 +54,11 @@ async fn serve(config_file: Option<&std::path::Path>) -> Result<(), Box<dyn std:
     let config = Config::load(config_file)?;
     let (registry, backends) = stowage_app::build(&config, Arc::new(TokioSleep))?;
     let server = &config.server;
-    let service = Service::new(registry, backends, Duration::from_secs(server.body_idle_timeout_secs));
+    let service = Service::new(
+        registry,
+        backends,
+        Duration::from_secs(server.body_idle_timeout_secs),
+    );
     let address: SocketAddr = format!("{}:{}", server.bind_address, server.port).parse()?;
     let listener = TcpListener::bind(address).await?;
     tracing::info!(address = %listener.local_addr()?, "stowage listening");
@@ -91,7 +98,10 @@ async fn serve(config_file: Option<&std::path::Path>) -> Result<(), Box<dyn std:
     tracing::info!("shutting down: finishing in-flight requests");
     drop(listener);
     let timeout = Duration::from_secs(server.shutdown_timeout_secs);
-    if tokio::time::timeout(timeout, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("in-flight requests still running after {timeout:?}; stopping anyway");
     }
     Ok(())
