@@ -1,0 +1,363 @@
+//! A thin blocking HTTP layer over ureq. Every call returns a fully read [`Response`], so cases
+//! can assert on status, headers and body in any order, and transport errors become
+//! [`Failure`]s instead of panics.
+
+use std::io::Cursor;
+use std::time::Duration;
+
+use serde_json::Value;
+use ureq::http::{HeaderMap, Method, Request};
+use ureq::{Agent, AsSendBody, SendBody};
+
+use crate::error::Failure;
+
+/// Largest body the runner will read; far above anything the cases push.
+const MAX_BODY: u64 = 1 << 30;
+
+/// What to send as the request body.
+#[derive(Clone, Copy)]
+pub enum Body<'a> {
+    /// No body at all (GET, HEAD, DELETE).
+    None,
+    /// A body with a `Content-Length`.
+    Bytes(&'a [u8]),
+    /// A body sent with `Transfer-Encoding: chunked`, as a streaming client would.
+    Streamed(&'a [u8]),
+}
+
+pub struct Client {
+    agent: Agent,
+    /// Base URL without a trailing slash, e.g. `http://127.0.0.1:5000`.
+    base: String,
+    /// `scheme://host[:port]` of `base`, used to resolve absolute-path Locations.
+    origin: String,
+}
+
+impl Client {
+    pub fn new(base: &str, timeout: Duration) -> Client {
+        let base = base.trim_end_matches('/').to_string();
+        let origin = match base.find("://") {
+            Some(i) => match base[i + 3..].find('/') {
+                Some(j) => base[..i + 3 + j].to_string(),
+                None => base.clone(),
+            },
+            None => base.clone(),
+        };
+        let agent: Agent = Agent::config_builder()
+            // Statuses are what is under test, so they must come back as responses.
+            .http_status_as_error(false)
+            // A hung registry should fail a case, not hang the run.
+            .timeout_global(Some(timeout))
+            .user_agent("stowage-oci-conformance/0.1")
+            .build()
+            .into();
+        Client {
+            agent,
+            base,
+            origin,
+        }
+    }
+
+    /// Turns a path (`/v2/...`) or a Location header (absolute URL, absolute path, or relative)
+    /// into a full URL.
+    pub fn resolve(&self, target: &str) -> String {
+        if target.starts_with("http://") || target.starts_with("https://") {
+            target.to_string()
+        } else if target.starts_with('/') {
+            format!("{}{}", self.origin, target)
+        } else {
+            format!("{}/{}", self.base, target)
+        }
+    }
+
+    pub fn send(
+        &self,
+        method: Method,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: Body<'_>,
+    ) -> Result<Response, Failure> {
+        let url = self.resolve(target);
+        let what = format!("{method} {}", display_target(&url, &self.origin));
+        let mut builder = Request::builder().method(method.clone()).uri(&url);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        match body {
+            Body::None => self.run(builder, SendBody::none(), what),
+            Body::Bytes(bytes) => self.run(builder, bytes, what),
+            Body::Streamed(bytes) => {
+                let mut reader = Cursor::new(bytes);
+                self.run(builder, SendBody::from_reader(&mut reader), what)
+            }
+        }
+    }
+
+    fn run(
+        &self,
+        builder: ureq::http::request::Builder,
+        body: impl AsSendBody,
+        what: String,
+    ) -> Result<Response, Failure> {
+        let request = builder.body(body).map_err(|e| Failure::Request {
+            what: what.clone(),
+            detail: e.to_string(),
+        })?;
+        let response = self
+            .agent
+            .run(request)
+            .map_err(|source| Failure::Transport {
+                what: what.clone(),
+                source,
+            })?;
+        let (parts, mut body) = response.into_parts();
+        let body = body
+            .with_config()
+            .limit(MAX_BODY)
+            .read_to_vec()
+            .map_err(|source| Failure::Body {
+                what: what.clone(),
+                status: parts.status.as_u16(),
+                length: parts
+                    .headers
+                    .get("content-length")
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| format!(" (Content-Length: {v})"))
+                    .unwrap_or_default(),
+                source,
+            })?;
+        Ok(Response {
+            what,
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        })
+    }
+
+    pub fn get(&self, target: &str, headers: &[(&str, &str)]) -> Result<Response, Failure> {
+        self.send(Method::GET, target, headers, Body::None)
+    }
+
+    pub fn head(&self, target: &str, headers: &[(&str, &str)]) -> Result<Response, Failure> {
+        self.send(Method::HEAD, target, headers, Body::None)
+    }
+
+    pub fn delete(&self, target: &str) -> Result<Response, Failure> {
+        self.send(Method::DELETE, target, &[], Body::None)
+    }
+
+    pub fn post(
+        &self,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Response, Failure> {
+        self.send(Method::POST, target, headers, Body::Bytes(body))
+    }
+
+    pub fn put(
+        &self,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Response, Failure> {
+        self.send(Method::PUT, target, headers, Body::Bytes(body))
+    }
+
+    pub fn patch(
+        &self,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: Body<'_>,
+    ) -> Result<Response, Failure> {
+        self.send(Method::PATCH, target, headers, body)
+    }
+}
+
+/// Shortens a URL on our own registry to its path for messages.
+fn display_target(url: &str, origin: &str) -> String {
+    let shown = url.strip_prefix(origin).unwrap_or(url);
+    // Blob-upload Locations can carry long opaque state; keep messages to one readable line.
+    if shown.len() > 160 {
+        format!("{}…", &shown[..char_boundary(shown, 160)])
+    } else {
+        shown.to_string()
+    }
+}
+
+/// The largest char boundary of `s` at or below `max` (`str::floor_char_boundary` is newer
+/// than the workspace's minimum Rust version).
+fn char_boundary(s: &str, max: usize) -> usize {
+    let mut i = max.min(s.len());
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+/// Appends `name=value` query parameters to a URL or Location that may already carry a query.
+pub fn with_query(target: &str, params: &[(&str, &str)]) -> String {
+    let mut out = target.to_string();
+    for (name, value) in params {
+        out.push(if out.contains('?') { '&' } else { '?' });
+        out.push_str(name);
+        out.push('=');
+        out.push_str(&percent_encode(value));
+    }
+    out
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters; in particular `+` in media
+/// types, which many servers would otherwise decode as a space.
+pub fn percent_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A fully read HTTP response.
+pub struct Response {
+    /// `METHOD path`, for messages.
+    pub what: String,
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// First value of a header, if present and valid UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// All values of a header (it may be repeated, e.g. `OCI-Tag`).
+    pub fn header_all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect()
+    }
+
+    pub fn require_header(&self, name: &str) -> Result<&str, Failure> {
+        self.header(name).ok_or_else(|| Failure::MissingHeader {
+            what: self.what.clone(),
+            header: name.to_string(),
+        })
+    }
+
+    /// The media type of `Content-Type`, without parameters (clients must ignore them).
+    pub fn content_type(&self) -> Option<String> {
+        self.header("content-type").map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+    }
+
+    pub fn expect(&self, status: u16) -> Result<&Self, Failure> {
+        self.expect_any(&[status])
+    }
+
+    pub fn expect_any(&self, statuses: &[u16]) -> Result<&Self, Failure> {
+        if statuses.contains(&self.status) {
+            return Ok(self);
+        }
+        let expected = statuses
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(" or ");
+        Err(Failure::Status {
+            what: self.what.clone(),
+            expected,
+            got: self.status,
+            body: self.body_excerpt(),
+        })
+    }
+
+    pub fn json(&self) -> Result<Value, Failure> {
+        serde_json::from_slice(&self.body).map_err(|source| Failure::Json {
+            what: self.what.clone(),
+            source,
+        })
+    }
+
+    /// Checks the status and that the body is the spec's error document with one of `codes`.
+    pub fn expect_error(&self, status: u16, codes: &[&str]) -> Result<&Self, Failure> {
+        self.expect_any_error(&[status], codes)
+    }
+
+    pub fn expect_any_error(&self, statuses: &[u16], codes: &[&str]) -> Result<&Self, Failure> {
+        self.expect_any(statuses)?;
+        let found = self.error_codes()?;
+        if found.iter().any(|c| codes.contains(&c.as_str())) {
+            return Ok(self);
+        }
+        Err(Failure::ErrorCode {
+            what: self.what.clone(),
+            expected: codes.join(" or "),
+            got: if found.is_empty() {
+                "no codes".to_string()
+            } else {
+                found.join(", ")
+            },
+        })
+    }
+
+    /// The `code`s of a `{"errors":[{"code":…}]}` body, checking the shape the spec requires.
+    pub fn error_codes(&self) -> Result<Vec<String>, Failure> {
+        let bad_shape = |detail: &str| {
+            let body = if self.body.is_empty() {
+                " (empty body)".to_string()
+            } else {
+                self.body_excerpt()
+            };
+            Failure::Check(format!("{}: {detail}{body}", self.what))
+        };
+        let value: Value = serde_json::from_slice(&self.body)
+            .map_err(|_| bad_shape("error body is not the spec's JSON error document"))?;
+        let errors = value
+            .get("errors")
+            .and_then(Value::as_array)
+            .ok_or_else(|| bad_shape("error body lacks an \"errors\" array"))?;
+        let mut codes = Vec::new();
+        for error in errors {
+            let code = error
+                .get("code")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad_shape("error entry lacks a string \"code\""))?;
+            // The spec: uppercase alphabetic characters and underscores only.
+            if code.is_empty() || !code.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') {
+                return Err(bad_shape(&format!("error code {code:?} is not [A-Z_]+")));
+            }
+            codes.push(code.to_string());
+        }
+        Ok(codes)
+    }
+
+    fn body_excerpt(&self) -> String {
+        if self.body.is_empty() {
+            return String::new();
+        }
+        // Blob bodies are binary; only quote bodies that read as text.
+        let Ok(text) = std::str::from_utf8(&self.body) else {
+            return format!(" ({} byte binary body)", self.body.len());
+        };
+        if text.chars().any(|c| c.is_control() && !c.is_whitespace()) {
+            return format!(" ({} byte binary body)", self.body.len());
+        }
+        let text = text.trim();
+        let cut = char_boundary(text, 200);
+        let ellipsis = if cut < text.len() { "…" } else { "" };
+        format!(" (body: {}{ellipsis})", text[..cut].replace('\n', " "))
+    }
+}
