@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Installs what the client conformance suite (conformance/clients/) needs:
+#   - Debian packages: real registry clients, CNCF Distribution, and tools
+#   - a Python venv at <repo>/.venv with pytest, oras, requests, moto, boto3
+# Idempotent and quick when everything is already present.
+set -euo pipefail
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "${SCRIPT_DIR}/.." && pwd)"
+VENV="${REPO_ROOT}/.venv"
+
+APT_PACKAGES=(skopeo podman umoci buildah docker-registry redis-server wrk
+              python3 python3-venv)
+PIP_PACKAGES=(pytest oras requests "moto[server]" boto3)
+# Module names used to check whether the pip packages are already installed.
+PIP_MODULES=(pytest oras requests moto boto3 flask)
+
+log() { echo "install-deps: $*" >&2; }
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO="sudo"
+fi
+
+# --- Debian packages -------------------------------------------------------
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    status="$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)"
+    if [ "$status" != "install ok installed" ]; then
+        missing+=("$pkg")
+    fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    log "apt-get installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # docker-registry's package may start a system service; the suite runs its
+    # own instances on free ports, so a running system one is harmless.
+else
+    log "apt packages already installed"
+fi
+
+# --- Python venv -----------------------------------------------------------
+PYTHON="/usr/bin/python3"
+if [ ! -x "$PYTHON" ]; then
+    PYTHON="$(command -v python3)"
+fi
+if [ ! -x "${VENV}/bin/python" ] || ! "${VENV}/bin/python" -c 'import sys' 2>/dev/null; then
+    log "creating venv at ${VENV}"
+    rm -rf "${VENV}"
+    "$PYTHON" -m venv "${VENV}"
+fi
+
+imports="$(printf 'import %s;' "${PIP_MODULES[@]}")"
+if "${VENV}/bin/python" -c "${imports}" 2>/dev/null; then
+    log "python packages already installed"
+else
+    log "pip installing: ${PIP_PACKAGES[*]}"
+    "${VENV}/bin/python" -m pip install -q --disable-pip-version-check "${PIP_PACKAGES[@]}"
+fi
+log "done"
