@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use bytesize::ByteSize;
 use serde::Deserialize;
-use stowage_storage::{FsSettings, StoreSettings};
+use stowage_storage::{FsSettings, S3Settings, StoreSettings};
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -71,6 +71,7 @@ impl Default for RegistrySettings {
 #[serde(deny_unknown_fields)]
 pub struct StoreSection {
     pub fs: Option<FsSettings>,
+    pub s3: Option<S3Settings>,
 }
 
 impl Default for StoreSection {
@@ -80,9 +81,12 @@ impl Default for StoreSection {
                 root_dir: "./data".into(),
                 sync_to_disk: false,
             }),
+            s3: None,
         }
     }
 }
+
+const ONE_BACKEND: &str = "needs exactly one backend table: .fs or .s3";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -105,14 +109,12 @@ pub enum ConfigError {
 }
 
 impl StoreSection {
-    pub fn settings(&self) -> Result<StoreSettings, ConfigError> {
-        match &self.fs {
-            Some(fs) => Ok(StoreSettings::Fs(fs.clone())),
-            None => Err(ConfigError::Invalid {
-                file: PathBuf::new(),
-                key: "store",
-                reason: "needs a backend table such as [blob_store.fs]".into(),
-            }),
+    /// The one backend this section names, if it names exactly one.
+    fn backend(&self) -> Option<StoreSettings> {
+        match (&self.fs, &self.s3) {
+            (Some(fs), None) => Some(StoreSettings::Fs(fs.clone())),
+            (None, Some(s3)) => Some(StoreSettings::S3(s3.clone())),
+            _ => None,
         }
     }
 }
@@ -145,17 +147,15 @@ impl Config {
             key,
             reason: reason.into(),
         };
-        if self.blob_store.fs.is_none() {
-            return Err(invalid(
-                "blob_store",
-                "needs a backend table such as [blob_store.fs]",
-            ));
+        if self.blob_store.backend().is_none() {
+            return Err(invalid("blob_store", ONE_BACKEND));
         }
-        if self.metadata_store.as_ref().is_some_and(|m| m.fs.is_none()) {
-            return Err(invalid(
-                "metadata_store",
-                "needs a backend table such as [metadata_store.fs]",
-            ));
+        if self
+            .metadata_store
+            .as_ref()
+            .is_some_and(|m| m.backend().is_none())
+        {
+            return Err(invalid("metadata_store", ONE_BACKEND));
         }
         if self.registry.max_manifest_size.as_u64() == 0 {
             return Err(invalid("registry.max_manifest_size", "must be more than 0"));
@@ -166,11 +166,14 @@ impl Config {
         Ok(())
     }
 
-    pub fn metadata_store_settings(&self) -> Result<Option<StoreSettings>, ConfigError> {
-        self.metadata_store
-            .as_ref()
-            .map(StoreSection::settings)
-            .transpose()
+    /// The blob store's backend (validated at load).
+    pub fn blob_store_settings(&self) -> Option<StoreSettings> {
+        self.blob_store.backend()
+    }
+
+    /// The metadata store's backend; `None` means "the blob store's".
+    pub fn metadata_store_settings(&self) -> Option<StoreSettings> {
+        self.metadata_store.as_ref().and_then(StoreSection::backend)
     }
 }
 
@@ -222,5 +225,31 @@ mod tests {
     #[test]
     fn empty_file_is_the_default() {
         assert_eq!(parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn reads_s3_with_defaults() {
+        let config = parse(
+            r#"
+            [blob_store.s3]
+            access_key_id = "a"
+            secret_key = "b"
+            endpoint = "http://127.0.0.1:9000"
+            bucket = "registry"
+            region = "us-east-1"
+            multipart_part_size = "8MiB"
+            [metadata_store.fs]
+            root_dir = "/srv/meta"
+            "#,
+        )
+        .unwrap();
+        let Some(StoreSettings::S3(s3)) = config.blob_store_settings() else {
+            panic!("expected an S3 blob store");
+        };
+        assert_eq!(s3.multipart_part_size, ByteSize::mib(8));
+        assert_eq!(s3.multipart_copy_threshold, ByteSize::gb(5));
+        assert_eq!(s3.max_attempts, 3);
+        let both = "[blob_store.fs]\nroot_dir = \"x\"\n[blob_store.s3]\nbucket = \"b\"\n";
+        assert!(parse(both).is_err());
     }
 }

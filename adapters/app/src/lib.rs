@@ -4,8 +4,11 @@
 mod cli;
 mod config;
 
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
 use std::sync::Arc;
 
+use clap::Parser;
 use stowage_core::{Limits, Registry};
 use stowage_driver::{Backends, MemoryCacheStore, MemoryLockStore, Timer};
 use stowage_storage::Storage;
@@ -22,6 +25,51 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Storage(#[from] stowage_storage::StorageError),
+    #[error("the configuration names no blob store backend")]
+    NoBlobStore,
+    #[error("server.bind_address {address:?}: {source}")]
+    BindAddress {
+        address: String,
+        source: std::net::AddrParseError,
+    },
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// A server binary's `main` around its runtime: logging, the command line, the configuration
+/// file, and the exit code. `serve` runs the server until it has shut down.
+pub fn run(program: &str, serve: impl FnOnce(Config) -> Result<(), StartError>) -> ExitCode {
+    init_logging();
+    let result = match Cli::parse().command {
+        Command::Serve { config } => Config::load(config.as_deref())
+            .map_err(StartError::from)
+            .and_then(serve),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("{program}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Where the server listens: `bind_address` is an IP address (v4 or v6).
+pub fn listen_address(server: &ServerSettings) -> Result<SocketAddr, StartError> {
+    let ip: IpAddr = server
+        .bind_address
+        .parse()
+        .map_err(|source| StartError::BindAddress {
+            address: server.bind_address.clone(),
+            source,
+        })?;
+    Ok(SocketAddr::new(ip, server.port))
 }
 
 /// Logs to stderr; `RUST_LOG` picks the level (default `info`).
@@ -36,10 +84,8 @@ pub fn init_logging() {
 
 /// The registry logic and its backends, built from a configuration.
 pub fn build(config: &Config, timer: Arc<dyn Timer>) -> Result<(Registry, Backends), StartError> {
-    let storage = Storage::open(
-        &config.blob_store.settings()?,
-        config.metadata_store_settings()?.as_ref(),
-    )?;
+    let blobs = config.blob_store_settings().ok_or(StartError::NoBlobStore)?;
+    let storage = Storage::open(&blobs, config.metadata_store_settings().as_ref())?;
     let limits = Limits {
         max_manifest_bytes: config.registry.max_manifest_size.as_u64(),
         allow_missing_manifest_references: config.registry.allow_missing_manifest_references,

@@ -8,7 +8,7 @@ use stowage_core::step::{BodyError, BodyTap, IoError, Outcome};
 
 use crate::StorageError;
 use crate::body::BodySource;
-use crate::fs;
+use crate::{fs, s3};
 use crate::settings::StoreSettings;
 
 /// Request bodies are gathered into writes of this size (the fs service issues one
@@ -20,7 +20,24 @@ pub struct Backend {
     op: Operator,
     /// The fs root when every commit must also fsync its folder (`sync_to_disk`).
     sync_root: Option<String>,
+    /// Size of each write (fs) or multipart upload part (S3).
+    write_chunk: usize,
+    /// Parts uploaded at once.
+    write_concurrency: usize,
+    /// How objects are copied server-side; `None` on the filesystem, which renames.
+    copy: Option<CopyPlan>,
 }
+
+/// Server-side copies: whole below `threshold`, else in `chunk` pieces, `jobs` at a time.
+#[derive(Clone, Copy, Debug)]
+struct CopyPlan {
+    threshold: u64,
+    chunk: usize,
+    jobs: usize,
+}
+
+/// S3's smallest part for a multipart upload or copy (all but the last part).
+const S3_MIN_PART: u64 = 5 * 1024 * 1024;
 
 fn failed(what: &str, key: &str, e: impl std::fmt::Display) -> Outcome {
     tracing::warn!(key, error = %e, "storage {what} failed");
@@ -40,7 +57,31 @@ impl Backend {
                 let sync_root = fs_settings
                     .sync_to_disk
                     .then(|| fs_settings.root_dir.clone());
-                Ok(Backend { op, sync_root })
+                Ok(Backend {
+                    op,
+                    sync_root,
+                    write_chunk: IO_CHUNK,
+                    write_concurrency: 1,
+                    copy: None,
+                })
+            }
+            StoreSettings::S3(s3_settings) => {
+                let op = s3::operator(s3_settings).map_err(|source| StorageError::Open {
+                    location: format!("s3://{}/{}", s3_settings.bucket, s3_settings.key_prefix),
+                    source,
+                })?;
+                let jobs = s3_settings.multipart_copy_jobs.max(1);
+                Ok(Backend {
+                    op,
+                    sync_root: None,
+                    write_chunk: s3_settings.multipart_part_size.as_u64() as usize,
+                    write_concurrency: jobs,
+                    copy: Some(CopyPlan {
+                        threshold: s3_settings.multipart_copy_threshold.as_u64(),
+                        chunk: s3_settings.multipart_copy_chunk_size.as_u64() as usize,
+                        jobs,
+                    }),
+                })
             }
         }
     }
@@ -84,7 +125,12 @@ impl Backend {
         mut tap: BodyTap,
         body: &mut impl BodySource,
     ) -> Outcome {
-        let mut writer = match self.op.writer_with(key).chunk(IO_CHUNK).await {
+        let writer = self
+            .op
+            .writer_with(key)
+            .chunk(self.write_chunk)
+            .concurrent(self.write_concurrency);
+        let mut writer = match writer.await {
             Ok(w) => w,
             Err(e) => return failed("open writer", key, e),
         };
@@ -155,12 +201,16 @@ impl Backend {
         }
     }
 
-    /// Makes `parts` appear at `to` as one object: nothing, a move of the single part, or a
-    /// streamed concatenation into an atomic write.
+    /// Makes `parts` appear at `to` as one object: nothing, a move of the single part, a
+    /// server-side composition (S3, parts large enough), or a streamed concatenation into
+    /// an atomic write.
     pub(crate) async fn concat(&self, parts: &[String], to: &str) -> Outcome {
         let result = match parts {
             [] => self.op.write(to, Bytes::new()).await.map(|_| ()),
             [single] => self.move_object(single, to).await,
+            many if self.composable(many).await => {
+                self.op.compose(many.iter().map(String::as_str), to).await.map(|_| ())
+            }
             many => self.concat_streamed(many, to).await,
         };
         match result {
@@ -169,11 +219,33 @@ impl Backend {
         }
     }
 
-    async fn move_object(&self, from: &str, to: &str) -> opendal::Result<()> {
-        if self.op.info().capability().rename {
-            return self.op.rename(from, to).await;
+    /// Whether S3 can compose `parts` itself: every part but the last must meet its
+    /// minimum part size.
+    async fn composable(&self, parts: &[String]) -> bool {
+        if self.copy.is_none() {
+            return false;
         }
-        self.op.copy(from, to).await.map(|_| ())
+        for part in &parts[..parts.len() - 1] {
+            match self.op.stat(part).await {
+                Ok(meta) if meta.content_length() >= S3_MIN_PART => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    async fn move_object(&self, from: &str, to: &str) -> opendal::Result<()> {
+        let Some(plan) = self.copy else {
+            return self.op.rename(from, to).await;
+        };
+        let size = self.op.stat(from).await?.content_length();
+        let copy = self.op.copy_with(from, to);
+        if size > plan.threshold {
+            copy.chunk(plan.chunk).concurrent(plan.jobs).await?;
+        } else {
+            copy.await?;
+        }
+        Ok(())
     }
 
     async fn concat_streamed(&self, parts: &[String], to: &str) -> opendal::Result<()> {

@@ -1,17 +1,15 @@
 //! `stowage`: the registry on tokio. Everything but the accept loop, executor, timer and
 //! signal handling is shared with `stowage-smol`.
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use stowage_app::{Cli, Command, Config};
+use stowage_app::{Config, StartError};
 use stowage_driver::{BoxFuture, Timer};
 use stowage_http::Service;
 use tokio::net::TcpListener;
@@ -25,33 +23,16 @@ impl Timer for TokioSleep {
 }
 
 fn main() -> ExitCode {
-    stowage_app::init_logging();
-    let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the tokio runtime");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = match cli.command {
-        Command::Serve { config } => runtime.block_on(serve(config.as_deref())),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("stowage: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    stowage_app::run(env!("CARGO_BIN_NAME"), |config| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(StartError::Runtime)?;
+        runtime.block_on(serve(config))
+    })
 }
 
-async fn serve(config_file: Option<&std::path::Path>) -> Result<(), Box<dyn std::error::Error>> {
-    let config = Config::load(config_file)?;
+async fn serve(config: Config) -> Result<(), StartError> {
     let (registry, backends) = stowage_app::build(&config, Arc::new(TokioSleep))?;
     let server = &config.server;
     let service = Service::new(
@@ -59,9 +40,11 @@ async fn serve(config_file: Option<&std::path::Path>) -> Result<(), Box<dyn std:
         backends,
         Duration::from_secs(server.body_idle_timeout_secs),
     );
-    let address: SocketAddr = format!("{}:{}", server.bind_address, server.port).parse()?;
-    let listener = TcpListener::bind(address).await?;
-    tracing::info!(address = %listener.local_addr()?, "stowage listening");
+    let address = stowage_app::listen_address(server)?;
+    let listen_error = |source| StartError::Listen { address, source };
+    let listener = TcpListener::bind(address).await.map_err(listen_error)?;
+    let bound = listener.local_addr().map_err(listen_error)?;
+    tracing::info!(address = %bound, "stowage listening");
 
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())

@@ -1,0 +1,136 @@
+"""Real services the live suites need, started on free loopback ports and stopped by PID:
+the server under test, an S3 server (moto), and Redis."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = REPO / ".venv" / "bin"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not come up within {timeout}s")
+
+
+def http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2) as response:
+        return response.status == 200
+
+
+class Process:
+    """A child process we started; stopped by its PID only."""
+
+    def __init__(self, argv, log_path: Path, env=None):
+        self.log_path = log_path
+        self.log = open(log_path, "wb")
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        return self.proc.returncode
+
+    def tail(self, lines: int = 40) -> str:
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+
+class S3Server:
+    """moto's S3 server; each store gets a bucket of its own."""
+
+    def __init__(self, workdir: Path):
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.process = Process(
+            [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
+            workdir / "moto.log",
+        )
+        wait_until(lambda: http_ok(f"{self.endpoint}/moto-api/"), "moto_server")
+        self.buckets = 0
+
+    def client(self):
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id="stowage",
+            aws_secret_access_key="stowage-secret",
+            region_name="us-east-1",
+        )
+
+    def new_bucket(self) -> str:
+        self.buckets += 1
+        name = f"stowage-{os.getpid()}-{self.buckets}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def store_toml(self, table: str, bucket: str, prefix: str = "", extra: str = "") -> str:
+        return (
+            f"[{table}.s3]\n"
+            f'access_key_id = "stowage"\nsecret_key = "stowage-secret"\n'
+            f'endpoint = "{self.endpoint}"\nbucket = "{bucket}"\nregion = "us-east-1"\n'
+            f'key_prefix = "{prefix}"\n{extra}'
+        )
+
+    def stop(self):
+        self.process.stop()
+
+
+def fs_toml(table: str, root: Path) -> str:
+    return f'[{table}.fs]\nroot_dir = "{root}"\n'
+
+
+class Registry:
+    """One stowage server process on a configuration of its own."""
+
+    def __init__(self, binary: str, workdir: Path, stores_toml: str, extra_toml: str = ""):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.config = workdir / "config.toml"
+        self.config.write_text(f"[server]\nport = {self.port}\n{extra_toml}\n{stores_toml}")
+        self.process = Process([binary, "serve", "--config", str(self.config)], workdir / "server.log")
+        try:
+            wait_until(lambda: http_ok(f"{self.url}/v2/"), f"{binary} on {self.url}")
+        except RuntimeError:
+            self.process.stop()
+            raise RuntimeError(f"server did not start:\n{self.process.tail()}")
+
+    def stop(self) -> int:
+        return self.process.stop()
+
+
+def scratch_dir(prefix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+def remove(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
