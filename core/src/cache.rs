@@ -33,9 +33,18 @@ impl MemoryCache {
                 }
                 None => None,
             },
-            CacheRequest::Put { key, value, ttl_ms } => {
+            CacheRequest::Put {
+                key,
+                value,
+                ttl_ms,
+                only_if_absent,
+            } => {
                 let size = key.len() + value.len();
-                if size > self.max_bytes {
+                let present = self
+                    .entries
+                    .get(&key)
+                    .is_some_and(|(_, until)| *until > now);
+                if size > self.max_bytes || (only_if_absent && present) {
                     return None;
                 }
                 self.remove(&key);
@@ -93,6 +102,7 @@ mod tests {
             key: key.into(),
             value: Bytes::from_static(value),
             ttl_ms: 10,
+            only_if_absent: false,
         }
     }
 
@@ -119,5 +129,16 @@ mod tests {
             Millis(10),
         );
         assert_eq!(cache.apply(get("c"), Millis(10)), None);
+        let fill = CacheRequest::Put {
+            key: "b".into(),
+            value: Bytes::from_static(b"stale"),
+            ttl_ms: 10,
+            only_if_absent: true,
+        };
+        cache.apply(fill, Millis(10));
+        assert_eq!(
+            cache.apply(get("b"), Millis(10)).as_deref(),
+            Some(&b"1234567"[..])
+        );
     }
 }

@@ -108,10 +108,12 @@ pub enum CacheRequest {
     Get {
         key: String,
     },
+    /// Store `value`; with `only_if_absent`, only when the key holds nothing (`SET NX`).
     Put {
         key: String,
         value: Bytes,
         ttl_ms: u64,
+        only_if_absent: bool,
     },
     Delete {
         keys: Vec<String>,

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use bytesize::ByteSize;
 use serde::Deserialize;
-use stowage_storage::{FsSettings, S3Settings, StoreSettings};
+use stowage_storage::{FsSettings, RedisLockSettings, S3Settings, StoreSettings};
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -18,6 +18,24 @@ pub struct Config {
     pub blob_store: StoreSection,
     /// Absent: the metadata store uses the blob store's backend.
     pub metadata_store: Option<StoreSection>,
+    #[serde(default)]
+    pub cache: CacheSection,
+}
+
+/// `[cache]`: absent `redis`, an in-memory cache per instance.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSection {
+    pub redis: Option<RedisCacheSettings>,
+}
+
+/// `[cache.redis]`: the cache replicas share.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisCacheSettings {
+    pub url: String,
+    #[serde(default)]
+    pub key_prefix: String,
 }
 
 /// `[server]`: where to listen and how long to wait for slow clients.
@@ -80,6 +98,7 @@ impl Default for StoreSection {
             fs: Some(FsSettings {
                 root_dir: "./data".into(),
                 sync_to_disk: false,
+                redis: None,
             }),
             s3: None,
         }
@@ -171,6 +190,17 @@ impl Config {
         self.blob_store.backend()
     }
 
+    /// `[metadata_store.<fs|s3>.redis]`, or the blob store's table when the metadata store
+    /// is the blob store's backend. `None`: in-memory locks.
+    pub fn lock_settings(&self) -> Option<&RedisLockSettings> {
+        let section = self.metadata_store.as_ref().unwrap_or(&self.blob_store);
+        match (&section.fs, &section.s3) {
+            (Some(fs), _) => fs.redis.as_ref(),
+            (_, Some(s3)) => s3.redis.as_ref(),
+            _ => None,
+        }
+    }
+
     /// The metadata store's backend; `None` means "the blob store's".
     pub fn metadata_store_settings(&self) -> Option<StoreSettings> {
         self.metadata_store.as_ref().and_then(StoreSection::backend)
@@ -251,5 +281,34 @@ mod tests {
         assert_eq!(s3.max_attempts, 3);
         let both = "[blob_store.fs]\nroot_dir = \"x\"\n[blob_store.s3]\nbucket = \"b\"\n";
         assert!(parse(both).is_err());
+    }
+
+    #[test]
+    fn reads_redis_locks_and_cache() {
+        let config = parse(
+            r#"
+            [blob_store.fs]
+            root_dir = "/srv/blobs"
+            [metadata_store.fs]
+            root_dir = "/srv/meta"
+            [metadata_store.fs.redis]
+            url = "redis://127.0.0.1:6379"
+            key_prefix = "reg1:"
+            [cache.redis]
+            url = "rediss://cache.example:6380"
+            "#,
+        )
+        .unwrap();
+        let locks = config.lock_settings().unwrap();
+        assert_eq!(
+            (locks.ttl, locks.max_retries, locks.retry_delay_ms),
+            (10, 100, 10)
+        );
+        assert_eq!(locks.key_prefix, "reg1:");
+        assert_eq!(
+            config.cache.redis.unwrap().url,
+            "rediss://cache.example:6380"
+        );
+        assert!(parse("[cache.redis]\nurl = \"redis://x\"\nttl = 3\n").is_err());
     }
 }

@@ -9,8 +9,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
+use stowage_core::config::LockSettings;
 use stowage_core::{Limits, Registry};
-use stowage_driver::{Backends, MemoryCacheStore, MemoryLockStore, Timer};
+use stowage_driver::{Backends, Cache, LockStore, MemoryCacheStore, MemoryLockStore, Timer};
+use stowage_redis::{Redis, RedisCache, RedisLocks};
 use stowage_storage::Storage;
 
 pub use cli::{Cli, Command};
@@ -27,6 +29,8 @@ pub enum StartError {
     Storage(#[from] stowage_storage::StorageError),
     #[error("the configuration names no blob store backend")]
     NoBlobStore,
+    #[error(transparent)]
+    Redis(#[from] stowage_redis::RedisError),
     #[error("server.bind_address {address:?}: {source}")]
     BindAddress {
         address: String,
@@ -82,20 +86,41 @@ pub fn init_logging() {
         .try_init();
 }
 
-/// The registry logic and its backends, built from a configuration.
+/// The registry logic and its backends, built from a configuration. Must be called inside
+/// the async runtime (the Redis client binds to it).
 pub fn build(config: &Config, timer: Arc<dyn Timer>) -> Result<(Registry, Backends), StartError> {
-    let blobs = config.blob_store_settings().ok_or(StartError::NoBlobStore)?;
+    let blobs = config
+        .blob_store_settings()
+        .ok_or(StartError::NoBlobStore)?;
     let storage = Storage::open(&blobs, config.metadata_store_settings().as_ref())?;
+    let (locks, lock_settings): (Arc<dyn LockStore>, LockSettings) = match config.lock_settings() {
+        Some(redis) => (
+            Arc::new(RedisLocks::new(Redis::new(&redis.url, &redis.key_prefix)?)),
+            LockSettings {
+                ttl_ms: redis.ttl * 1000,
+                max_retries: redis.max_retries,
+                retry_delay_ms: redis.retry_delay_ms,
+            },
+        ),
+        None => (
+            Arc::new(MemoryLockStore::default()),
+            LockSettings::default(),
+        ),
+    };
+    let cache: Arc<dyn Cache> = match &config.cache.redis {
+        Some(redis) => Arc::new(RedisCache::new(Redis::new(&redis.url, &redis.key_prefix)?)),
+        None => Arc::new(MemoryCacheStore::new(MEMORY_CACHE_BYTES)),
+    };
     let limits = Limits {
         max_manifest_bytes: config.registry.max_manifest_size.as_u64(),
         allow_missing_manifest_references: config.registry.allow_missing_manifest_references,
         cache_ttl_ms: config.registry.cache_ttl_secs * 1000,
-        ..Limits::default()
+        locks: lock_settings,
     };
     let backends = Backends {
         storage,
-        locks: Arc::new(MemoryLockStore::default()),
-        cache: Arc::new(MemoryCacheStore::new(MEMORY_CACHE_BYTES)),
+        locks,
+        cache,
         timer,
     };
     Ok((Registry::new(limits), backends))

@@ -8,8 +8,8 @@ use stowage_core::step::{BodyError, BodyTap, IoError, Outcome};
 
 use crate::StorageError;
 use crate::body::BodySource;
-use crate::{fs, s3};
 use crate::settings::StoreSettings;
+use crate::{fs, s3};
 
 /// Request bodies are gathered into writes of this size (the fs service issues one
 /// blocking call per write), and reads are issued in ranges of this size.
@@ -208,9 +208,11 @@ impl Backend {
         let result = match parts {
             [] => self.op.write(to, Bytes::new()).await.map(|_| ()),
             [single] => self.move_object(single, to).await,
-            many if self.composable(many).await => {
-                self.op.compose(many.iter().map(String::as_str), to).await.map(|_| ())
-            }
+            many if self.composable(many).await => self
+                .op
+                .compose(many.iter().map(String::as_str), to)
+                .await
+                .map(|_| ()),
             many => self.concat_streamed(many, to).await,
         };
         match result {

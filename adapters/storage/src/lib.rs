@@ -14,7 +14,7 @@ use stowage_core::step::{Outcome, StorageRequest, Store};
 
 pub use backend::Backend;
 pub use body::BodySource;
-pub use settings::{FsSettings, S3Settings, StoreSettings};
+pub use settings::{FsSettings, RedisLockSettings, S3Settings, StoreSettings};
 
 /// The two logical stores. With one backend configured they are the same [`Backend`].
 #[derive(Clone, Debug)]

@@ -4,8 +4,8 @@ use std::sync::Once;
 use std::time::Duration;
 
 use opendal::layers::{RetryLayer, TimeoutLayer};
-use opendal::{HttpTransporter, Operator};
 use opendal::services::S3;
+use opendal::{HttpTransporter, Operator};
 use opendal_http_transport_reqwest::ReqwestTransport;
 
 use crate::settings::S3Settings;
@@ -35,11 +35,19 @@ pub(crate) fn operator(settings: &S3Settings) -> opendal::Result<Operator> {
     // Innermost first: each attempt is bounded, attempts are retried with backoff, and the
     // whole operation, retries included, is bounded again.
     Ok(Operator::new(builder)?
-        .layer(TimeoutLayer::new().with_timeout(attempt).with_io_timeout(attempt))
+        .layer(
+            TimeoutLayer::new()
+                .with_timeout(attempt)
+                .with_io_timeout(attempt),
+        )
         .layer(
             RetryLayer::new()
                 .with_max_times(settings.max_attempts.saturating_sub(1))
                 .with_jitter(),
         )
-        .layer(TimeoutLayer::new().with_timeout(operation).with_io_timeout(operation)))
+        .layer(
+            TimeoutLayer::new()
+                .with_timeout(operation)
+                .with_io_timeout(operation),
+        ))
 }

@@ -12,6 +12,9 @@ pub struct FsSettings {
     /// Also fsync the folder after every commit, so a rename survives a power loss.
     #[serde(default)]
     pub sync_to_disk: bool,
+    /// `[metadata_store.fs.redis]`: the lock store (carried here for the file's shape;
+    /// storage ignores it).
+    pub redis: Option<RedisLockSettings>,
 }
 
 /// `[blob_store.s3]` / `[metadata_store.s3]`.
@@ -44,6 +47,26 @@ pub struct S3Settings {
     pub operation_timeout_secs: u64,
     #[serde(default = "defaults::attempt_timeout")]
     pub operation_attempt_timeout_secs: u64,
+    /// `[metadata_store.s3.redis]`: the lock store (carried here for the file's shape;
+    /// storage ignores it).
+    pub redis: Option<RedisLockSettings>,
+}
+
+/// `[metadata_store.<fs|s3>.redis]`: locks on Redis, for several replicas on one store.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisLockSettings {
+    /// `redis://` or `rediss://`.
+    pub url: String,
+    /// How long a lock lives unless refreshed, in seconds.
+    #[serde(default = "defaults::lock_ttl")]
+    pub ttl: u64,
+    #[serde(default)]
+    pub key_prefix: String,
+    #[serde(default = "defaults::lock_retries")]
+    pub max_retries: u32,
+    #[serde(default = "defaults::lock_retry_delay")]
+    pub retry_delay_ms: u64,
 }
 
 mod defaults {
@@ -69,6 +92,15 @@ mod defaults {
     }
     pub(super) fn attempt_timeout() -> u64 {
         300
+    }
+    pub(super) fn lock_ttl() -> u64 {
+        10
+    }
+    pub(super) fn lock_retries() -> u32 {
+        100
+    }
+    pub(super) fn lock_retry_delay() -> u64 {
+        10
     }
 }
 

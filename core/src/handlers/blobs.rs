@@ -24,10 +24,14 @@ pub(super) async fn size_in_repo(
     digest: &Digest,
 ) -> Result<Option<u64>, RegistryError> {
     let cache_key = keys::blob_cache(name, digest);
-    if let Some(size) = ctx.cache_get(cache_key.clone()).await
-        && let Some(size) = std::str::from_utf8(&size).ok().and_then(|s| s.parse().ok())
-    {
-        return Ok(Some(size));
+    match ctx.cache_get(cache_key.clone()).await {
+        Some(None) => return Ok(None),
+        Some(Some(size)) => {
+            if let Some(size) = std::str::from_utf8(&size).ok().and_then(|s| s.parse().ok()) {
+                return Ok(Some(size));
+            }
+        }
+        None => {}
     }
     if !ctx
         .exists(Store::Meta, layout::layer_link(name, digest))
@@ -37,7 +41,7 @@ pub(super) async fn size_in_repo(
     }
     let size = ctx.stat(Store::Blobs, layout::blob_data(digest)).await?;
     if let Some(size) = size {
-        ctx.cache_put(cache_key, Bytes::from(size.to_string()))
+        ctx.cache_fill(cache_key, Bytes::from(size.to_string()))
             .await;
     }
     Ok(size)
@@ -106,7 +110,7 @@ pub(super) async fn delete(
         }
         ctx.ensure(held).await?;
         ctx.delete(Store::Meta, link).await?;
-        ctx.cache_delete(vec![keys::blob_cache(name, digest)]).await
+        ctx.cache_record(keys::blob_cache(name, digest), None).await
     })
     .await?;
     Ok(Reply::new(StatusCode::ACCEPTED).digest(digest).done())

@@ -180,26 +180,58 @@ impl Ctx {
         }
     }
 
-    /// A cache miss and a cache failure look the same: the cache is only ever a shortcut.
-    pub(crate) async fn cache_get(&self, key: String) -> Option<Bytes> {
+    // The cache protocol: readers only ever fill an empty key (`only_if_absent`); writers,
+    // under their locks and before acknowledging, overwrite the key with what they
+    // committed, or with a tombstone (an empty value) when they removed it. A reader that
+    // read storage before a write committed therefore cannot overwrite the writer's entry,
+    // and replicas sharing the cache never serve what an acknowledged write replaced.
+
+    /// What the cache knows of `key`: `Some(Some(value))`, `Some(None)` when a writer
+    /// recorded it gone, `None` when it does not know. A cache failure counts as not
+    /// knowing: the cache is only ever a shortcut.
+    pub(crate) async fn cache_get(&self, key: String) -> Option<Option<Bytes>> {
         match self
             .channel
             .perform(Step::Cache(CacheRequest::Get { key }))
             .await
         {
-            Outcome::Cache(value) => value,
+            Outcome::Cache(Some(value)) if value.is_empty() => Some(None),
+            Outcome::Cache(Some(value)) => Some(Some(value)),
             _ => None,
         }
     }
 
-    pub(crate) async fn cache_put(&self, key: String, value: Bytes) {
-        let ttl_ms = self.limits.cache_ttl_ms;
-        self.channel
-            .perform(Step::Cache(CacheRequest::Put { key, value, ttl_ms }))
-            .await;
+    /// A reader remembers what it read from storage, unless a writer got there first.
+    pub(crate) async fn cache_fill(&self, key: String, value: Bytes) {
+        self.cache_put(key, value, true).await;
     }
 
-    /// Invalidation must reach the cache: a failure here fails the write that caused it.
+    /// A writer records what it committed (`None`: that `key` is gone). The record must
+    /// reach the cache: a failure fails the write.
+    pub(crate) async fn cache_record(
+        &self,
+        key: String,
+        value: Option<Bytes>,
+    ) -> Result<(), RegistryError> {
+        match self.cache_put(key, value.unwrap_or_default(), false).await {
+            Outcome::Done | Outcome::Cache(_) => Ok(()),
+            other => Err(unavailable("cache update", other)),
+        }
+    }
+
+    async fn cache_put(&self, key: String, value: Bytes, only_if_absent: bool) -> Outcome {
+        let ttl_ms = self.limits.cache_ttl_ms;
+        let request = CacheRequest::Put {
+            key,
+            value,
+            ttl_ms,
+            only_if_absent,
+        };
+        self.channel.perform(Step::Cache(request)).await
+    }
+
+    /// Forgets keys that were absent before a write created them (clearing tombstones).
+    /// Like [`Ctx::cache_record`], a failure fails the write.
     pub(crate) async fn cache_delete(&self, keys: Vec<String>) -> Result<(), RegistryError> {
         match self
             .channel

@@ -64,9 +64,14 @@ pub(super) async fn tags(
         .done())
 }
 
+/// Whether `name` holds manifests or layers of its own: a folder that only holds deeper
+/// repositories (`a` of `a/b`) is no repository.
 async fn repository_exists(ctx: &Ctx, name: &RepoName) -> Result<bool, RegistryError> {
     let dir = format!("{}{name}/", layout::REPOSITORIES);
-    Ok(!ctx.list(Store::Meta, dir).await?.is_empty())
+    let entries = ctx.list(Store::Meta, dir).await?;
+    Ok(entries
+        .iter()
+        .any(|e| REPOSITORY_MARKERS.contains(&e.as_str())))
 }
 
 /// A folder below `v2/repositories/` is a repository when it holds manifests or layers;

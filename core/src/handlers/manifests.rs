@@ -34,10 +34,14 @@ pub(super) async fn resolve_tag(
     tag: &Tag,
 ) -> Result<Option<Digest>, RegistryError> {
     let cache_key = keys::tag_cache(name, tag);
-    if let Some(cached) = ctx.cache_get(cache_key.clone()).await
-        && let Ok(digest) = parse_link(&cached)
-    {
-        return Ok(Some(digest));
+    match ctx.cache_get(cache_key.clone()).await {
+        Some(None) => return Ok(None),
+        Some(Some(cached)) => {
+            if let Ok(digest) = parse_link(&cached) {
+                return Ok(Some(digest));
+            }
+        }
+        None => {}
     }
     let Some(link) = ctx
         .read(Store::Meta, layout::tag_current(name, tag))
@@ -46,7 +50,7 @@ pub(super) async fn resolve_tag(
         return Ok(None);
     };
     let digest = parse_link(&link)?;
-    ctx.cache_put(cache_key, link).await;
+    ctx.cache_fill(cache_key, link).await;
     Ok(Some(digest))
 }
 
@@ -57,8 +61,8 @@ pub(super) async fn load(
     digest: &Digest,
 ) -> Result<Option<Bytes>, RegistryError> {
     let cache_key = keys::manifest_cache(name, digest);
-    if let Some(bytes) = ctx.cache_get(cache_key.clone()).await {
-        return Ok(Some(bytes));
+    if let Some(known) = ctx.cache_get(cache_key.clone()).await {
+        return Ok(known);
     }
     if !ctx
         .exists(Store::Meta, layout::revision_link(name, digest))
@@ -69,7 +73,7 @@ pub(super) async fn load(
     let Some(bytes) = ctx.read(Store::Meta, layout::blob_data(digest)).await? else {
         return Ok(None);
     };
-    ctx.cache_put(cache_key, bytes.clone()).await;
+    ctx.cache_fill(cache_key, bytes.clone()).await;
     Ok(Some(bytes))
 }
 
@@ -189,6 +193,8 @@ pub(super) async fn put(
             link.clone(),
         )
         .await?;
+        ctx.cache_delete(vec![keys::manifest_cache(name, &digest)])
+            .await?;
         for tag in &tags {
             ctx.write(
                 Store::Meta,
@@ -199,10 +205,10 @@ pub(super) async fn put(
             ctx.ensure(held).await?;
             ctx.write(Store::Meta, layout::tag_current(name, tag), link.clone())
                 .await?;
+            ctx.cache_record(keys::tag_cache(name, tag), Some(Bytes::from(link.clone())))
+                .await?;
         }
-        let mut stale: Vec<String> = tags.iter().map(|t| keys::tag_cache(name, t)).collect();
-        stale.push(keys::manifest_cache(name, &digest));
-        ctx.cache_delete(stale).await
+        Ok(())
     })
     .await?;
     let mut reply = Reply::new(StatusCode::CREATED)
@@ -241,7 +247,7 @@ async fn delete_tag(ctx: &Ctx, name: &RepoName, tag: &Tag) -> Result<Response, R
         ctx.ensure(held).await?;
         ctx.delete_all(Store::Meta, layout::tag_dir(name, tag))
             .await?;
-        ctx.cache_delete(vec![keys::tag_cache(name, tag)]).await
+        ctx.cache_record(keys::tag_cache(name, tag), None).await
     })
     .await?;
     Ok(Reply::new(StatusCode::ACCEPTED).done())
@@ -269,6 +275,7 @@ async fn delete_manifest(
             if resolve_current(ctx, name, tag).await?.as_ref() == Some(digest) {
                 ctx.delete_all(Store::Meta, layout::tag_dir(name, tag))
                     .await?;
+                ctx.cache_record(keys::tag_cache(name, tag), None).await?;
             }
         }
         if let Some(subject) = manifest.as_ref().and_then(|m| m.subject.as_ref()) {
@@ -277,9 +284,8 @@ async fn delete_manifest(
         }
         ctx.delete(Store::Meta, layout::revision_link(name, digest))
             .await?;
-        let mut stale: Vec<String> = pointing.iter().map(|t| keys::tag_cache(name, t)).collect();
-        stale.push(keys::manifest_cache(name, digest));
-        ctx.cache_delete(stale).await
+        ctx.cache_record(keys::manifest_cache(name, digest), None)
+            .await
     })
     .await?;
     Ok(Reply::new(StatusCode::ACCEPTED).done())

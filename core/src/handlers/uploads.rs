@@ -56,7 +56,8 @@ fn body_error(error: BodyError) -> RegistryError {
     RegistryError::new(code, error.to_string())
 }
 
-/// Records `digest` as part of `name`, under the blob's lock.
+/// Records `digest` as part of `name`, under the blob's lock, and clears any tombstone a
+/// delete left in the cache.
 async fn link(
     ctx: &Ctx,
     held: &mut Held,
@@ -69,7 +70,8 @@ async fn link(
         layout::layer_link(name, digest),
         layout::link_content(digest),
     )
-    .await
+    .await?;
+    ctx.cache_delete(vec![keys::blob_cache(name, digest)]).await
 }
 
 async fn link_locked(ctx: &Ctx, name: &RepoName, digest: &Digest) -> Result<(), RegistryError> {
