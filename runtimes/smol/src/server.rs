@@ -1,0 +1,97 @@
+//! The accept loop: hyper serves each connection as a task on the executor; a shutdown
+//! signal stops accepting and lets in-flight requests finish.
+
+use std::net::{TcpListener, TcpStream};
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_compat::Compat;
+use async_io::Async;
+use futures_lite::future;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::server::graceful::GracefulShutdown;
+use smol_hyper::rt::{FuturesIo, SmolTimer};
+use stowage_app::{Config, StartError};
+use stowage_http::Service;
+
+use crate::executor;
+use crate::signal::shutdown_signal;
+use crate::sleep::SmolSleep;
+
+pub async fn serve(config: Config) -> Result<(), StartError> {
+    // Inside tokio's context: the Redis client binds to the runtime it is created in.
+    let (registry, backends) =
+        Compat::new(async { stowage_app::build(&config, Arc::new(SmolSleep)) }).await?;
+    let server = &config.server;
+    let service = Service::new(
+        registry,
+        backends,
+        Duration::from_secs(server.body_idle_timeout_secs),
+    );
+    let address = stowage_app::listen_address(server)?;
+    let listen_error = |source| StartError::Listen { address, source };
+    let listener = Async::<TcpListener>::bind(address).map_err(listen_error)?;
+    let bound = listener.get_ref().local_addr().map_err(listen_error)?;
+    tracing::info!(address = %bound, "stowage listening");
+
+    let mut http = http1::Builder::new();
+    http.timer(SmolTimer::new())
+        .header_read_timeout(Duration::from_secs(server.request_header_timeout_secs));
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = pin!(shutdown_signal());
+    loop {
+        let accepted = future::or(async { Some(listener.accept().await) }, async {
+            shutdown.as_mut().await;
+            None
+        })
+        .await;
+        match accepted {
+            Some(Ok((stream, _))) => serve_connection(&http, &graceful, &service, stream),
+            Some(Err(e)) => tracing::warn!(error = %e, "accept failed"),
+            None => break,
+        }
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+    drop(listener);
+    let timeout = Duration::from_secs(server.shutdown_timeout_secs);
+    let finished = future::or(
+        async {
+            graceful.shutdown().await;
+            true
+        },
+        async {
+            async_io::Timer::after(timeout).await;
+            false
+        },
+    )
+    .await;
+    if !finished {
+        tracing::warn!("in-flight requests still running after {timeout:?}; stopping anyway");
+    }
+    Ok(())
+}
+
+fn serve_connection(
+    http: &http1::Builder,
+    graceful: &GracefulShutdown,
+    service: &Service,
+    stream: Async<TcpStream>,
+) {
+    let _ = stream.get_ref().set_nodelay(true);
+    let service = service.clone();
+    let handler = service_fn(move |request| {
+        let service = service.clone();
+        async move { Ok::<_, std::convert::Infallible>(service.handle(request).await) }
+    });
+    let connection = graceful.watch(http.serve_connection(FuturesIo::new(stream), handler));
+    // OpenDAL's fs service runs on tokio::fs and its S3 transport on reqwest, and hyper polls
+    // response bodies streamed from storage outside the handler: the whole connection is
+    // polled inside a tokio context (async-compat's background runtime).
+    executor::spawn(Compat::new(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+    }));
+}
