@@ -90,19 +90,25 @@ pub fn referrer_entry(name: &RepoName, subject: &Digest, referrer: &Digest) -> S
     )
 }
 
+/// The folder of a repository's upload sessions, one folder per session.
+pub const UPLOADS: &str = "_uploads";
+
+/// The file of an upload session's folder holding its record.
+pub const UPLOAD_RECORD: &str = "session.json";
+
 /// The folder of one upload session.
 pub fn upload_dir(name: &RepoName, id: &UploadId) -> String {
-    format!("{}/_uploads/{}/", repo(name), id.as_str())
+    format!("{}/{UPLOADS}/{}/", repo(name), id.as_str())
 }
 
 /// The upload session record (offset, parts, hash state).
 pub fn upload_record(name: &RepoName, id: &UploadId) -> String {
-    format!("{}session.json", upload_dir(name, id))
+    format!("{}{UPLOAD_RECORD}", upload_dir(name, id))
 }
 
-/// The bytes of one upload request, named by the offset they start at.
-pub fn upload_part(name: &RepoName, id: &UploadId, offset: u64) -> String {
-    format!("{}parts/{offset:020}", upload_dir(name, id))
+/// The bytes of one upload request, under a name of their own (see [`crate::upload::Part`]).
+pub fn upload_part(name: &RepoName, id: &UploadId, part: &str) -> String {
+    format!("{}parts/{part}", upload_dir(name, id))
 }
 
 /// Where repositories live; the catalog walks below it.

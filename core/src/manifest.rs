@@ -87,6 +87,8 @@ pub enum ManifestError {
     Digest(String),
     #[error("image manifest lacks config or layers")]
     MissingFields,
+    #[error("annotations must map strings to strings")]
+    Annotations,
 }
 
 fn digest_of(d: &Descriptor) -> Result<Digest, ManifestError> {
@@ -104,8 +106,11 @@ fn header_media_type(content_type: Option<&str>) -> Option<&str> {
 impl Manifest {
     /// Parses a pushed manifest. `content_type` is the request's `Content-Type`.
     pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Manifest, ManifestError> {
+        // JSON is UTF-8 throughout; serde only checks the strings it keeps, so a field it
+        // skips could otherwise carry any bytes into a stored manifest.
+        let text = std::str::from_utf8(bytes).map_err(|e| ManifestError::Json(e.to_string()))?;
         let raw: RawManifest =
-            serde_json::from_slice(bytes).map_err(|e| ManifestError::Json(e.to_string()))?;
+            serde_json::from_str(text).map_err(|e| ManifestError::Json(e.to_string()))?;
         if raw.schema_version != Some(2) {
             return Err(ManifestError::SchemaVersion);
         }
@@ -126,6 +131,13 @@ impl Manifest {
         };
         let kind =
             Kind::of_media_type(&media_type).ok_or(ManifestError::MediaType(media_type.clone()))?;
+        // The spec's string-to-string map; other values would not survive being copied into
+        // the referrers index unchanged (JSON numbers are re-printed).
+        if let Some(annotations) = &raw.annotations
+            && annotations.values().any(|v| !v.is_string())
+        {
+            return Err(ManifestError::Annotations);
+        }
         let subject = raw.subject.as_ref().map(digest_of).transpose()?;
         let (blobs, manifests, artifact_type) = match kind {
             Kind::Image => {
@@ -211,6 +223,13 @@ mod tests {
             Kind::Index
         );
         assert!(Manifest::parse(b"{", None).is_err());
+        let unknown_field = b"{\"schemaVersion\":2,\"manifests\":[],\"x\":\"\xa9\"}";
+        assert!(Manifest::parse(unknown_field, None).is_err());
+        let number = br#"{"schemaVersion":2,"manifests":[],"annotations":{"n":1.5e200}}"#;
+        assert_eq!(
+            Manifest::parse(number, None),
+            Err(ManifestError::Annotations)
+        );
         assert!(Manifest::parse(br#"{"schemaVersion":1}"#, None).is_err());
     }
 }

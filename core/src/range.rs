@@ -109,7 +109,8 @@ impl ChunkRange {
         let h = h.split_once('/').map_or(h, |(range, _total)| range);
         let (first, last) = h.split_once('-').ok_or(MalformedRange)?;
         let (first, last) = (number(first.trim())?, number(last.trim())?);
-        if last < first {
+        // The byte count must fit a u64: `0-18446744073709551615` is no chunk.
+        if last < first || last - first == u64::MAX {
             return Err(MalformedRange);
         }
         Ok(ChunkRange { first, last })
@@ -149,5 +150,10 @@ mod tests {
         assert_eq!(ChunkRange::parse("bytes 0-4/5").unwrap().byte_count(), 5);
         assert!(ChunkRange::parse("5-4").is_err());
         assert!(ChunkRange::parse("+1-4").is_err());
+        assert!(ChunkRange::parse("0-18446744073709551615").is_err());
+        assert_eq!(
+            ChunkRange::parse("1-18446744073709551615").map(|c| c.byte_count()),
+            Ok(u64::MAX)
+        );
     }
 }

@@ -120,6 +120,14 @@ fn upload_id(s: &str) -> Result<UploadId, RegistryError> {
     UploadId::parse(s).ok_or_else(|| err(ErrorCode::BlobUploadUnknown, "unknown upload id"))
 }
 
+/// Splits `rest` at the last `separator` when what follows is a single path segment:
+/// references, digests and upload ids never hold a `/`, so a repository name with a
+/// `manifests`, `blobs` or `referrers` component (`a/manifests/b`) still routes.
+fn split_last<'a>(rest: &'a str, separator: &str) -> Option<(&'a str, &'a str)> {
+    rest.rsplit_once(separator)
+        .filter(|(_, tail)| !tail.contains('/'))
+}
+
 struct Query(Vec<(String, String)>);
 
 impl Query {
@@ -209,7 +217,7 @@ impl Route {
                 from,
             });
         }
-        if let Some((name, id)) = rest.rsplit_once("/blobs/uploads/") {
+        if let Some((name, id)) = split_last(rest, "/blobs/uploads/") {
             let (name, id) = (repo(name)?, upload_id(id)?);
             return match *method {
                 Method::GET | Method::HEAD => Ok(Route::UploadStatus { name, id }),
@@ -228,7 +236,7 @@ impl Route {
                 _ => allow(&[]).map(|_| Route::Base),
             };
         }
-        if let Some((name, reference)) = rest.rsplit_once("/manifests/") {
+        if let Some((name, reference)) = split_last(rest, "/manifests/") {
             let name = repo(name)?;
             let reference: Reference = reference.parse().map_err(|_| {
                 err(
@@ -261,7 +269,7 @@ impl Route {
                 _ => allow(&[]).map(|_| Route::Base),
             };
         }
-        if let Some((name, d)) = rest.rsplit_once("/blobs/") {
+        if let Some((name, d)) = split_last(rest, "/blobs/") {
             let (name, digest) = (repo(name)?, digest(d)?);
             return match *method {
                 Method::GET | Method::HEAD => Ok(Route::GetBlob {
@@ -273,7 +281,7 @@ impl Route {
                 _ => allow(&[]).map(|_| Route::Base),
             };
         }
-        if let Some((name, d)) = rest.rsplit_once("/referrers/") {
+        if let Some((name, d)) = split_last(rest, "/referrers/") {
             allow(&get)?;
             return Ok(Route::Referrers {
                 name: repo(name)?,
@@ -323,14 +331,32 @@ mod tests {
     fn rejects_bad_parts() {
         let e = Route::parse(&Method::GET, "/v2/A/tags/list", None).unwrap_err();
         assert_eq!(e.code, ErrorCode::NameInvalid);
-        let e = Route::parse(&Method::GET, "/v2/a/blobs/uploads/../x", None).unwrap_err();
+        let e = Route::parse(&Method::GET, "/v2/a/blobs/uploads/x%2F", None).unwrap_err();
         assert_eq!(e.code, ErrorCode::BlobUploadUnknown);
+        let e = Route::parse(&Method::GET, "/v2/a/blobs/uploads/../x", None).unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotFound);
         let e = Route::parse(&Method::GET, "/v2/a/../b/tags/list", None).unwrap_err();
         assert_eq!(e.code, ErrorCode::NameInvalid);
         let e = Route::parse(&Method::POST, "/v2/a/tags/list", None).unwrap_err();
         assert_eq!(e.code, ErrorCode::MethodNotAllowed);
         let e = Route::parse(&Method::GET, "/v3/", None).unwrap_err();
         assert_eq!(e.code, ErrorCode::NotFound);
+    }
+
+    #[test]
+    fn names_with_endpoint_words_route() {
+        let r = Route::parse(
+            &Method::GET,
+            &format!("/v2/team/manifests/tool/blobs/{D}"),
+            None,
+        );
+        assert!(
+            matches!(r, Ok(Route::GetBlob { ref name, .. }) if name.as_str() == "team/manifests/tool")
+        );
+        let r = Route::parse(&Method::GET, "/v2/a/blobs/uploads/b/manifests/latest", None);
+        assert!(
+            matches!(r, Ok(Route::GetManifest { ref name, .. }) if name.as_str() == "a/blobs/uploads/b")
+        );
     }
 
     #[test]

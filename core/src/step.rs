@@ -62,7 +62,8 @@ pub enum StorageRequest {
         keys: Vec<String>,
         tap: BodyTap,
     },
-    /// Make the concatenation of `parts` appear atomically at `to`; the parts remain.
+    /// Make the concatenation of `parts` appear atomically at `to`. The parts may be moved
+    /// there (a single part is renamed), so they are gone afterwards.
     Concat {
         store: Store,
         parts: Vec<String>,

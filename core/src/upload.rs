@@ -6,9 +6,12 @@ use serde::{Deserialize, Serialize};
 use crate::digest::{Algorithm, CorruptHashState, Hasher};
 use crate::step::Millis;
 
-/// One request's bytes, stored as their own object.
+/// One request's bytes, stored as their own object. Each request names its part afresh, so
+/// a request that lost its turn (its lock expired while its body streamed) can never
+/// overwrite the part of the request that took its place.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Part {
+    pub name: String,
     pub offset: u64,
     pub len: u64,
 }
@@ -38,13 +41,10 @@ impl UploadRecord {
         Hasher::restore(Algorithm::Sha256, &self.sha256_state)
     }
 
-    /// Records a part of `len` bytes at the current offset and the hash state after it.
-    pub fn append(&mut self, len: u64, hasher: &Hasher) {
-        self.parts.push(Part {
-            offset: self.offset,
-            len,
-        });
-        self.offset += len;
+    /// Records `part` (which starts at the current offset) and the hash state after it.
+    pub fn append(&mut self, part: Part, hasher: &Hasher) {
+        self.offset += part.len;
+        self.parts.push(part);
         self.sha256_state = hasher.save();
     }
 

@@ -67,7 +67,15 @@ impl Service {
             inner.backends.timer.clone(),
             inner.body_idle_timeout,
         );
-        let response = drive(op, &inner.backends, &mut body).await;
+        let mut response = drive(op, &inner.backends, &mut body).await;
+        if body.left_unread() {
+            // hyper will not reuse a connection with an unread body; say so, so clients
+            // do not send their next request into a closing socket.
+            response.headers.insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        }
         tracing::debug!(%method, path, status = response.status.as_u16(), "request");
         self.to_http(response).await
     }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::{Either, select};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use stowage_core::step::BodyError;
@@ -24,6 +25,12 @@ impl RequestBody {
             timer,
             idle_timeout,
         }
+    }
+
+    /// Whether unread body bytes may still be on the connection (the operation answered
+    /// without reading them all).
+    pub fn left_unread(&self) -> bool {
+        !self.incoming.is_end_stream()
     }
 }
 

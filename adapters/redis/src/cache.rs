@@ -1,10 +1,11 @@
 //! The shared cache on Redis: `GET`, `SET PX` (with `NX` for readers' fills), `DEL`.
 
 use bytes::Bytes;
+use redis::{Cmd, FromRedisValue};
 use stowage_core::step::{CacheRequest, IoError, Millis};
 use stowage_driver::{BoxFuture, Cache};
 
-use crate::connection::{Redis, io_error};
+use crate::connection::{Redis, retry_once};
 
 pub struct RedisCache {
     redis: Redis,
@@ -15,15 +16,21 @@ impl RedisCache {
         RedisCache { redis }
     }
 
+    async fn query<T: FromRedisValue>(&self, what: &str, command: Cmd) -> Result<T, IoError> {
+        retry_once(what, || {
+            let mut connection = self.redis.connection();
+            let command = command.clone();
+            async move { command.query_async(&mut connection).await }
+        })
+        .await
+    }
+
     async fn perform(&self, request: CacheRequest) -> Result<Option<Bytes>, IoError> {
-        let mut connection = self.redis.connection();
         match request {
             CacheRequest::Get { key } => {
-                let value: Option<Vec<u8>> = redis::cmd("GET")
-                    .arg(self.redis.key("cache", &key))
-                    .query_async(&mut connection)
-                    .await
-                    .map_err(|e| io_error("cache get", e))?;
+                let mut get = redis::cmd("GET");
+                get.arg(self.redis.key("cache", &key));
+                let value: Option<Vec<u8>> = self.query("cache get", get).await?;
                 Ok(value.map(Bytes::from))
             }
             CacheRequest::Put {
@@ -40,22 +47,18 @@ impl RedisCache {
                 if only_if_absent {
                     set.arg("NX");
                 }
-                let _: Option<String> = set
-                    .query_async(&mut connection)
-                    .await
-                    .map_err(|e| io_error("cache set", e))?;
+                let _: Option<String> = self.query("cache set", set).await?;
                 Ok(None)
             }
             CacheRequest::Delete { keys } => {
                 if keys.is_empty() {
                     return Ok(None);
                 }
-                let keys: Vec<String> = keys.iter().map(|k| self.redis.key("cache", k)).collect();
-                let _: i64 = redis::cmd("DEL")
-                    .arg(keys)
-                    .query_async(&mut connection)
-                    .await
-                    .map_err(|e| io_error("cache delete", e))?;
+                let mut delete = redis::cmd("DEL");
+                for key in &keys {
+                    delete.arg(self.redis.key("cache", key));
+                }
+                let _: i64 = self.query("cache delete", delete).await?;
                 Ok(None)
             }
         }

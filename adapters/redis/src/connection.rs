@@ -1,6 +1,7 @@
 //! One lazily connected, self-reconnecting Redis connection with short timeouts, so that
 //! while Redis is unreachable writes fail fast instead of hanging.
 
+use std::future::Future;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -55,8 +56,24 @@ impl Redis {
     }
 }
 
+/// Runs a request, and once more if the connection had dropped (after a Redis restart the
+/// manager notices only when a request fails; the retry goes out on the new connection).
+pub(crate) async fn retry_once<T, Fut>(
+    what: &str,
+    mut attempt: impl FnMut() -> Fut,
+) -> Result<T, IoError>
+where
+    Fut: Future<Output = redis::RedisResult<T>>,
+{
+    match attempt().await {
+        Err(e) if e.is_connection_dropped() || e.is_io_error() => attempt().await,
+        other => other,
+    }
+    .map_err(|e| io_error(what, e))
+}
+
 /// Redis failures as the driver reports them, logged once here.
-pub(crate) fn io_error(what: &str, e: redis::RedisError) -> IoError {
+fn io_error(what: &str, e: redis::RedisError) -> IoError {
     tracing::error!(error = %e, "redis {what} failed");
     IoError {
         message: format!("redis {what}: {e}"),

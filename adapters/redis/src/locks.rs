@@ -5,7 +5,7 @@ use redis::Script;
 use stowage_core::step::{IoError, LockRequest, Millis};
 use stowage_driver::{BoxFuture, LockStore};
 
-use crate::connection::{Redis, io_error};
+use crate::connection::{Redis, retry_once};
 
 const REFRESH: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -34,41 +34,57 @@ impl RedisLocks {
         }
     }
 
+    /// Runs `script` on `key` with `args`; `true` when it changed the key.
+    async fn compare_and(
+        &self,
+        what: &str,
+        script: &Script,
+        key: &str,
+        args: &[String],
+    ) -> Result<bool, IoError> {
+        let key = self.redis.key("lock", key);
+        let changed: i64 = retry_once(what, || {
+            let mut connection = self.redis.connection();
+            let mut invocation = script.key(&key);
+            for arg in args {
+                invocation.arg(arg);
+            }
+            async move { invocation.invoke_async(&mut connection).await }
+        })
+        .await?;
+        Ok(changed == 1)
+    }
+
     async fn perform(&self, request: &LockRequest) -> Result<bool, IoError> {
-        let mut connection = self.redis.connection();
         match request {
             LockRequest::Acquire { key, token, ttl_ms } => {
-                let reply: Option<String> = redis::cmd("SET")
-                    .arg(self.redis.key("lock", key))
+                let mut set = redis::cmd("SET");
+                set.arg(self.redis.key("lock", key))
                     .arg(token)
                     .arg("NX")
                     .arg("PX")
-                    .arg(*ttl_ms)
-                    .query_async(&mut connection)
-                    .await
-                    .map_err(|e| io_error("lock acquire", e))?;
+                    .arg(*ttl_ms);
+                let reply: Option<String> = retry_once("lock acquire", || {
+                    let mut connection = self.redis.connection();
+                    let set = set.clone();
+                    async move { set.query_async(&mut connection).await }
+                })
+                .await?;
                 Ok(reply.is_some())
             }
             LockRequest::Refresh { key, token, ttl_ms } => {
-                let extended: i64 = self
-                    .refresh
-                    .key(self.redis.key("lock", key))
-                    .arg(token)
-                    .arg(*ttl_ms)
-                    .invoke_async(&mut connection)
+                let args = [token.clone(), ttl_ms.to_string()];
+                self.compare_and("lock refresh", &self.refresh, key, &args)
                     .await
-                    .map_err(|e| io_error("lock refresh", e))?;
-                Ok(extended == 1)
             }
             LockRequest::Release { key, token } => {
-                let deleted: i64 = self
-                    .release
-                    .key(self.redis.key("lock", key))
-                    .arg(token)
-                    .invoke_async(&mut connection)
-                    .await
-                    .map_err(|e| io_error("lock release", e))?;
-                Ok(deleted == 1)
+                self.compare_and(
+                    "lock release",
+                    &self.release,
+                    key,
+                    std::slice::from_ref(token),
+                )
+                .await
             }
         }
     }

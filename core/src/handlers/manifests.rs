@@ -9,6 +9,7 @@ use super::{Ctx, RequestHead};
 use crate::digest::{Algorithm, Digest};
 use crate::error::{ErrorCode, RegistryError};
 use crate::layout;
+use crate::lock::Held;
 use crate::manifest::{Manifest, stored_media_type};
 use crate::names::{Reference, RepoName, Tag};
 use crate::step::{BodyError, Response, Store};
@@ -256,39 +257,59 @@ async fn delete_tag(ctx: &Ctx, name: &RepoName, tag: &Tag) -> Result<Response, R
 /// Removes a manifest from the repository with every tag pointing at it and its referrer
 /// entry. The revision link goes last, so a crash midway leaves a manifest that can be
 /// deleted again.
+///
+/// The tags are listed under the manifest's lock: while it is held no push can make a tag
+/// point at this manifest, so none is missed. Their locks are taken next; they sort after
+/// the manifest's, the order every operation takes its locks in.
 async fn delete_manifest(
     ctx: &Ctx,
     name: &RepoName,
     digest: &Digest,
 ) -> Result<Response, RegistryError> {
-    let pointing = tags_pointing_at(ctx, name, digest).await?;
-    let mut lock_keys = vec![keys::manifest_lock(name, digest)];
-    lock_keys.extend(pointing.iter().map(|t| keys::tag_lock(name, t)));
-    ctx.locked(lock_keys, async |held| {
-        let bytes = load(ctx, name, digest)
-            .await?
-            .ok_or_else(|| manifest_unknown(digest))?;
-        let manifest = Manifest::parse(&bytes, None).ok();
-        ctx.ensure(held).await?;
-        for tag in &pointing {
-            // Re-check under the lock: the tag may have moved since we listed it.
-            if resolve_current(ctx, name, tag).await?.as_ref() == Some(digest) {
-                ctx.delete_all(Store::Meta, layout::tag_dir(name, tag))
-                    .await?;
-                ctx.cache_record(keys::tag_cache(name, tag), None).await?;
-            }
-        }
-        if let Some(subject) = manifest.as_ref().and_then(|m| m.subject.as_ref()) {
-            ctx.delete(Store::Meta, layout::referrer_entry(name, subject, digest))
-                .await?;
-        }
-        ctx.delete(Store::Meta, layout::revision_link(name, digest))
-            .await?;
-        ctx.cache_record(keys::manifest_cache(name, digest), None)
-            .await
+    let manifest_lock = vec![keys::manifest_lock(name, digest)];
+    ctx.locked(manifest_lock, async |manifest_held| {
+        let pointing = tags_pointing_at(ctx, name, digest).await?;
+        let tag_locks = pointing.iter().map(|t| keys::tag_lock(name, t)).collect();
+        ctx.locked(tag_locks, async |tags_held| {
+            remove_manifest(ctx, name, digest, &pointing, [manifest_held, tags_held]).await
+        })
+        .await
     })
     .await?;
     Ok(Reply::new(StatusCode::ACCEPTED).done())
+}
+
+/// The removal itself, holding the manifest's lock and those of the tags `pointing` at it.
+async fn remove_manifest(
+    ctx: &Ctx,
+    name: &RepoName,
+    digest: &Digest,
+    pointing: &[Tag],
+    held: [&mut Held; 2],
+) -> Result<(), RegistryError> {
+    let bytes = load(ctx, name, digest)
+        .await?
+        .ok_or_else(|| manifest_unknown(digest))?;
+    let manifest = Manifest::parse(&bytes, None).ok();
+    for held in held {
+        ctx.ensure(held).await?;
+    }
+    for tag in pointing {
+        // Re-check under the lock: the tag may have moved since we listed it.
+        if resolve_current(ctx, name, tag).await?.as_ref() == Some(digest) {
+            ctx.delete_all(Store::Meta, layout::tag_dir(name, tag))
+                .await?;
+            ctx.cache_record(keys::tag_cache(name, tag), None).await?;
+        }
+    }
+    if let Some(subject) = manifest.as_ref().and_then(|m| m.subject.as_ref()) {
+        ctx.delete(Store::Meta, layout::referrer_entry(name, subject, digest))
+            .await?;
+    }
+    ctx.delete(Store::Meta, layout::revision_link(name, digest))
+        .await?;
+    ctx.cache_record(keys::manifest_cache(name, digest), None)
+        .await
 }
 
 /// A tag's current digest straight from storage (no cache).

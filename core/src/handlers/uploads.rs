@@ -5,7 +5,7 @@ use http::StatusCode;
 use super::ctx::keys;
 use super::response::{DOCKER_UPLOAD_UUID, Reply};
 use super::{Ctx, RequestHead};
-use crate::digest::{Digest, Hasher};
+use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{ErrorCode, RegistryError};
 use crate::layout;
 use crate::lock::Held;
@@ -13,7 +13,7 @@ use crate::names::RepoName;
 use crate::range::ChunkRange;
 use crate::route::UploadId;
 use crate::step::{BodyError, BodyTap, Response, Store, TapError};
-use crate::upload::UploadRecord;
+use crate::upload::{Part, UploadRecord};
 
 fn upload_location(name: &RepoName, id: &UploadId) -> String {
     format!("/v2/{name}/blobs/uploads/{}", id.as_str())
@@ -166,15 +166,33 @@ async fn save(
         .await
 }
 
-/// Stores the request body as the upload's next part and advances `record` (in memory).
+/// A chunk stored as a part but not yet part of the upload.
+struct StagedChunk {
+    /// The upload's offset the chunk was streamed against.
+    base: u64,
+    /// `None` for an empty body.
+    part: Option<Part>,
+    /// The hash state after the chunk.
+    hasher: Hasher,
+}
+
+fn out_of_order(expected: u64, got: u64) -> RegistryError {
+    RegistryError::new(
+        ErrorCode::RangeInvalid,
+        format!("chunk starts at {got}, upload is at {expected}"),
+    )
+}
+
+/// Streams the request body into a part of its own, against `record` as it was read. No lock
+/// is held meanwhile (a long body would outlive it); [`commit_chunk`] decides under the lock.
 /// A `Content-Range` that does not start at the current offset is refused with 416.
-async fn accept_chunk(
+async fn stage_chunk(
     ctx: &Ctx,
     head: &RequestHead,
     name: &RepoName,
     id: &UploadId,
-    record: &mut UploadRecord,
-) -> Result<(), RegistryError> {
+    record: &UploadRecord,
+) -> Result<StagedChunk, RegistryError> {
     let exact_len = match head.header("content-range") {
         Some(header) => {
             let range = ChunkRange::parse(header).map_err(|_| {
@@ -184,13 +202,7 @@ async fn accept_chunk(
                 )
             })?;
             if range.first != record.offset {
-                return Err(RegistryError::new(
-                    ErrorCode::RangeInvalid,
-                    format!(
-                        "chunk starts at {}, upload is at {}",
-                        range.first, record.offset
-                    ),
-                ));
+                return Err(out_of_order(record.offset, range.first));
             }
             Some(range.byte_count())
         }
@@ -199,18 +211,49 @@ async fn accept_chunk(
     let hasher = record
         .hasher()
         .map_err(|e| RegistryError::new(ErrorCode::BlobUploadInvalid, e.to_string()))?;
-    let part = layout::upload_part(name, id, record.offset);
+    let part_name = ctx.fresh_id();
+    let key = layout::upload_part(name, id, &part_name);
     let tap = BodyTap::new(hasher, exact_len, None);
-    let (tap, error) = ctx.write_body(Store::Blobs, part.clone(), tap).await?;
+    let (tap, error) = ctx.write_body(Store::Blobs, key.clone(), tap).await?;
     if let Some(error) = error {
         return Err(body_error(error));
     }
-    if tap.received() == 0 {
-        ctx.delete(Store::Blobs, part).await?;
+    let part = if tap.received() == 0 {
+        ctx.delete(Store::Blobs, key).await?;
+        None
     } else {
-        record.append(tap.received(), tap.hasher());
+        Some(Part {
+            name: part_name,
+            offset: record.offset,
+            len: tap.received(),
+        })
+    };
+    Ok(StagedChunk {
+        base: record.offset,
+        part,
+        hasher: tap.hasher().clone(),
+    })
+}
+
+/// Under the upload's lock: adds a staged chunk to the upload as it is now, if nothing else
+/// was added since the chunk began (`Ok(Err(current))` otherwise, and the part is dropped).
+async fn commit_chunk(
+    ctx: &Ctx,
+    name: &RepoName,
+    id: &UploadId,
+    staged: StagedChunk,
+) -> Result<Result<UploadRecord, UploadRecord>, RegistryError> {
+    let mut record = load(ctx, name, id).await?;
+    let Some(part) = staged.part else {
+        return Ok(Ok(record));
+    };
+    if record.offset != staged.base {
+        ctx.delete(Store::Blobs, layout::upload_part(name, id, &part.name))
+            .await?;
+        return Ok(Err(record));
     }
-    Ok(())
+    record.append(part, &staged.hasher);
+    Ok(Ok(record))
 }
 
 pub(super) async fn patch(
@@ -219,23 +262,34 @@ pub(super) async fn patch(
     name: &RepoName,
     id: &UploadId,
 ) -> Result<Response, RegistryError> {
-    ctx.locked(vec![keys::upload_lock(id)], async |held| {
-        let mut record = load(ctx, name, id).await?;
-        if let Err(e) = accept_chunk(ctx, head, name, id, &mut record).await {
-            if e.code == ErrorCode::RangeInvalid {
-                return Ok(in_progress(
-                    StatusCode::RANGE_NOT_SATISFIABLE,
-                    name,
-                    id,
-                    &record,
-                ));
-            }
-            return Err(e);
+    let record = load(ctx, name, id).await?;
+    let staged = match stage_chunk(ctx, head, name, id, &record).await {
+        Err(e) if e.code == ErrorCode::RangeInvalid => {
+            return Ok(in_progress(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                name,
+                id,
+                &record,
+            ));
         }
-        ctx.ensure(held).await?;
-        save(ctx, name, id, &record).await?;
-        Ok(in_progress(StatusCode::ACCEPTED, name, id, &record))
-    })
+        staged => staged?,
+    };
+    ctx.locked(
+        vec![keys::upload_lock(id)],
+        async |held| match commit_chunk(ctx, name, id, staged).await? {
+            Ok(record) => {
+                ctx.ensure(held).await?;
+                save(ctx, name, id, &record).await?;
+                Ok(in_progress(StatusCode::ACCEPTED, name, id, &record))
+            }
+            Err(current) => Ok(in_progress(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                name,
+                id,
+                &current,
+            )),
+        },
+    )
     .await
 }
 
@@ -246,18 +300,29 @@ pub(super) async fn finish(
     id: &UploadId,
     digest: &Digest,
 ) -> Result<Response, RegistryError> {
+    let staged = if head.has_body() {
+        let record = load(ctx, name, id).await?;
+        Some(stage_chunk(ctx, head, name, id, &record).await?)
+    } else {
+        None
+    };
     let lock_keys = vec![keys::upload_lock(id), keys::blob_lock(name, digest)];
     ctx.locked(lock_keys, async |held| {
-        let mut record = load(ctx, name, id).await?;
-        if head.has_body() {
-            accept_chunk(ctx, head, name, id, &mut record).await?;
-        }
+        let record = match staged {
+            Some(staged) => {
+                let base = staged.base;
+                commit_chunk(ctx, name, id, staged)
+                    .await?
+                    .map_err(|current| out_of_order(current.offset, base))?
+            }
+            None => load(ctx, name, id).await?,
+        };
         let parts: Vec<String> = record
             .parts
             .iter()
-            .map(|p| layout::upload_part(name, id, p.offset))
+            .map(|p| layout::upload_part(name, id, &p.name))
             .collect();
-        let actual = if digest.algorithm() == crate::digest::Algorithm::Sha256 {
+        let actual = if digest.algorithm() == Algorithm::Sha256 {
             record
                 .hasher()
                 .map_err(|e| RegistryError::new(ErrorCode::BlobUploadInvalid, e.to_string()))?

@@ -1,0 +1,115 @@
+//! One operation in flight, stepped from outside: for schedules that interleave several
+//! operations (the lock checks and the simulated cluster).
+
+use stowage_core::Registry;
+use stowage_core::op::Operation;
+use stowage_core::step::{Millis, Outcome, Response, Step};
+
+use crate::request::Request;
+use crate::store::RequestBody;
+use crate::world::MAX_STEPS;
+use crate::world::{Performed, World};
+
+/// What executing a step gave.
+#[derive(Debug)]
+pub enum Executed {
+    /// For the operation, unless the caller replaces it with a fault.
+    Outcome(Outcome),
+    Done(Response),
+}
+
+pub struct Actor {
+    op: Operation,
+    body: RequestBody,
+    /// A sleeping operation is not polled before this time.
+    wake_at: Millis,
+}
+
+impl Actor {
+    pub fn start(registry: &Registry, request: Request, seed: u64) -> Self {
+        Actor {
+            op: registry.handle(request.head, seed),
+            body: request.body,
+            wake_at: Millis(0),
+        }
+    }
+
+    /// Whether the operation can take a step at `now` (it is not sleeping).
+    pub fn ready(&self, now: Millis) -> bool {
+        now >= self.wake_at
+    }
+
+    pub fn wake_at(&self) -> Millis {
+        self.wake_at
+    }
+
+    /// The operation's next step.
+    pub fn poll(&mut self, now: Millis) -> Step {
+        self.op.poll(now)
+    }
+
+    /// Performs `step` (a sleep just sets the wake-up time) without feeding the outcome back.
+    pub fn execute(&mut self, world: &mut World, step: Step) -> Executed {
+        match world.perform(step, &mut self.body) {
+            Performed::Outcome(outcome) => Executed::Outcome(outcome),
+            Performed::Sleep(ms) => {
+                self.wake_at = world.now.plus(ms);
+                Executed::Outcome(Outcome::Done)
+            }
+            Performed::Done(response) => Executed::Done(response),
+        }
+    }
+
+    /// Performs `step` faithfully and feeds its outcome back; the response once done.
+    pub fn perform(&mut self, world: &mut World, step: Step) -> Option<Response> {
+        match self.execute(world, step) {
+            Executed::Outcome(outcome) => {
+                self.answer(outcome);
+                None
+            }
+            Executed::Done(response) => Some(response),
+        }
+    }
+
+    /// Feeds an outcome back (a faulty one, when the caller injects faults).
+    pub fn answer(&mut self, outcome: Outcome) {
+        self.op.on_result(outcome);
+    }
+}
+
+/// One faithful step of `actor`; the response once it answered.
+pub fn step(world: &mut World, actor: &mut Actor) -> Option<Response> {
+    let step = actor.poll(world.now);
+    actor.perform(world, step)
+}
+
+/// Runs the actors in turns until every one answered (`None` slots are done): each ready
+/// actor takes one step through `step` per round, the clock moves 1 ms per round, and when
+/// no one is ready the clock jumps to the first wake-up. Answers in the actors' order.
+pub fn finish_in_turns(
+    world: &mut World,
+    actors: &mut [Option<Actor>],
+    mut step: impl FnMut(&mut World, &mut Actor) -> Option<Response>,
+) -> Vec<Option<Response>> {
+    let mut responses: Vec<Option<Response>> = actors.iter().map(|_| None).collect();
+    for _ in 0..MAX_STEPS {
+        let wake = actors.iter().flatten().map(Actor::wake_at).min();
+        let Some(wake) = wake else {
+            return responses;
+        };
+        if !actors.iter().flatten().any(|a| a.ready(world.now)) {
+            world.now = world.now.max(wake);
+        }
+        for (slot, response) in actors.iter_mut().zip(&mut responses) {
+            if let Some(actor) = slot
+                && actor.ready(world.now)
+                && let Some(answer) = step(world, actor)
+            {
+                *response = Some(answer);
+                *slot = None;
+            }
+        }
+        world.now = world.now.plus(1);
+    }
+    panic!("operations did not finish within {MAX_STEPS} rounds");
+}

@@ -1,0 +1,393 @@
+//! The scheduler: clients, replicas, the shared world, and the faults injected between
+//! and into the operations' steps.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use http::StatusCode;
+use stowage_core::config::LockSettings;
+use stowage_core::digest::Digest;
+use stowage_core::step::{BodyError, IoError, LockRequest, Outcome, Step};
+use stowage_core::{Limits, Registry};
+
+use super::Violation;
+use super::history::{Ending, History};
+use super::invariants;
+use super::workload::{self, Answer, Intent, Kind, Planned, Task};
+use crate::actor::{Actor, Executed};
+use crate::integrity::sha256;
+use crate::request::Reply;
+use crate::rng::SimRng;
+use crate::world::World;
+
+/// A run that needs more scheduler ticks than this is stuck.
+const MAX_TICKS: u64 = 200_000;
+
+/// Fault rates, per mille.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Faults {
+    /// Per storage, lock or cache step: fails without taking effect.
+    pub error: u64,
+    /// Per storage, lock or cache step: takes effect, but the answer is lost.
+    pub timeout: u64,
+    /// Per request: the client disconnects mid-body.
+    pub disconnect: u64,
+    /// Per tick: a replica crashes, dropping every operation it serves.
+    pub crash: u64,
+    /// Per tick: the clock jumps past the lock TTL.
+    pub clock_jump: u64,
+}
+
+impl Faults {
+    pub const NONE: Faults = Faults {
+        error: 0,
+        timeout: 0,
+        disconnect: 0,
+        crash: 0,
+        clock_jump: 0,
+    };
+
+    pub fn any(&self) -> bool {
+        *self != Faults::NONE
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub replicas: usize,
+    pub clients: usize,
+    pub limits: Limits,
+    pub faults: Faults,
+}
+
+impl Config {
+    /// A configuration drawn from the run's generator: cluster size, strictness and how
+    /// faulty the world is (a quarter of the runs have no faults at all).
+    fn draw(rng: &mut SimRng) -> Config {
+        let faulty = !rng.chance(250);
+        let rate = |rng: &mut SimRng, max: u64| if faulty { rng.below(max + 1) } else { 0 };
+        let faults = Faults {
+            error: rate(rng, 20),
+            timeout: rate(rng, 20),
+            disconnect: rate(rng, 50),
+            crash: rate(rng, 4),
+            clock_jump: rate(rng, 3),
+        };
+        Config {
+            replicas: 1 + rng.index(3),
+            clients: 2 + rng.index(5),
+            limits: Limits {
+                allow_missing_manifest_references: rng.chance(500),
+                locks: LockSettings {
+                    ttl_ms: 200,
+                    max_retries: 40,
+                    retry_delay_ms: 10,
+                },
+                ..Limits::default()
+            },
+            faults,
+        }
+    }
+}
+
+/// What a run did, for the report.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub ticks: u64,
+    pub requests: usize,
+    pub acknowledged: usize,
+    pub crashes: u64,
+    pub injected: u64,
+}
+
+struct InFlight {
+    actor: Actor,
+    replica: usize,
+    record: usize,
+}
+
+struct Client {
+    intents: VecDeque<Intent>,
+    task: Option<Task>,
+    inflight: Option<InFlight>,
+    finished: bool,
+}
+
+impl Client {
+    /// The next request of the current intent, moving to the next intent when it is over.
+    fn next_planned(&mut self) -> Option<Planned> {
+        loop {
+            if let Some(planned) = self.task.as_ref().and_then(Task::next) {
+                return Some(planned);
+            }
+            self.task = Some(Task::new(self.intents.pop_front()?));
+        }
+    }
+
+    fn answered(&mut self, answer: &Answer) {
+        if let Some(task) = &mut self.task {
+            task.on_answer(answer);
+        }
+        self.inflight = None;
+    }
+}
+
+/// An injected fault in one step.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// Not performed; the operation hears of a failure.
+    Error,
+    /// Performed; the operation hears of a failure.
+    Timeout,
+}
+
+pub(super) struct Cluster {
+    rng: SimRng,
+    pub(super) config: Config,
+    pub(super) registry: Registry,
+    pub(super) world: World,
+    pub(super) history: History,
+    clients: Vec<Client>,
+    tick: u64,
+    /// Lock token -> the request that used it.
+    pub(super) lock_owners: BTreeMap<String, usize>,
+    pub(super) lock_keys: BTreeSet<String>,
+    summary: Summary,
+}
+
+impl Cluster {
+    pub(super) fn new(seed: u64) -> Self {
+        let mut rng = SimRng::new(seed);
+        let config = Config::draw(&mut rng);
+        let clients = (0..config.clients)
+            .map(|_| Client {
+                intents: workload::script(&mut rng).into(),
+                task: None,
+                inflight: None,
+                finished: false,
+            })
+            .collect();
+        Cluster {
+            registry: Registry::new(config.limits.clone()),
+            rng,
+            config,
+            world: World::default(),
+            history: History::default(),
+            clients,
+            tick: 0,
+            lock_owners: BTreeMap::new(),
+            lock_keys: BTreeSet::new(),
+            summary: Summary::default(),
+        }
+    }
+
+    pub(super) fn run(mut self) -> Result<Summary, Violation> {
+        while self.tick < MAX_TICKS {
+            self.tick += 1;
+            self.world.now = self.world.now.plus(self.rng.below(3));
+            let faults = self.config.faults;
+            if self.rng.chance(faults.clock_jump) {
+                let ttl = self.config.limits.locks.ttl_ms;
+                self.world.now = self.world.now.plus(ttl + self.rng.below(ttl));
+            }
+            if self.rng.chance(faults.crash) {
+                let replica = self.rng.index(self.config.replicas);
+                self.crash(replica);
+            }
+            let runnable: Vec<usize> = (0..self.clients.len())
+                .filter(|&c| self.runnable(c))
+                .collect();
+            if runnable.is_empty() {
+                let sleeping = self
+                    .clients
+                    .iter()
+                    .filter_map(|c| c.inflight.as_ref().map(|f| f.actor.wake_at()))
+                    .min();
+                match sleeping {
+                    Some(wake) => self.world.now = self.world.now.max(wake),
+                    None => {
+                        self.summary.ticks = self.tick;
+                        self.summary.requests = self.history.records.len();
+                        self.summary.acknowledged =
+                            self.history.iter().filter(|r| r.acknowledged()).count();
+                        invariants::check(&mut self)?;
+                        return Ok(self.summary);
+                    }
+                }
+                continue;
+            }
+            let client = runnable[self.rng.index(runnable.len())];
+            self.advance(client)?;
+        }
+        Err(Violation::Stuck { ticks: MAX_TICKS })
+    }
+
+    fn runnable(&self, c: usize) -> bool {
+        let client = &self.clients[c];
+        match &client.inflight {
+            Some(inflight) => inflight.actor.ready(self.world.now),
+            None => !client.finished,
+        }
+    }
+
+    /// Starts the client's next request, or takes one step of the one in flight.
+    fn advance(&mut self, c: usize) -> Result<(), Violation> {
+        if self.clients[c].inflight.is_none() {
+            self.send(c);
+            return Ok(());
+        }
+        let now = self.world.now;
+        let Some(inflight) = self.clients[c].inflight.as_mut() else {
+            return Ok(());
+        };
+        let (step, record) = (inflight.actor.poll(now), inflight.record);
+        if let Step::Lock(request) = &step {
+            let (key, token) = match request {
+                LockRequest::Acquire { key, token, .. }
+                | LockRequest::Refresh { key, token, .. }
+                | LockRequest::Release { key, token } => (key, token),
+            };
+            self.lock_keys.insert(key.clone());
+            self.lock_owners.insert(token.clone(), record);
+        }
+        let fault = draw_fault(&mut self.rng, self.config.faults, &step);
+        if fault.is_some() {
+            self.summary.injected += 1;
+            if matches!(step, Step::Lock(_)) {
+                self.history.records[record].lock_fault = true;
+            }
+        }
+        let failure = failure_for(&step);
+        let Some(inflight) = self.clients[c].inflight.as_mut() else {
+            return Ok(());
+        };
+        let executed = match fault {
+            None => inflight.actor.execute(&mut self.world, step),
+            Some(Fault::Error) => Executed::Outcome(failure),
+            Some(Fault::Timeout) => match inflight.actor.execute(&mut self.world, step) {
+                Executed::Outcome(_) => Executed::Outcome(failure),
+                done => done,
+            },
+        };
+        match executed {
+            Executed::Outcome(outcome) => inflight.actor.answer(outcome),
+            Executed::Done(response) => {
+                let reply = self.world.reply(response);
+                self.history
+                    .end(record, self.tick, Ending::Answered(reply.status));
+                self.check_reply(record, &reply)?;
+                self.clients[c].answered(&Answer::Replied(reply));
+            }
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, c: usize) {
+        let Some(planned) = self.clients[c].next_planned() else {
+            self.clients[c].finished = true;
+            return;
+        };
+        let replica = self.rng.index(self.config.replicas);
+        let record = self.history.start(c, replica, planned.kind, self.tick);
+        let mut request = planned.request;
+        if self.rng.chance(self.config.faults.disconnect) {
+            let kept = self.rng.index(3);
+            request.body = request.body.disconnect_after(kept);
+            self.summary.injected += 1;
+        }
+        let actor = Actor::start(&self.registry, request, self.rng.next_u64());
+        self.clients[c].inflight = Some(InFlight {
+            actor,
+            replica,
+            record,
+        });
+    }
+
+    /// A replica crashes: its operations stop where they are. With a single replica the
+    /// in-process cache is lost too; several replicas share theirs (Redis) and keep it.
+    fn crash(&mut self, replica: usize) {
+        self.summary.crashes += 1;
+        for client in &mut self.clients {
+            let Some(inflight) = &client.inflight else {
+                continue;
+            };
+            if inflight.replica == replica {
+                self.history
+                    .end(inflight.record, self.tick, Ending::Crashed);
+                client.answered(&Answer::Crashed);
+            }
+        }
+        if self.config.replicas == 1 {
+            self.world.forget_cache();
+        }
+    }
+
+    /// What an answer must be, judged as it arrives.
+    fn check_reply(&self, record: usize, reply: &Reply) -> Result<(), Violation> {
+        let bad = |detail: String| Violation::BadReply {
+            path: self.history.records[record].describe(),
+            status: reply.status,
+            detail,
+        };
+        if reply.status.is_server_error()
+            && (reply.status != StatusCode::SERVICE_UNAVAILABLE || !self.config.faults.any())
+        {
+            let body = String::from_utf8_lossy(reply.body.as_deref().unwrap_or_default());
+            return Err(bad(format!("server error without injected faults: {body}")));
+        }
+        let ok = reply.status == StatusCode::OK;
+        match &self.history.records[record].kind {
+            Kind::WrongDigestPush if reply.status.is_success() => {
+                Err(Violation::WrongDigestAccepted {
+                    digest: reply.header("docker-content-digest").unwrap_or("").into(),
+                })
+            }
+            Kind::ReadBlob { digest, .. } if ok => match &reply.body {
+                Ok(body) if Digest::of(digest.algorithm(), body) == *digest => Ok(()),
+                Ok(body) => Err(bad(format!("blob read gave {}", sha256(body)))),
+                Err(broken) => Err(bad(broken.to_string())),
+            },
+            Kind::ReadTag { repo, tag } if ok => {
+                let body = reply.body.as_ref().map_err(|e| bad(e.to_string()))?;
+                let digest = sha256(body);
+                let pushed = self.history.iter().any(|r| {
+                    matches!(&r.kind, Kind::ManifestPush { repo: pr, digest: d, tags, .. }
+                        if pr == repo && *d == digest && tags.contains(tag))
+                });
+                if !pushed || reply.header("docker-content-digest") != Some(&digest.to_string()) {
+                    return Err(bad(format!("tag answered {digest}, never pushed to it")));
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Whether to break `step`, and how.
+fn draw_fault(rng: &mut SimRng, faults: Faults, step: &Step) -> Option<Fault> {
+    let faultable = matches!(
+        step,
+        Step::Storage(_) | Step::Lock(_) | Step::Cache(_) | Step::ReadBody { .. }
+    );
+    if !faultable {
+        None
+    } else if rng.chance(faults.error) {
+        Some(Fault::Error)
+    } else if rng.chance(faults.timeout) {
+        Some(Fault::Timeout)
+    } else {
+        None
+    }
+}
+
+/// The failure an operation hears of when a step's fault is injected.
+fn failure_for(step: &Step) -> Outcome {
+    match step {
+        Step::ReadBody { .. } => {
+            Outcome::BodyBytes(Err(BodyError::Client("client disconnected".to_owned())))
+        }
+        _ => Outcome::Failed(IoError {
+            message: "injected fault".to_owned(),
+        }),
+    }
+}

@@ -1,0 +1,246 @@
+//! An in-memory object store with the semantics of the real backend
+//! (`adapters/storage/src/backend.rs`): every write is atomic, a streamed body becomes visible
+//! only if the tap accepted every chunk and its end, reads of missing keys give `None`.
+//!
+//! Folders exist only while something is stored below them (object-store semantics: a
+//! `List` never shows an empty folder).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::{Bytes, BytesMut};
+use stowage_core::step::{BodyError, BodyTap, IoError, Outcome, StorageRequest, Store};
+
+/// A request body as the client sends it: chunks, then possibly a failure (a client that
+/// disconnects mid-body).
+#[derive(Debug, Clone, Default)]
+pub struct RequestBody {
+    chunks: VecDeque<Bytes>,
+    failure: Option<BodyError>,
+}
+
+impl RequestBody {
+    pub fn new(chunks: impl IntoIterator<Item = Bytes>) -> Self {
+        RequestBody {
+            chunks: chunks.into_iter().collect(),
+            failure: None,
+        }
+    }
+
+    /// The body as a client that disconnects after `chunks` chunks sends it.
+    pub fn disconnect_after(mut self, chunks: usize) -> Self {
+        self.chunks.truncate(chunks);
+        self.failure = Some(BodyError::Client("client disconnected".to_owned()));
+        self
+    }
+
+    /// The next chunk; `None` once the body (or its failure) was consumed. Like a network
+    /// body, it can be read only once.
+    pub fn next_chunk(&mut self) -> Option<Result<Bytes, BodyError>> {
+        match self.chunks.pop_front() {
+            Some(chunk) => Some(Ok(chunk)),
+            None => self.failure.take().map(Err),
+        }
+    }
+
+    /// Reads the whole body, refusing it once it passes `limit` bytes.
+    pub fn read_all(&mut self, limit: u64) -> Result<Bytes, BodyError> {
+        let mut buffer = BytesMut::new();
+        while let Some(chunk) = self.next_chunk() {
+            let chunk = chunk?;
+            if (buffer.len() + chunk.len()) as u64 > limit {
+                return Err(BodyError::TooLarge { limit });
+            }
+            buffer.extend_from_slice(&chunk);
+        }
+        Ok(buffer.freeze())
+    }
+}
+
+/// One store's objects by key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Objects(BTreeMap<String, Bytes>);
+
+impl Objects {
+    pub fn get(&self, key: &str) -> Option<&Bytes> {
+        self.0.get(key)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Bytes)> {
+        self.0.iter()
+    }
+
+    pub fn put(&mut self, key: &str, data: Bytes) {
+        self.0.insert(key.to_owned(), data);
+    }
+
+    fn below<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a String> + 'a {
+        self.0
+            .range(prefix.to_owned()..)
+            .map(|(key, _)| key)
+            .take_while(move |key| key.starts_with(prefix))
+    }
+
+    fn missing(what: &str, key: &str) -> Outcome {
+        Outcome::Failed(IoError {
+            message: format!("{what} {key}: not found"),
+        })
+    }
+
+    fn write_body(&mut self, key: &str, mut tap: BodyTap, body: &mut RequestBody) -> Outcome {
+        let mut data = BytesMut::new();
+        let mut error = None;
+        while let Some(chunk) = body.next_chunk() {
+            let accepted = chunk.and_then(|chunk| {
+                tap.feed(&chunk).map_err(BodyError::Refused)?;
+                data.extend_from_slice(&chunk);
+                Ok(())
+            });
+            if let Err(e) = accepted {
+                error = Some(e);
+                break;
+            }
+        }
+        if error.is_none() {
+            error = tap.finish().err().map(BodyError::Refused);
+        }
+        if error.is_none() {
+            self.put(key, data.freeze());
+        }
+        Outcome::Body {
+            tap: Box::new(tap),
+            error,
+        }
+    }
+
+    fn hash_stored(&self, keys: &[String], mut tap: BodyTap) -> Outcome {
+        for key in keys {
+            let Some(data) = self.get(key) else {
+                return Self::missing("read", key);
+            };
+            if let Err(e) = tap.feed(data) {
+                return Outcome::Body {
+                    tap: Box::new(tap),
+                    error: Some(BodyError::Refused(e)),
+                };
+            }
+        }
+        Outcome::Body {
+            tap: Box::new(tap),
+            error: None,
+        }
+    }
+
+    /// As the fs backend: no part writes an empty object, a single part is moved (renamed),
+    /// several are concatenated into one atomic write and remain.
+    fn concat(&mut self, parts: &[String], to: &str) -> Outcome {
+        let mut data = BytesMut::new();
+        for part in parts {
+            match self.get(part) {
+                Some(bytes) => data.extend_from_slice(bytes),
+                None => return Self::missing("commit", part),
+            }
+        }
+        if let [single] = parts {
+            self.0.remove(single);
+        }
+        self.put(to, data.freeze());
+        Outcome::Done
+    }
+
+    fn list(&self, prefix: &str) -> Vec<String> {
+        let children: BTreeSet<String> = self
+            .below(prefix)
+            .map(|key| {
+                let rest = &key[prefix.len()..];
+                match rest.find('/') {
+                    Some(slash) => rest[..=slash].to_owned(),
+                    None => rest.to_owned(),
+                }
+            })
+            .collect();
+        children.into_iter().collect()
+    }
+
+    fn delete_all(&mut self, prefix: &str) {
+        let doomed: Vec<String> = self.below(prefix).cloned().collect();
+        for key in doomed {
+            self.0.remove(&key);
+        }
+    }
+}
+
+/// The blob store and the metadata store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObjectStore {
+    pub blobs: Objects,
+    pub meta: Objects,
+}
+
+impl ObjectStore {
+    pub fn objects(&self, store: Store) -> &Objects {
+        match store {
+            Store::Blobs => &self.blobs,
+            Store::Meta => &self.meta,
+        }
+    }
+
+    fn objects_mut(&mut self, store: Store) -> &mut Objects {
+        match store {
+            Store::Blobs => &mut self.blobs,
+            Store::Meta => &mut self.meta,
+        }
+    }
+
+    /// Performs one storage request; `body` is the request body for the requests that
+    /// stream it.
+    pub fn perform(&mut self, request: StorageRequest, body: &mut RequestBody) -> Outcome {
+        match request {
+            StorageRequest::Stat { store, key } => {
+                Outcome::Stat(self.objects(store).get(&key).map(|d| d.len() as u64))
+            }
+            StorageRequest::Read { store, key } => {
+                Outcome::Read(self.objects(store).get(&key).cloned())
+            }
+            StorageRequest::Write { store, key, data } => {
+                self.objects_mut(store).put(&key, data);
+                Outcome::Done
+            }
+            StorageRequest::WriteBody { store, key, tap } => {
+                self.objects_mut(store).write_body(&key, tap, body)
+            }
+            StorageRequest::HashStored { store, keys, tap } => {
+                self.objects(store).hash_stored(&keys, tap)
+            }
+            StorageRequest::Concat { store, parts, to } => {
+                self.objects_mut(store).concat(&parts, &to)
+            }
+            StorageRequest::Delete { store, key } => {
+                self.objects_mut(store).0.remove(&key);
+                Outcome::Done
+            }
+            StorageRequest::DeleteAll { store, prefix } => {
+                self.objects_mut(store).delete_all(&prefix);
+                Outcome::Done
+            }
+            StorageRequest::List { store, prefix } => {
+                Outcome::List(self.objects(store).list(&prefix))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_immediate_children_only() {
+        let mut objects = Objects::default();
+        for key in ["a/b/c", "a/b/d", "a/e", "ab/f"] {
+            objects.put(key, Bytes::new());
+        }
+        assert_eq!(objects.list("a/"), ["b/", "e"]);
+        objects.delete_all("a/b/");
+        assert_eq!(objects.list("a/"), ["e"]);
+    }
+}

@@ -1,0 +1,120 @@
+//! Everything an operation's steps act on, in memory: the object store, the lock table, the
+//! cache and the clock. One world is one registry deployment; the simulated cluster runs
+//! several replicas against one world (a shared lock table and cache, as with Redis).
+
+use bytes::Bytes;
+use stowage_core::Registry;
+use stowage_core::cache::MemoryCache;
+use stowage_core::lock::MemoryLocks;
+use stowage_core::op::Operation;
+use stowage_core::step::{Body, LockRequest, Millis, Outcome, Response, Step};
+
+use crate::request::{BrokenBody, Reply, Request};
+use crate::store::{ObjectStore, RequestBody};
+
+/// Room for every cached entry a test creates: eviction is not what we are testing.
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
+/// An operation that needs more steps than this is stuck.
+pub const MAX_STEPS: usize = 100_000;
+
+/// What performing a step gave.
+#[derive(Debug)]
+pub enum Performed {
+    /// Feed this back with [`Operation::on_result`].
+    Outcome(Outcome),
+    /// The operation waits this long before it continues (the caller moves time).
+    Sleep(u64),
+    /// The operation answered.
+    Done(Response),
+}
+
+#[derive(Debug)]
+pub struct World {
+    pub store: ObjectStore,
+    pub locks: MemoryLocks,
+    pub cache: MemoryCache,
+    pub now: Millis,
+}
+
+impl Default for World {
+    fn default() -> Self {
+        World {
+            store: ObjectStore::default(),
+            locks: MemoryLocks::default(),
+            cache: MemoryCache::new(CACHE_BYTES),
+            now: Millis(1_000_000),
+        }
+    }
+}
+
+impl World {
+    /// Performs one step at the current time, as the real driver would.
+    pub fn perform(&mut self, step: Step, body: &mut RequestBody) -> Performed {
+        let outcome = match step {
+            Step::Done(response) => return Performed::Done(response),
+            Step::Sleep { ms } => return Performed::Sleep(ms),
+            Step::Storage(request) => self.store.perform(request, body),
+            Step::Lock(request) => Outcome::Lock(self.lock(&request)),
+            Step::Cache(request) => Outcome::Cache(self.cache.apply(request, self.now)),
+            Step::ReadBody { limit } => Outcome::BodyBytes(body.read_all(limit)),
+        };
+        Performed::Outcome(outcome)
+    }
+
+    /// Loses every cached entry (the process holding the cache restarted).
+    pub fn forget_cache(&mut self) {
+        self.cache = MemoryCache::new(CACHE_BYTES);
+    }
+
+    /// Applies a lock request at the current time, as the in-memory lock store does.
+    pub fn lock(&mut self, request: &LockRequest) -> bool {
+        if matches!(request, LockRequest::Acquire { .. }) {
+            self.locks.purge_expired(self.now);
+        }
+        self.locks.apply(request, self.now)
+    }
+
+    /// Runs one request to its answer with no faults; sleeps move the clock.
+    pub fn run(&mut self, registry: &Registry, request: Request, seed: u64) -> Reply {
+        let Request { head, mut body } = request;
+        let mut op: Operation = registry.handle(head, seed);
+        for _ in 0..MAX_STEPS {
+            let step = op.poll(self.now);
+            match self.perform(step, &mut body) {
+                Performed::Outcome(outcome) => op.on_result(outcome),
+                Performed::Sleep(ms) => {
+                    self.now = self.now.plus(ms);
+                    op.on_result(Outcome::Done);
+                }
+                Performed::Done(response) => return self.reply(response),
+            }
+        }
+        panic!("an operation did not finish within {MAX_STEPS} steps");
+    }
+
+    /// The response with its body as a client would receive it.
+    pub fn reply(&self, response: Response) -> Reply {
+        let body = match response.body {
+            Body::Empty => Ok(Bytes::new()),
+            Body::Bytes(bytes) => Ok(bytes),
+            Body::Stored { store, key, span } => {
+                let object = self.store.objects(store).get(&key);
+                let range = usize::try_from(span.start)
+                    .ok()
+                    .zip(usize::try_from(span.start + span.len).ok());
+                match (object, range) {
+                    (Some(data), Some((start, end))) if end <= data.len() => {
+                        Ok(data.slice(start..end))
+                    }
+                    _ => Err(BrokenBody { key, span }),
+                }
+            }
+        };
+        Reply {
+            status: response.status,
+            headers: response.headers,
+            body,
+        }
+    }
+}
