@@ -108,6 +108,45 @@ def fs_toml(table: str, root: Path) -> str:
     return f'[{table}.fs]\nroot_dir = "{root}"\n'
 
 
+class RedisServer:
+    """redis-server on a free port, without persistence (a restart starts empty), stopped by
+    PID. `stop()` then `start()` brings it back on the same port."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}"
+        self.process = None
+        self.start()
+
+    def start(self) -> None:
+        argv = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port)]
+        argv += ["--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
+        self.process = Process(argv, self.workdir / f"redis-{self.port}.log")
+        wait_until(lambda: self.cli("PING") == "PONG", f"redis-server on port {self.port}")
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    def cli(self, *args: str) -> str:
+        argv = ["redis-cli", "-h", "127.0.0.1", "-p", str(self.port), *args]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout.strip()
+
+    def keys(self, pattern: str) -> list[str]:
+        """Keys matching a glob pattern (SCAN, so a busy server is not blocked)."""
+        return sorted(filter(None, self.cli("--scan", "--pattern", pattern).splitlines()))
+
+    def lock_toml(self, store_table: str, prefix: str = "", **settings) -> str:
+        """`[<store_table>.redis]` (e.g. store_table="blob_store.fs"): locks in this Redis;
+        `settings` are the table's other keys (ttl, max_retries, retry_delay_ms)."""
+        keys = "".join(f"{key} = {value}\n" for key, value in settings.items())
+        return f'[{store_table}.redis]\nurl = "{self.url}"\nkey_prefix = "{prefix}"\n{keys}'
+
+    def cache_toml(self, prefix: str = "") -> str:
+        """`[cache.redis]`: the cache in this Redis."""
+        return f'[cache.redis]\nurl = "{self.url}"\nkey_prefix = "{prefix}"\n'
+
+
 class Registry:
     """One stowage server process on a configuration of its own."""
 
@@ -119,13 +158,29 @@ class Registry:
         self.config.write_text(f"[server]\nport = {self.port}\n{extra_toml}\n{stores_toml}")
         self.process = Process([binary, "serve", "--config", str(self.config)], workdir / "server.log")
         try:
-            wait_until(lambda: http_ok(f"{self.url}/v2/"), f"{binary} on {self.url}")
+            wait_until(self._up, f"{binary} on {self.url}")
         except RuntimeError:
             self.process.stop()
             raise RuntimeError(f"server did not start:\n{self.process.tail()}")
 
+    def _up(self) -> bool:
+        # A server that exited will not come up: say so now rather than after the timeout.
+        if not self.running():
+            raise RuntimeError(f"exited with status {self.process.proc.returncode}")
+        return http_ok(f"{self.url}/v2/")
+
     def stop(self) -> int:
         return self.process.stop()
+
+    def kill(self) -> None:
+        """SIGKILL: no graceful shutdown, locks it holds stay taken until their TTL."""
+        self.process.stop(signal.SIGKILL)
+
+    def running(self) -> bool:
+        return self.process.proc.poll() is None
+
+    def log_text(self) -> str:
+        return self.process.log_path.read_text(errors="replace")
 
 
 def scratch_dir(prefix: str) -> Path:
