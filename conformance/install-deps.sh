@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the client conformance suite (conformance/clients/) needs:
 #   - Debian packages: real registry clients, CNCF Distribution, and tools
-#   - a Python venv at <repo>/.venv with pytest, oras, requests, moto, boto3
+#   - a Python venv at <repo>/.venv with pytest, oras, requests, moto, boto3, and
+#     matplotlib (for the benchmark chart, conformance/bench/chart.py)
 # Idempotent and quick when everything is already present.
 set -euo pipefail
 
@@ -9,11 +10,11 @@ SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "${SCRIPT_DIR}/.." && pwd)"
 VENV="${REPO_ROOT}/.venv"
 
-APT_PACKAGES=(skopeo podman umoci buildah docker-registry redis-server wrk
+APT_PACKAGES=(skopeo podman umoci buildah docker-registry redis-server wrk hey
               python3 python3-venv)
-PIP_PACKAGES=(pytest oras requests "moto[server]" boto3)
+PIP_PACKAGES=(pytest oras requests "moto[server]" boto3 matplotlib)
 # Module names used to check whether the pip packages are already installed.
-PIP_MODULES=(pytest oras requests moto boto3 flask)
+PIP_MODULES=(pytest oras requests moto boto3 flask matplotlib)
 
 log() { echo "install-deps: $*" >&2; }
 

@@ -19,4 +19,15 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Copy the blob and metadata stores of one configuration into those of another (fs or
+    /// S3): every blob is verified against its digest, tags come after the blobs they name,
+    /// and a rerun after an interruption copies only what is missing.
+    Migrate {
+        /// The configuration whose stores are copied.
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+        /// The configuration whose stores receive the copy.
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
+    },
 }

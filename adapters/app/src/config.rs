@@ -72,6 +72,8 @@ pub struct RegistrySettings {
     pub allow_missing_manifest_references: bool,
     /// How long tag lookups and manifests stay cached.
     pub cache_ttl_secs: u64,
+    /// Upload sessions (and S3 multipart uploads) older than this are purged.
+    pub upload_max_age_secs: u64,
 }
 
 impl Default for RegistrySettings {
@@ -80,6 +82,7 @@ impl Default for RegistrySettings {
             max_manifest_size: ByteSize::mib(4),
             allow_missing_manifest_references: true,
             cache_ttl_secs: 60,
+            upload_max_age_secs: 24 * 60 * 60,
         }
     }
 }
@@ -176,6 +179,12 @@ impl Config {
         {
             return Err(invalid("metadata_store", ONE_BACKEND));
         }
+        if self.registry.upload_max_age_secs == 0 {
+            return Err(invalid(
+                "registry.upload_max_age_secs",
+                "must be at least 1",
+            ));
+        }
         if self.registry.max_manifest_size.as_u64() == 0 {
             return Err(invalid("registry.max_manifest_size", "must be more than 0"));
         }
@@ -250,6 +259,15 @@ mod tests {
         assert!(err.contains("port"), "{err}");
         let err = parse("[blob_store]\n").unwrap_err().to_string();
         assert!(err.contains("blob_store"), "{err}");
+    }
+
+    #[test]
+    fn upload_max_age_defaults_to_a_day_and_is_at_least_a_second() {
+        assert_eq!(parse("").unwrap().registry.upload_max_age_secs, 86400);
+        let config = parse("[registry]\nupload_max_age_secs = 60\n").unwrap();
+        assert_eq!(config.registry.upload_max_age_secs, 60);
+        let err = parse("[registry]\nupload_max_age_secs = 0\n").unwrap_err();
+        assert!(err.to_string().contains("upload_max_age_secs"), "{err}");
     }
 
     #[test]

@@ -3,6 +3,8 @@
 
 mod cli;
 mod config;
+mod housekeeping;
+mod migrate;
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
@@ -17,6 +19,7 @@ use stowage_storage::Storage;
 
 pub use cli::{Cli, Command};
 pub use config::{Config, ConfigError, ServerSettings};
+pub use housekeeping::purge_stale_uploads;
 
 /// The in-memory cache's size bound.
 const MEMORY_CACHE_BYTES: usize = 64 * 1024 * 1024;
@@ -43,16 +46,20 @@ pub enum StartError {
     },
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("migration stopped: {0}")]
+    Migrate(#[from] stowage_migrate::MigrateError),
 }
 
 /// A server binary's `main` around its runtime: logging, the command line, the configuration
-/// file, and the exit code. `serve` runs the server until it has shut down.
+/// file, and the exit code. `serve` runs the server until it has shut down; `migrate` runs
+/// on a runtime of its own.
 pub fn run(program: &str, serve: impl FnOnce(Config) -> Result<(), StartError>) -> ExitCode {
     init_logging();
     let result = match Cli::parse().command {
         Command::Serve { config } => Config::load(config.as_deref())
             .map_err(StartError::from)
             .and_then(serve),
+        Command::Migrate { from, to } => migrate::migrate(&from, &to),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,6 +8,7 @@ use stowage_core::step::{BodyError, BodyTap, IoError, Outcome};
 
 use crate::StorageError;
 use crate::body::BodySource;
+use crate::s3_multipart::MultipartUploads;
 use crate::settings::StoreSettings;
 use crate::{fs, s3};
 
@@ -15,9 +16,13 @@ use crate::{fs, s3};
 /// blocking call per write), and reads are issued in ranges of this size.
 const IO_CHUNK: usize = 4 * 1024 * 1024;
 
+/// Chunks in flight at once on the filesystem: reading ahead of the socket, and writing
+/// while the next chunk is hashed.
+const IO_AHEAD: usize = 2;
+
 #[derive(Clone, Debug)]
 pub struct Backend {
-    op: Operator,
+    pub(crate) op: Operator,
     /// The fs root when every commit must also fsync its folder (`sync_to_disk`).
     sync_root: Option<String>,
     /// Size of each write (fs) or multipart upload part (S3).
@@ -26,6 +31,15 @@ pub struct Backend {
     write_concurrency: usize,
     /// How objects are copied server-side; `None` on the filesystem, which renames.
     copy: Option<CopyPlan>,
+    /// S3's incomplete multipart uploads, for housekeeping; `None` on the filesystem.
+    multipart: Option<MultipartUploads>,
+}
+
+/// One object found by [`Backend::list_objects`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredObject {
+    pub key: String,
+    pub size: u64,
 }
 
 /// Server-side copies: whole below `threshold`, else in `chunk` pieces, `jobs` at a time.
@@ -38,6 +52,9 @@ struct CopyPlan {
 
 /// S3's smallest part for a multipart upload or copy (all but the last part).
 const S3_MIN_PART: u64 = 5 * 1024 * 1024;
+
+/// S3's largest part copy.
+const S3_MAX_COPY_PART: u64 = 5 * 1024 * 1024 * 1024;
 
 fn failed(what: &str, key: &str, e: impl std::fmt::Display) -> Outcome {
     tracing::warn!(key, error = %e, "storage {what} failed");
@@ -61,15 +78,19 @@ impl Backend {
                     op,
                     sync_root,
                     write_chunk: IO_CHUNK,
-                    write_concurrency: 1,
+                    write_concurrency: IO_AHEAD,
                     copy: None,
+                    multipart: None,
                 })
             }
             StoreSettings::S3(s3_settings) => {
+                let location = format!("s3://{}/{}", s3_settings.bucket, s3_settings.key_prefix);
                 let op = s3::operator(s3_settings).map_err(|source| StorageError::Open {
-                    location: format!("s3://{}/{}", s3_settings.bucket, s3_settings.key_prefix),
+                    location: location.clone(),
                     source,
                 })?;
+                let multipart = MultipartUploads::new(s3_settings)
+                    .map_err(|source| StorageError::Multipart { location, source })?;
                 let jobs = s3_settings.multipart_copy_jobs.max(1);
                 Ok(Backend {
                     op,
@@ -81,9 +102,14 @@ impl Backend {
                         chunk: s3_settings.multipart_copy_chunk_size.as_u64() as usize,
                         jobs,
                     }),
+                    multipart: Some(multipart),
                 })
             }
         }
+    }
+
+    pub(crate) fn multipart_uploads(&self) -> Option<&MultipartUploads> {
+        self.multipart.as_ref()
     }
 
     /// After a commit: fsync the folder, when configured.
@@ -96,7 +122,7 @@ impl Backend {
         Outcome::Done
     }
 
-    pub(crate) async fn stat(&self, key: &str) -> Outcome {
+    pub async fn stat(&self, key: &str) -> Outcome {
         match self.op.stat(key).await {
             Ok(meta) => Outcome::Stat(Some(meta.content_length())),
             Err(e) if e.kind() == ErrorKind::NotFound => Outcome::Stat(None),
@@ -104,7 +130,7 @@ impl Backend {
         }
     }
 
-    pub(crate) async fn read(&self, key: &str) -> Outcome {
+    pub async fn read(&self, key: &str) -> Outcome {
         match self.op.read(key).await {
             Ok(buffer) => Outcome::Read(Some(buffer.to_bytes())),
             Err(e) if e.kind() == ErrorKind::NotFound => Outcome::Read(None),
@@ -112,14 +138,14 @@ impl Backend {
         }
     }
 
-    pub(crate) async fn write(&self, key: &str, data: Bytes) -> Outcome {
+    pub async fn write(&self, key: &str, data: Bytes) -> Outcome {
         match self.op.write(key, data).await {
             Ok(_) => self.committed(key).await,
             Err(e) => failed("write", key, e),
         }
     }
 
-    pub(crate) async fn write_body(
+    pub async fn write_body(
         &self,
         key: &str,
         mut tap: BodyTap,
@@ -208,12 +234,10 @@ impl Backend {
         let result = match parts {
             [] => self.op.write(to, Bytes::new()).await.map(|_| ()),
             [single] => self.move_object(single, to).await,
-            many if self.composable(many).await => self
-                .op
-                .compose(many.iter().map(String::as_str), to)
-                .await
-                .map(|_| ()),
-            many => self.concat_streamed(many, to).await,
+            many => match self.composable_sizes(many).await {
+                Some((sizes, jobs)) => self.compose(many, &sizes, to, jobs).await,
+                None => self.concat_streamed(many, to).await,
+            },
         };
         match result {
             Ok(()) => self.committed(to).await,
@@ -221,19 +245,46 @@ impl Backend {
         }
     }
 
-    /// Whether S3 can compose `parts` itself: every part but the last must meet its
-    /// minimum part size.
-    async fn composable(&self, parts: &[String]) -> bool {
-        if self.copy.is_none() {
-            return false;
+    /// The sizes of `parts` and the copies to run at once, when S3 can compose them
+    /// itself: every part but the last must meet its minimum part size.
+    async fn composable_sizes(&self, parts: &[String]) -> Option<(Vec<u64>, usize)> {
+        let plan = self.copy?;
+        let mut sizes = Vec::with_capacity(parts.len());
+        for (i, part) in parts.iter().enumerate() {
+            let size = self.op.stat(part).await.ok()?.content_length();
+            if size < S3_MIN_PART && i + 1 < parts.len() {
+                return None;
+            }
+            sizes.push(size);
         }
-        for part in &parts[..parts.len() - 1] {
-            match self.op.stat(part).await {
-                Ok(meta) if meta.content_length() >= S3_MIN_PART => {}
-                _ => return false,
+        Some((sizes, plan.jobs))
+    }
+
+    /// S3 assembles the parts itself: one multipart upload whose parts are server-side
+    /// copies (UploadPartCopy) of the upload's parts. (OpenDAL's `compose` is not offered by
+    /// its s3 service; a writer's `copy_from` is.)
+    async fn compose(
+        &self,
+        parts: &[String],
+        sizes: &[u64],
+        to: &str,
+        jobs: usize,
+    ) -> opendal::Result<()> {
+        let mut writer = self.op.writer_with(to).concurrent(jobs).await?;
+        for (part, &size) in parts.iter().zip(sizes) {
+            // One UploadPartCopy copies at most 5 GiB: a larger part goes in equal pieces.
+            let pieces = size.div_ceil(S3_MAX_COPY_PART).max(1);
+            for piece in 0..pieces {
+                let range = size * piece / pieces..size * (piece + 1) / pieces;
+                if let Err(e) = writer.copy_from(part, range).await {
+                    if let Err(abort) = writer.abort().await {
+                        tracing::warn!(key = to, error = %abort, "aborting a composition failed");
+                    }
+                    return Err(e);
+                }
             }
         }
-        true
+        writer.close().await.map(|_| ())
     }
 
     async fn move_object(&self, from: &str, to: &str) -> opendal::Result<()> {
@@ -297,20 +348,47 @@ impl Backend {
         }
     }
 
+    /// Every object below `prefix`, at any depth.
+    pub async fn list_objects(&self, prefix: &str) -> opendal::Result<Vec<StoredObject>> {
+        let entries = match self.op.list_with(prefix).recursive(true).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        Ok(entries
+            .into_iter()
+            .filter(|e| e.metadata().is_file())
+            .map(|e| StoredObject {
+                size: e.metadata().content_length(),
+                key: e.path().to_owned(),
+            })
+            .collect())
+    }
+
     async fn read_all(
         &self,
         key: &str,
     ) -> opendal::Result<impl Stream<Item = std::io::Result<Bytes>> + Send + use<>> {
-        let reader = self.op.reader_with(key).chunk(IO_CHUNK).await?;
+        let reader = self
+            .op
+            .reader_with(key)
+            .chunk(IO_CHUNK)
+            .concurrent(IO_AHEAD)
+            .await?;
         reader.into_bytes_stream(..).await
     }
 
-    pub(crate) async fn read_span(
+    pub async fn read_span(
         &self,
         key: &str,
         span: Span,
     ) -> opendal::Result<impl Stream<Item = std::io::Result<Bytes>> + Send + use<>> {
-        let reader = self.op.reader_with(key).chunk(IO_CHUNK).await?;
+        let reader = self
+            .op
+            .reader_with(key)
+            .chunk(IO_CHUNK)
+            .concurrent(IO_AHEAD)
+            .await?;
         let stream = reader
             .into_bytes_stream(span.start..span.start + span.len)
             .await?;

@@ -4,7 +4,9 @@
 mod backend;
 mod body;
 mod fs;
+mod purge;
 mod s3;
+mod s3_multipart;
 mod settings;
 
 use bytes::Bytes;
@@ -12,8 +14,10 @@ use futures_util::Stream;
 use stowage_core::range::Span;
 use stowage_core::step::{Outcome, StorageRequest, Store};
 
-pub use backend::Backend;
+pub use backend::{Backend, StoredObject};
 pub use body::BodySource;
+pub use purge::PurgeReport;
+pub use s3_multipart::MultipartError;
 pub use settings::{FsSettings, RedisLockSettings, S3Settings, StoreSettings};
 
 /// The two logical stores. With one backend configured they are the same [`Backend`].
@@ -29,6 +33,11 @@ pub enum StorageError {
     Open {
         location: String,
         source: opendal::Error,
+    },
+    #[error("cannot set up multipart upload housekeeping for {location}: {source}")]
+    Multipart {
+        location: String,
+        source: MultipartError,
     },
 }
 

@@ -11,7 +11,7 @@ use opendal_http_transport_reqwest::ReqwestTransport;
 use crate::settings::S3Settings;
 
 /// The HTTP client and TLS provider are process-wide; install them once.
-fn install_transport() {
+pub(crate) fn install_transport() {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();

@@ -24,6 +24,9 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     // Inside tokio's context: the Redis client binds to the runtime it is created in.
     let (registry, backends) =
         Compat::new(async { stowage_app::build(&config, Arc::new(SmolSleep)) }).await?;
+    executor::spawn(Compat::new(stowage_app::purge_stale_uploads(
+        &config, &backends,
+    )));
     let server = &config.server;
     let service = Service::new(
         registry,

@@ -34,6 +34,7 @@ fn main() -> ExitCode {
 
 async fn serve(config: Config) -> Result<(), StartError> {
     let (registry, backends) = stowage_app::build(&config, Arc::new(TokioSleep))?;
+    tokio::spawn(stowage_app::purge_stale_uploads(&config, &backends));
     let server = &config.server;
     let service = Service::new(
         registry,

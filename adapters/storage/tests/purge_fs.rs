@@ -1,0 +1,73 @@
+//! The purge of stale upload sessions, on the filesystem.
+
+use stowage_core::digest::{Algorithm, Digest};
+use stowage_core::layout;
+use stowage_core::names::RepoName;
+use stowage_core::route::UploadId;
+use stowage_core::step::{Millis, Outcome, Store};
+use stowage_core::upload::UploadRecord;
+use stowage_storage::{FsSettings, PurgeReport, Storage, StoreSettings};
+
+fn storage(root: &std::path::Path) -> Storage {
+    let settings = FsSettings {
+        root_dir: root.to_string_lossy().into_owned(),
+        sync_to_disk: false,
+        redis: None,
+    };
+    Storage::open(&StoreSettings::Fs(settings), None).unwrap()
+}
+
+async fn put(storage: &Storage, key: &str, bytes: Vec<u8>) {
+    let written = storage.backend(Store::Blobs).write(key, bytes.into()).await;
+    assert!(matches!(written, Outcome::Done), "{written:?}");
+}
+
+async fn exists(storage: &Storage, key: &str) -> bool {
+    matches!(
+        storage.backend(Store::Blobs).stat(key).await,
+        Outcome::Stat(Some(_))
+    )
+}
+
+/// A session of `repo` started at `started_at`, with one part: its record and part keys.
+async fn session(storage: &Storage, repo: &str, id: &str, started_at: u64) -> [String; 2] {
+    let name: RepoName = repo.parse().unwrap();
+    let id = UploadId::parse(id).unwrap();
+    let record = layout::upload_record(&name, &id);
+    let json = serde_json::to_vec(&UploadRecord::new(Millis(started_at))).unwrap();
+    put(storage, &record, json).await;
+    let part = layout::upload_part(&name, &id, "part-1");
+    put(storage, &part, b"bytes".to_vec()).await;
+    [record, part]
+}
+
+#[tokio::test]
+async fn removes_sessions_started_before_the_cutoff_in_any_repository() {
+    let root = std::env::temp_dir().join(format!("stowage-purge-{}", std::process::id()));
+    let storage = storage(&root);
+    let old = session(&storage, "app", "old", 1_000).await;
+    let nested_old = session(&storage, "team/deep/app", "nested", 1_500).await;
+    let young = session(&storage, "app", "young", 5_000).await;
+    // A folder whose record is gone: nothing can continue it.
+    let orphan = session(&storage, "app", "orphan", 5_000).await;
+    std::fs::remove_file(root.join(&orphan[0])).unwrap();
+    let name: RepoName = "app".parse().unwrap();
+    let layer = layout::layer_link(&name, &Digest::of(Algorithm::Sha256, b"x"));
+    put(&storage, &layer, b"kept".to_vec()).await;
+
+    let report = storage.purge_stale_uploads(Millis(2_000)).await;
+
+    let expected = PurgeReport {
+        sessions_removed: 3,
+        multipart_uploads_aborted: 0,
+        failures: 0,
+    };
+    assert_eq!(report, expected);
+    for key in old.iter().chain(&nested_old).chain(&orphan) {
+        assert!(!exists(&storage, key).await, "{key} outlived the purge");
+    }
+    for key in young.iter().chain([&layer]) {
+        assert!(exists(&storage, key).await, "{key} was purged");
+    }
+    let _ = std::fs::remove_dir_all(root);
+}

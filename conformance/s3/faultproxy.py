@@ -1,0 +1,289 @@
+"""A fault-injecting HTTP proxy in front of the S3 server.
+
+It forwards every request, logs it (method, key, S3 action), and on purpose fails some with
+S3's retryable answers (500 InternalError, 503 ServiceUnavailable, 503 SlowDown) or holds
+them back longer than the client's attempt timeout. Faults are drawn from a seeded random
+source (`Faults`), or scripted for the next requests of one S3 action (`inject`)."""
+
+from __future__ import annotations
+
+import http.client
+import random
+import select
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, unquote, urlsplit
+
+ERRORS = {
+    "InternalError": 500,
+    "ServiceUnavailable": 503,
+    "SlowDown": 503,
+}
+HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade"}
+COPY_BUFFER = 1 << 20
+
+
+@dataclass
+class Faults:
+    """Random faults: each request fails with probability `fail`, answering one of `errors`,
+    else is delayed by `delay_secs` with probability `delay`. `actions` limits both to those
+    S3 actions (None: every request)."""
+
+    fail: float = 0.0
+    delay: float = 0.0
+    delay_secs: float = 0.0
+    errors: tuple[str, ...] = tuple(ERRORS)
+    actions: frozenset[str] | None = None
+    seed: int = 1
+
+
+@dataclass
+class Scripted:
+    """The next `count` requests of `action` fail with `error`, or wait `delay_secs`."""
+
+    action: str
+    count: int
+    error: str | None = None
+    delay_secs: float = 0.0
+
+
+@dataclass(frozen=True)
+class Logged:
+    method: str
+    bucket: str
+    key: str
+    query: dict
+    action: str
+    fault: str | None
+    status: int | None
+
+
+def s3_action(method: str, key: str, query: dict, headers) -> str:
+    """The S3 API action a request is, from its shape (path-style addressing)."""
+    copy = "x-amz-copy-source" in headers
+    if method == "PUT":
+        if "partNumber" in query:
+            return "UploadPartCopy" if copy else "UploadPart"
+        return "CopyObject" if copy else "PutObject"
+    if method == "POST":
+        if "uploads" in query:
+            return "CreateMultipartUpload"
+        if "uploadId" in query:
+            return "CompleteMultipartUpload"
+        if "delete" in query:
+            return "DeleteObjects"
+        return "Post"
+    if method == "DELETE":
+        return "AbortMultipartUpload" if "uploadId" in query else "DeleteObject"
+    if method == "HEAD":
+        return "HeadObject" if key else "HeadBucket"
+    if not key:
+        return "ListMultipartUploads" if "uploads" in query else "ListObjects"
+    return "ListParts" if "uploadId" in query else "GetObject"
+
+
+class FaultProxy:
+    """Listens on a free loopback port; `endpoint` goes into stowage's S3 settings."""
+
+    def __init__(self, upstream: str):
+        parts = urlsplit(upstream)
+        self.upstream = (parts.hostname, parts.port)
+        self.faults = Faults()
+        self._scripted: list[Scripted] = []
+        self._log: list[Logged] = []
+        self._lock = threading.Lock()
+        self._random = random.Random(self.faults.seed)
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    # Configuration.
+
+    def set_faults(self, faults: Faults) -> None:
+        with self._lock:
+            self.faults = faults
+            self._random = random.Random(faults.seed)
+
+    def inject(self, scripted: Scripted) -> None:
+        with self._lock:
+            self._scripted.append(scripted)
+
+    def clear(self) -> None:
+        """No faults, nothing scripted, an empty log."""
+        with self._lock:
+            self.faults = Faults()
+            self._scripted.clear()
+            self._log.clear()
+
+    # What happened.
+
+    def log(self) -> list[Logged]:
+        with self._lock:
+            return list(self._log)
+
+    def reset_log(self) -> None:
+        with self._lock:
+            self._log.clear()
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for entry in self.log():
+            counts[entry.action] = counts.get(entry.action, 0) + 1
+        return dict(sorted(counts.items()))
+
+    # The proxy.
+
+    def _decide(self, action: str) -> tuple[str | None, float]:
+        """(error to answer, seconds to wait) for one request."""
+        with self._lock:
+            for script in self._scripted:
+                if script.action == action and script.count > 0:
+                    script.count -= 1
+                    return script.error, script.delay_secs
+            faults = self.faults
+            if faults.actions is not None and action not in faults.actions:
+                return None, 0.0
+            draw = self._random.random()
+            if draw < faults.fail:
+                return self._random.choice(faults.errors), 0.0
+            if draw < faults.fail + faults.delay:
+                return None, faults.delay_secs
+            return None, 0.0
+
+    def _record(self, entry: Logged) -> None:
+        with self._lock:
+            self._log.append(entry)
+
+    def _handler(self):
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format, *args):  # noqa: A002 - the base class's name
+                pass
+
+            def _body(self) -> bytes:
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    chunks = []
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0], 16)
+                        chunk = self.rfile.read(size)
+                        self.rfile.readline()
+                        if size == 0:
+                            return b"".join(chunks)
+                        chunks.append(chunk)
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+            def _client_gone(self) -> bool:
+                readable, _, _ = select.select([self.connection], [], [], 0)
+                if not readable:
+                    return False
+                try:
+                    return self.connection.recv(1, socket.MSG_PEEK) == b""
+                except OSError:
+                    return True
+
+            def _handle(self):
+                try:
+                    self._proxy()
+                except (ConnectionError, socket.timeout):
+                    # The client or the S3 server hung up; the client sees a failed attempt.
+                    self.close_connection = True
+
+            def _proxy(self):
+                url = urlsplit(self.path)
+                bucket, _, key = unquote(url.path).lstrip("/").partition("/")
+                query = parse_qs(url.query, keep_blank_values=True)
+                action = s3_action(self.command, key, query, self.headers)
+                body = self._body()
+                error, delay = proxy._decide(action)
+                entry = dict(method=self.command, bucket=bucket, key=key, query=query,
+                             action=action)
+                # Every entry is logged before the client hears the answer, so a test that
+                # reads the log after its request finished sees every attempt.
+                if error:
+                    proxy._record(Logged(**entry, fault=error, status=ERRORS[error]))
+                    self._answer_error(error)
+                    return
+                if delay:
+                    time.sleep(delay)
+                    if self._client_gone():
+                        # The client gave up on this attempt: the request is lost, as on a
+                        # network that dropped it.
+                        proxy._record(Logged(**entry, fault="delayed, abandoned", status=None))
+                        self.close_connection = True
+                        return
+                upstream = http.client.HTTPConnection(*proxy.upstream, timeout=120)
+                try:
+                    response = self._forward(upstream, body)
+                    fault = "delayed" if delay else None
+                    proxy._record(Logged(**entry, fault=fault, status=response.status))
+                    self._relay(response)
+                finally:
+                    upstream.close()
+
+            def _answer_error(self, code: str) -> None:
+                payload = (
+                    '<?xml version="1.0" encoding="UTF-8"?>'
+                    f"<Error><Code>{code}</Code><Message>injected by the test proxy</Message>"
+                    "<RequestId>fault-proxy</RequestId></Error>"
+                ).encode()
+                self.send_response(ERRORS[code])
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(payload)
+
+            def _forward(self, upstream, body: bytes) -> http.client.HTTPResponse:
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+                headers["Content-Length"] = str(len(body))
+                upstream.request(self.command, self.path, body=body, headers=headers)
+                return upstream.getresponse()
+
+            def _relay(self, response: http.client.HTTPResponse) -> None:
+                self.send_response(response.status, response.reason)
+                length = response.getheader("Content-Length")
+                for name, value in response.getheaders():
+                    if name.lower() not in HOP_BY_HOP and name.lower() != "content-length":
+                        self.send_header(name, value)
+                payload = None
+                if length is None and self.command != "HEAD":
+                    payload = response.read()
+                    length = str(len(payload))
+                self.send_header("Content-Length", length or "0")
+                self.end_headers()
+                if payload is not None:
+                    self.wfile.write(payload)
+                elif self.command != "HEAD":
+                    while chunk := response.read(COPY_BUFFER):
+                        self.wfile.write(chunk)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+        return Handler
+
+
+@dataclass
+class ActionCount:
+    """Requests by S3 action, for the figures a test prints."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def __str__(self) -> str:
+        detail = ", ".join(f"{action} {n}" for action, n in self.counts.items())
+        return f"{self.total} requests ({detail})"
