@@ -8,6 +8,7 @@ use stowage_core::step::{BodyError, BodyTap, IoError, Outcome};
 
 use crate::StorageError;
 use crate::body::BodySource;
+use crate::object_writer::ObjectWriter;
 use crate::s3_multipart::MultipartUploads;
 use crate::settings::StoreSettings;
 use crate::{fs, s3};
@@ -23,8 +24,8 @@ const IO_AHEAD: usize = 2;
 #[derive(Clone, Debug)]
 pub struct Backend {
     pub(crate) op: Operator,
-    /// The fs root when every commit must also fsync its folder (`sync_to_disk`).
-    sync_root: Option<String>,
+    /// The filesystem root and whether commits fsync (`sync_to_disk`); `None` elsewhere.
+    fs: Option<fs::FsTarget>,
     /// Size of each write (fs) or multipart upload part (S3).
     write_chunk: usize,
     /// Parts uploaded at once.
@@ -71,12 +72,9 @@ impl Backend {
                     location: fs_settings.root_dir.clone(),
                     source,
                 })?;
-                let sync_root = fs_settings
-                    .sync_to_disk
-                    .then(|| fs_settings.root_dir.clone());
                 Ok(Backend {
                     op,
-                    sync_root,
+                    fs: Some(fs::FsTarget::new(fs_settings)),
                     write_chunk: IO_CHUNK,
                     write_concurrency: IO_AHEAD,
                     copy: None,
@@ -94,7 +92,7 @@ impl Backend {
                 let jobs = s3_settings.multipart_copy_jobs.max(1);
                 Ok(Backend {
                     op,
-                    sync_root: None,
+                    fs: None,
                     write_chunk: s3_settings.multipart_part_size.as_u64() as usize,
                     write_concurrency: jobs,
                     copy: Some(CopyPlan {
@@ -112,14 +110,30 @@ impl Backend {
         self.multipart.as_ref()
     }
 
-    /// After a commit: fsync the folder, when configured.
-    async fn committed(&self, key: &str) -> Outcome {
-        if let Some(root) = &self.sync_root
-            && let Err(e) = fs::sync_parent(root, key).await
-        {
-            return failed("sync", key, e);
+    /// After a rename into place: fsync the folder, when configured.
+    async fn renamed(&self, key: &str) -> opendal::Result<()> {
+        match &self.fs {
+            Some(target) if target.sync => target
+                .sync_parent(key)
+                .await
+                .map_err(|e| opendal::Error::new(ErrorKind::Unexpected, e.to_string())),
+            _ => Ok(()),
         }
-        Outcome::Done
+    }
+
+    /// A writer whose object appears only when it commits.
+    async fn writer(&self, key: &str) -> std::io::Result<ObjectWriter> {
+        match &self.fs {
+            Some(target) => Ok(ObjectWriter::Fs(target.writer(key).await?)),
+            None => self
+                .op
+                .writer_with(key)
+                .chunk(self.write_chunk)
+                .concurrent(self.write_concurrency)
+                .await
+                .map(ObjectWriter::OpenDal)
+                .map_err(std::io::Error::other),
+        }
     }
 
     pub async fn stat(&self, key: &str) -> Outcome {
@@ -139,8 +153,18 @@ impl Backend {
     }
 
     pub async fn write(&self, key: &str, data: Bytes) -> Outcome {
-        match self.op.write(key, data).await {
-            Ok(_) => self.committed(key).await,
+        let written = match self.writer(key).await {
+            Ok(mut writer) => match writer.write(data).await {
+                Ok(()) => writer.commit().await,
+                Err(e) => {
+                    writer.abort(key).await;
+                    Err(e)
+                }
+            },
+            Err(e) => Err(e),
+        };
+        match written {
+            Ok(()) => Outcome::Done,
             Err(e) => failed("write", key, e),
         }
     }
@@ -151,12 +175,7 @@ impl Backend {
         mut tap: BodyTap,
         body: &mut impl BodySource,
     ) -> Outcome {
-        let writer = self
-            .op
-            .writer_with(key)
-            .chunk(self.write_chunk)
-            .concurrent(self.write_concurrency);
-        let mut writer = match writer.await {
+        let mut writer = match self.writer(key).await {
             Ok(w) => w,
             Err(e) => return failed("open writer", key, e),
         };
@@ -182,17 +201,11 @@ impl Backend {
         }
         match error {
             None => {
-                if let Err(e) = writer.close().await {
+                if let Err(e) = writer.commit().await {
                     error = Some(BodyError::Storage(e.to_string()));
-                } else if let Outcome::Failed(e) = self.committed(key).await {
-                    error = Some(BodyError::Storage(e.message));
                 }
             }
-            Some(_) => {
-                if let Err(e) = writer.abort().await {
-                    tracing::warn!(key, error = %e, "aborting a refused write failed");
-                }
-            }
+            Some(_) => writer.abort(key).await,
         }
         Outcome::Body {
             tap: Box::new(tap),
@@ -232,15 +245,21 @@ impl Backend {
     /// an atomic write.
     pub(crate) async fn concat(&self, parts: &[String], to: &str) -> Outcome {
         let result = match parts {
-            [] => self.op.write(to, Bytes::new()).await.map(|_| ()),
-            [single] => self.move_object(single, to).await,
+            [] => return self.write(to, Bytes::new()).await,
+            [single] => self
+                .move_object(single, to)
+                .await
+                .map_err(std::io::Error::other),
             many => match self.composable_sizes(many).await {
-                Some((sizes, jobs)) => self.compose(many, &sizes, to, jobs).await,
+                Some((sizes, jobs)) => self
+                    .compose(many, &sizes, to, jobs)
+                    .await
+                    .map_err(std::io::Error::other),
                 None => self.concat_streamed(many, to).await,
             },
         };
         match result {
-            Ok(()) => self.committed(to).await,
+            Ok(()) => Outcome::Done,
             Err(e) => failed("commit", to, e),
         }
     }
@@ -289,7 +308,8 @@ impl Backend {
 
     async fn move_object(&self, from: &str, to: &str) -> opendal::Result<()> {
         let Some(plan) = self.copy else {
-            return self.op.rename(from, to).await;
+            self.op.rename(from, to).await?;
+            return self.renamed(to).await;
         };
         let size = self.op.stat(from).await?.content_length();
         let copy = self.op.copy_with(from, to);
@@ -301,21 +321,25 @@ impl Backend {
         Ok(())
     }
 
-    async fn concat_streamed(&self, parts: &[String], to: &str) -> opendal::Result<()> {
-        let mut writer = self.op.writer_with(to).chunk(IO_CHUNK).await?;
+    async fn concat_streamed(&self, parts: &[String], to: &str) -> std::io::Result<()> {
+        let mut writer = self.writer(to).await?;
         for part in parts {
-            let mut stream = std::pin::pin!(self.read_all(part).await?);
-            while let Some(chunk) = stream.next().await {
-                match chunk {
-                    Ok(chunk) => writer.write(chunk).await?,
-                    Err(e) => {
-                        writer.abort().await?;
-                        return Err(opendal::Error::new(ErrorKind::Unexpected, e.to_string()));
-                    }
-                }
+            let copied = self.copy_into(&mut writer, part).await;
+            if let Err(e) = copied {
+                writer.abort(to).await;
+                return Err(e);
             }
         }
-        writer.close().await.map(|_| ())
+        writer.commit().await
+    }
+
+    async fn copy_into(&self, writer: &mut ObjectWriter, part: &str) -> std::io::Result<()> {
+        let stream = self.read_all(part).await.map_err(std::io::Error::other)?;
+        let mut stream = std::pin::pin!(stream);
+        while let Some(chunk) = stream.next().await {
+            writer.write(chunk?).await?;
+        }
+        Ok(())
     }
 
     pub(crate) async fn delete(&self, key: &str) -> Outcome {

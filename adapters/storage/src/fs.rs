@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use opendal::Operator;
 use opendal::services::Fs;
 
+use crate::fs_writer::FsWriter;
 use crate::settings::FsSettings;
 
 /// Temporary files live beside the tree (same filesystem, so commits are renames), in a
@@ -20,14 +21,33 @@ pub(crate) fn operator(settings: &FsSettings) -> opendal::Result<Operator> {
     Operator::new(builder)
 }
 
-/// Fsyncs the folder holding `key`, so a rename into it is durable.
-pub(crate) async fn sync_parent(root: &str, key: &str) -> std::io::Result<()> {
-    let mut path = PathBuf::from(root);
-    path.push(key);
-    let Some(dir) = path.parent().map(Path::to_path_buf) else {
-        return Ok(());
-    };
-    tokio::task::spawn_blocking(move || std::fs::File::open(dir)?.sync_all())
-        .await
-        .map_err(std::io::Error::other)?
+/// Where a filesystem store writes, and whether its commits are fsynced.
+#[derive(Clone, Debug)]
+pub(crate) struct FsTarget {
+    root: PathBuf,
+    pub(crate) sync: bool,
+}
+
+impl FsTarget {
+    pub(crate) fn new(settings: &FsSettings) -> Self {
+        FsTarget {
+            root: PathBuf::from(&settings.root_dir),
+            sync: settings.sync_to_disk,
+        }
+    }
+
+    pub(crate) async fn writer(&self, key: &str) -> std::io::Result<FsWriter> {
+        FsWriter::create(&self.root.join(TEMP_DIR), self.root.join(key), self.sync).await
+    }
+
+    /// Fsyncs the folder holding `key`, so a rename into it is durable.
+    pub(crate) async fn sync_parent(&self, key: &str) -> std::io::Result<()> {
+        let path = self.root.join(key);
+        let Some(dir) = path.parent().map(Path::to_path_buf) else {
+            return Ok(());
+        };
+        tokio::task::spawn_blocking(move || std::fs::File::open(dir)?.sync_all())
+            .await
+            .map_err(std::io::Error::other)?
+    }
 }

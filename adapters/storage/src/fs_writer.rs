@@ -35,7 +35,11 @@ fn joined(result: Result<std::io::Result<File>, tokio::task::JoinError>) -> std:
 
 impl FsWriter {
     /// Starts writing `target` through a fresh temporary file in `temp_dir`.
-    pub(crate) async fn create(temp_dir: &Path, target: PathBuf, sync: bool) -> std::io::Result<Self> {
+    pub(crate) async fn create(
+        temp_dir: &Path,
+        target: PathBuf,
+        sync: bool,
+    ) -> std::io::Result<Self> {
         let temp = temp_dir.join(format!("{:016x}{:016x}", rand_u64(), rand_u64()));
         let dir = temp_dir.to_owned();
         let path = temp.clone();

@@ -4,6 +4,8 @@
 mod backend;
 mod body;
 mod fs;
+mod fs_writer;
+mod object_writer;
 mod purge;
 mod s3;
 mod s3_multipart;
