@@ -13,7 +13,8 @@ from concurrent.futures import ThreadPoolExecutor, TimeoutError
 
 import requests
 
-from oci import Blob, Client, Manifest, ResponseLog, TricklingPatch, sha256
+from oci_client import Blob, sha256
+from replica_client import Client, Manifest, ResponseLog, TricklingPatch
 from services import wait_until
 
 TTL_SECS = 2

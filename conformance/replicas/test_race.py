@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from oci import CLOSE_AFTER, Blob, Client, Manifest, ResponseLog, served_digest
+from oci_client import Blob
+from replica_client import CLOSE_AFTER, Client, Manifest, ResponseLog, served_digest
 
 CLIENTS = 10
 ROUNDS = 12  # per client

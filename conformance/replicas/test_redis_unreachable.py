@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import time
 
-from oci import CLOSE_AFTER, MANIFEST_TYPE, Blob, Client, Manifest, ResponseLog
+from oci_client import MANIFEST_TYPE, Blob
+from replica_client import CLOSE_AFTER, Client, Manifest, ResponseLog
 
 FAIL_FAST_SECS = 3.0
 RECONNECT_SECS = 2.0

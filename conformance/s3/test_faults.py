@@ -9,7 +9,7 @@ import time
 from configs import s3_toml
 from faultproxy import Faults, Scripted
 from services import wait_until
-from oci import (
+from s3_client import (
     PushFailed,
     assert_pulls,
     error_codes,

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from configs import s3_toml
-from oci import TIMEOUT
+from s3_client import TIMEOUT
 from services import fs_toml, wait_until
 from trees import BucketTree, FsTree
 

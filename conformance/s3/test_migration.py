@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from configs import s3_toml
 from faultproxy import Faults
-from oci import assert_pulls, catalog, make_image, push_image
+from s3_client import assert_pulls, catalog, make_image, push_image
 from services import fs_toml, wait_until
 from trees import BLOB, BucketTree, FsTree, copy_tree, layout_problems
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import requests
 
 from configs import s3_toml
-from oci import TIMEOUT, assert_pulls, catalog, get_blob, make_image, push_image
+from s3_client import TIMEOUT, assert_pulls, catalog, get_blob, make_image, push_image
 from trees import BucketTree, layout_problems
 
 PREFIXES = ("team-a", "team-b/nested")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from configs import s3_toml
 from faultproxy import ActionCount
-from oci import (
+from s3_client import (
     assert_pulls,
     error_codes,
     expect,

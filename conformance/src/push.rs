@@ -173,26 +173,34 @@ fn blob_single_post(env: &Env) -> Result<(), Failure> {
         &[OCTET_STREAM],
         &blob.data,
     )?;
+    // Registries without single-POST support answer 202 and the client PUTs instead.
+    complete_after_post(env, &r, &blob)
+}
+
+/// After a `POST` that may store the blob by itself (single-POST upload, mount): either it
+/// did (201), or it only opened an upload (202), which the client completes with a `PUT`.
+fn complete_after_post(env: &Env, r: &Response, blob: &Blob) -> Result<(), Failure> {
     match r.status {
         201 => {
             verify_blob_at(env.c, r.require_header("location")?, &blob.data)?;
         }
-        // Registries without single-POST support answer 202 and the client PUTs instead.
-        202 => {
-            let location = r.require_header("location")?;
-            env.c
-                .put(
-                    &with_query(location, &[("digest", &blob.digest)]),
-                    &[OCTET_STREAM],
-                    &blob.data,
-                )?
-                .expect(201)?;
-        }
+        202 => put_whole_blob(env.c, r.require_header("location")?, blob)?,
         _ => {
             r.expect_any(&[201, 202])?;
         }
     }
     verify_blob(env.c, &env.repo, &blob.digest, &blob.data)
+}
+
+/// Completes the upload at `location` with a `PUT` of the whole blob.
+fn put_whole_blob(c: &Client, location: &str, blob: &Blob) -> Result<(), Failure> {
+    c.put(
+        &with_query(location, &[("digest", &blob.digest)]),
+        &[OCTET_STREAM],
+        &blob.data,
+    )?
+    .expect(201)?;
+    Ok(())
 }
 
 fn blob_chunked(env: &Env) -> Result<(), Failure> {
@@ -364,14 +372,7 @@ fn blob_mount_unknown(env: &Env) -> Result<(), Failure> {
         .c
         .post(&mount_url(&env.repo, &blob.digest, Some(&source)), &[], &[])?;
     r.expect(202)?;
-    let location = r.require_header("location")?;
-    env.c
-        .put(
-            &with_query(location, &[("digest", &blob.digest)]),
-            &[OCTET_STREAM],
-            &blob.data,
-        )?
-        .expect(201)?;
+    put_whole_blob(env.c, r.require_header("location")?, &blob)?;
     verify_blob(env.c, &env.repo, &blob.digest, &blob.data)
 }
 
@@ -384,25 +385,7 @@ fn blob_mount_without_from(env: &Env) -> Result<(), Failure> {
     let r = env
         .c
         .post(&mount_url(&env.repo, &blob.digest, None), &[], &[])?;
-    match r.status {
-        201 => {
-            verify_blob_at(env.c, r.require_header("location")?, &blob.data)?;
-        }
-        202 => {
-            let location = r.require_header("location")?;
-            env.c
-                .put(
-                    &with_query(location, &[("digest", &blob.digest)]),
-                    &[OCTET_STREAM],
-                    &blob.data,
-                )?
-                .expect(201)?;
-        }
-        _ => {
-            r.expect_any(&[201, 202])?;
-        }
-    }
-    verify_blob(env.c, &env.repo, &blob.digest, &blob.data)
+    complete_after_post(env, &r, &blob)
 }
 
 fn blob_sha512(env: &Env) -> Result<(), Failure> {

@@ -31,6 +31,14 @@ impl Scratch {
         };
         Backend::open(&StoreSettings::Fs(settings)).unwrap()
     }
+
+    /// One store holding blobs and metadata alike.
+    fn shared(&self, name: &str) -> Stores {
+        Stores {
+            blobs: self.store(name),
+            meta: None,
+        }
+    }
 }
 
 impl Drop for Scratch {
@@ -108,14 +116,8 @@ async fn run(from: &Stores, to: &Stores) -> Result<Summary, MigrateError> {
 #[tokio::test]
 async fn copies_everything_but_upload_sessions_and_verifies_blobs() {
     let scratch = Scratch::new();
-    let from = Stores {
-        blobs: scratch.store("from"),
-        meta: None,
-    };
-    let to = Stores {
-        blobs: scratch.store("to"),
-        meta: None,
-    };
+    let from = scratch.shared("from");
+    let to = scratch.shared("to");
     let image = push(&from.blobs, &big_layer()).await;
     let summary = run(&from, &to).await.unwrap();
     assert_eq!(summary.copied, 5);
@@ -134,14 +136,8 @@ async fn copies_everything_but_upload_sessions_and_verifies_blobs() {
 #[tokio::test]
 async fn a_rerun_copies_only_what_changed() {
     let scratch = Scratch::new();
-    let from = Stores {
-        blobs: scratch.store("from"),
-        meta: None,
-    };
-    let to = Stores {
-        blobs: scratch.store("to"),
-        meta: None,
-    };
+    let from = scratch.shared("from");
+    let to = scratch.shared("to");
     let image = push(&from.blobs, b"layer").await;
     run(&from, &to).await.unwrap();
     let again = run(&from, &to).await.unwrap();
@@ -157,14 +153,8 @@ async fn a_rerun_copies_only_what_changed() {
 #[tokio::test]
 async fn a_corrupt_blob_stops_the_migration_before_any_tag() {
     let scratch = Scratch::new();
-    let from = Stores {
-        blobs: scratch.store("from"),
-        meta: None,
-    };
-    let to = Stores {
-        blobs: scratch.store("to"),
-        meta: None,
-    };
+    let from = scratch.shared("from");
+    let to = scratch.shared("to");
     let image = push(&from.blobs, b"layer").await;
     let layer_key = layout::blob_data(&image.layer);
     put(&from.blobs, &layer_key, "tampered").await;
@@ -180,10 +170,7 @@ async fn a_corrupt_blob_stops_the_migration_before_any_tag() {
 #[tokio::test]
 async fn a_shared_store_splits_into_blobs_and_metadata() {
     let scratch = Scratch::new();
-    let from = Stores {
-        blobs: scratch.store("from"),
-        meta: None,
-    };
+    let from = scratch.shared("from");
     let to = Stores {
         blobs: scratch.store("to-blobs"),
         meta: Some(scratch.store("to-meta")),
@@ -200,10 +187,7 @@ async fn a_shared_store_splits_into_blobs_and_metadata() {
     assert!(get(to_meta, &image.tag_key).await.is_some());
 
     // And back into one store.
-    let back = Stores {
-        blobs: scratch.store("back"),
-        meta: None,
-    };
+    let back = scratch.shared("back");
     let summary = run(&to, &back).await.unwrap();
     assert_eq!(summary.copied, 5);
     for key in &image.keys {

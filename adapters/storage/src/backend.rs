@@ -1,5 +1,7 @@
 //! One store on one OpenDAL operator.
 
+use std::ops::RangeBounds;
+
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt, TryStreamExt};
 use opendal::{ErrorKind, Operator};
@@ -215,7 +217,7 @@ impl Backend {
 
     pub(crate) async fn hash_stored(&self, keys: &[String], mut tap: BodyTap) -> Outcome {
         for key in keys {
-            let stream = match self.read_all(key).await {
+            let stream = match self.read_range(key, ..).await {
                 Ok(s) => s,
                 Err(e) => return failed("read", key, e),
             };
@@ -334,7 +336,10 @@ impl Backend {
     }
 
     async fn copy_into(&self, writer: &mut ObjectWriter, part: &str) -> std::io::Result<()> {
-        let stream = self.read_all(part).await.map_err(std::io::Error::other)?;
+        let stream = self
+            .read_range(part, ..)
+            .await
+            .map_err(std::io::Error::other)?;
         let mut stream = std::pin::pin!(stream);
         while let Some(chunk) = stream.next().await {
             writer.write(chunk?).await?;
@@ -389,17 +394,19 @@ impl Backend {
             .collect())
     }
 
-    async fn read_all(
+    /// The bytes of `key` in `range` (`..` for all of them).
+    async fn read_range<R: RangeBounds<u64> + Send>(
         &self,
         key: &str,
-    ) -> opendal::Result<impl Stream<Item = std::io::Result<Bytes>> + Send + use<>> {
+        range: R,
+    ) -> opendal::Result<impl Stream<Item = std::io::Result<Bytes>> + Send + use<R>> {
         let reader = self
             .op
             .reader_with(key)
             .chunk(IO_CHUNK)
             .concurrent(IO_AHEAD)
             .await?;
-        reader.into_bytes_stream(..).await
+        reader.into_bytes_stream(range).await
     }
 
     pub async fn read_span(
@@ -407,14 +414,8 @@ impl Backend {
         key: &str,
         span: Span,
     ) -> opendal::Result<impl Stream<Item = std::io::Result<Bytes>> + Send + use<>> {
-        let reader = self
-            .op
-            .reader_with(key)
-            .chunk(IO_CHUNK)
-            .concurrent(IO_AHEAD)
-            .await?;
-        let stream = reader
-            .into_bytes_stream(span.start..span.start + span.len)
+        let stream = self
+            .read_range(key, span.start..span.start + span.len)
             .await?;
         Ok(stream.map_err(std::io::Error::other))
     }

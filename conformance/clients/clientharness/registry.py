@@ -187,13 +187,20 @@ def _wait_ready(reg: Registry) -> None:
     )
 
 
-def start_stowage(root_dir: Path, workdir: Path, port: int | None = None) -> Registry:
-    binary = stowage_bin()
-    root_dir = Path(root_dir)
-    root_dir.mkdir(parents=True, exist_ok=True)
+def _prepare(storage: Path, workdir: Path, port: int | None, name: str,
+             extension: str) -> tuple[Path, int, Path]:
+    """Creates ``storage`` and ``workdir``; returns ``storage`` as a Path, the port (a free
+    one unless given) and the path of the config file to write in ``workdir``."""
+    storage = Path(storage)
+    storage.mkdir(parents=True, exist_ok=True)
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    config = workdir / f"stowage-{port}.toml"
+    return storage, port, workdir / f"{name}-{port}.{extension}"
+
+
+def start_stowage(root_dir: Path, workdir: Path, port: int | None = None) -> Registry:
+    binary = stowage_bin()
+    root_dir, port, config = _prepare(root_dir, workdir, port, "stowage", "toml")
     config.write_text(
         "[server]\n"
         'bind_address = "127.0.0.1"\n'
@@ -207,11 +214,7 @@ def start_stowage(root_dir: Path, workdir: Path, port: int | None = None) -> Reg
 
 def start_distribution(rootdirectory: Path, workdir: Path, port: int | None = None) -> Registry:
     binary = distribution_bin()
-    rootdirectory = Path(rootdirectory)
-    rootdirectory.mkdir(parents=True, exist_ok=True)
-    workdir.mkdir(parents=True, exist_ok=True)
-    port = port or free_port()
-    config = workdir / f"distribution-{port}.yml"
+    rootdirectory, port, config = _prepare(rootdirectory, workdir, port, "distribution", "yml")
     # JSON is YAML, so json.dumps gives safe quoting for paths.
     config.write_text(
         "version: 0.1\n"

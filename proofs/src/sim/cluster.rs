@@ -12,7 +12,7 @@ use stowage_core::{Limits, Registry};
 use super::Violation;
 use super::history::{Ending, History};
 use super::invariants;
-use super::workload::{self, Answer, Intent, Kind, Planned, Task};
+use super::workload::{self, Answer, Intent, Kind, Op, Planned, Task};
 use crate::actor::{Actor, Executed};
 use crate::integrity::sha256;
 use crate::request::Reply;
@@ -341,12 +341,12 @@ impl Cluster {
                     digest: reply.header("docker-content-digest").unwrap_or("").into(),
                 })
             }
-            Kind::ReadBlob { digest, .. } if ok => match &reply.body {
+            Kind::Op(Op::ReadBlob { digest, .. }) if ok => match &reply.body {
                 Ok(body) if Digest::of(digest.algorithm(), body) == *digest => Ok(()),
                 Ok(body) => Err(bad(format!("blob read gave {}", sha256(body)))),
                 Err(broken) => Err(bad(broken.to_string())),
             },
-            Kind::ReadTag { repo, tag } if ok => {
+            Kind::Op(Op::ReadTag { repo, tag }) if ok => {
                 let body = reply.body.as_ref().map_err(|e| bad(e.to_string()))?;
                 let digest = sha256(body);
                 let pushed = self.history.iter().any(|r| {

@@ -11,7 +11,7 @@ use stowage_core::step::Store;
 use super::Violation;
 use super::cluster::Cluster;
 use super::history::Record;
-use super::workload::{Kind, REPOS, TAGS};
+use super::workload::{Kind, Op, REPOS, TAGS};
 use crate::integrity::corrupt_blobs;
 use crate::request::{Reply, Request};
 
@@ -86,14 +86,14 @@ fn check_blobs(cluster: &mut Cluster) -> Result<(), Violation> {
             Kind::Mount { repo, digest } if record.status() == Some(StatusCode::CREATED) => {
                 (*repo, digest, true)
             }
-            Kind::DeleteBlob { repo, digest } => (*repo, digest, false),
+            Kind::Op(Op::DeleteBlob { repo, digest }) => (*repo, digest, false),
             _ => continue,
         };
         let same_blob = |k: &Kind, deletes: bool| match k {
             Kind::BlobPush { repo: r, digest: d } | Kind::Mount { repo: r, digest: d } => {
                 !deletes && *r == repo && d == digest
             }
-            Kind::DeleteBlob { repo: r, digest: d } => deletes && *r == repo && d == digest,
+            Kind::Op(Op::DeleteBlob { repo: r, digest: d }) => deletes && *r == repo && d == digest,
             _ => false,
         };
         if any_after(cluster, record.started, |k| same_blob(k, is_write)) {
@@ -129,14 +129,16 @@ fn check_manifests(cluster: &mut Cluster) -> Result<(), Violation> {
     for record in acknowledged(cluster) {
         let (repo, digest, is_write) = match &record.kind {
             Kind::ManifestPush { repo, digest, .. } => (*repo, digest, true),
-            Kind::DeleteManifest { repo, digest } => (*repo, digest, false),
+            Kind::Op(Op::DeleteManifest { repo, digest }) => (*repo, digest, false),
             _ => continue,
         };
         let same_manifest = |k: &Kind, deletes: bool| match k {
             Kind::ManifestPush {
                 repo: r, digest: d, ..
             } => !deletes && *r == repo && d == digest,
-            Kind::DeleteManifest { repo: r, digest: d } => deletes && *r == repo && d == digest,
+            Kind::Op(Op::DeleteManifest { repo: r, digest: d }) => {
+                deletes && *r == repo && d == digest
+            }
             _ => false,
         };
         if any_after(cluster, record.started, |k| same_manifest(k, is_write)) {
@@ -221,8 +223,8 @@ fn allowed_tag_answers(cluster: &Cluster, repo: &str, tag: &str) -> Vec<String> 
         .max();
     let gone_allowed = latest_acknowledged.is_none_or(|start| {
         any_after(cluster, start, |k| match k {
-            Kind::DeleteTag { repo: r, tag: t } => *r == repo && *t == tag,
-            Kind::DeleteManifest { repo: r, .. } => *r == repo,
+            Kind::Op(Op::DeleteTag { repo: r, tag: t }) => *r == repo && *t == tag,
+            Kind::Op(Op::DeleteManifest { repo: r, .. }) => *r == repo,
             _ => false,
         })
     });
@@ -253,7 +255,7 @@ fn check_references(cluster: &Cluster) -> Result<(), Violation> {
             };
             for blob in &manifest.blobs {
                 let deleted = cluster.history.iter().any(|r| {
-                    matches!(&r.kind, Kind::DeleteBlob { repo: dr, digest } if *dr == repo && digest == blob)
+                    matches!(&r.kind, Kind::Op(Op::DeleteBlob { repo: dr, digest }) if *dr == repo && digest == blob)
                 });
                 let stored = blobs.get(&layout::blob_data(blob)).is_some();
                 let linked = meta.get(&layout::layer_link(&name, blob)).is_some();
@@ -361,9 +363,9 @@ fn mentioned_digests(cluster: &Cluster) -> Vec<Digest> {
             Kind::BlobPush { digest, .. }
             | Kind::Mount { digest, .. }
             | Kind::ManifestPush { digest, .. }
-            | Kind::DeleteBlob { digest, .. }
-            | Kind::DeleteManifest { digest, .. }
-            | Kind::ReadBlob { digest, .. } => Some(digest.clone()),
+            | Kind::Op(Op::DeleteBlob { digest, .. })
+            | Kind::Op(Op::DeleteManifest { digest, .. })
+            | Kind::Op(Op::ReadBlob { digest, .. }) => Some(digest.clone()),
             _ => None,
         })
         .collect();

@@ -51,6 +51,12 @@ pub enum Intent {
         tag: Option<&'static str>,
         extra_tag: Option<&'static str>,
     },
+    Op(Op),
+}
+
+/// A delete or a read: one request, wanted by a client and checked as it was sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
     DeleteBlob {
         repo: &'static str,
         digest: Digest,
@@ -73,6 +79,24 @@ pub enum Intent {
     },
 }
 
+impl Op {
+    fn request(&self) -> Request {
+        match self {
+            Op::DeleteBlob { repo, digest } => {
+                Request::new(Method::DELETE, format!("/v2/{repo}/blobs/{digest}"))
+            }
+            Op::DeleteTag { repo, tag } => {
+                Request::new(Method::DELETE, format!("/v2/{repo}/manifests/{tag}"))
+            }
+            Op::DeleteManifest { repo, digest } => {
+                Request::new(Method::DELETE, format!("/v2/{repo}/manifests/{digest}"))
+            }
+            Op::ReadTag { repo, tag } => Request::get(format!("/v2/{repo}/manifests/{tag}")),
+            Op::ReadBlob { repo, digest } => Request::get(format!("/v2/{repo}/blobs/{digest}")),
+        }
+    }
+}
+
 /// What a request means for the checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
@@ -93,26 +117,7 @@ pub enum Kind {
         bytes: Bytes,
         tags: Vec<&'static str>,
     },
-    DeleteBlob {
-        repo: &'static str,
-        digest: Digest,
-    },
-    DeleteTag {
-        repo: &'static str,
-        tag: &'static str,
-    },
-    DeleteManifest {
-        repo: &'static str,
-        digest: Digest,
-    },
-    ReadTag {
-        repo: &'static str,
-        tag: &'static str,
-    },
-    ReadBlob {
-        repo: &'static str,
-        digest: Digest,
-    },
+    Op(Op),
     /// Opening, feeding or cancelling an upload.
     UploadStep,
 }
@@ -201,31 +206,31 @@ pub fn script(rng: &mut SimRng) -> Vec<Intent> {
                     extra_tag: (!by_tag && rng.chance(700)).then(|| pick(rng, &TAGS)),
                 });
             }
-            55..70 => intents.push(Intent::ReadTag {
+            55..70 => intents.push(Intent::Op(Op::ReadTag {
                 repo,
                 tag: pick(rng, &TAGS),
-            }),
-            70..78 => intents.push(Intent::ReadBlob {
+            })),
+            70..78 => intents.push(Intent::Op(Op::ReadBlob {
                 repo,
                 digest: sha256(&pool_blob(rng.below(BLOB_POOL))),
-            }),
+            })),
             78..83 => intents.push(Intent::Mount {
                 repo,
                 from: pick(rng, &REPOS),
                 digest: sha256(&pool_blob(rng.below(BLOB_POOL))),
             }),
-            83..89 => intents.push(Intent::DeleteTag {
+            83..89 => intents.push(Intent::Op(Op::DeleteTag {
                 repo,
                 tag: pick(rng, &TAGS),
-            }),
-            89..95 => intents.push(Intent::DeleteManifest {
+            })),
+            89..95 => intents.push(Intent::Op(Op::DeleteManifest {
                 repo,
                 digest: sha256(&pool_manifest(rng.below(MANIFEST_POOL)).0),
-            }),
-            _ => intents.push(Intent::DeleteBlob {
+            })),
+            _ => intents.push(Intent::Op(Op::DeleteBlob {
                 repo,
                 digest: sha256(&pool_blob(rng.below(BLOB_POOL))),
-            }),
+            })),
         }
     }
     intents
@@ -453,34 +458,9 @@ fn single(intent: &Intent) -> Planned {
                 },
             }
         }
-        Intent::DeleteBlob { repo, digest } => Planned {
-            request: Request::new(Method::DELETE, format!("/v2/{repo}/blobs/{digest}")),
-            kind: Kind::DeleteBlob {
-                repo,
-                digest: digest.clone(),
-            },
-        },
-        Intent::DeleteTag { repo, tag } => Planned {
-            request: Request::new(Method::DELETE, format!("/v2/{repo}/manifests/{tag}")),
-            kind: Kind::DeleteTag { repo, tag },
-        },
-        Intent::DeleteManifest { repo, digest } => Planned {
-            request: Request::new(Method::DELETE, format!("/v2/{repo}/manifests/{digest}")),
-            kind: Kind::DeleteManifest {
-                repo,
-                digest: digest.clone(),
-            },
-        },
-        Intent::ReadTag { repo, tag } => Planned {
-            request: Request::get(format!("/v2/{repo}/manifests/{tag}")),
-            kind: Kind::ReadTag { repo, tag },
-        },
-        Intent::ReadBlob { repo, digest } => Planned {
-            request: Request::get(format!("/v2/{repo}/blobs/{digest}")),
-            kind: Kind::ReadBlob {
-                repo,
-                digest: digest.clone(),
-            },
+        Intent::Op(op) => Planned {
+            request: op.request(),
+            kind: Kind::Op(op.clone()),
         },
     }
 }

@@ -4,31 +4,14 @@ back byte for byte."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from dataclasses import dataclass
 
 import requests
+from oci_client import CONFIG_TYPE, LAYER_TYPE, MANIFEST_TYPE, Blob, sha256
 
-MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 TIMEOUT = 120
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-@dataclass(frozen=True)
-class Blob:
-    data: bytes
-
-    @property
-    def digest(self) -> str:
-        return sha256(self.data)
-
-    def descriptor(self, media_type: str) -> dict:
-        return {"mediaType": media_type, "digest": self.digest, "size": len(self.data)}
 
 
 @dataclass(frozen=True)
@@ -46,11 +29,8 @@ class Image:
             {
                 "schemaVersion": 2,
                 "mediaType": MANIFEST_TYPE,
-                "config": self.config.descriptor("application/vnd.oci.image.config.v1+json"),
-                "layers": [
-                    layer.descriptor("application/vnd.oci.image.layer.v1.tar")
-                    for layer in self.layers
-                ],
+                "config": self.config.descriptor(CONFIG_TYPE),
+                "layers": [layer.descriptor(LAYER_TYPE) for layer in self.layers],
             },
             separators=(",", ":"),
         ).encode()

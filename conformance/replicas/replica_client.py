@@ -4,7 +4,6 @@ none was a 5xx."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import socket
 import threading
@@ -12,31 +11,13 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import requests
+from oci_client import CONFIG_TYPE, LAYER_TYPE, MANIFEST_TYPE, Blob, sha256
 
-MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
-CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
-LAYER_TYPE = "application/vnd.oci.image.layer.v1.tar"
 TIMEOUT = 60
 # For requests that may be refused before the server reads their body: the server then
 # closes the connection without saying so (no `Connection: close`), and a client that sends
 # its next request on it at that moment sees the connection aborted. Known; reported.
 CLOSE_AFTER = {"Connection": "close"}
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-@dataclass(frozen=True)
-class Blob:
-    data: bytes
-
-    @property
-    def digest(self) -> str:
-        return sha256(self.data)
-
-    def descriptor(self, media_type: str) -> dict:
-        return {"mediaType": media_type, "digest": self.digest, "size": len(self.data)}
 
 
 @dataclass(frozen=True)
