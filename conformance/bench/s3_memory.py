@@ -1,0 +1,156 @@
+"""Pushes one large blob monolithically (`POST ?digest=`, 2 GiB by default) to stowage on S3
+(moto) and on the filesystem, and reports push throughput and the server's peak resident
+memory (VmHWM in /proc/PID/status); then pushes and pulls back a smaller blob (256 MiB by
+default) for pull throughput.
+
+    .venv/bin/python conformance/bench/s3_memory.py [--size-mib 2048] [--pull-mib 256]
+
+Blobs are generated on the fly (never whole in memory here either), so the peak RSS is the
+server's own: on S3, part size times parts in flight plus a constant, whatever the blob's
+size. Pulls use a smaller blob because moto copies the whole object for every ranged GET,
+which makes a 2 GiB pull from moto quadratic; its pull figure is moto's speed, not S3's."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import http.client
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "live"))
+
+from services import REPO, Registry, S3Server, fs_toml, remove, scratch_dir  # noqa: E402
+
+MiB = 1024 * 1024
+CHUNK = MiB
+REPOSITORY = "bench/large"
+
+
+def chunks(size: int):
+    """`size` bytes of noise, the same on every call for one size, one MiB at a time."""
+    block = random.Random(size).randbytes(CHUNK)
+    for i, offset in enumerate(range(0, size, CHUNK)):
+        turn = (i * 7919) % CHUNK
+        yield (block[turn:] + block[:turn])[: min(CHUNK, size - offset)]
+
+
+@functools.cache
+def digest_of(size: int) -> str:
+    hasher = hashlib.sha256()
+    for chunk in chunks(size):
+        hasher.update(chunk)
+    return f"sha256:{hasher.hexdigest()}"
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for process {pid}")
+
+
+def connect(url: str) -> http.client.HTTPConnection:
+    host, port = url.removeprefix("http://").split(":")
+    return http.client.HTTPConnection(host, int(port), timeout=600)
+
+
+def push(url: str, size: int, digest: str) -> float:
+    """Seconds to push the blob in one `POST ?digest=` with a Content-Length."""
+    connection = connect(url)
+    began = time.monotonic()
+    connection.putrequest("POST", f"/v2/{REPOSITORY}/blobs/uploads/?digest={digest}")
+    connection.putheader("Content-Type", "application/octet-stream")
+    connection.putheader("Content-Length", str(size))
+    connection.endheaders()
+    for chunk in chunks(size):
+        connection.send(chunk)
+    response = connection.getresponse()
+    body = response.read()
+    elapsed = time.monotonic() - began
+    connection.close()
+    if response.status != 201:
+        raise RuntimeError(f"push answered {response.status}: {body[:300]!r}")
+    return elapsed
+
+
+def pull(url: str, size: int, digest: str) -> float:
+    """Seconds to pull the blob back, checking its length and digest."""
+    connection = connect(url)
+    began = time.monotonic()
+    connection.request("GET", f"/v2/{REPOSITORY}/blobs/{digest}")
+    response = connection.getresponse()
+    hasher, received = hashlib.sha256(), 0
+    while chunk := response.read(CHUNK):
+        hasher.update(chunk)
+        received += len(chunk)
+    elapsed = time.monotonic() - began
+    connection.close()
+    if response.status != 200 or received != size or f"sha256:{hasher.hexdigest()}" != digest:
+        raise RuntimeError(f"pull answered {response.status} with {received} bytes")
+    return elapsed
+
+
+def measure(binary: str, workdir: Path, stores_toml: str, large: int, small: int) -> dict:
+    registry = Registry(binary, workdir, stores_toml)
+    pid = registry.process.proc.pid
+    try:
+        idle = peak_rss_mib(pid)
+        push_secs = push(registry.url, large, digest_of(large))
+        after_push = peak_rss_mib(pid)
+        push(registry.url, small, digest_of(small))
+        pull_secs = pull(registry.url, small, digest_of(small))
+        after_pull = peak_rss_mib(pid)
+    finally:
+        registry.stop()
+    return {
+        "push MiB/s": large / MiB / push_secs,
+        "pull MiB/s": small / MiB / pull_secs,
+        "peak RSS idle (MiB)": idle,
+        "peak RSS after push (MiB)": after_push,
+        "peak RSS after pull (MiB)": after_pull,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-mib", type=int, default=2048, help="the pushed blob")
+    parser.add_argument("--pull-mib", type=int, default=256, help="the pulled blob")
+    parser.add_argument("--part-mib", type=int, default=50, help="S3 multipart_part_size")
+    parser.add_argument("--bin", default=str(REPO / "target" / "release" / "stowage"))
+    args = parser.parse_args()
+
+    work = scratch_dir("stowage-s3-memory-")
+    s3 = S3Server(work)
+    try:
+        stores = {
+            "fs": fs_toml("blob_store", work / "fs-root"),
+            # The default S3 settings but the part size: 4 parts in flight.
+            "s3 (moto)": s3.store_toml(
+                "blob_store", s3.new_bucket(), extra=f'multipart_part_size = "{args.part_mib}MiB"\n'
+            ),
+        }
+        results = {
+            name: measure(
+                args.bin, work / name.split()[0], toml, args.size_mib * MiB, args.pull_mib * MiB
+            )
+            for name, toml in stores.items()
+        }
+    finally:
+        s3.stop()
+        remove(work)
+
+    print(f"push: one {args.size_mib} MiB blob, monolithic POST ?digest=; "
+          f"pull: one {args.pull_mib} MiB blob, GET; S3 parts of {args.part_mib} MiB, 4 in flight")
+    columns = list(next(iter(results.values())))
+    print(f"{'store':<10}" + "".join(f"{c:>28}" for c in columns))
+    for name, row in results.items():
+        print(f"{name:<10}" + "".join(f"{row[c]:>28.0f}" for c in columns))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
