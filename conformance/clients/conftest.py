@@ -4,10 +4,17 @@ The registry under test is chosen by ``REGISTRY_UNDER_TEST``:
 ``stowage`` (default; binary from ``STOWAGE_BIN`` or
 ``<repo>/target/release/stowage``) or ``distribution`` (Debian's
 ``docker-registry``, CNCF Distribution 2.8, for validating the suite itself).
+
+Stowage's store layout is chosen by ``STOWAGE_STORE``: ``fs`` (default, a
+filesystem blob store), ``s3``, ``s3-blobs+fs-meta`` or ``fs-blobs+s3-meta``.
+The S3 layouts run one moto S3 server for the session and give each registry
+a fresh bucket per S3 store (``conformance/live/services.py`` and
+``matrix.py``).  Tests marked ``fs_only`` are skipped on the other layouts.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import sys
@@ -15,10 +22,13 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent / "live")]
 
 from clientharness import registry as regmod  # noqa: E402
 from clientharness.layout import OciLayout  # noqa: E402
+from matrix import stores_for  # noqa: E402
+from services import S3Server  # noqa: E402
 
 
 def pytest_configure(config):
@@ -26,6 +36,11 @@ def pytest_configure(config):
         "markers",
         "needs_referrers: uses the OCI 1.1 referrers API; expected to fail "
         "(xfail) on Distribution 2.8, which predates it",
+    )
+    config.addinivalue_line(
+        "markers",
+        "fs_only: reads or writes the registry's storage root on disk; skipped "
+        "when STOWAGE_STORE is not fs (CI runs it in the fs run of the suite)",
     )
 
 
@@ -35,16 +50,28 @@ def pytest_report_header(config):
     except regmod.RegistryStartError as e:
         return f"registry under test: INVALID ({e})"
     if kind == regmod.STOWAGE:
-        import os
-        return f"registry under test: stowage ({os.environ.get('STOWAGE_BIN') or regmod.DEFAULT_STOWAGE_BIN})"
+        try:
+            layout = regmod.store_layout()
+        except regmod.RegistryStartError as e:
+            layout = f"INVALID ({e})"
+        binary = os.environ.get('STOWAGE_BIN') or regmod.DEFAULT_STOWAGE_BIN
+        return f"registry under test: stowage ({binary}), store layout: {layout}"
     return "registry under test: distribution (docker-registry)"
 
 
 def pytest_collection_modifyitems(config, items):
     try:
         kind = regmod.kind_under_test()
+        layout = regmod.store_layout()
     except regmod.RegistryStartError:
         return
+    if layout != regmod.FS_LAYOUT:
+        skip = pytest.mark.skip(
+            reason=f"fs_only: needs the storage root on disk; STOWAGE_STORE={layout} "
+            "(runs in the fs run of the suite)")
+        for item in items:
+            if item.get_closest_marker("fs_only"):
+                item.add_marker(skip)
     if kind != regmod.DISTRIBUTION:
         return
     for item in items:
@@ -53,17 +80,37 @@ def pytest_collection_modifyitems(config, items):
                 reason="Distribution 2.8 has no OCI 1.1 referrers API", strict=False))
 
 
+class StoreLayout:
+    """The STOWAGE_STORE layout: gives each new Stowage registry its store tables
+    (None for ``fs``: today's ``[blob_store.fs]`` on the storage directory)."""
+
+    def __init__(self, layout: str, s3: S3Server | None):
+        self.layout = layout
+        self.s3 = s3
+
+    def stores_toml(self, storage: Path) -> str | None:
+        if self.layout == regmod.FS_LAYOUT:
+            return None
+        # Fresh bucket(s); filesystem halves of a split live under `storage`.
+        return stores_for(self.layout, Path(storage), self.s3)
+
+
 class Registries:
     """Starts registries for a test and guarantees they are stopped after it."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, stores: StoreLayout):
         self.workdir = workdir
+        self.stores = stores
         self.started: list[regmod.Registry] = []
 
-    def start(self, kind: str, storage: Path) -> regmod.Registry:
+    def start(self, kind: str, storage: Path, stores_toml: str | None = None) -> regmod.Registry:
+        """Starts a registry; Stowage gets the STOWAGE_STORE layout (a restart passes
+        the previous process's ``stores_toml`` to reuse its buckets)."""
         error = None
         try:
-            reg = regmod.start_registry(kind, storage, self.workdir)
+            if kind == regmod.STOWAGE and stores_toml is None:
+                stores_toml = self.stores.stores_toml(storage)
+            reg = regmod.start_registry(kind, storage, self.workdir, stores_toml=stores_toml)
         except regmod.RegistryStartError as e:
             error = str(e)
         if error:
@@ -72,7 +119,7 @@ class Registries:
         return reg
 
     def restart(self, reg: regmod.Registry) -> regmod.Registry:
-        return self.start(reg.kind, reg.storage)
+        return self.start(reg.kind, reg.storage, reg.stores_toml)
 
     def stop_all(self) -> None:
         for reg in self.started:
@@ -89,11 +136,28 @@ def registry_kind() -> str:
 
 
 @pytest.fixture(scope="session")
-def registry(tmp_path_factory, registry_kind):
+def store_layout(tmp_path_factory, registry_kind):
+    """The STOWAGE_STORE layout; starts one moto S3 server for the session if it
+    uses S3, stopped by PID at the end."""
+    try:
+        layout = regmod.store_layout()
+    except regmod.RegistryStartError as e:
+        pytest.fail(str(e), pytrace=False)
+    if layout != regmod.FS_LAYOUT and registry_kind != regmod.STOWAGE:
+        pytest.fail(f"STOWAGE_STORE={layout} only applies to REGISTRY_UNDER_TEST=stowage",
+                    pytrace=False)
+    s3 = S3Server(tmp_path_factory.mktemp("moto")) if "s3" in layout else None
+    yield StoreLayout(layout, s3)
+    if s3:
+        s3.stop()
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory, registry_kind, store_layout):
     """One registry under test shared by the suite (each test uses its own
     repository)."""
     base = tmp_path_factory.mktemp("shared-registry")
-    regs = Registries(base)
+    regs = Registries(base, store_layout)
     reg = regs.start(registry_kind, base / "storage")
     yield reg
     still_running = reg.running()
@@ -102,9 +166,9 @@ def registry(tmp_path_factory, registry_kind):
 
 
 @pytest.fixture
-def registries(tmp_path):
+def registries(tmp_path, store_layout):
     """Factory for tests that need their own registry processes."""
-    regs = Registries(tmp_path / "registries")
+    regs = Registries(tmp_path / "registries", store_layout)
     regs.workdir.mkdir()
     yield regs
     regs.stop_all()

@@ -18,6 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import pytest
 import requests
 
 from clientharness.layout import MT_CONFIG, MT_LAYER_TAR, MT_MANIFEST, canonical_json, sha256_digest
@@ -171,6 +172,7 @@ def sha256_file(path) -> str:
     return "sha256:" + h.hexdigest()
 
 
+@pytest.mark.fs_only  # walks v2/blobs under the storage root after the crash
 def test_sigkill_during_concurrent_pushes_loses_nothing_acknowledged(registries, registry_kind, repo, tmp_path):
     reg = registries.start(registry_kind, tmp_path / "storage")
     ledger, stop = Ledger(), threading.Event()

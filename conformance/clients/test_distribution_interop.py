@@ -34,6 +34,7 @@ def assert_served_identically(reg, images, out_dir, label: str) -> None:
         assert_layout_images_identical(img.layout, img.tag, pulled, tag)
 
 
+@pytest.mark.fs_only  # Stowage serves Distribution's filesystem root
 def test_stowage_serves_distribution_storage_and_distribution_serves_stowage_writes(registries, tmp_path):
     missing = None
     try:

@@ -5,6 +5,8 @@ Two kinds are supported:
 * ``stowage``: our server, ``$STOWAGE_BIN serve --config FILE`` with a TOML
   config naming a filesystem blob store ``root_dir``.  That directory is laid
   out like Distribution's ``<rootdirectory>/docker/registry`` (it holds ``v2/``).
+  The caller may pass other store tables instead (``stores_toml``: S3 or split
+  layouts, see ``STOWAGE_STORE`` in the suite's conftest).
 * ``distribution``: Debian's ``docker-registry`` (CNCF Distribution 2.8) with a
   filesystem ``rootdirectory``; its data lives under ``<root>/docker/registry``.
 
@@ -34,6 +36,10 @@ STOWAGE = "stowage"
 DISTRIBUTION = "distribution"
 KINDS = (STOWAGE, DISTRIBUTION)
 
+# Store layouts for Stowage (STOWAGE_STORE); the same names as conformance/live/matrix.py.
+FS_LAYOUT = "fs"
+STORE_LAYOUTS = (FS_LAYOUT, "s3", "s3-blobs+fs-meta", "fs-blobs+s3-meta")
+
 START_TIMEOUT = float(os.environ.get("REGISTRY_START_TIMEOUT", "30"))
 
 
@@ -48,6 +54,16 @@ def kind_under_test() -> str:
             f"REGISTRY_UNDER_TEST={kind!r} is not one of {', '.join(KINDS)}"
         )
     return kind
+
+
+def store_layout() -> str:
+    """The Stowage store layout from ``STOWAGE_STORE`` (default ``fs``)."""
+    layout = os.environ.get("STOWAGE_STORE", FS_LAYOUT).strip().lower() or FS_LAYOUT
+    if layout not in STORE_LAYOUTS:
+        raise RegistryStartError(
+            f"STOWAGE_STORE={layout!r} is not one of {', '.join(STORE_LAYOUTS)}"
+        )
+    return layout
 
 
 def stowage_bin() -> Path:
@@ -94,6 +110,9 @@ class Registry:
     proc: subprocess.Popen
     log_path: Path
     _log_file: object = field(repr=False, default=None)
+    # Stowage only: the store tables it was started with, if not ``[blob_store.fs]`` on
+    # ``storage`` (a restart reuses them, so it comes back on the same buckets).
+    stores_toml: str | None = None
 
     @property
     def host(self) -> str:
@@ -144,7 +163,8 @@ class Registry:
             self._log_file = None
 
 
-def _spawn(kind: str, argv: list[str], storage: Path, workdir: Path, port: int) -> Registry:
+def _spawn(kind: str, argv: list[str], storage: Path, workdir: Path, port: int,
+           stores_toml: str | None = None) -> Registry:
     log_path = workdir / f"{kind}-{port}.log"
     log_file = open(log_path, "ab")
     proc = subprocess.Popen(
@@ -155,7 +175,7 @@ def _spawn(kind: str, argv: list[str], storage: Path, workdir: Path, port: int) 
         cwd=workdir,
         start_new_session=True,  # our Ctrl-C doesn't reach it; we stop it by PID
     )
-    reg = Registry(kind, storage, workdir, port, proc, log_path, log_file)
+    reg = Registry(kind, storage, workdir, port, proc, log_path, log_file, stores_toml)
     try:
         _wait_ready(reg)
     except BaseException:
@@ -198,18 +218,25 @@ def _prepare(storage: Path, workdir: Path, port: int | None, name: str,
     return storage, port, workdir / f"{name}-{port}.{extension}"
 
 
-def start_stowage(root_dir: Path, workdir: Path, port: int | None = None) -> Registry:
+def start_stowage(root_dir: Path, workdir: Path, port: int | None = None,
+                  stores_toml: str | None = None) -> Registry:
+    """Stowage with ``[blob_store.fs] root_dir = root_dir``, or, if ``stores_toml`` is
+    given, with those store tables instead (``root_dir`` is then only a scratch
+    directory the caller may have pointed filesystem stores into)."""
     binary = stowage_bin()
     root_dir, port, config = _prepare(root_dir, workdir, port, "stowage", "toml")
+    stores = stores_toml if stores_toml is not None else (
+        "[blob_store.fs]\n"
+        f"root_dir = {_toml_str(str(root_dir))}\n"
+    )
     config.write_text(
         "[server]\n"
         'bind_address = "127.0.0.1"\n'
         f"port = {port}\n"
-        "[blob_store.fs]\n"
-        f"root_dir = {_toml_str(str(root_dir))}\n"
+        f"{stores}"
     )
     return _spawn(STOWAGE, [str(binary), "serve", "--config", str(config)],
-                  root_dir, workdir, port)
+                  root_dir, workdir, port, stores_toml)
 
 
 def start_distribution(rootdirectory: Path, workdir: Path, port: int | None = None) -> Registry:
@@ -234,14 +261,18 @@ def start_distribution(rootdirectory: Path, workdir: Path, port: int | None = No
                   rootdirectory, workdir, port)
 
 
-def start_registry(kind: str, storage: Path, workdir: Path, port: int | None = None) -> Registry:
+def start_registry(kind: str, storage: Path, workdir: Path, port: int | None = None,
+                   stores_toml: str | None = None) -> Registry:
     """Start a registry of ``kind`` whose storage directory is ``storage``.
 
-    For Stowage ``storage`` is ``root_dir``; for Distribution it is the
-    ``rootdirectory`` (data under ``storage/docker/registry``).
+    For Stowage ``storage`` is ``root_dir`` (unless ``stores_toml`` replaces the
+    store tables); for Distribution it is the ``rootdirectory`` (data under
+    ``storage/docker/registry``).
     """
     if kind == STOWAGE:
-        return start_stowage(storage, workdir, port)
+        return start_stowage(storage, workdir, port, stores_toml)
+    if stores_toml is not None:
+        raise ValueError(f"{kind} has no configurable stores")
     if kind == DISTRIBUTION:
         return start_distribution(storage, workdir, port)
     raise ValueError(f"unknown registry kind {kind!r}")
@@ -251,4 +282,4 @@ def restart(reg: Registry) -> Registry:
     """Start a fresh process of the same kind on the same storage (new port)."""
     if reg.running():
         raise RuntimeError("restart() needs the previous process to be stopped")
-    return start_registry(reg.kind, reg.storage, reg.workdir)
+    return start_registry(reg.kind, reg.storage, reg.workdir, stores_toml=reg.stores_toml)
