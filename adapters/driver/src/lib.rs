@@ -2,6 +2,7 @@
 //! it against the backends, and feeds the outcome back until the operation answers.
 
 mod backends;
+mod keep_alive;
 mod memory;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -10,6 +11,8 @@ use bytes::{Bytes, BytesMut};
 use stowage_core::op::Operation;
 use stowage_core::step::{BodyError, Millis, Outcome, Response, Step};
 use stowage_storage::BodySource;
+
+use keep_alive::HeldLocks;
 
 pub use backends::{Backends, BoxFuture, Cache, LockStore, Timer};
 pub use memory::{MemoryCacheStore, MemoryLockStore};
@@ -24,13 +27,20 @@ pub fn now() -> Millis {
 
 /// Runs `op` to completion. `body` is the request body.
 pub async fn drive(mut op: Operation, backends: &Backends, body: &mut impl BodySource) -> Response {
+    let mut held = HeldLocks::default();
     loop {
         let now = now();
         let outcome = match op.poll(now) {
             Step::Done(response) => return response,
-            Step::Storage(request) => backends.storage.perform(request, body).await,
+            Step::Storage(request) => {
+                let work = backends.storage.perform(request, body);
+                held.during(backends, work).await
+            }
             Step::Lock(request) => match backends.locks.apply(&request, now).await {
-                Ok(taken) => Outcome::Lock(taken),
+                Ok(taken) => {
+                    held.track(&request, taken);
+                    Outcome::Lock(taken)
+                }
                 Err(e) => Outcome::Failed(e),
             },
             Step::Cache(request) => match backends.cache.apply(request, now).await {
