@@ -400,13 +400,14 @@ impl Backend {
         key: &str,
         range: R,
     ) -> opendal::Result<impl Stream<Item = std::io::Result<Bytes>> + Send + use<R>> {
-        let reader = self
-            .op
-            .reader_with(key)
-            .chunk(IO_CHUNK)
-            .concurrent(IO_AHEAD)
-            .await?;
-        reader.into_bytes_stream(range).await
+        // The filesystem reads ahead in chunks; object storage streams one GET per range
+        // (ranged GETs per chunk cost a request each, and some servers copy the whole
+        // object for every one).
+        let reader = match self.fs {
+            Some(_) => self.op.reader_with(key).chunk(IO_CHUNK).concurrent(IO_AHEAD),
+            None => self.op.reader_with(key),
+        };
+        reader.await?.into_bytes_stream(range).await
     }
 
     pub async fn read_span(
