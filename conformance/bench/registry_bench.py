@@ -1,0 +1,545 @@
+"""Stowage against CNCF Distribution (Debian's `docker-registry`), side by side in one run on
+this machine, each server on a fresh storage root. Prints every figure with the ratio
+stowage / Distribution and the target it is held to, and writes them all as JSON for
+`chart.py`.
+
+    .venv/bin/python conformance/bench/registry_bench.py [--quick] [--s3] [--out FILE]
+
+Servers run on free loopback ports and are stopped by PID. Every phase is run for each server
+in turn (rotating the order between runs), so drift in the machine's load hits all of them.
+"""
+
+import argparse
+import datetime
+import http.client
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import client
+import probes
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "live"))
+from services import REPO, Process, Registry, S3Server, free_port, fs_toml, http_ok, remove, scratch_dir, wait_until  # noqa: E402
+
+MIB, GIB = 1 << 20, 1 << 30
+CHUNK = 8 * MIB
+DISTRIBUTION = "distribution"
+# One run's settings; --quick trades precision for a smoke test of a minute or two.
+FULL = dict(sizes=[MIB, 64 * MIB, GIB], runs=3, load_seconds=5)
+QUICK = dict(sizes=[MIB, 16 * MIB, 128 * MIB], runs=1, load_seconds=2)
+SWARM = dict(count=200, size=4096, clients=16)
+LOAD_CONNECTIONS = 32
+
+
+def size_label(size: int) -> str:
+    return f"{size // GIB} GiB" if size >= GIB else f"{size // MIB} MiB"
+
+
+# --- servers -------------------------------------------------------------------------------
+
+class Stowage:
+    def __init__(self, binary: str, workdir: Path, stores_toml: str):
+        self.name = Path(binary).name
+        self.registry = Registry(binary, workdir, stores_toml)
+        self.proc = self.registry.process.proc
+        self.url, self.pid = self.registry.url, self.proc.pid
+
+    def stop(self):
+        self.registry.stop()
+
+    def log_tail(self) -> str:
+        return self.registry.process.tail(15)
+
+
+class Distribution:
+    """Debian's docker-registry with the settings a production deployment would use: the
+    in-memory blob descriptor cache on, per-request logging off, no upload purging in the
+    background; on S3 blobs are served through the registry (no redirect to the bucket),
+    as Stowage serves them."""
+
+    def __init__(self, workdir: Path, storage_yaml: str):
+        self.name = DISTRIBUTION
+        workdir.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        config = workdir / "config.yml"
+        config.write_text(
+            "version: 0.1\n"
+            "log:\n  level: error\n  accesslog:\n    disabled: true\n"
+            f"storage:\n{storage_yaml}"
+            "  cache:\n    blobdescriptor: inmemory\n"
+            "  redirect:\n    disable: true\n"
+            "  maintenance:\n    uploadpurging:\n      enabled: false\n"
+            f"http:\n  addr: 127.0.0.1:{port}\n"
+        )
+        # aws-sdk-go panics when AWS_CA_BUNDLE is set (Distribution installs its own HTTP
+        # transport); moto is plain HTTP, so the bundle is never needed.
+        env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+        self.process = Process(["docker-registry", "serve", str(config)], workdir / "server.log", env)
+        self.proc = self.process.proc
+        self.pid = self.proc.pid
+        try:
+            wait_until(lambda: http_ok(f"{self.url}/v2/"), f"docker-registry on {self.url}")
+        except RuntimeError:
+            self.process.stop()
+            raise RuntimeError(f"docker-registry did not start:\n{self.process.tail()}")
+
+    def stop(self):
+        self.process.stop()
+
+    def log_tail(self) -> str:
+        return self.process.tail(15)
+
+
+def start_servers(backend: str, binaries, work: Path, s3: S3Server | None) -> list:
+    """Distribution and every Stowage binary, each on a root (directory or bucket) of its own."""
+    if backend == "fs":
+        dist_yaml = f'  filesystem:\n    rootdirectory: "{work / DISTRIBUTION}"\n'
+        stowage_toml = lambda name: fs_toml("blob_store", work / name / "data")  # noqa: E731
+    else:
+        dist_yaml = (
+            "  s3:\n    accesskey: stowage\n    secretkey: stowage-secret\n    region: us-east-1\n"
+            f"    regionendpoint: {s3.endpoint}\n    bucket: {s3.new_bucket()}\n"
+            "    secure: false\n    v4auth: true\n"
+        )
+        stowage_toml = lambda name: s3.store_toml("blob_store", s3.new_bucket())  # noqa: E731
+    servers = [Distribution(work / DISTRIBUTION, dist_yaml)]
+    try:
+        for binary in binaries:
+            name = Path(binary).name
+            servers.append(Stowage(binary, work / name, stowage_toml(name)))
+    except BaseException:
+        stop_all(servers)
+        raise
+    return servers
+
+
+def stop_all(servers) -> None:
+    for server in servers:
+        server.stop()
+
+
+def rotated(servers, run: int) -> list:
+    k = run % len(servers)
+    return servers[k:] + servers[:k]
+
+
+# --- phases ---------------------------------------------------------------------------------
+
+class Phases:
+    """Runs the phases against every server and keeps figures[server][key]. A measurement that
+    fails (error status, refused connection, tool error) is recorded in errors[server][key]
+    and that figure's remaining runs are skipped for that server; the others go on."""
+
+    def __init__(self, servers):
+        self.servers = servers
+        self.figures = {s.name: {} for s in servers}
+        self.errors = {s.name: {} for s in servers}
+        self._cpu = {s.name: {} for s in servers}  # phase -> [cpu seconds, bytes moved]
+
+    def measure(self, server, key: str, action):
+        """`action()` under a probe of the server: (its value, the probe), or (None, None)
+        if it failed now or before."""
+        if key in self.errors[server.name]:
+            return None, None
+        try:
+            with probes.ProcessProbe(server.pid) as probe:
+                return action(), probe
+        except (client.HttpError, http.client.HTTPException, OSError, subprocess.CalledProcessError) as e:
+            alive = "running" if server.proc.poll() is None else f"EXITED {server.proc.returncode}"
+            self.errors[server.name][key] = f"{str(e)[:1000]}\n(server {alive}; its log ends:)\n{server.log_tail()}"
+            log(f"{server.name}: {key} failed: {str(e)[:300]}")
+            return None, None
+
+    def keep_peak_rss(self, server, phase: str, probe) -> None:
+        key = f"rss.{phase}"
+        figures = self.figures[server.name]
+        figures[key] = max(figures.get(key, 0), probe.peak_rss / MIB)
+
+    def account_cpu(self, server, phase: str, probe, moved: int) -> None:
+        totals = self._cpu[server.name].setdefault(phase, [0.0, 0])
+        totals[0] += probe.cpu
+        totals[1] += moved
+        self.figures[server.name][f"cpu.{phase}"] = totals[0] / (totals[1] / GIB)
+
+    def drop_phase(self, server, phase: str) -> None:
+        """A phase with a failed run has no CPU or RSS figure: the runs that passed would
+        not stand for it."""
+        self._cpu[server.name].pop(phase, None)
+        self.figures[server.name].pop(f"cpu.{phase}", None)
+        self.figures[server.name].pop(f"rss.{phase}", None)
+
+    def set_median(self, key: str, samples: dict) -> None:
+        for name, values in samples.items():
+            if values and key not in self.errors[name]:
+                self.figures[name][key] = statistics.median(values)
+
+    def push_and_pull(self, sources, runs: int, warm_pulls: bool) -> None:
+        """Push throughput (monolithic and chunked) and pull throughput per size, median of
+        `runs`, each run a fresh blob; server CPU per GiB and peak RSS over the largest size.
+        With `warm_pulls` each timed pull follows an untimed one, so every server reads from
+        the page cache: the GiBs pushed since a blob was written can have evicted it."""
+        largest = max(sources)
+        pushed = {s.name: {} for s in self.servers}  # name -> size -> monolithic digests
+
+        def transfer(server, key, size, action):
+            """MiB/s of `action(http)` on a connection of its own: a kept-alive one could
+            have been closed by the server while the other servers had their turn."""
+            def run():
+                http = client.Http(server.url)
+                try:
+                    return rate(lambda: action(http), size)
+                finally:
+                    http.close()
+            return self.measure(server, key, run)
+
+        for size, source in sources.items():
+            for mode in ("monolithic", "chunked"):
+                key, rates = f"push.{mode}.{size_label(size)}", {s.name: [] for s in self.servers}
+                repo = f"bench/{mode}-{size}"
+                for run in range(runs):
+                    blob = source.fresh()
+                    if mode == "monolithic":
+                        push = lambda http: client.push_monolithic(http, repo, blob)  # noqa: E731
+                    else:
+                        push = lambda http: client.push_chunked(http, repo, blob, CHUNK)  # noqa: E731
+                    for server in rotated(self.servers, run):
+                        os.sync()  # earlier runs' dirty pages are not flushed on this run's time
+                        value, probe = transfer(server, key, size, push)
+                        if value is None:
+                            if size == largest:
+                                self.drop_phase(server, f"push_{mode}")
+                            continue
+                        rates[server.name].append(value)
+                        if mode == "monolithic":
+                            pushed[server.name].setdefault(size, []).append(blob.digest)
+                        if size == largest:
+                            self.account_cpu(server, f"push_{mode}", probe, size)
+                            self.keep_peak_rss(server, f"push_{mode}", probe)
+                self.set_median(key, rates)
+        for size in sources:
+            key, rates = f"pull.{size_label(size)}", {s.name: [] for s in self.servers}
+            for run in range(runs):
+                for server in rotated(self.servers, run):
+                    digests = pushed[server.name].get(size, [])
+                    if run >= len(digests):
+                        continue  # its push failed
+                    pull = lambda http: client.pull(http, f"bench/monolithic-{size}", digests[run], size)  # noqa: E731
+                    if warm_pulls:
+                        transfer(server, key, size, pull)
+                    value, probe = transfer(server, key, size, pull)
+                    if value is None:
+                        if size == largest:
+                            self.drop_phase(server, "pull")
+                        continue
+                    rates[server.name].append(value)
+                    if size == largest:
+                        self.account_cpu(server, "pull", probe, size)
+                        self.keep_peak_rss(server, "pull", probe)
+            self.set_median(key, rates)
+
+    def under_load(self, seconds: float) -> None:
+        """32 connections: manifest GET (wrk) and HEAD (hey) by tag and a 1 KiB blob GET
+        (wrk); peak RSS over all three."""
+        paths = {}
+        for server in self.servers:
+            seeded, _ = self.measure(
+                server, "seed", lambda: client.seed_image(server.url, "bench/image", "latest", os.urandom(1024))
+            )
+            if seeded:
+                paths[server.name] = {
+                    "manifest_get": ("GET", "/v2/bench/image/manifests/latest"),
+                    "manifest_head": ("HEAD", "/v2/bench/image/manifests/latest"),
+                    "blob_get": ("GET", f"/v2/bench/image/blobs/{seeded['layer']}"),
+                }
+        headers = {"Accept": client.OCI_MANIFEST}
+        for kind in ("manifest_get", "manifest_head", "blob_get"):
+            for server in self.servers:
+                if server.name not in paths:
+                    continue
+                method, path = paths[server.name][kind]
+                if method == "HEAD":
+                    load = lambda: client.hey(server.url + path, method, headers, LOAD_CONNECTIONS, seconds)  # noqa: E731
+                else:
+                    load = lambda: client.wrk(server.url + path, headers, LOAD_CONNECTIONS, seconds)  # noqa: E731
+                result, probe = self.measure(server, kind, load)
+                if result is not None:
+                    for field, value in result.items():
+                        self.figures[server.name][f"{kind}.{field}"] = value
+                    self.keep_peak_rss(server, "load", probe)
+
+    def small_blobs(self, runs: int) -> None:
+        """SWARM['count'] fresh small blobs pushed by SWARM['clients'] concurrent clients;
+        medians over `runs` rounds."""
+        rounds = {s.name: [] for s in self.servers}
+        for run in range(runs):
+            for server in rotated(self.servers, run):
+                os.sync()
+                result, probe = self.measure(
+                    server, "small_blobs", lambda: client.push_swarm(server.url, "bench/small", **SWARM)
+                )
+                if result is not None:
+                    rounds[server.name].append(result)
+                    self.keep_peak_rss(server, "small_blobs", probe)
+        for field in ("blobs_s", "p50_ms", "p99_ms"):
+            self.set_median(f"small_blobs.{field}", {n: [r[field] for r in rs] for n, rs in rounds.items()})
+
+
+def rate(action, size: int) -> float:
+    """MiB/s of one transfer of `size` bytes."""
+    start = time.perf_counter()
+    action()
+    return size / MIB / (time.perf_counter() - start)
+
+
+def measure_backend(backend, binaries, settings, sources, work: Path, s3) -> dict:
+    servers = start_servers(backend, binaries, work / backend, s3)
+    phases = Phases(servers)
+    try:
+        log(f"{backend}: pushes and pulls")
+        phases.push_and_pull(sources, settings["runs"], warm_pulls=backend == "fs")
+        log(f"{backend}: GET/HEAD under load")
+        phases.under_load(settings["load_seconds"])
+        log(f"{backend}: small blobs")
+        phases.small_blobs(settings["runs"])
+    finally:
+        stop_all(servers)
+    return {"figures": phases.figures, "errors": phases.errors}
+
+
+# --- figures, targets and the table ------------------------------------------------------
+
+@dataclass
+class Target:
+    """A bound on the ratio stowage / Distribution (`op` is >=, <= or <), and optionally a
+    floor on Stowage's own figure."""
+
+    op: str
+    ratio: float
+    floor: float | None = None
+    floor_text: str = ""
+
+    def text(self) -> str:
+        text = f"{self.op} {self.ratio:.3g}x"
+        return f"{text} and {self.floor_text}" if self.floor is not None else text
+
+    def met(self, stowage: float, ratio: float) -> bool:
+        ok = {">=": ratio >= self.ratio, "<=": ratio <= self.ratio, "<": ratio < self.ratio}[self.op]
+        return ok and (self.floor is None or stowage >= self.floor)
+
+
+@dataclass
+class Figure:
+    key: str
+    label: str
+    unit: str
+    target: Target | None = None
+
+
+def figure_list(sizes, machine: dict) -> list[Figure]:
+    largest = size_label(max(sizes))
+    sha_half = machine["sha256_one_core_mib_s"] / 2
+    push_target = Target(">=", 3, sha_half, f">= {sha_half:.0f} MiB/s (half a core's sha256)")
+    rows = []
+    for mode in ("monolithic", "chunked"):
+        for size in sizes:
+            label = size_label(size)
+            rows.append(Figure(f"push.{mode}.{label}", f"push {mode} {label}", "MiB/s",
+                               push_target if label == largest else None))
+    for size in sizes:
+        label = size_label(size)
+        rows.append(Figure(f"pull.{label}", f"pull {label}", "MiB/s", Target(">=", 1.2) if label == largest else None))
+    for kind, label in (("manifest_get", "manifest GET"), ("manifest_head", "manifest HEAD (hey)"), ("blob_get", "1 KiB blob GET")):
+        rows += [
+            Figure(f"{kind}.rps", f"{label}, {LOAD_CONNECTIONS} conns", "req/s", Target(">=", 5)),
+            Figure(f"{kind}.p50_ms", f"{label} p50", "ms"),
+            Figure(f"{kind}.p99_ms", f"{label} p99", "ms", Target("<", 1)),
+        ]
+    swarm = f"{SWARM['count']} x {SWARM['size'] // 1024} KiB blobs, {SWARM['clients']} clients"
+    rows += [
+        Figure("small_blobs.blobs_s", swarm, "blobs/s", Target(">=", 3)),
+        Figure("small_blobs.p50_ms", f"{swarm} p50", "ms"),
+        Figure("small_blobs.p99_ms", f"{swarm} p99", "ms"),
+        Figure("cpu.push_monolithic", f"server CPU, push monolithic {largest}", "s/GiB", Target("<=", 1 / 3)),
+        Figure("cpu.push_chunked", f"server CPU, push chunked {largest}", "s/GiB", Target("<=", 1 / 3)),
+        Figure("cpu.pull", f"server CPU, pull {largest}", "s/GiB"),
+    ]
+    for phase, label in (("push_monolithic", f"push monolithic {largest}"), ("push_chunked", f"push chunked {largest}"),
+                         ("pull", f"pull {largest}"), ("load", "GET/HEAD load"), ("small_blobs", "small blobs")):
+        rows.append(Figure(f"rss.{phase}", f"peak RSS, {label}", "MiB", Target("<=", 0.5)))
+    return rows
+
+
+def table_rows(measured: dict, stowage: str, figure_defs) -> list[dict]:
+    """One row per figure either server produced; a figure Stowage failed to produce misses
+    its target, with the error beside it."""
+    figures, errors = measured["figures"], measured["errors"]
+    rows = []
+    for fig in figure_defs:
+        ours, theirs = figures[stowage].get(fig.key), figures[DISTRIBUTION].get(fig.key)
+        if ours is None and theirs is None:
+            continue
+        ratio = ours / theirs if ours is not None and theirs else None
+        met = None
+        if fig.target and theirs is not None:
+            met = ratio is not None and fig.target.met(ours, ratio)
+        rows.append({
+            "key": fig.key,
+            "figure": f"{fig.label} ({fig.unit})",
+            "stowage": ours,
+            "distribution": theirs,
+            "ratio": ratio,
+            "target": fig.target.text() if fig.target else "",
+            "met": met,
+            # chart.py plots "times better than Distribution" on one axis
+            "lower_is_better": fig.unit in ("ms", "s/GiB", "MiB"),
+            "target_ratio": fig.target.ratio if fig.target else None,
+            "error": next((e for k, e in errors[stowage].items() if fig.key.startswith(k)), None),
+        })
+    return rows
+
+
+def fmt(value: float | None) -> str:
+    if value is None:
+        return "failed"
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}" if value >= 1 else f"{value:.2g}"
+
+
+def print_table(title: str, rows) -> None:
+    print(f"\n{title}")
+    header = ("figure", "stowage", "Distribution", "ratio", "target", "met?")
+    lines = [header] + [
+        (r["figure"], fmt(r["stowage"]), fmt(r["distribution"]),
+         "-" if r["ratio"] is None else f"{r['ratio']:.2f}", r["target"],
+         {True: "yes", False: "NO", None: ""}[r["met"]])
+        for r in rows
+    ]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for line in lines:
+        print("  ".join(cell.ljust(w) if i in (0, 4) else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths))))
+
+
+# --- the run -------------------------------------------------------------------------------
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def package_version(package: str) -> str:
+    run = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True)
+    return run.stdout.strip() or "?"
+
+
+def describe_run(binaries, quick: bool) -> dict:
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain"], capture_output=True, text=True)
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "commit": commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else ""),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB),
+        "kernel": platform.release(),
+        "distribution": "docker-registry " + package_version("docker-registry"),
+        "wrk": package_version("wrk"),
+        "hey": package_version("hey"),
+        # the tree is rebuilt often: which build was measured
+        "stowage_binaries": {
+            str(b): datetime.datetime.fromtimestamp(Path(b).stat().st_mtime, datetime.timezone.utc).isoformat(timespec="seconds")
+            for b in binaries
+        },
+        "quick": quick,
+        "load_average_start": os.getloadavg(),
+    }
+
+
+def default_binaries() -> list[str]:
+    release = REPO / "target" / "release"
+    return [str(release / name) for name in ("stowage", "stowage-smol") if (release / name).exists()]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stowage-bin", action="append", help="a Stowage server binary (repeatable); "
+                        "default: target/release/stowage and, if built, target/release/stowage-smol")
+    parser.add_argument("--quick", action="store_true", help="smaller blobs, 1 run, 2 s of load: a smoke test")
+    parser.add_argument("--s3", action="store_true", help="also measure both registries on S3 (one moto server)")
+    parser.add_argument("--out", type=Path, help="write every figure as JSON here")
+    args = parser.parse_args()
+    binaries = args.stowage_bin or default_binaries()
+    if not binaries:
+        parser.error("no Stowage binary: cargo build --release, or pass --stowage-bin")
+    settings = QUICK if args.quick else FULL
+
+    result = {"meta": describe_run(binaries, args.quick), "backends": {}}
+    work = scratch_dir("stowage-bench-")
+    blobs_dir = Path(scratch_dir_on_tmpfs())
+    s3 = None
+    try:
+        log("generating blobs on tmpfs")
+        sources = {size: client.BlobSource(blobs_dir, size) for size in settings["sizes"]}
+        log("machine limits")
+        largest = sources[max(sources)].path
+        result["machine"] = {
+            "sha256_one_core_mib_s": probes.sha256_one_core(largest),
+            "loopback_copy_mib_s": probes.loopback_copy(largest),
+            "client_ceiling": probes.client_ceilings(largest, SWARM),
+        }
+        backends = ["fs"] + (["s3"] if args.s3 else [])
+        for backend in backends:
+            if backend == "s3":
+                s3 = S3Server(work)
+            measured = measure_backend(backend, binaries, settings, sources, work, s3)
+            defs = figure_list(settings["sizes"], result["machine"])
+            measured["tables"] = {Path(b).name: table_rows(measured, Path(b).name, defs) for b in binaries}
+            result["backends"][backend] = measured
+        result["meta"]["load_average_end"] = os.getloadavg()
+    finally:
+        if s3:
+            s3.stop()
+        remove(work)
+        remove(blobs_dir)
+
+    print_report(result)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        log(f"wrote {args.out}")
+    return 0
+
+
+def scratch_dir_on_tmpfs() -> str:
+    """Blob sources live in memory so reading them costs the client no disk IO."""
+    return tempfile.mkdtemp(prefix="stowage-bench-blobs-", dir="/dev/shm")
+
+
+def print_report(result: dict) -> None:
+    meta, machine = result["meta"], result["machine"]
+    ceiling = machine["client_ceiling"]
+    print(f"Stowage vs {meta['distribution']} on {meta['cpu']}, {meta['cores']} cores, commit {meta['commit']}, "
+          f"load average {meta['load_average_start'][0]:.2f} at start")
+    print(f"machine: sha256 one core {fmt(machine['sha256_one_core_mib_s'])} MiB/s, "
+          f"loopback copy {fmt(machine['loopback_copy_mib_s'])} MiB/s; client against a null server: "
+          f"push {fmt(ceiling['push_mib_s'])} MiB/s, pull {fmt(ceiling['pull_mib_s'])} MiB/s, "
+          f"small blobs {fmt(ceiling['small_blobs_s'])}/s")
+    for backend, data in result["backends"].items():
+        for stowage, rows in data["tables"].items():
+            print_table(f"{backend}: {stowage} / Distribution", rows)
+            for name in (stowage, DISTRIBUTION):
+                for key, error in data["errors"][name].items():
+                    print(f"  {name} failed {key}: {error.splitlines()[0][:400]}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
