@@ -404,7 +404,11 @@ impl Backend {
         // (ranged GETs per chunk cost a request each, and some servers copy the whole
         // object for every one).
         let reader = match self.fs {
-            Some(_) => self.op.reader_with(key).chunk(IO_CHUNK).concurrent(IO_AHEAD),
+            Some(_) => self
+                .op
+                .reader_with(key)
+                .chunk(IO_CHUNK)
+                .concurrent(IO_AHEAD),
             None => self.op.reader_with(key),
         };
         reader.await?.into_bytes_stream(range).await
