@@ -1,6 +1,7 @@
-//! Keeping an operation's locks alive while one of its storage steps runs long (assembling a
-//! multi-GiB upload, an S3 multipart copy): the core refreshes its locks only between steps,
-//! before each commit write, so a step longer than the TTL would otherwise lose them.
+//! Keeping an operation's locks alive while one of its steps runs long (assembling a
+//! multi-GiB upload, an S3 multipart copy, waiting for its next lock): the core refreshes its
+//! locks only between steps, before each commit write, so a step longer than the TTL would
+//! otherwise lose them.
 
 use std::future::Future;
 use std::pin::pin;

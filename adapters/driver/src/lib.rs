@@ -47,9 +47,13 @@ pub async fn drive(mut op: Operation, backends: &Backends, body: &mut impl BodyS
                 Ok(value) => Outcome::Cache(value),
                 Err(e) => Outcome::Failed(e),
             },
-            Step::ReadBody { limit } => Outcome::BodyBytes(read_body(body, limit).await),
+            Step::ReadBody { limit } => {
+                Outcome::BodyBytes(held.during(backends, read_body(body, limit)).await)
+            }
+            // Waiting for one lock must not let the ones already taken expire.
             Step::Sleep { ms } => {
-                backends.timer.sleep(Duration::from_millis(ms)).await;
+                let sleep = backends.timer.sleep(Duration::from_millis(ms));
+                held.during(backends, sleep).await;
                 Outcome::Done
             }
         };
