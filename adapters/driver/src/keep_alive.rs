@@ -5,22 +5,26 @@
 
 use std::future::Future;
 use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::future::{Either, select};
-use stowage_core::step::LockRequest;
+use stowage_core::step::{LockRequest, Millis};
 
 use crate::{Backends, now};
 
 /// The locks an operation holds, as the refresh requests that extend them.
 #[derive(Default)]
-pub(crate) struct HeldLocks(Vec<LockRequest>);
+pub(crate) struct HeldLocks(Vec<LockRequest>, AtomicU64);
 
 impl HeldLocks {
     /// Follows a lock request and its answer: taken locks are kept, released ones dropped.
     pub(crate) fn track(&mut self, request: &LockRequest, taken: bool) {
         match request {
             LockRequest::Acquire { key, token, ttl_ms } if taken => {
+                if self.0.is_empty() {
+                    self.1.store(now().0, Ordering::Relaxed);
+                }
                 self.0.push(LockRequest::Refresh {
                     key: key.clone(),
                     token: token.clone(),
@@ -42,17 +46,22 @@ impl HeldLocks {
         let Some(ttl_ms) = self.0.iter().filter_map(ttl).min() else {
             return work.await;
         };
-        let interval = Duration::from_millis((ttl_ms / 3).max(1));
+        // Due a third of the TTL after the last refresh, counted across steps: an operation
+        // taking many short steps (retry sleeps) must refresh as one taking a long one.
+        let interval = (ttl_ms / 3).max(1);
         let mut work = pin!(work);
         loop {
-            let tick = backends.timer.sleep(interval);
-            match select(work.as_mut(), tick).await {
-                Either::Left((done, _)) => return done,
-                Either::Right(((), _)) => {
-                    for refresh in &self.0 {
-                        let _ = backends.locks.apply(refresh, now()).await;
-                    }
+            let due = interval.saturating_sub(now().since(Millis(self.1.load(Ordering::Relaxed))));
+            if due == 0 {
+                for refresh in &self.0 {
+                    let _ = backends.locks.apply(refresh, now()).await;
                 }
+                self.1.store(now().0, Ordering::Relaxed);
+                continue;
+            }
+            let tick = backends.timer.sleep(Duration::from_millis(due));
+            if let Either::Left((done, _)) = select(work.as_mut(), tick).await {
+                return done;
             }
         }
     }
