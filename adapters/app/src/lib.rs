@@ -1,6 +1,7 @@
 //! What the tokio and smol servers share: the command line, the configuration file, logging,
 //! and the wiring of storage, locks and cache into [`Backends`].
 
+mod allocator;
 mod cli;
 mod config;
 mod housekeeping;
@@ -55,6 +56,7 @@ pub enum StartError {
 /// on a runtime of its own.
 pub fn run(program: &str, serve: impl FnOnce(Config) -> Result<(), StartError>) -> ExitCode {
     init_logging();
+    allocator::tune();
     let result = match Cli::parse().command {
         Command::Serve { config } => Config::load(config.as_deref())
             .map_err(StartError::from)

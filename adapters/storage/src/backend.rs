@@ -3,6 +3,7 @@
 use std::ops::RangeBounds;
 
 use bytes::Bytes;
+use futures_util::future::Either;
 use futures_util::{Stream, StreamExt, TryStreamExt};
 use opendal::{ErrorKind, Operator};
 use stowage_core::range::Span;
@@ -13,14 +14,12 @@ use crate::body::BodySource;
 use crate::object_writer::ObjectWriter;
 use crate::s3_multipart::MultipartUploads;
 use crate::settings::StoreSettings;
-use crate::{fs, s3};
+use crate::{fs, fs_reader, s3};
 
-/// Request bodies are gathered into writes of this size (the fs service issues one
-/// blocking call per write), and reads are issued in ranges of this size.
-const IO_CHUNK: usize = 4 * 1024 * 1024;
-
-/// Chunks in flight at once on the filesystem: reading ahead of the socket, and writing
-/// while the next chunk is hashed.
+/// Stored objects read through OpenDAL on the filesystem (re-hashing, migration) are read
+/// in ranges of this size, `IO_AHEAD` at once. (Writes and responses have their own
+/// paths: fs_writer.rs, fs_reader.rs.)
+const IO_CHUNK: usize = 1024 * 1024;
 const IO_AHEAD: usize = 2;
 
 #[derive(Clone, Debug)]
@@ -126,7 +125,7 @@ impl Backend {
     /// A writer whose object appears only when it commits.
     async fn writer(&self, key: &str) -> std::io::Result<ObjectWriter> {
         match &self.fs {
-            Some(target) => Ok(ObjectWriter::Fs(target.writer(key).await?)),
+            Some(target) => Ok(ObjectWriter::Fs(target.writer(key))),
             None => self
                 .op
                 .writer_with(key)
@@ -336,6 +335,9 @@ impl Backend {
     }
 
     async fn copy_into(&self, writer: &mut ObjectWriter, part: &str) -> std::io::Result<()> {
+        if let (ObjectWriter::Fs(writer), Some(target)) = (&mut *writer, &self.fs) {
+            return writer.append_file(target.path(part)).await;
+        }
         let stream = self
             .read_range(part, ..)
             .await
@@ -418,10 +420,15 @@ impl Backend {
         &self,
         key: &str,
         span: Span,
-    ) -> opendal::Result<impl Stream<Item = std::io::Result<Bytes>> + Send + use<>> {
+    ) -> std::io::Result<impl Stream<Item = std::io::Result<Bytes>> + Send + use<>> {
+        if let Some(target) = &self.fs {
+            let stream = fs_reader::read_span(target.path(key), span.start, span.len).await?;
+            return Ok(Either::Left(stream));
+        }
         let stream = self
             .read_range(key, span.start..span.start + span.len)
-            .await?;
-        Ok(stream.map_err(std::io::Error::other))
+            .await
+            .map_err(std::io::Error::other)?;
+        Ok(Either::Right(stream.map_err(std::io::Error::other)))
     }
 }

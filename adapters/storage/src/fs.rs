@@ -36,8 +36,13 @@ impl FsTarget {
         }
     }
 
-    pub(crate) async fn writer(&self, key: &str) -> std::io::Result<FsWriter> {
-        FsWriter::create(&self.root.join(TEMP_DIR), self.root.join(key), self.sync).await
+    pub(crate) fn writer(&self, key: &str) -> FsWriter {
+        FsWriter::new(&self.root.join(TEMP_DIR), self.root.join(key), self.sync)
+    }
+
+    /// Where `key` is on disk.
+    pub(crate) fn path(&self, key: &str) -> PathBuf {
+        self.root.join(key)
     }
 
     /// Fsyncs the folder holding `key`, so a rename into it is durable.

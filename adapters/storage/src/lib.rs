@@ -4,6 +4,7 @@
 mod backend;
 mod body;
 mod fs;
+mod fs_reader;
 mod fs_writer;
 mod object_writer;
 mod purge;
@@ -97,7 +98,7 @@ impl Storage {
         store: Store,
         key: &str,
         span: Span,
-    ) -> Result<impl Stream<Item = std::io::Result<Bytes>> + Send + use<>, opendal::Error> {
+    ) -> std::io::Result<impl Stream<Item = std::io::Result<Bytes>> + Send + use<>> {
         self.backend(store).read_span(key, span).await
     }
 }

@@ -17,7 +17,7 @@ fn io(e: opendal::Error) -> std::io::Error {
 impl ObjectWriter {
     pub(crate) async fn write(&mut self, chunk: Bytes) -> std::io::Result<()> {
         match self {
-            ObjectWriter::Fs(w) => w.write(&chunk).await,
+            ObjectWriter::Fs(w) => w.write(chunk).await,
             ObjectWriter::OpenDal(w) => w.write(chunk).await.map_err(io),
         }
     }
