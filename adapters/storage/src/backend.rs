@@ -146,6 +146,12 @@ impl Backend {
     }
 
     pub async fn read(&self, key: &str) -> Outcome {
+        if let Some(target) = &self.fs {
+            return match target.read(key).await {
+                Ok(data) => Outcome::Read(data.map(Bytes::from)),
+                Err(e) => failed("read", key, e),
+            };
+        }
         match self.op.read(key).await {
             Ok(buffer) => Outcome::Read(Some(buffer.to_bytes())),
             Err(e) if e.kind() == ErrorKind::NotFound => Outcome::Read(None),

@@ -45,6 +45,20 @@ impl FsTarget {
         self.root.join(key)
     }
 
+    /// A small object's whole content in one blocking call (OpenDAL's fs reader zeroes a
+    /// 2 MiB buffer for every read of unknown size), or `None` when absent.
+    pub(crate) async fn read(&self, key: &str) -> std::io::Result<Option<Vec<u8>>> {
+        let path = self.path(key);
+        let read = tokio::task::spawn_blocking(move || std::fs::read(path))
+            .await
+            .map_err(std::io::Error::other)?;
+        match read {
+            Ok(data) => Ok(Some(data)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Fsyncs the folder holding `key`, so a rename into it is durable.
     pub(crate) async fn sync_parent(&self, key: &str) -> std::io::Result<()> {
         let path = self.root.join(key);

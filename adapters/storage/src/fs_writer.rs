@@ -72,8 +72,11 @@ fn write_all_vectored(file: &mut File, chunks: &[Bytes]) -> std::io::Result<()> 
 impl FsWriter {
     /// Starts writing `target` through a fresh temporary file in `temp_dir`.
     pub(crate) fn new(temp_dir: &Path, target: PathBuf, sync: bool) -> Self {
+        let name = format!("{:016x}{:016x}", rand_u64(), rand_u64());
         FsWriter {
-            temp: temp_dir.join(format!("{:016x}{:016x}", rand_u64(), rand_u64())),
+            // Spread over 256 folders: concurrent creates and renames in one folder queue
+            // on its lock.
+            temp: temp_dir.join(&name[..2]).join(name),
             target,
             sync,
             batch: Vec::new(),

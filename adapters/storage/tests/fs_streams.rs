@@ -57,8 +57,14 @@ async fn read_all(storage: &Storage, key: &str, span: Span) -> std::io::Result<V
     Ok(chunks.concat())
 }
 
+/// Files left in the temporary folders.
 fn temp_files(root: &std::path::Path) -> usize {
-    std::fs::read_dir(root.join(".stowage-tmp")).map_or(0, |dir| dir.count())
+    let Ok(shards) = std::fs::read_dir(root.join(".stowage-tmp")) else {
+        return 0;
+    };
+    shards
+        .map(|shard| std::fs::read_dir(shard.unwrap().path()).unwrap().count())
+        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread")]

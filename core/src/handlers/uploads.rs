@@ -130,19 +130,30 @@ async fn monolithic(
     name: &RepoName,
     digest: &Digest,
 ) -> Result<Response, RegistryError> {
+    store_whole(ctx, head.content_length(), digest).await?;
+    link_locked(ctx, name, digest).await?;
+    Ok(created(name, digest))
+}
+
+/// Streams a body holding a whole blob to its content address (no lock needed: it appears
+/// only if it hashes to `digest`, and anything already there is the same bytes).
+async fn store_whole(
+    ctx: &Ctx,
+    exact_len: Option<u64>,
+    digest: &Digest,
+) -> Result<(), RegistryError> {
     let tap = BodyTap::new(
         Hasher::new(digest.algorithm()),
-        head.content_length(),
+        exact_len,
         Some(digest.clone()),
     );
     let (_, error) = ctx
         .write_body(Store::Blobs, layout::blob_data(digest), tap)
         .await?;
-    if let Some(error) = error {
-        return Err(body_error(error));
+    match error {
+        Some(error) => Err(body_error(error)),
+        None => Ok(()),
     }
-    link_locked(ctx, name, digest).await?;
-    Ok(created(name, digest))
 }
 
 async fn load(ctx: &Ctx, name: &RepoName, id: &UploadId) -> Result<UploadRecord, RegistryError> {
@@ -183,6 +194,24 @@ fn out_of_order(expected: u64, got: u64) -> RegistryError {
     )
 }
 
+/// The length a chunk announces (`Content-Range`, else `Content-Length`), once its
+/// `Content-Range`, if any, is found to start where the upload is.
+fn chunk_length(head: &RequestHead, record: &UploadRecord) -> Result<Option<u64>, RegistryError> {
+    let Some(header) = head.header("content-range") else {
+        return Ok(head.content_length());
+    };
+    let range = ChunkRange::parse(header).map_err(|_| {
+        RegistryError::new(
+            ErrorCode::RangeInvalid,
+            format!("malformed Content-Range {header:?}"),
+        )
+    })?;
+    if range.first != record.offset {
+        return Err(out_of_order(record.offset, range.first));
+    }
+    Ok(Some(range.byte_count()))
+}
+
 /// Streams the request body into a part of its own, against `record` as it was read. No lock
 /// is held meanwhile (a long body would outlive it); [`commit_chunk`] decides under the lock.
 /// A `Content-Range` that does not start at the current offset is refused with 416.
@@ -193,21 +222,7 @@ async fn stage_chunk(
     id: &UploadId,
     record: &UploadRecord,
 ) -> Result<StagedChunk, RegistryError> {
-    let exact_len = match head.header("content-range") {
-        Some(header) => {
-            let range = ChunkRange::parse(header).map_err(|_| {
-                RegistryError::new(
-                    ErrorCode::RangeInvalid,
-                    format!("malformed Content-Range {header:?}"),
-                )
-            })?;
-            if range.first != record.offset {
-                return Err(out_of_order(record.offset, range.first));
-            }
-            Some(range.byte_count())
-        }
-        None => head.content_length(),
-    };
+    let exact_len = chunk_length(head, record)?;
     let hasher = record
         .hasher()
         .map_err(|e| RegistryError::new(ErrorCode::BlobUploadInvalid, e.to_string()))?;
@@ -302,6 +317,9 @@ pub(super) async fn finish(
 ) -> Result<Response, RegistryError> {
     let staged = if head.has_body() {
         let record = load(ctx, name, id).await?;
+        if record.offset == 0 {
+            return finish_whole(ctx, head, name, id, &record, digest).await;
+        }
         Some(stage_chunk(ctx, head, name, id, &record).await?)
     } else {
         None
@@ -344,6 +362,29 @@ pub(super) async fn finish(
         if !ctx.exists(Store::Blobs, data.clone()).await? {
             ctx.concat(Store::Blobs, parts, data).await?;
         }
+        link(ctx, held, name, digest).await?;
+        ctx.delete_all(Store::Blobs, layout::upload_dir(name, id))
+            .await?;
+        Ok(created(name, digest))
+    })
+    .await
+}
+
+/// A completing `PUT` that carries the whole blob (nothing was sent before): the body goes
+/// straight to the content address, as a monolithic push does, instead of through a part.
+/// A chunk that some other request added meanwhile is dropped with the session: the blob
+/// is complete and verified without it.
+async fn finish_whole(
+    ctx: &Ctx,
+    head: &RequestHead,
+    name: &RepoName,
+    id: &UploadId,
+    record: &UploadRecord,
+    digest: &Digest,
+) -> Result<Response, RegistryError> {
+    store_whole(ctx, chunk_length(head, record)?, digest).await?;
+    let lock_keys = vec![keys::upload_lock(id), keys::blob_lock(name, digest)];
+    ctx.locked(lock_keys, async |held| {
         link(ctx, held, name, digest).await?;
         ctx.delete_all(Store::Blobs, layout::upload_dir(name, id))
             .await?;
