@@ -21,6 +21,11 @@ pub use request_body::RequestBody;
 
 pub type ResponseBody = UnsyncBoxBody<Bytes, std::io::Error>;
 
+/// The most a connection buffers from its socket (hyper's `max_buf_size`; its default is
+/// about 400 KiB). Request bodies are written to storage as the slices of this buffer they
+/// arrive in, so a smaller one keeps less memory held per upload, for a few more reads.
+pub const READ_BUFFER_MAX: usize = 128 * 1024;
+
 /// The registry as an HTTP service; clone it into every connection.
 #[derive(Clone)]
 pub struct Service {

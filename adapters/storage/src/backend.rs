@@ -364,6 +364,12 @@ impl Backend {
     }
 
     pub(crate) async fn delete_all(&self, prefix: &str) -> Outcome {
+        if let Some(target) = &self.fs {
+            return match target.delete_all(prefix).await {
+                Ok(()) => Outcome::Done,
+                Err(e) => failed("delete", prefix, e),
+            };
+        }
         match self.op.delete_with(prefix).recursive(true).await {
             Ok(()) => Outcome::Done,
             Err(e) if e.kind() == ErrorKind::NotFound => Outcome::Done,

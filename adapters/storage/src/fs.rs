@@ -59,6 +59,19 @@ impl FsTarget {
         }
     }
 
+    /// Deletes a folder and everything below it in one blocking call (OpenDAL lists it and
+    /// deletes entry by entry). Absent is fine.
+    pub(crate) async fn delete_all(&self, prefix: &str) -> std::io::Result<()> {
+        let path = self.path(prefix);
+        let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(path))
+            .await
+            .map_err(std::io::Error::other)?;
+        match removed {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+
     /// Fsyncs the folder holding `key`, so a rename into it is durable.
     pub(crate) async fn sync_parent(&self, key: &str) -> std::io::Result<()> {
         let path = self.root.join(key);

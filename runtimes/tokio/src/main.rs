@@ -49,6 +49,7 @@ async fn serve(config: Config) -> Result<(), StartError> {
 
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
+        .max_buf_size(stowage_http::READ_BUFFER_MAX)
         .header_read_timeout(Duration::from_secs(server.request_header_timeout_secs));
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown_signal());
