@@ -7,10 +7,13 @@ use bytes::Bytes;
 
 use crate::config::Limits;
 use crate::error::{ErrorCode, RegistryError};
-use crate::lock::Held;
+use crate::lock::{Held, changed_underneath};
 use crate::op::Channel;
 use crate::rng::Rng;
-use crate::step::{BodyError, BodyTap, CacheRequest, Outcome, Step, StorageRequest, Store};
+use crate::step::{
+    BodyError, BodyTap, CacheRequest, Outcome, Step, StorageRequest, Store, Versioned,
+    WriteCondition,
+};
 
 pub(crate) struct Ctx {
     pub(crate) channel: Channel,
@@ -73,19 +76,93 @@ impl Ctx {
         }
     }
 
+    pub(crate) async fn read_versioned(
+        &self,
+        store: Store,
+        key: String,
+    ) -> Result<Option<Versioned>, RegistryError> {
+        match self
+            .storage(StorageRequest::ReadVersioned { store, key })
+            .await
+        {
+            Outcome::Versioned(found) => Ok(found),
+            other => Err(unavailable("read", other)),
+        }
+    }
+
+    /// Writes `data` at `key` if `condition` holds: `Ok(false)` when it did not, and
+    /// nothing changed.
     pub(crate) async fn write(
         &self,
         store: Store,
         key: String,
         data: impl Into<Bytes>,
-    ) -> Result<(), RegistryError> {
+        condition: WriteCondition,
+    ) -> Result<bool, RegistryError> {
         let data = data.into();
-        match self
-            .storage(StorageRequest::Write { store, key, data })
-            .await
-        {
-            Outcome::Done => Ok(()),
+        let request = StorageRequest::Write {
+            store,
+            key,
+            data,
+            condition,
+        };
+        match self.storage(request).await {
+            Outcome::Done => Ok(true),
+            Outcome::ConditionFailed => Ok(false),
             other => Err(unavailable("write", other)),
+        }
+    }
+
+    /// Writes `data` at a key that determines it (a content address): an object already
+    /// there holds the same bytes, so finding one is success.
+    pub(crate) async fn create(
+        &self,
+        store: Store,
+        key: String,
+        data: impl Into<Bytes>,
+    ) -> Result<(), RegistryError> {
+        self.write(store, key, data, WriteCondition::CreateNew)
+            .await
+            .map(|_| ())
+    }
+
+    /// Writes a link whose key names what it links to: a link already there is success
+    /// when it says the same, and is repaired when it does not (say, a corrupt file).
+    pub(crate) async fn put_link(
+        &self,
+        store: Store,
+        key: String,
+        content: String,
+    ) -> Result<(), RegistryError> {
+        let content = Bytes::from(content);
+        if self
+            .write(store, key.clone(), content.clone(), WriteCondition::CreateNew)
+            .await?
+        {
+            return Ok(());
+        }
+        let found = self.read_versioned(store, key.clone()).await?;
+        if found.as_ref().is_some_and(|f| f.data == content) {
+            return Ok(());
+        }
+        self.replace(store, key, content, found.as_ref()).await
+    }
+
+    /// Replaces what a [`Ctx::read_versioned`] under the caller's lock `found` at `key`. If
+    /// the object changed since, someone committed while this operation's lock was lost:
+    /// nothing is written and the client is told to retry.
+    pub(crate) async fn replace(
+        &self,
+        store: Store,
+        key: String,
+        data: impl Into<Bytes>,
+        found: Option<&Versioned>,
+    ) -> Result<(), RegistryError> {
+        let condition = WriteCondition::replacing(found);
+        if self.write(store, key.clone(), data, condition).await? {
+            Ok(())
+        } else {
+            Err(changed_underneath(&key))
         }
     }
 
@@ -121,6 +198,8 @@ impl Ctx {
         }
     }
 
+    /// Assembles `parts` at the content address `to`; an object already there holds the
+    /// same bytes, so finding one is success.
     pub(crate) async fn concat(
         &self,
         store: Store,
@@ -131,7 +210,7 @@ impl Ctx {
             .storage(StorageRequest::Concat { store, parts, to })
             .await
         {
-            Outcome::Done => Ok(()),
+            Outcome::Done | Outcome::ConditionFailed => Ok(()),
             other => Err(unavailable("commit", other)),
         }
     }
