@@ -6,6 +6,7 @@ use opendal::Operator;
 use opendal::services::Fs;
 
 use crate::fs_writer::FsWriter;
+use crate::object_writer::Committed;
 use crate::settings::FsSettings;
 
 /// Temporary files live beside the tree (same filesystem, so commits are renames), in a
@@ -36,18 +37,33 @@ impl FsTarget {
         }
     }
 
-    pub(crate) async fn writer(&self, key: &str) -> std::io::Result<FsWriter> {
-        FsWriter::create(&self.root.join(TEMP_DIR), self.root.join(key), self.sync).await
+    /// A writer of `key`; with `create_new`, its commit leaves an existing `key` alone.
+    pub(crate) async fn writer(&self, key: &str, create_new: bool) -> std::io::Result<FsWriter> {
+        let (temp_dir, target) = (self.root.join(TEMP_DIR), self.root.join(key));
+        FsWriter::create(&temp_dir, target, self.sync, create_new).await
     }
 
-    /// Fsyncs the folder holding `key`, so a rename into it is durable.
-    pub(crate) async fn sync_parent(&self, key: &str) -> std::io::Result<()> {
-        let path = self.root.join(key);
-        let Some(dir) = path.parent().map(Path::to_path_buf) else {
-            return Ok(());
-        };
-        tokio::task::spawn_blocking(move || std::fs::File::open(dir)?.sync_all())
-            .await
-            .map_err(std::io::Error::other)?
+    /// Moves `from` to `to` unless something is at `to` (then `from` stays): a hard link,
+    /// which fails where a rename would replace, then the old name's removal.
+    pub(crate) async fn move_new(&self, from: &str, to: &str) -> std::io::Result<Committed> {
+        let (from, to) = (self.root.join(from), self.root.join(to));
+        let sync = self.sync;
+        tokio::task::spawn_blocking(move || {
+            let dir = to.parent().unwrap_or(Path::new("/"));
+            std::fs::create_dir_all(dir)?;
+            match std::fs::hard_link(&from, &to) {
+                Ok(()) => std::fs::remove_file(&from)?,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return Ok(Committed::ConditionFailed);
+                }
+                Err(e) => return Err(e),
+            }
+            if sync {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(Committed::Done)
+        })
+        .await
+        .map_err(std::io::Error::other)?
     }
 }

@@ -3,6 +3,10 @@
 //! file is renamed into place only when the caller commits. OpenDAL's fs writer always
 //! fsyncs on close; this one fsyncs (file and folder) only with `sync_to_disk`, so a push
 //! runs at page-cache speed by default, as Distribution's does.
+//!
+//! A create-new commit hard-links the file into place instead, which fails when the target
+//! exists (a rename would replace it), then unlinks the temporary name. The filesystem has
+//! no compare-and-swap for replacing an object, so every other commit is a rename.
 
 use std::fs::File;
 use std::io::Write;
@@ -11,6 +15,8 @@ use std::path::{Path, PathBuf};
 use bytes::{Bytes, BytesMut};
 use tokio::task::{JoinHandle, spawn_blocking};
 
+use crate::object_writer::Committed;
+
 /// Bytes gathered before one blocking write.
 const WRITE_SIZE: usize = 4 * 1024 * 1024;
 
@@ -18,6 +24,8 @@ pub(crate) struct FsWriter {
     temp: PathBuf,
     target: PathBuf,
     sync: bool,
+    /// Commit only if nothing is at `target`.
+    create_new: bool,
     buffer: BytesMut,
     /// The file, or the write in flight that will hand it back.
     file: FileSlot,
@@ -39,6 +47,7 @@ impl FsWriter {
         temp_dir: &Path,
         target: PathBuf,
         sync: bool,
+        create_new: bool,
     ) -> std::io::Result<Self> {
         let temp = temp_dir.join(format!("{:016x}{:016x}", rand_u64(), rand_u64()));
         let dir = temp_dir.to_owned();
@@ -54,6 +63,7 @@ impl FsWriter {
             temp,
             target,
             sync,
+            create_new,
             buffer: BytesMut::with_capacity(WRITE_SIZE),
             file: FileSlot::Idle(file),
         })
@@ -87,13 +97,15 @@ impl FsWriter {
         Ok(())
     }
 
-    /// Writes the rest and renames the file into place (creating its folders).
-    pub(crate) async fn commit(mut self) -> std::io::Result<()> {
+    /// Writes the rest and moves the file into place (creating its folders): renamed, or
+    /// for a create-new commit linked, leaving an existing target as it was.
+    pub(crate) async fn commit(mut self) -> std::io::Result<Committed> {
         if !self.buffer.is_empty() {
             self.flush().await?;
         }
         let file = self.take_file().await?;
-        let (temp, target, sync) = (self.temp.clone(), self.target.clone(), self.sync);
+        let (temp, target) = (self.temp.clone(), self.target.clone());
+        let (sync, create_new) = (self.sync, self.create_new);
         let result = spawn_blocking(move || {
             if sync {
                 file.sync_all()?;
@@ -101,15 +113,25 @@ impl FsWriter {
             drop(file);
             let dir = target.parent().unwrap_or(Path::new("/"));
             std::fs::create_dir_all(dir)?;
-            std::fs::rename(&temp, &target)?;
+            if create_new {
+                match std::fs::hard_link(&temp, &target) {
+                    Ok(()) => std::fs::remove_file(&temp)?,
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        return Ok(Committed::ConditionFailed);
+                    }
+                    Err(e) => return Err(e),
+                }
+            } else {
+                std::fs::rename(&temp, &target)?;
+            }
             if sync {
                 File::open(dir)?.sync_all()?;
             }
-            Ok(())
+            Ok(Committed::Done)
         })
         .await
         .map_err(std::io::Error::other)?;
-        if result.is_err() {
+        if !matches!(result, Ok(Committed::Done)) {
             self.discard().await;
         }
         result
