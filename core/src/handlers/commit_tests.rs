@@ -77,7 +77,11 @@ impl TestStore {
                 self.put(store, &key, data);
                 Outcome::Done
             }
-            StorageRequest::WriteBody { store, key, mut tap } => {
+            StorageRequest::WriteBody {
+                store,
+                key,
+                mut tap,
+            } => {
                 let error = tap.feed(body).and_then(|()| tap.finish()).err();
                 if error.is_none() {
                     self.put(store, &key, body.clone());
@@ -160,7 +164,13 @@ fn link_to(body: &Bytes) -> Bytes {
 }
 
 fn push_tag(store: &mut TestStore, body: Bytes) -> Response {
-    run(store, Method::PUT, "/v2/team/app/manifests/latest", body, |_, _| {})
+    run(
+        store,
+        Method::PUT,
+        "/v2/team/app/manifests/latest",
+        body,
+        |_, _| {},
+    )
 }
 
 fn assert_unavailable(response: &Response) {
@@ -179,7 +189,10 @@ fn tag_moved_underneath(versioned: bool, tag_existed: bool) {
         ..TestStore::default()
     };
     if tag_existed {
-        assert_eq!(push_tag(&mut store, manifest(1)).status, StatusCode::CREATED);
+        assert_eq!(
+            push_tag(&mut store, manifest(1)).status,
+            StatusCode::CREATED
+        );
     }
     let newer = link_to(&manifest(2));
     let response = run(
@@ -212,8 +225,14 @@ fn a_tag_created_underneath_refuses_the_commit() {
 #[test]
 fn without_versions_the_lock_alone_guards_a_replaced_tag() {
     let mut store = TestStore::default();
-    assert_eq!(push_tag(&mut store, manifest(1)).status, StatusCode::CREATED);
-    assert_eq!(push_tag(&mut store, manifest(2)).status, StatusCode::CREATED);
+    assert_eq!(
+        push_tag(&mut store, manifest(1)).status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        push_tag(&mut store, manifest(2)).status,
+        StatusCode::CREATED
+    );
     assert_eq!(
         store.get(Store::Meta, &tag_key()),
         Some(link_to(&manifest(2)))
@@ -244,8 +263,14 @@ fn a_corrupt_link_is_repaired() {
     let digest = Digest::of(Algorithm::Sha256, &manifest(1));
     let revision = layout::revision_link(&repo(), &digest);
     store.put(Store::Meta, &revision, "garbage");
-    assert_eq!(push_tag(&mut store, manifest(1)).status, StatusCode::CREATED);
-    assert_eq!(store.get(Store::Meta, &revision), Some(link_to(&manifest(1))));
+    assert_eq!(
+        push_tag(&mut store, manifest(1)).status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        store.get(Store::Meta, &revision),
+        Some(link_to(&manifest(1)))
+    );
 }
 
 #[test]

@@ -136,7 +136,12 @@ impl Ctx {
     ) -> Result<(), RegistryError> {
         let content = Bytes::from(content);
         if self
-            .write(store, key.clone(), content.clone(), WriteCondition::CreateNew)
+            .write(
+                store,
+                key.clone(),
+                content.clone(),
+                WriteCondition::CreateNew,
+            )
             .await?
         {
             return Ok(());
