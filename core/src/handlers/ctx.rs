@@ -153,9 +153,9 @@ impl Ctx {
         self.replace(store, key, content, found.as_ref()).await
     }
 
-    /// Replaces what a [`Ctx::read_versioned`] under the caller's lock `found` at `key`. If
-    /// the object changed since, someone committed while this operation's lock was lost:
-    /// nothing is written and the client is told to retry.
+    /// Replaces the object at `key` that a [`Ctx::read_versioned`] under the caller's lock
+    /// found (`found`; `None`: absent). If it changed since, someone committed while this
+    /// operation's lock was lost: nothing is written and the client is told to retry.
     pub(crate) async fn replace(
         &self,
         store: Store,
