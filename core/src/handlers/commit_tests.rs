@@ -255,25 +255,6 @@ fn pushing_again_finds_content_addressed_objects_and_succeeds() {
 }
 
 #[test]
-fn a_corrupt_link_is_repaired() {
-    let mut store = TestStore {
-        versioned: true,
-        ..TestStore::default()
-    };
-    let digest = Digest::of(Algorithm::Sha256, &manifest(1));
-    let revision = layout::revision_link(&repo(), &digest);
-    store.put(Store::Meta, &revision, "garbage");
-    assert_eq!(
-        push_tag(&mut store, manifest(1)).status,
-        StatusCode::CREATED
-    );
-    assert_eq!(
-        store.get(Store::Meta, &revision),
-        Some(link_to(&manifest(1)))
-    );
-}
-
-#[test]
 fn a_chunk_commit_refuses_a_record_changed_underneath() {
     let mut store = TestStore {
         versioned: true,

@@ -113,8 +113,10 @@ impl Ctx {
         }
     }
 
-    /// Writes `data` at a key that determines it (a content address): an object already
-    /// there holds the same bytes, so finding one is success.
+    /// Writes `data` at a key that determines it, so finding an object there is success: a
+    /// content address, or a link (named by the digest it links to, which is all it says;
+    /// readers only ask whether it exists). No read-back, so a re-push costs no extra
+    /// request under its lock.
     pub(crate) async fn create(
         &self,
         store: Store,
@@ -124,33 +126,6 @@ impl Ctx {
         self.write(store, key, data, WriteCondition::CreateNew)
             .await
             .map(|_| ())
-    }
-
-    /// Writes a link whose key names what it links to: a link already there is success
-    /// when it says the same, and is repaired when it does not (say, a corrupt file).
-    pub(crate) async fn put_link(
-        &self,
-        store: Store,
-        key: String,
-        content: String,
-    ) -> Result<(), RegistryError> {
-        let content = Bytes::from(content);
-        if self
-            .write(
-                store,
-                key.clone(),
-                content.clone(),
-                WriteCondition::CreateNew,
-            )
-            .await?
-        {
-            return Ok(());
-        }
-        let found = self.read_versioned(store, key.clone()).await?;
-        if found.as_ref().is_some_and(|f| f.data == content) {
-            return Ok(());
-        }
-        self.replace(store, key, content, found.as_ref()).await
     }
 
     /// Replaces the object at `key` that a [`Ctx::read_versioned`] under the caller's lock

@@ -201,7 +201,7 @@ pub(super) async fn put(
         }
         ctx.ensure(held).await?;
         let link = layout::link_content(&digest);
-        ctx.put_link(
+        ctx.create(
             Store::Meta,
             layout::revision_link(name, &digest),
             link.clone(),
@@ -210,7 +210,7 @@ pub(super) async fn put(
         ctx.cache_delete(vec![keys::manifest_cache(name, &digest)])
             .await?;
         for (tag, found) in tags.iter().zip(&current) {
-            ctx.put_link(
+            ctx.create(
                 Store::Meta,
                 layout::tag_index(name, tag, &digest),
                 link.clone(),

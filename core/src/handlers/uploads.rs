@@ -65,7 +65,7 @@ async fn link(
     digest: &Digest,
 ) -> Result<(), RegistryError> {
     ctx.ensure(held).await?;
-    ctx.put_link(
+    ctx.create(
         Store::Meta,
         layout::layer_link(name, digest),
         layout::link_content(digest),
