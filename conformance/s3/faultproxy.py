@@ -59,6 +59,8 @@ class Logged:
     action: str
     fault: str | None
     status: int | None
+    # The request's conditional headers (If-Match, If-None-Match), by lower-case name.
+    conditions: tuple[tuple[str, str], ...] = ()
 
 
 def s3_action(method: str, key: str, query: dict, headers) -> str:
@@ -207,8 +209,12 @@ class FaultProxy:
                 action = s3_action(self.command, key, query, self.headers)
                 body = self._body()
                 error, delay = proxy._decide(action)
+                conditions = tuple(
+                    (name.lower(), value) for name, value in self.headers.items()
+                    if name.lower() in ("if-match", "if-none-match")
+                )
                 entry = dict(method=self.command, bucket=bucket, key=key, query=query,
-                             action=action)
+                             action=action, conditions=conditions)
                 # Every entry is logged before the client hears the answer, so a test that
                 # reads the log after its request finished sees every attempt.
                 if error:

@@ -41,11 +41,19 @@ pub enum StorageRequest {
         store: Store,
         key: String,
     },
-    /// Replace an object atomically with small content.
+    /// As [`StorageRequest::Read`], with the object's [`Version`] where the backend has one
+    /// (answered by [`Outcome::Versioned`]), for a later [`WriteCondition::IfVersion`].
+    ReadVersioned {
+        store: Store,
+        key: String,
+    },
+    /// Replace an object atomically with small content, if `condition` holds
+    /// ([`Outcome::ConditionFailed`] otherwise, and nothing changes).
     Write {
         store: Store,
         key: String,
         data: Bytes,
+        condition: WriteCondition,
     },
     /// Stream the request body to `key`, passing every chunk through `tap`. The object
     /// appears only if every chunk and then [`BodyTap::finish`] were accepted; otherwise the
@@ -62,8 +70,10 @@ pub enum StorageRequest {
         keys: Vec<String>,
         tap: BodyTap,
     },
-    /// Make the concatenation of `parts` appear atomically at `to`. The parts may be moved
-    /// there (a single part is renamed), so they are gone afterwards.
+    /// Make the concatenation of `parts` appear atomically at `to`, unless an object is
+    /// there already: then `to` is left as it was and the outcome is
+    /// [`Outcome::ConditionFailed`] (a create-new write: `to` is a content address). The parts
+    /// may be moved there (a single part is renamed), so they may be gone afterwards.
     Concat {
         store: Store,
         parts: Vec<String>,
@@ -84,6 +94,47 @@ pub enum StorageRequest {
         store: Store,
         prefix: String,
     },
+}
+
+/// Which state of the object a [`StorageRequest::Write`] may replace. A write whose condition
+/// does not hold changes nothing: that is how a commit whose lock was lost while it paused
+/// is kept from overwriting a newer commit, where the backend can check (S3 checks all
+/// three; the filesystem checks [`WriteCondition::CreateNew`] only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteCondition {
+    /// Whatever is there, if anything.
+    Overwrite,
+    /// Only when nothing is at the key.
+    CreateNew,
+    /// Only while the object is still the version read earlier.
+    IfVersion(Version),
+}
+
+impl WriteCondition {
+    /// The condition for replacing what a [`StorageRequest::ReadVersioned`] found: nothing
+    /// (create new), a version (if it is still that one), or an object on a backend without
+    /// versions (overwrite: only the lock protects it).
+    pub fn replacing(found: Option<&Versioned>) -> WriteCondition {
+        match found {
+            None => WriteCondition::CreateNew,
+            Some(Versioned {
+                version: Some(version),
+                ..
+            }) => WriteCondition::IfVersion(version.clone()),
+            Some(_) => WriteCondition::Overwrite,
+        }
+    }
+}
+
+/// An object's version as its backend names it (on S3, its ETag).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version(pub String);
+
+/// An object's content and, where the backend has versions, its version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    pub data: Bytes,
+    pub version: Option<Version>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,6 +214,10 @@ pub enum Outcome {
     Done,
     Stat(Option<u64>),
     Read(Option<Bytes>),
+    /// What a [`StorageRequest::ReadVersioned`] found.
+    Versioned(Option<Versioned>),
+    /// A conditional write's condition did not hold; nothing changed.
+    ConditionFailed,
     List(Vec<String>),
     /// The tap after a [`StorageRequest::WriteBody`] or [`StorageRequest::HashStored`], and
     /// why the body was not stored, if it was not.

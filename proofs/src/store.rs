@@ -1,6 +1,9 @@
 //! An in-memory object store with the semantics of the real backend
 //! (`adapters/storage/src/backend.rs`): every write is atomic, a streamed body becomes visible
 //! only if the tap accepted every chunk and its end, reads of missing keys give `None`.
+//! Conditional writes are checked as S3 checks them (every object has a version, changed by
+//! every write), or, for a store [`ObjectStore::without_versions`], as the filesystem does:
+//! reads report no version and only create-new is checked.
 //!
 //! Folders exist only while something is stored below them (object-store semantics: a
 //! `List` never shows an empty folder).
@@ -8,7 +11,9 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::{Bytes, BytesMut};
-use stowage_core::step::{BodyError, BodyTap, IoError, Outcome, StorageRequest, Store};
+use stowage_core::step::{
+    BodyError, BodyTap, IoError, Outcome, StorageRequest, Store, Version, Versioned, WriteCondition,
+};
 
 /// A request body as the client sends it: chunks, then possibly a failure (a client that
 /// disconnects mid-body).
@@ -56,25 +61,55 @@ impl RequestBody {
     }
 }
 
-/// One store's objects by key.
+/// One store's objects by key, each with the number of the write that stored it (its
+/// version).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Objects(BTreeMap<String, Bytes>);
+pub struct Objects {
+    objects: BTreeMap<String, (Bytes, u64)>,
+    writes: u64,
+}
 
 impl Objects {
     pub fn get(&self, key: &str) -> Option<&Bytes> {
-        self.0.get(key)
+        self.objects.get(key).map(|(data, _)| data)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Bytes)> {
-        self.0.iter()
+        self.objects.iter().map(|(key, (data, _))| (key, data))
     }
 
     pub fn put(&mut self, key: &str, data: Bytes) {
-        self.0.insert(key.to_owned(), data);
+        self.writes += 1;
+        self.objects.insert(key.to_owned(), (data, self.writes));
+    }
+
+    fn remove(&mut self, key: &str) {
+        self.objects.remove(key);
+    }
+
+    fn read_versioned(&self, key: &str, versioned: bool) -> Option<Versioned> {
+        self.objects.get(key).map(|(data, version)| Versioned {
+            data: data.clone(),
+            version: versioned.then(|| Version(version.to_string())),
+        })
+    }
+
+    /// Whether a write under `condition` may replace what is at `key`.
+    fn holds(&self, key: &str, condition: &WriteCondition, versioned: bool) -> bool {
+        let current = self.objects.get(key);
+        match condition {
+            WriteCondition::Overwrite => true,
+            WriteCondition::CreateNew => current.is_none(),
+            // As the filesystem: no compare-and-swap, the lock alone protects.
+            WriteCondition::IfVersion(_) if !versioned => true,
+            WriteCondition::IfVersion(Version(expected)) => {
+                current.is_some_and(|(_, version)| version.to_string() == *expected)
+            }
+        }
     }
 
     fn below<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a String> + 'a {
-        self.0
+        self.objects
             .range(prefix.to_owned()..)
             .map(|(key, _)| key)
             .take_while(move |key| key.starts_with(prefix))
@@ -131,8 +166,11 @@ impl Objects {
     }
 
     /// As the fs backend: no part writes an empty object, a single part is moved (renamed),
-    /// several are concatenated into one atomic write and remain.
+    /// several are concatenated into one atomic write and remain; only if nothing is at `to`.
     fn concat(&mut self, parts: &[String], to: &str) -> Outcome {
+        if self.objects.contains_key(to) {
+            return Outcome::ConditionFailed;
+        }
         let mut data = BytesMut::new();
         for part in parts {
             match self.get(part) {
@@ -141,7 +179,7 @@ impl Objects {
             }
         }
         if let [single] = parts {
-            self.0.remove(single);
+            self.remove(single);
         }
         self.put(to, data.freeze());
         Outcome::Done
@@ -164,19 +202,39 @@ impl Objects {
     fn delete_all(&mut self, prefix: &str) {
         let doomed: Vec<String> = self.below(prefix).cloned().collect();
         for key in doomed {
-            self.0.remove(&key);
+            self.remove(&key);
         }
     }
 }
 
 /// The blob store and the metadata store.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectStore {
     pub blobs: Objects,
     pub meta: Objects,
+    /// Whether reads report versions and writes check them (S3), or not (the filesystem).
+    pub versioned: bool,
+}
+
+impl Default for ObjectStore {
+    fn default() -> Self {
+        ObjectStore {
+            blobs: Objects::default(),
+            meta: Objects::default(),
+            versioned: true,
+        }
+    }
 }
 
 impl ObjectStore {
+    /// A store with the filesystem's conditions: no versions, create-new only.
+    pub fn without_versions() -> Self {
+        ObjectStore {
+            versioned: false,
+            ..ObjectStore::default()
+        }
+    }
+
     pub fn objects(&self, store: Store) -> &Objects {
         match store {
             Store::Blobs => &self.blobs,
@@ -201,8 +259,21 @@ impl ObjectStore {
             StorageRequest::Read { store, key } => {
                 Outcome::Read(self.objects(store).get(&key).cloned())
             }
-            StorageRequest::Write { store, key, data } => {
-                self.objects_mut(store).put(&key, data);
+            StorageRequest::ReadVersioned { store, key } => {
+                Outcome::Versioned(self.objects(store).read_versioned(&key, self.versioned))
+            }
+            StorageRequest::Write {
+                store,
+                key,
+                data,
+                condition,
+            } => {
+                let versioned = self.versioned;
+                let objects = self.objects_mut(store);
+                if !objects.holds(&key, &condition, versioned) {
+                    return Outcome::ConditionFailed;
+                }
+                objects.put(&key, data);
                 Outcome::Done
             }
             StorageRequest::WriteBody { store, key, tap } => {
@@ -215,7 +286,7 @@ impl ObjectStore {
                 self.objects_mut(store).concat(&parts, &to)
             }
             StorageRequest::Delete { store, key } => {
-                self.objects_mut(store).0.remove(&key);
+                self.objects_mut(store).remove(&key);
                 Outcome::Done
             }
             StorageRequest::DeleteAll { store, prefix } => {

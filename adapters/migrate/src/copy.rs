@@ -6,7 +6,7 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use stowage_core::digest::{Algorithm, Digest, Hasher};
 use stowage_core::range::Span;
-use stowage_core::step::{BodyError, BodyTap, Outcome, TapError};
+use stowage_core::step::{BodyError, BodyTap, Outcome, TapError, WriteCondition};
 use stowage_storage::{Backend, BodySource};
 
 use crate::MigrateError;
@@ -95,7 +95,8 @@ async fn copy_small(job: &Job, from: &Backend, to: &Backend) -> Result<Copied, M
         return Ok(Copied::Present);
     }
     let len = bytes.len() as u64;
-    match to.write(key, bytes).await {
+    // Offline, and what differs is meant to be replaced.
+    match to.write(key, bytes, &WriteCondition::Overwrite).await {
         Outcome::Done => Ok(Copied::New {
             bytes: len,
             verified: false,

@@ -8,7 +8,7 @@ use stowage_core::digest::{Algorithm, Digest};
 use stowage_core::layout;
 use stowage_core::names::{RepoName, Tag};
 use stowage_core::route::UploadId;
-use stowage_core::step::Outcome;
+use stowage_core::step::{Outcome, WriteCondition};
 use stowage_migrate::{MigrateError, Progress, Stores, Summary, migrate};
 use stowage_storage::{Backend, FsSettings, StoreSettings};
 
@@ -49,7 +49,9 @@ impl Drop for Scratch {
 
 async fn put(store: &Backend, key: &str, bytes: impl Into<Bytes>) {
     assert!(matches!(
-        store.write(key, bytes.into()).await,
+        store
+            .write(key, bytes.into(), &WriteCondition::Overwrite)
+            .await,
         Outcome::Done
     ));
 }

@@ -7,11 +7,13 @@ use futures_util::future::Either;
 use futures_util::{Stream, StreamExt, TryStreamExt};
 use opendal::{ErrorKind, Operator};
 use stowage_core::range::Span;
-use stowage_core::step::{BodyError, BodyTap, IoError, Outcome};
+use stowage_core::step::{
+    BodyError, BodyTap, IoError, Outcome, Version, Versioned, WriteCondition,
+};
 
 use crate::StorageError;
 use crate::body::BodySource;
-use crate::object_writer::ObjectWriter;
+use crate::object_writer::{Committed, ObjectWriter};
 use crate::s3_multipart::MultipartUploads;
 use crate::settings::StoreSettings;
 use crate::{fs, fs_reader, s3};
@@ -65,6 +67,23 @@ fn failed(what: &str, key: &str, e: impl std::fmt::Display) -> Outcome {
     })
 }
 
+fn committed(what: &str, key: &str, result: std::io::Result<Committed>) -> Outcome {
+    match result {
+        Ok(Committed::Done) => Outcome::Done,
+        Ok(Committed::ConditionFailed) => Outcome::ConditionFailed,
+        Err(e) => failed(what, key, e),
+    }
+}
+
+/// An OpenDAL write or copy whose condition may not hold.
+fn conditional<T>(result: opendal::Result<T>) -> opendal::Result<Committed> {
+    match result {
+        Ok(_) => Ok(Committed::Done),
+        Err(e) if e.kind() == ErrorKind::ConditionNotMatch => Ok(Committed::ConditionFailed),
+        Err(e) => Err(e),
+    }
+}
+
 impl Backend {
     pub fn open(settings: &StoreSettings) -> Result<Self, StorageError> {
         match settings {
@@ -111,30 +130,31 @@ impl Backend {
         self.multipart.as_ref()
     }
 
-    /// After a rename into place: fsync the folder, when configured.
-    async fn renamed(&self, key: &str) -> opendal::Result<()> {
-        match &self.fs {
-            Some(target) if target.sync => target
-                .sync_parent(key)
-                .await
-                .map_err(|e| opendal::Error::new(ErrorKind::Unexpected, e.to_string())),
-            _ => Ok(()),
+    /// A writer whose object appears only when it commits, and only if `condition` holds.
+    /// On S3 the condition goes with the PutObject (If-None-Match: *, If-Match: the ETag),
+    /// or with CompleteMultipartUpload for a large object. The filesystem can only create
+    /// new; it replaces whatever is there for [`WriteCondition::IfVersion`] (its reads
+    /// report no versions, so the core never asks it to): there the lock alone protects a
+    /// replacement.
+    async fn writer(&self, key: &str, condition: &WriteCondition) -> std::io::Result<ObjectWriter> {
+        if let Some(target) = &self.fs {
+            let create_new = *condition == WriteCondition::CreateNew;
+            return Ok(ObjectWriter::Fs(target.writer(key, create_new)));
         }
-    }
-
-    /// A writer whose object appears only when it commits.
-    async fn writer(&self, key: &str) -> std::io::Result<ObjectWriter> {
-        match &self.fs {
-            Some(target) => Ok(ObjectWriter::Fs(target.writer(key))),
-            None => self
-                .op
-                .writer_with(key)
-                .chunk(self.write_chunk)
-                .concurrent(self.write_concurrency)
-                .await
-                .map(ObjectWriter::OpenDal)
-                .map_err(std::io::Error::other),
-        }
+        let writer = self
+            .op
+            .writer_with(key)
+            .chunk(self.write_chunk)
+            .concurrent(self.write_concurrency);
+        let writer = match condition {
+            WriteCondition::Overwrite => writer,
+            WriteCondition::CreateNew => writer.if_not_exists(true),
+            WriteCondition::IfVersion(Version(etag)) => writer.if_match(etag),
+        };
+        writer
+            .await
+            .map(ObjectWriter::OpenDal)
+            .map_err(std::io::Error::other)
     }
 
     pub async fn stat(&self, key: &str) -> Outcome {
@@ -159,8 +179,37 @@ impl Backend {
         }
     }
 
-    pub async fn write(&self, key: &str, data: Bytes) -> Outcome {
-        let written = match self.writer(key).await {
+    /// A small object's content with its version: S3's ETag, from the same GET (so it is
+    /// the version of these bytes). The filesystem has no versions.
+    pub(crate) async fn read_versioned(&self, key: &str) -> Outcome {
+        if self.fs.is_some() {
+            return match self.read(key).await {
+                Outcome::Read(found) => Outcome::Versioned(found.map(|data| Versioned {
+                    data,
+                    version: None,
+                })),
+                other => other,
+            };
+        }
+        let read = async {
+            let reader = self.op.reader(key).await?;
+            let data = reader.read(..).await?.to_bytes();
+            let version = reader
+                .metadata()
+                .and_then(|meta| meta.etag())
+                .map(|etag| Version(etag.to_owned()));
+            Ok::<_, opendal::Error>(Versioned { data, version })
+        };
+        match read.await {
+            Ok(found) => Outcome::Versioned(Some(found)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Outcome::Versioned(None),
+            Err(e) => failed("read", key, e),
+        }
+    }
+
+    /// Writes `data` at `key` if `condition` holds ([`Outcome::ConditionFailed`] if not).
+    pub async fn write(&self, key: &str, data: Bytes, condition: &WriteCondition) -> Outcome {
+        let written = match self.writer(key, condition).await {
             Ok(mut writer) => match writer.write(data).await {
                 Ok(()) => writer.commit().await,
                 Err(e) => {
@@ -170,19 +219,19 @@ impl Backend {
             },
             Err(e) => Err(e),
         };
-        match written {
-            Ok(()) => Outcome::Done,
-            Err(e) => failed("write", key, e),
-        }
+        committed("write", key, written)
     }
 
+    /// Streams a body to `key`, replacing what is there: a fresh part name, or a content
+    /// address whose bytes are checked against it before they appear (a racing identical
+    /// write is harmless, and a condition would only be checked after the whole upload).
     pub async fn write_body(
         &self,
         key: &str,
         mut tap: BodyTap,
         body: &mut impl BodySource,
     ) -> Outcome {
-        let mut writer = match self.writer(key).await {
+        let mut writer = match self.writer(key, &WriteCondition::Overwrite).await {
             Ok(w) => w,
             Err(e) => return failed("open writer", key, e),
         };
@@ -247,16 +296,19 @@ impl Backend {
         }
     }
 
-    /// Makes `parts` appear at `to` as one object: nothing, a move of the single part, a
-    /// server-side composition (S3, parts large enough), or a streamed concatenation into
-    /// an atomic write.
+    /// Makes `parts` appear at `to` as one object, unless an object is there already
+    /// ([`Outcome::ConditionFailed`]; `to` is a content address): nothing, a move of the
+    /// single part, a server-side composition (S3, parts large enough), or a streamed
+    /// concatenation into an atomic write. Every way is create-new: S3 checks
+    /// If-None-Match on CopyObject and CompleteMultipartUpload, the filesystem links.
     pub(crate) async fn concat(&self, parts: &[String], to: &str) -> Outcome {
         let result = match parts {
-            [] => return self.write(to, Bytes::new()).await,
-            [single] => self
-                .move_object(single, to)
-                .await
-                .map_err(std::io::Error::other),
+            [] => {
+                return self
+                    .write(to, Bytes::new(), &WriteCondition::CreateNew)
+                    .await;
+            }
+            [single] => self.move_new(single, to).await,
             many => match self.composable_sizes(many).await {
                 Some((sizes, jobs)) => self
                     .compose(many, &sizes, to, jobs)
@@ -265,10 +317,7 @@ impl Backend {
                 None => self.concat_streamed(many, to).await,
             },
         };
-        match result {
-            Ok(()) => Outcome::Done,
-            Err(e) => failed("commit", to, e),
-        }
+        committed("commit", to, result)
     }
 
     /// The sizes of `parts` and the copies to run at once, when S3 can compose them
@@ -295,8 +344,9 @@ impl Backend {
         sizes: &[u64],
         to: &str,
         jobs: usize,
-    ) -> opendal::Result<()> {
-        let mut writer = self.op.writer_with(to).concurrent(jobs).await?;
+    ) -> opendal::Result<Committed> {
+        let writer = self.op.writer_with(to).concurrent(jobs);
+        let mut writer = writer.if_not_exists(true).await?;
         for (part, &size) in parts.iter().zip(sizes) {
             // One UploadPartCopy copies at most 5 GiB: a larger part goes in equal pieces.
             let pieces = size.div_ceil(S3_MAX_COPY_PART).max(1);
@@ -310,26 +360,30 @@ impl Backend {
                 }
             }
         }
-        writer.close().await.map(|_| ())
+        conditional(writer.close().await)
     }
 
-    async fn move_object(&self, from: &str, to: &str) -> opendal::Result<()> {
-        let Some(plan) = self.copy else {
-            self.op.rename(from, to).await?;
-            return self.renamed(to).await;
-        };
-        let size = self.op.stat(from).await?.content_length();
-        let copy = self.op.copy_with(from, to);
-        if size > plan.threshold {
-            copy.chunk(plan.chunk).concurrent(plan.jobs).await?;
-        } else {
-            copy.await?;
+    /// Moves (fs) or copies (S3) `from` to `to` unless something is at `to`.
+    async fn move_new(&self, from: &str, to: &str) -> std::io::Result<Committed> {
+        if let Some(target) = &self.fs {
+            return target.move_new(from, to).await;
         }
-        Ok(())
+        self.copy_new(from, to).await.map_err(std::io::Error::other)
     }
 
-    async fn concat_streamed(&self, parts: &[String], to: &str) -> std::io::Result<()> {
-        let mut writer = self.writer(to).await?;
+    async fn copy_new(&self, from: &str, to: &str) -> opendal::Result<Committed> {
+        let size = self.op.stat(from).await?.content_length();
+        let copy = self.op.copy_with(from, to).if_not_exists(true);
+        match self.copy {
+            Some(plan) if size > plan.threshold => {
+                conditional(copy.chunk(plan.chunk).concurrent(plan.jobs).await)
+            }
+            _ => conditional(copy.await),
+        }
+    }
+
+    async fn concat_streamed(&self, parts: &[String], to: &str) -> std::io::Result<Committed> {
+        let mut writer = self.writer(to, &WriteCondition::CreateNew).await?;
         for part in parts {
             let copied = self.copy_into(&mut writer, part).await;
             if let Err(e) = copied {

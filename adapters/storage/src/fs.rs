@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use opendal::Operator;
 use opendal::services::Fs;
 
-use crate::fs_writer::FsWriter;
+use crate::fs_writer::{FsWriter, place};
+use crate::object_writer::Committed;
 use crate::settings::FsSettings;
 
 /// Temporary files live beside the tree (same filesystem, so commits are renames), in a
@@ -36,8 +37,10 @@ impl FsTarget {
         }
     }
 
-    pub(crate) fn writer(&self, key: &str) -> FsWriter {
-        FsWriter::new(&self.root.join(TEMP_DIR), self.root.join(key), self.sync)
+    /// A writer of `key`; with `create_new`, its commit leaves an existing `key` alone.
+    pub(crate) fn writer(&self, key: &str, create_new: bool) -> FsWriter {
+        let (temp_dir, target) = (self.root.join(TEMP_DIR), self.root.join(key));
+        FsWriter::new(&temp_dir, target, self.sync, create_new)
     }
 
     /// Where `key` is on disk.
@@ -72,14 +75,19 @@ impl FsTarget {
         }
     }
 
-    /// Fsyncs the folder holding `key`, so a rename into it is durable.
-    pub(crate) async fn sync_parent(&self, key: &str) -> std::io::Result<()> {
-        let path = self.root.join(key);
-        let Some(dir) = path.parent().map(Path::to_path_buf) else {
-            return Ok(());
-        };
-        tokio::task::spawn_blocking(move || std::fs::File::open(dir)?.sync_all())
-            .await
-            .map_err(std::io::Error::other)?
+    /// Moves `from` to `to` unless something is at `to` (then `from` stays): a hard link,
+    /// which fails where a rename would replace, then the old name's removal.
+    pub(crate) async fn move_new(&self, from: &str, to: &str) -> std::io::Result<Committed> {
+        let (from, to) = (self.root.join(from), self.root.join(to));
+        let sync = self.sync;
+        tokio::task::spawn_blocking(move || {
+            let committed = place(&from, &to, true)?;
+            if sync && committed == Committed::Done {
+                std::fs::File::open(to.parent().unwrap_or(Path::new("/")))?.sync_all()?;
+            }
+            Ok(committed)
+        })
+        .await
+        .map_err(std::io::Error::other)?
     }
 }

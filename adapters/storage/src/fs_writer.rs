@@ -8,6 +8,10 @@
 //! into a gathering buffer, and no large buffer of our own for the allocator to hold on to.
 //! The temporary file is created with the first batch, so a small object costs one
 //! blocking call (create, write, rename) in all.
+//!
+//! A create-new commit hard-links the file into place instead, which fails when the target
+//! exists (a rename would replace it), then unlinks the temporary name. The filesystem has
+//! no compare-and-swap for replacing an object, so every other commit is a rename.
 
 use std::fs::File;
 use std::io::{IoSlice, Write};
@@ -15,6 +19,8 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use tokio::task::{JoinHandle, spawn_blocking};
+
+use crate::object_writer::Committed;
 
 /// Bytes gathered before one blocking write.
 const BATCH_BYTES: usize = 256 * 1024;
@@ -26,6 +32,8 @@ pub(crate) struct FsWriter {
     temp: PathBuf,
     target: PathBuf,
     sync: bool,
+    /// Commit only if nothing is at `target`.
+    create_new: bool,
     batch: Vec<Bytes>,
     batched: usize,
     /// The write in flight that will hand the file back, once one was started.
@@ -71,7 +79,7 @@ fn write_all_vectored(file: &mut File, chunks: &[Bytes]) -> std::io::Result<()> 
 
 impl FsWriter {
     /// Starts writing `target` through a fresh temporary file in `temp_dir`.
-    pub(crate) fn new(temp_dir: &Path, target: PathBuf, sync: bool) -> Self {
+    pub(crate) fn new(temp_dir: &Path, target: PathBuf, sync: bool, create_new: bool) -> Self {
         let name = format!("{:016x}{:016x}", rand_u64(), rand_u64());
         FsWriter {
             // Spread over 256 folders: concurrent creates and renames in one folder queue
@@ -79,6 +87,7 @@ impl FsWriter {
             temp: temp_dir.join(&name[..2]).join(name),
             target,
             sync,
+            create_new,
             batch: Vec::new(),
             batched: 0,
             file: FileSlot::NotCreated,
@@ -143,11 +152,13 @@ impl FsWriter {
         Ok(())
     }
 
-    /// Writes the rest and renames the file into place (creating its folders).
-    pub(crate) async fn commit(mut self) -> std::io::Result<()> {
+    /// Writes the rest and moves the file into place (creating its folders): renamed, or
+    /// for a create-new commit linked, leaving an existing target as it was.
+    pub(crate) async fn commit(mut self) -> std::io::Result<Committed> {
         let file = self.take_file().await?;
         let batch = std::mem::take(&mut self.batch);
-        let (temp, target, sync) = (self.temp.clone(), self.target.clone(), self.sync);
+        let (temp, target) = (self.temp.clone(), self.target.clone());
+        let (sync, create_new) = (self.sync, self.create_new);
         let result = joined(
             spawn_blocking(move || {
                 let mut file = match file {
@@ -159,22 +170,16 @@ impl FsWriter {
                     file.sync_all()?;
                 }
                 drop(file);
-                let dir = target.parent().unwrap_or(Path::new("/"));
-                if let Err(e) = std::fs::rename(&temp, &target) {
-                    if e.kind() != std::io::ErrorKind::NotFound {
-                        return Err(e);
-                    }
-                    std::fs::create_dir_all(dir)?;
-                    std::fs::rename(&temp, &target)?;
-                }
-                if sync {
+                let committed = place(&temp, &target, create_new)?;
+                if sync && committed == Committed::Done {
+                    let dir = target.parent().unwrap_or(Path::new("/"));
                     File::open(dir)?.sync_all()?;
                 }
-                Ok(())
+                Ok(committed)
             })
             .await,
         );
-        if result.is_err() {
+        if !matches!(result, Ok(Committed::Done)) {
             self.discard().await;
         }
         result
@@ -192,6 +197,32 @@ impl FsWriter {
     async fn discard(&self) {
         let temp = self.temp.clone();
         let _ = spawn_blocking(move || std::fs::remove_file(temp)).await;
+    }
+}
+
+/// Moves the finished file `temp` to `target`, creating its folders if they are missing
+/// (tried first without: they usually exist).
+pub(crate) fn place(temp: &Path, target: &Path, create_new: bool) -> std::io::Result<Committed> {
+    let attempt = || {
+        if create_new {
+            std::fs::hard_link(temp, target).and_then(|()| std::fs::remove_file(temp))
+        } else {
+            std::fs::rename(temp, target)
+        }
+    };
+    let placed = match attempt() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(target.parent().unwrap_or(Path::new("/")))?;
+            attempt()
+        }
+        other => other,
+    };
+    match placed {
+        Ok(()) => Ok(Committed::Done),
+        Err(e) if create_new && e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Ok(Committed::ConditionFailed)
+        }
+        Err(e) => Err(e),
     }
 }
 

@@ -72,9 +72,15 @@ impl Storage {
         match request {
             StorageRequest::Stat { store, key } => self.backend(store).stat(&key).await,
             StorageRequest::Read { store, key } => self.backend(store).read(&key).await,
-            StorageRequest::Write { store, key, data } => {
-                self.backend(store).write(&key, data).await
+            StorageRequest::ReadVersioned { store, key } => {
+                self.backend(store).read_versioned(&key).await
             }
+            StorageRequest::Write {
+                store,
+                key,
+                data,
+                condition,
+            } => self.backend(store).write(&key, data, &condition).await,
             StorageRequest::WriteBody { store, key, tap } => {
                 self.backend(store).write_body(&key, tap, body).await
             }

@@ -5,6 +5,14 @@ use bytes::Bytes;
 
 use crate::fs_writer::FsWriter;
 
+/// How a commit ended when it did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Committed {
+    Done,
+    /// The write's condition did not hold: nothing changed.
+    ConditionFailed,
+}
+
 pub(crate) enum ObjectWriter {
     Fs(FsWriter),
     OpenDal(opendal::Writer),
@@ -22,11 +30,17 @@ impl ObjectWriter {
         }
     }
 
-    /// Makes the object appear, whole.
-    pub(crate) async fn commit(self) -> std::io::Result<()> {
+    /// Makes the object appear, whole, if the writer's condition holds.
+    pub(crate) async fn commit(self) -> std::io::Result<Committed> {
         match self {
             ObjectWriter::Fs(w) => w.commit().await,
-            ObjectWriter::OpenDal(mut w) => w.close().await.map(|_| ()).map_err(io),
+            ObjectWriter::OpenDal(mut w) => match w.close().await {
+                Ok(_) => Ok(Committed::Done),
+                Err(e) if e.kind() == opendal::ErrorKind::ConditionNotMatch => {
+                    Ok(Committed::ConditionFailed)
+                }
+                Err(e) => Err(io(e)),
+            },
         }
     }
 

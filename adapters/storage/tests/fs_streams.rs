@@ -6,7 +6,7 @@ use bytes::Bytes;
 use futures_util::TryStreamExt;
 use stowage_core::digest::{Algorithm, Digest, Hasher};
 use stowage_core::range::Span;
-use stowage_core::step::{BodyError, BodyTap, Outcome, Store};
+use stowage_core::step::{BodyError, BodyTap, Outcome, Store, WriteCondition};
 use stowage_storage::{BodySource, FsSettings, Storage, StoreSettings};
 
 fn storage(root: &std::path::Path) -> Storage {
@@ -150,14 +150,18 @@ async fn an_empty_object_is_written_and_a_span_past_the_end_is_refused() {
     let storage = storage(&root);
     let written = storage
         .backend(Store::Blobs)
-        .write("e/data", Bytes::new())
+        .write("e/data", Bytes::new(), &WriteCondition::Overwrite)
         .await;
     assert!(matches!(written, Outcome::Done), "{written:?}");
     assert_eq!(std::fs::metadata(root.join("e/data")).unwrap().len(), 0);
 
     let small = storage
         .backend(Store::Blobs)
-        .write("s/data", Bytes::from_static(b"12345"))
+        .write(
+            "s/data",
+            Bytes::from_static(b"12345"),
+            &WriteCondition::Overwrite,
+        )
         .await;
     assert!(matches!(small, Outcome::Done), "{small:?}");
     let past_end = Span { start: 2, len: 4 };

@@ -4,7 +4,7 @@ use stowage_core::digest::{Algorithm, Digest};
 use stowage_core::layout;
 use stowage_core::names::RepoName;
 use stowage_core::route::UploadId;
-use stowage_core::step::{Millis, Outcome, Store};
+use stowage_core::step::{Millis, Outcome, Store, WriteCondition};
 use stowage_core::upload::UploadRecord;
 use stowage_storage::{FsSettings, PurgeReport, Storage, StoreSettings};
 
@@ -18,7 +18,10 @@ fn storage(root: &std::path::Path) -> Storage {
 }
 
 async fn put(storage: &Storage, key: &str, bytes: Vec<u8>) {
-    let written = storage.backend(Store::Blobs).write(key, bytes.into()).await;
+    let written = storage
+        .backend(Store::Blobs)
+        .write(key, bytes.into(), &WriteCondition::Overwrite)
+        .await;
     assert!(matches!(written, Outcome::Done), "{written:?}");
 }
 

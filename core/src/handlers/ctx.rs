@@ -7,10 +7,13 @@ use bytes::Bytes;
 
 use crate::config::Limits;
 use crate::error::{ErrorCode, RegistryError};
-use crate::lock::Held;
+use crate::lock::{Held, changed_underneath};
 use crate::op::Channel;
 use crate::rng::Rng;
-use crate::step::{BodyError, BodyTap, CacheRequest, Outcome, Step, StorageRequest, Store};
+use crate::step::{
+    BodyError, BodyTap, CacheRequest, Outcome, Step, StorageRequest, Store, Versioned,
+    WriteCondition,
+};
 
 pub(crate) struct Ctx {
     pub(crate) channel: Channel,
@@ -73,19 +76,73 @@ impl Ctx {
         }
     }
 
+    pub(crate) async fn read_versioned(
+        &self,
+        store: Store,
+        key: String,
+    ) -> Result<Option<Versioned>, RegistryError> {
+        match self
+            .storage(StorageRequest::ReadVersioned { store, key })
+            .await
+        {
+            Outcome::Versioned(found) => Ok(found),
+            other => Err(unavailable("read", other)),
+        }
+    }
+
+    /// Writes `data` at `key` if `condition` holds: `Ok(false)` when it did not, and
+    /// nothing changed.
     pub(crate) async fn write(
         &self,
         store: Store,
         key: String,
         data: impl Into<Bytes>,
-    ) -> Result<(), RegistryError> {
+        condition: WriteCondition,
+    ) -> Result<bool, RegistryError> {
         let data = data.into();
-        match self
-            .storage(StorageRequest::Write { store, key, data })
-            .await
-        {
-            Outcome::Done => Ok(()),
+        let request = StorageRequest::Write {
+            store,
+            key,
+            data,
+            condition,
+        };
+        match self.storage(request).await {
+            Outcome::Done => Ok(true),
+            Outcome::ConditionFailed => Ok(false),
             other => Err(unavailable("write", other)),
+        }
+    }
+
+    /// Writes `data` at a key that determines it, so finding an object there is success: a
+    /// content address, or a link (named by the digest it links to, which is all it says;
+    /// readers only ask whether it exists). No read-back, so a re-push costs no extra
+    /// request under its lock.
+    pub(crate) async fn create(
+        &self,
+        store: Store,
+        key: String,
+        data: impl Into<Bytes>,
+    ) -> Result<(), RegistryError> {
+        self.write(store, key, data, WriteCondition::CreateNew)
+            .await
+            .map(|_| ())
+    }
+
+    /// Replaces the object at `key` that a [`Ctx::read_versioned`] under the caller's lock
+    /// found (`found`; `None`: absent). If it changed since, someone committed while this
+    /// operation's lock was lost: nothing is written and the client is told to retry.
+    pub(crate) async fn replace(
+        &self,
+        store: Store,
+        key: String,
+        data: impl Into<Bytes>,
+        found: Option<&Versioned>,
+    ) -> Result<(), RegistryError> {
+        let condition = WriteCondition::replacing(found);
+        if self.write(store, key.clone(), data, condition).await? {
+            Ok(())
+        } else {
+            Err(changed_underneath(&key))
         }
     }
 
@@ -121,6 +178,8 @@ impl Ctx {
         }
     }
 
+    /// Assembles `parts` at the content address `to`; an object already there holds the
+    /// same bytes, so finding one is success.
     pub(crate) async fn concat(
         &self,
         store: Store,
@@ -131,7 +190,7 @@ impl Ctx {
             .storage(StorageRequest::Concat { store, parts, to })
             .await
         {
-            Outcome::Done => Ok(()),
+            Outcome::Done | Outcome::ConditionFailed => Ok(()),
             other => Err(unavailable("commit", other)),
         }
     }

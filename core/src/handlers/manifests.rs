@@ -171,15 +171,28 @@ pub(super) async fn put(
     if let Reference::Tag(tag) = reference {
         tags.insert(0, tag.clone());
     }
+    // Each tag is committed once: a second commit would find the first one's version.
+    let mut seen = std::collections::HashSet::new();
+    tags.retain(|t| seen.insert(t.clone()));
     let mut lock_keys = vec![keys::manifest_lock(name, &digest)];
     lock_keys.extend(tags.iter().map(|t| keys::tag_lock(name, t)));
     ctx.locked(lock_keys, async |held| {
-        ctx.write(Store::Meta, layout::blob_data(&digest), body.clone())
+        // What each tag points at, read under its lock: its commit replaces exactly that
+        // version, so a commit whose lock was lost meanwhile cannot undo a newer one.
+        let mut current = Vec::with_capacity(tags.len());
+        for tag in &tags {
+            current.push(
+                ctx.read_versioned(Store::Meta, layout::tag_current(name, tag))
+                    .await?,
+            );
+        }
+        ctx.create(Store::Meta, layout::blob_data(&digest), body.clone())
             .await?;
         if let Some(subject) = &manifest.subject {
             let descriptor = manifest.referrer_descriptor(&digest, body.len() as u64);
             let json = serde_json::to_vec(&descriptor).map_err(|e| invalid(e.to_string()))?;
-            ctx.write(
+            // Derived from the manifest its key names: the same bytes whoever writes it.
+            ctx.create(
                 Store::Meta,
                 layout::referrer_entry(name, subject, &digest),
                 json,
@@ -188,7 +201,7 @@ pub(super) async fn put(
         }
         ctx.ensure(held).await?;
         let link = layout::link_content(&digest);
-        ctx.write(
+        ctx.create(
             Store::Meta,
             layout::revision_link(name, &digest),
             link.clone(),
@@ -196,16 +209,21 @@ pub(super) async fn put(
         .await?;
         ctx.cache_delete(vec![keys::manifest_cache(name, &digest)])
             .await?;
-        for tag in &tags {
-            ctx.write(
+        for (tag, found) in tags.iter().zip(&current) {
+            ctx.create(
                 Store::Meta,
                 layout::tag_index(name, tag, &digest),
                 link.clone(),
             )
             .await?;
             ctx.ensure(held).await?;
-            ctx.write(Store::Meta, layout::tag_current(name, tag), link.clone())
-                .await?;
+            ctx.replace(
+                Store::Meta,
+                layout::tag_current(name, tag),
+                link.clone(),
+                found.as_ref(),
+            )
+            .await?;
             ctx.cache_record(keys::tag_cache(name, tag), Some(Bytes::from(link.clone())))
                 .await?;
         }

@@ -1,6 +1,8 @@
 //! Request handlers: one `async fn` per API operation, run as an [`Operation`].
 
 mod blobs;
+#[cfg(test)]
+mod commit_tests;
 mod ctx;
 mod listing;
 mod manifests;

@@ -12,7 +12,7 @@ use crate::lock::Held;
 use crate::names::RepoName;
 use crate::range::ChunkRange;
 use crate::route::UploadId;
-use crate::step::{BodyError, BodyTap, Response, Store, TapError};
+use crate::step::{BodyError, BodyTap, Response, Store, TapError, Versioned};
 use crate::upload::{Part, UploadRecord};
 
 fn upload_location(name: &RepoName, id: &UploadId) -> String {
@@ -65,7 +65,7 @@ async fn link(
     digest: &Digest,
 ) -> Result<(), RegistryError> {
     ctx.ensure(held).await?;
-    ctx.write(
+    ctx.create(
         Store::Meta,
         layout::layer_link(name, digest),
         layout::link_content(digest),
@@ -101,7 +101,7 @@ pub(super) async fn start(
     let id = UploadId::parse(&ctx.fresh_id())
         .ok_or_else(|| RegistryError::new(ErrorCode::Unavailable, "generated a bad upload id"))?;
     let record = UploadRecord::new(ctx.channel.now());
-    save(ctx, name, &id, &record).await?;
+    save(ctx, name, &id, &record, None).await?;
     Ok(in_progress(StatusCode::ACCEPTED, name, &id, &record))
 }
 
@@ -156,24 +156,44 @@ async fn store_whole(
     }
 }
 
+fn upload_unknown() -> RegistryError {
+    RegistryError::new(ErrorCode::BlobUploadUnknown, "upload is unknown")
+}
+
 async fn load(ctx: &Ctx, name: &RepoName, id: &UploadId) -> Result<UploadRecord, RegistryError> {
-    let unknown = || RegistryError::new(ErrorCode::BlobUploadUnknown, "upload is unknown");
     let bytes = ctx
         .read(Store::Blobs, layout::upload_record(name, id))
         .await?
-        .ok_or_else(unknown)?;
-    serde_json::from_slice(&bytes).map_err(|_| unknown())
+        .ok_or_else(upload_unknown)?;
+    serde_json::from_slice(&bytes).map_err(|_| upload_unknown())
 }
 
+/// The record with the version it was read at, for the compare-and-swap that saves it.
+async fn load_versioned(
+    ctx: &Ctx,
+    name: &RepoName,
+    id: &UploadId,
+) -> Result<(UploadRecord, Versioned), RegistryError> {
+    let found = ctx
+        .read_versioned(Store::Blobs, layout::upload_record(name, id))
+        .await?
+        .ok_or_else(upload_unknown)?;
+    let record = serde_json::from_slice(&found.data).map_err(|_| upload_unknown())?;
+    Ok((record, found))
+}
+
+/// Saves `record` over the version `found` under the upload's lock (`None`: a new upload,
+/// whose fresh id nothing holds yet).
 async fn save(
     ctx: &Ctx,
     name: &RepoName,
     id: &UploadId,
     record: &UploadRecord,
+    found: Option<&Versioned>,
 ) -> Result<(), RegistryError> {
     let json = serde_json::to_vec(record)
         .map_err(|e| RegistryError::new(ErrorCode::Unavailable, e.to_string()))?;
-    ctx.write(Store::Blobs, layout::upload_record(name, id), json)
+    ctx.replace(Store::Blobs, layout::upload_record(name, id), json, found)
         .await
 }
 
@@ -250,6 +270,12 @@ async fn stage_chunk(
     })
 }
 
+/// The upload with a staged chunk added, and the stored record it was built from.
+struct Appended {
+    record: UploadRecord,
+    read: Versioned,
+}
+
 /// Under the upload's lock: adds a staged chunk to the upload as it is now, if nothing else
 /// was added since the chunk began (`Ok(Err(current))` otherwise, and the part is dropped).
 async fn commit_chunk(
@@ -257,10 +283,10 @@ async fn commit_chunk(
     name: &RepoName,
     id: &UploadId,
     staged: StagedChunk,
-) -> Result<Result<UploadRecord, UploadRecord>, RegistryError> {
-    let mut record = load(ctx, name, id).await?;
+) -> Result<Result<Appended, UploadRecord>, RegistryError> {
+    let (mut record, read) = load_versioned(ctx, name, id).await?;
     let Some(part) = staged.part else {
-        return Ok(Ok(record));
+        return Ok(Ok(Appended { record, read }));
     };
     if record.offset != staged.base {
         ctx.delete(Store::Blobs, layout::upload_part(name, id, &part.name))
@@ -268,7 +294,7 @@ async fn commit_chunk(
         return Ok(Err(record));
     }
     record.append(part, &staged.hasher);
-    Ok(Ok(record))
+    Ok(Ok(Appended { record, read }))
 }
 
 pub(super) async fn patch(
@@ -292,9 +318,11 @@ pub(super) async fn patch(
     ctx.locked(
         vec![keys::upload_lock(id)],
         async |held| match commit_chunk(ctx, name, id, staged).await? {
-            Ok(record) => {
+            Ok(Appended { record, read }) => {
                 ctx.ensure(held).await?;
-                save(ctx, name, id, &record).await?;
+                // A compare-and-swap on the record read under the lock: if another request
+                // committed while this one's lock was lost, its chunk is not overwritten.
+                save(ctx, name, id, &record, Some(&read)).await?;
                 Ok(in_progress(StatusCode::ACCEPTED, name, id, &record))
             }
             Err(current) => Ok(in_progress(
@@ -332,6 +360,7 @@ pub(super) async fn finish(
                 commit_chunk(ctx, name, id, staged)
                     .await?
                     .map_err(|current| out_of_order(current.offset, base))?
+                    .record
             }
             None => load(ctx, name, id).await?,
         };

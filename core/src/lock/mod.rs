@@ -6,4 +6,4 @@ mod memory;
 mod protocol;
 
 pub use memory::MemoryLocks;
-pub(crate) use protocol::Held;
+pub(crate) use protocol::{Held, changed_underneath};

@@ -26,6 +26,20 @@ fn lock_failed(outcome: Outcome) -> RegistryError {
     )
 }
 
+/// The answer to a commit that must not happen because its lock was lost: nothing was
+/// written, and the client may retry.
+fn lost(detail: String) -> RegistryError {
+    RegistryError::new(ErrorCode::Unavailable, format!("{detail}; retry"))
+}
+
+/// A conditional commit write found `key` changed since it was read under the lock: the
+/// lock was lost meanwhile and someone else committed.
+pub(crate) fn changed_underneath(key: &str) -> RegistryError {
+    lost(format!(
+        "{key} changed while its lock was held (the lock was lost) before committing"
+    ))
+}
+
 async fn lock_step(channel: &Channel, request: LockRequest) -> Result<bool, RegistryError> {
     match channel.perform(Step::Lock(request)).await {
         Outcome::Lock(taken) => Ok(taken),
@@ -102,10 +116,7 @@ impl Held {
                 ttl_ms: settings.ttl_ms,
             };
             if !lock_step(channel, request).await? {
-                return Err(RegistryError::new(
-                    ErrorCode::Unavailable,
-                    format!("lost lock {key} before committing; retry"),
-                ));
+                return Err(lost(format!("lost lock {key} before committing")));
             }
         }
         self.since = now;

@@ -17,6 +17,7 @@ use crate::actor::{Actor, Executed};
 use crate::integrity::sha256;
 use crate::request::Reply;
 use crate::rng::SimRng;
+use crate::store::ObjectStore;
 use crate::world::World;
 
 /// A run that needs more scheduler ticks than this is stuck.
@@ -57,6 +58,9 @@ pub struct Config {
     pub clients: usize,
     pub limits: Limits,
     pub faults: Faults,
+    /// Whether the store checks versions (S3) or only create-new (the filesystem): with
+    /// clock jumps, locks are lost and conditional writes refuse stale commits.
+    pub versioned: bool,
 }
 
 impl Config {
@@ -85,6 +89,7 @@ impl Config {
                 ..Limits::default()
             },
             faults,
+            versioned: rng.chance(500),
         }
     }
 }
@@ -166,11 +171,19 @@ impl Cluster {
                 finished: false,
             })
             .collect();
+        let store = if config.versioned {
+            ObjectStore::default()
+        } else {
+            ObjectStore::without_versions()
+        };
         Cluster {
             registry: Registry::new(config.limits.clone()),
             rng,
             config,
-            world: World::default(),
+            world: World {
+                store,
+                ..World::default()
+            },
             history: History::default(),
             clients,
             tick: 0,

@@ -1,0 +1,155 @@
+//! Conditional writes on the filesystem: create-new never clobbers what is there and leaves
+//! no temporary file behind; reads report no version (the filesystem has no compare-and-swap).
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use stowage_core::step::{Outcome, StorageRequest, Store, WriteCondition};
+use stowage_storage::{FsSettings, Storage, StoreSettings};
+
+struct Root(PathBuf);
+
+impl Root {
+    fn new(test: &str) -> Self {
+        let root = std::env::temp_dir().join(format!("stowage-cond-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        Root(root)
+    }
+
+    fn storage(&self) -> Storage {
+        let settings = FsSettings {
+            root_dir: self.0.to_string_lossy().into_owned(),
+            sync_to_disk: true,
+            redis: None,
+        };
+        Storage::open(&StoreSettings::Fs(settings), None).unwrap()
+    }
+
+    fn read(&self, key: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.0.join(key)).ok()
+    }
+
+    /// What is left in the folder of temporary files.
+    /// Files left in the temporary folders (`.stowage-tmp/<shard>/<name>`).
+    fn temp_files(&self) -> Vec<PathBuf> {
+        let Ok(shards) = std::fs::read_dir(self.0.join(".stowage-tmp")) else {
+            return Vec::new();
+        };
+        shards
+            .flat_map(|shard| std::fs::read_dir(shard.unwrap().path()).unwrap())
+            .map(|entry| entry.unwrap().path())
+            .collect()
+    }
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn write(storage: &Storage, key: &str, data: &'static [u8], c: WriteCondition) -> Outcome {
+    let request = StorageRequest::Write {
+        store: Store::Meta,
+        key: key.to_owned(),
+        data: Bytes::from_static(data),
+        condition: c,
+    };
+    storage.perform(request, &mut ()).await
+}
+
+async fn concat(storage: &Storage, parts: &[&str], to: &str) -> Outcome {
+    let request = StorageRequest::Concat {
+        store: Store::Blobs,
+        parts: parts.iter().map(|p| p.to_string()).collect(),
+        to: to.to_owned(),
+    };
+    storage.perform(request, &mut ()).await
+}
+
+const KEY: &str = "v2/repositories/app/_manifests/tags/latest/current/link";
+
+#[tokio::test]
+async fn create_new_leaves_an_existing_object_and_no_temp_file() {
+    let root = Root::new("create");
+    let storage = root.storage();
+    let created = write(&storage, KEY, b"first", WriteCondition::CreateNew).await;
+    assert!(matches!(created, Outcome::Done), "{created:?}");
+    assert_eq!(root.read(KEY).as_deref(), Some(&b"first"[..]));
+
+    let refused = write(&storage, KEY, b"second", WriteCondition::CreateNew).await;
+    assert!(matches!(refused, Outcome::ConditionFailed), "{refused:?}");
+    assert_eq!(root.read(KEY).as_deref(), Some(&b"first"[..]));
+    assert_eq!(root.temp_files(), Vec::<PathBuf>::new());
+
+    let replaced = write(&storage, KEY, b"third", WriteCondition::Overwrite).await;
+    assert!(matches!(replaced, Outcome::Done), "{replaced:?}");
+    assert_eq!(root.read(KEY).as_deref(), Some(&b"third"[..]));
+    assert_eq!(root.temp_files(), Vec::<PathBuf>::new());
+}
+
+#[tokio::test]
+async fn reads_report_no_version() {
+    let root = Root::new("version");
+    let storage = root.storage();
+    write(&storage, KEY, b"link", WriteCondition::CreateNew).await;
+    let request = StorageRequest::ReadVersioned {
+        store: Store::Meta,
+        key: KEY.to_owned(),
+    };
+    match storage.perform(request, &mut ()).await {
+        Outcome::Versioned(Some(found)) => {
+            assert_eq!(found.data, Bytes::from_static(b"link"));
+            assert_eq!(found.version, None);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let absent = StorageRequest::ReadVersioned {
+        store: Store::Meta,
+        key: "nothing/here".to_owned(),
+    };
+    assert!(matches!(
+        storage.perform(absent, &mut ()).await,
+        Outcome::Versioned(None)
+    ));
+}
+
+fn put_file(root: &Path, key: &str, data: &[u8]) {
+    let path = root.join(key);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, data).unwrap();
+}
+
+#[tokio::test]
+async fn concat_onto_an_existing_content_address_leaves_it() {
+    let root = Root::new("concat");
+    let storage = root.storage();
+    let to = "v2/blobs/sha256/ab/abcd/data";
+    let (one, two) = ("_uploads/u/parts/1", "_uploads/u/parts/2");
+    put_file(&root.0, one, b"new ");
+    put_file(&root.0, two, b"bytes");
+
+    // One part moves in by a link: absent, it appears and the part is gone.
+    assert!(matches!(concat(&storage, &[one], to).await, Outcome::Done));
+    assert_eq!(root.read(to).as_deref(), Some(&b"new "[..]));
+    assert_eq!(root.read(one), None);
+
+    // Present, it stays as it was, and so does the part.
+    put_file(&root.0, one, b"other");
+    let refused = concat(&storage, &[one], to).await;
+    assert!(matches!(refused, Outcome::ConditionFailed), "{refused:?}");
+    assert_eq!(root.read(to).as_deref(), Some(&b"new "[..]));
+    assert_eq!(root.read(one).as_deref(), Some(&b"other"[..]));
+
+    // Several parts are streamed into a create-new write.
+    let refused = concat(&storage, &[one, two], to).await;
+    assert!(matches!(refused, Outcome::ConditionFailed), "{refused:?}");
+    assert_eq!(root.read(to).as_deref(), Some(&b"new "[..]));
+    let fresh = "v2/blobs/sha256/cd/cdef/data";
+    assert!(matches!(
+        concat(&storage, &[one, two], fresh).await,
+        Outcome::Done
+    ));
+    assert_eq!(root.read(fresh).as_deref(), Some(&b"otherbytes"[..]));
+    assert_eq!(root.temp_files(), Vec::<PathBuf>::new());
+}
