@@ -1,8 +1,9 @@
 //! Writing an object on the filesystem: bytes go to a temporary file beside the tree, one
 //! write in flight on a blocking thread while the next chunks are received and hashed, and
 //! the file is renamed into place only when the caller commits. OpenDAL's fs writer always
-//! fsyncs on close; this one fsyncs (file and folder) only with `sync_to_disk`, so a push
-//! runs at page-cache speed by default, as Distribution's does.
+//! fsyncs on close; this one fsyncs (file and folder) only with `sync_to_disk` (default off,
+//! as the design's configuration has it), so by default a push runs at page-cache speed.
+//! (Distribution's filesystem driver fsyncs every upload write it commits.)
 //!
 //! Chunks are kept as they arrived and written with one vectored write per batch: no copy
 //! into a gathering buffer, and no large buffer of our own for the allocator to hold on to.

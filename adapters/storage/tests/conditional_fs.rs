@@ -5,48 +5,10 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use stowage_core::step::{Outcome, StorageRequest, Store, WriteCondition};
-use stowage_storage::{FsSettings, Storage, StoreSettings};
+use stowage_storage::Storage;
 
-struct Root(PathBuf);
-
-impl Root {
-    fn new(test: &str) -> Self {
-        let root = std::env::temp_dir().join(format!("stowage-cond-{test}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        Root(root)
-    }
-
-    fn storage(&self) -> Storage {
-        let settings = FsSettings {
-            root_dir: self.0.to_string_lossy().into_owned(),
-            sync_to_disk: true,
-            redis: None,
-        };
-        Storage::open(&StoreSettings::Fs(settings), None).unwrap()
-    }
-
-    fn read(&self, key: &str) -> Option<Vec<u8>> {
-        std::fs::read(self.0.join(key)).ok()
-    }
-
-    /// What is left in the folder of temporary files.
-    /// Files left in the temporary folders (`.stowage-tmp/<shard>/<name>`).
-    fn temp_files(&self) -> Vec<PathBuf> {
-        let Ok(shards) = std::fs::read_dir(self.0.join(".stowage-tmp")) else {
-            return Vec::new();
-        };
-        shards
-            .flat_map(|shard| std::fs::read_dir(shard.unwrap().path()).unwrap())
-            .map(|entry| entry.unwrap().path())
-            .collect()
-    }
-}
-
-impl Drop for Root {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod support;
+use support::Root;
 
 async fn write(storage: &Storage, key: &str, data: &'static [u8], c: WriteCondition) -> Outcome {
     let request = StorageRequest::Write {
@@ -71,8 +33,8 @@ const KEY: &str = "v2/repositories/app/_manifests/tags/latest/current/link";
 
 #[tokio::test]
 async fn create_new_leaves_an_existing_object_and_no_temp_file() {
-    let root = Root::new("create");
-    let storage = root.storage();
+    let root = Root::new("cond-create");
+    let storage = root.storage(true);
     let created = write(&storage, KEY, b"first", WriteCondition::CreateNew).await;
     assert!(matches!(created, Outcome::Done), "{created:?}");
     assert_eq!(root.read(KEY).as_deref(), Some(&b"first"[..]));
@@ -90,8 +52,8 @@ async fn create_new_leaves_an_existing_object_and_no_temp_file() {
 
 #[tokio::test]
 async fn reads_report_no_version() {
-    let root = Root::new("version");
-    let storage = root.storage();
+    let root = Root::new("cond-version");
+    let storage = root.storage(true);
     write(&storage, KEY, b"link", WriteCondition::CreateNew).await;
     let request = StorageRequest::ReadVersioned {
         store: Store::Meta,
@@ -122,8 +84,8 @@ fn put_file(root: &Path, key: &str, data: &[u8]) {
 
 #[tokio::test]
 async fn concat_onto_an_existing_content_address_leaves_it() {
-    let root = Root::new("concat");
-    let storage = root.storage();
+    let root = Root::new("cond-concat");
+    let storage = root.storage(true);
     let to = "v2/blobs/sha256/ab/abcd/data";
     let (one, two) = ("_uploads/u/parts/1", "_uploads/u/parts/2");
     put_file(&root.0, one, b"new ");

@@ -7,22 +7,10 @@ use futures_util::TryStreamExt;
 use stowage_core::digest::{Algorithm, Digest, Hasher};
 use stowage_core::range::Span;
 use stowage_core::step::{BodyError, BodyTap, Outcome, Store, WriteCondition};
-use stowage_storage::{BodySource, FsSettings, Storage, StoreSettings};
+use stowage_storage::{BodySource, Storage};
 
-fn storage(root: &std::path::Path) -> Storage {
-    let settings = FsSettings {
-        root_dir: root.to_string_lossy().into_owned(),
-        sync_to_disk: false,
-        redis: None,
-    };
-    Storage::open(&StoreSettings::Fs(settings), None).unwrap()
-}
-
-fn scratch(name: &str) -> std::path::PathBuf {
-    let root = std::env::temp_dir().join(format!("stowage-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    root
-}
+mod support;
+use support::Root;
 
 /// A body delivered in the given chunks.
 struct Chunks(std::vec::IntoIter<Bytes>);
@@ -57,20 +45,10 @@ async fn read_all(storage: &Storage, key: &str, span: Span) -> std::io::Result<V
     Ok(chunks.concat())
 }
 
-/// Files left in the temporary folders.
-fn temp_files(root: &std::path::Path) -> usize {
-    let Ok(shards) = std::fs::read_dir(root.join(".stowage-tmp")) else {
-        return 0;
-    };
-    shards
-        .map(|shard| std::fs::read_dir(shard.unwrap().path()).unwrap().count())
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_chunked_body_lands_whole_and_reads_back_by_span() {
-    let root = scratch("streams-whole");
-    let storage = storage(&root);
+    let root = Root::new("streams-whole");
+    let storage = root.storage(false);
     let (data, chunks) = content();
     let digest = Digest::of(Algorithm::Sha256, &data);
     let tap = BodyTap::new(
@@ -86,8 +64,8 @@ async fn a_chunked_body_lands_whole_and_reads_back_by_span() {
         matches!(outcome, Outcome::Body { error: None, .. }),
         "{outcome:?}"
     );
-    assert_eq!(std::fs::read(root.join("a/b/data")).unwrap(), data);
-    assert_eq!(temp_files(&root), 0);
+    assert_eq!(std::fs::read(root.0.join("a/b/data")).unwrap(), data);
+    assert!(root.temp_files().is_empty());
 
     let whole = Span {
         start: 0,
@@ -110,13 +88,12 @@ async fn a_chunked_body_lands_whole_and_reads_back_by_span() {
             .unwrap()
             .is_empty()
     );
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_body_leaves_nothing() {
-    let root = scratch("streams-refused");
-    let storage = storage(&root);
+    let root = Root::new("streams-refused");
+    let storage = root.storage(false);
     let (data, chunks) = content();
     let wrong = Digest::of(Algorithm::Sha256, b"something else");
     let tap = BodyTap::new(Hasher::new(Algorithm::Sha256), None, Some(wrong));
@@ -134,26 +111,24 @@ async fn a_refused_body_leaves_nothing() {
         ),
         "{outcome:?}"
     );
-    assert!(!root.join("a/refused").exists());
-    assert_eq!(
-        temp_files(&root),
-        0,
-        "the temporary file of {} bytes stayed",
+    assert!(!root.0.join("a/refused").exists());
+    assert!(
+        root.temp_files().is_empty(),
+        "{} bytes stayed behind",
         data.len()
     );
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_empty_object_is_written_and_a_span_past_the_end_is_refused() {
-    let root = scratch("streams-empty");
-    let storage = storage(&root);
+    let root = Root::new("streams-empty");
+    let storage = root.storage(false);
     let written = storage
         .backend(Store::Blobs)
         .write("e/data", Bytes::new(), &WriteCondition::Overwrite)
         .await;
     assert!(matches!(written, Outcome::Done), "{written:?}");
-    assert_eq!(std::fs::metadata(root.join("e/data")).unwrap().len(), 0);
+    assert_eq!(std::fs::metadata(root.0.join("e/data")).unwrap().len(), 0);
 
     let small = storage
         .backend(Store::Blobs)
@@ -167,5 +142,4 @@ async fn an_empty_object_is_written_and_a_span_past_the_end_is_refused() {
     let past_end = Span { start: 2, len: 4 };
     let error = read_all(&storage, "s/data", past_end).await.unwrap_err();
     assert_eq!(error.kind(), std::io::ErrorKind::UnexpectedEof);
-    let _ = std::fs::remove_dir_all(&root);
 }

@@ -6,16 +6,10 @@ use stowage_core::names::RepoName;
 use stowage_core::route::UploadId;
 use stowage_core::step::{Millis, Outcome, Store, WriteCondition};
 use stowage_core::upload::UploadRecord;
-use stowage_storage::{FsSettings, PurgeReport, Storage, StoreSettings};
+use stowage_storage::{PurgeReport, Storage};
 
-fn storage(root: &std::path::Path) -> Storage {
-    let settings = FsSettings {
-        root_dir: root.to_string_lossy().into_owned(),
-        sync_to_disk: false,
-        redis: None,
-    };
-    Storage::open(&StoreSettings::Fs(settings), None).unwrap()
-}
+mod support;
+use support::Root;
 
 async fn put(storage: &Storage, key: &str, bytes: Vec<u8>) {
     let written = storage
@@ -46,14 +40,14 @@ async fn session(storage: &Storage, repo: &str, id: &str, started_at: u64) -> [S
 
 #[tokio::test]
 async fn removes_sessions_started_before_the_cutoff_in_any_repository() {
-    let root = std::env::temp_dir().join(format!("stowage-purge-{}", std::process::id()));
-    let storage = storage(&root);
+    let root = Root::new("purge");
+    let storage = root.storage(false);
     let old = session(&storage, "app", "old", 1_000).await;
     let nested_old = session(&storage, "team/deep/app", "nested", 1_500).await;
     let young = session(&storage, "app", "young", 5_000).await;
     // A folder whose record is gone: nothing can continue it.
     let orphan = session(&storage, "app", "orphan", 5_000).await;
-    std::fs::remove_file(root.join(&orphan[0])).unwrap();
+    std::fs::remove_file(root.0.join(&orphan[0])).unwrap();
     let name: RepoName = "app".parse().unwrap();
     let layer = layout::layer_link(&name, &Digest::of(Algorithm::Sha256, b"x"));
     put(&storage, &layer, b"kept".to_vec()).await;
@@ -72,5 +66,4 @@ async fn removes_sessions_started_before_the_cutoff_in_any_repository() {
     for key in young.iter().chain([&layer]) {
         assert!(exists(&storage, key).await, "{key} was purged");
     }
-    let _ = std::fs::remove_dir_all(root);
 }

@@ -1,8 +1,6 @@
 //! Request handlers: one `async fn` per API operation, run as an [`Operation`].
 
 mod blobs;
-#[cfg(test)]
-mod commit_tests;
 mod ctx;
 mod listing;
 mod manifests;
