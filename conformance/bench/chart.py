@@ -18,6 +18,8 @@ matplotlib.use("Agg")  # no display here
 import matplotlib.patches  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 
+from registry_bench import fmt  # noqa: E402  (this folder is on the path: a script's own)
+
 REPO = Path(__file__).resolve().parents[2]
 MARKERS = ("<!-- bench:begin -->", "<!-- bench:end -->")
 COLOURS = {True: "#2e7d32", False: "#c62828", None: "#78909c"}
@@ -28,14 +30,6 @@ def advantage(row: dict, value: float | None) -> float | None:
     if value is None or value == 0:
         return None
     return 1 / value if row["lower_is_better"] else value
-
-
-def fmt(value: float | None) -> str:
-    if value is None:
-        return "failed"
-    if value >= 100:
-        return f"{value:,.0f}"
-    return f"{value:.3g}" if value >= 1 else f"{value:.2g}"
 
 
 def tables(result: dict):

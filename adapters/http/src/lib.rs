@@ -13,6 +13,7 @@ use futures_util::TryStreamExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
+use hyper::server::conn::http1;
 use stowage_core::step::{Body, Response as CoreResponse};
 use stowage_core::{Registry, RequestHead};
 use stowage_driver::{Backends, drive};
@@ -24,7 +25,20 @@ pub type ResponseBody = UnsyncBoxBody<Bytes, std::io::Error>;
 /// The most a connection buffers from its socket (hyper's `max_buf_size`; its default is
 /// about 400 KiB). Request bodies are written to storage as the slices of this buffer they
 /// arrive in, so a smaller one keeps less memory held per upload, for a few more reads.
-pub const READ_BUFFER_MAX: usize = 128 * 1024;
+const READ_BUFFER_MAX: usize = 128 * 1024;
+
+/// The HTTP/1 connection settings both servers use, on their runtime's timer.
+pub fn http1_builder(
+    timer: impl hyper::rt::Timer + Send + Sync + 'static,
+    header_read_timeout: Duration,
+) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(timer)
+        .max_buf_size(READ_BUFFER_MAX)
+        .header_read_timeout(header_read_timeout);
+    builder
+}
 
 /// The registry as an HTTP service; clone it into every connection.
 #[derive(Clone)]

@@ -39,10 +39,8 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     let bound = listener.get_ref().local_addr().map_err(listen_error)?;
     tracing::info!(address = %bound, "stowage listening");
 
-    let mut http = http1::Builder::new();
-    http.timer(SmolTimer::new())
-        .max_buf_size(stowage_http::READ_BUFFER_MAX)
-        .header_read_timeout(Duration::from_secs(server.request_header_timeout_secs));
+    let header_timeout = Duration::from_secs(server.request_header_timeout_secs);
+    let http = stowage_http::http1_builder(SmolTimer::new(), header_timeout);
     let graceful = GracefulShutdown::new();
     let mut shutdown = pin!(shutdown_signal());
     loop {

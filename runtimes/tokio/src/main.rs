@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -47,10 +46,8 @@ async fn serve(config: Config) -> Result<(), StartError> {
     let bound = listener.local_addr().map_err(listen_error)?;
     tracing::info!(address = %bound, "stowage listening");
 
-    let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .max_buf_size(stowage_http::READ_BUFFER_MAX)
-        .header_read_timeout(Duration::from_secs(server.request_header_timeout_secs));
+    let header_timeout = Duration::from_secs(server.request_header_timeout_secs);
+    let http = stowage_http::http1_builder(TokioTimer::new(), header_timeout);
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown_signal());
     loop {
