@@ -10,11 +10,13 @@ mod migrate;
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 use stowage_core::config::LockSettings;
 use stowage_core::{Limits, Registry};
 use stowage_driver::{Backends, Cache, LockStore, MemoryCacheStore, MemoryLockStore, Timer};
+use stowage_http::Service;
 use stowage_redis::{Redis, RedisCache, RedisLocks};
 use stowage_storage::Storage;
 
@@ -71,6 +73,18 @@ pub fn run(program: &str, serve: impl FnOnce(Config) -> Result<(), StartError>) 
             ExitCode::FAILURE
         }
     }
+}
+
+/// The HTTP service over the registry, and where it listens, from `[server]`.
+pub fn http_service(
+    config: &Config,
+    registry: Registry,
+    backends: Backends,
+) -> Result<(Service, SocketAddr), StartError> {
+    let server = &config.server;
+    let body_idle_timeout = Duration::from_secs(server.body_idle_timeout_secs);
+    let service = Service::new(registry, backends, body_idle_timeout);
+    Ok((service, listen_address(server)?))
 }
 
 /// Where the server listens: `bind_address` is an IP address (v4 or v6).

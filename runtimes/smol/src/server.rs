@@ -28,12 +28,7 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         &config, &backends,
     )));
     let server = &config.server;
-    let service = Service::new(
-        registry,
-        backends,
-        Duration::from_secs(server.body_idle_timeout_secs),
-    );
-    let address = stowage_app::listen_address(server)?;
+    let (service, address) = stowage_app::http_service(&config, registry, backends)?;
     let listen_error = |source| StartError::Listen { address, source };
     let listener = Async::<TcpListener>::bind(address).map_err(listen_error)?;
     let bound = listener.get_ref().local_addr().map_err(listen_error)?;

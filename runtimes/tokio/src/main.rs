@@ -10,7 +10,6 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use stowage_app::{Config, StartError};
 use stowage_driver::{BoxFuture, Timer};
-use stowage_http::Service;
 use tokio::net::TcpListener;
 
 struct TokioSleep;
@@ -35,12 +34,7 @@ async fn serve(config: Config) -> Result<(), StartError> {
     let (registry, backends) = stowage_app::build(&config, Arc::new(TokioSleep))?;
     tokio::spawn(stowage_app::purge_stale_uploads(&config, &backends));
     let server = &config.server;
-    let service = Service::new(
-        registry,
-        backends,
-        Duration::from_secs(server.body_idle_timeout_secs),
-    );
-    let address = stowage_app::listen_address(server)?;
+    let (service, address) = stowage_app::http_service(&config, registry, backends)?;
     let listen_error = |source| StartError::Listen { address, source };
     let listener = TcpListener::bind(address).await.map_err(listen_error)?;
     let bound = listener.local_addr().map_err(listen_error)?;
