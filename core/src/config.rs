@@ -27,6 +27,10 @@ pub struct Limits {
     pub locks: LockSettings,
     /// How long tag lookups and manifests stay in the cache, in milliseconds.
     pub cache_ttl_ms: u64,
+    /// Whether the blob store can write a chunk into an upload's data file at its offset
+    /// (the filesystem): a chunked upload then completes by a rename, not a copy of its
+    /// bytes.
+    pub chunks_in_place: bool,
 }
 
 impl Default for Limits {
@@ -36,6 +40,7 @@ impl Default for Limits {
             allow_missing_manifest_references: true,
             locks: LockSettings::default(),
             cache_ttl_ms: 60_000,
+            chunks_in_place: false,
         }
     }
 }

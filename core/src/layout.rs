@@ -111,5 +111,17 @@ pub fn upload_part(name: &RepoName, id: &UploadId, part: &str) -> String {
     format!("{}parts/{part}", upload_dir(name, id))
 }
 
+/// The upload's data file: its chunks, each written in place at its offset while that can
+/// be done safely (see [`crate::upload::Part`]).
+pub fn upload_data(name: &RepoName, id: &UploadId) -> String {
+    format!("{}data", upload_dir(name, id))
+}
+
+/// Taken (created new, empty) by the one request that may write the data file from `offset`
+/// on.
+pub fn upload_claim(name: &RepoName, id: &UploadId, offset: u64) -> String {
+    format!("{}claims/{offset}", upload_dir(name, id))
+}
+
 /// Where repositories live; the catalog walks below it.
 pub const REPOSITORIES: &str = "v2/repositories/";

@@ -63,20 +63,33 @@ pub enum StorageRequest {
         key: String,
         tap: BodyTap,
     },
-    /// Feed the stored bytes of `keys`, in order, through `tap` (re-hashing an upload under
-    /// an algorithm it was not hashed with on the way in).
-    HashStored {
+    /// Stream the request body into `key` from byte `offset` on (creating the object if it
+    /// is absent), passing every chunk through `tap`. Unlike [`StorageRequest::WriteBody`]
+    /// nothing is atomic: bytes are in place as they land, and a failed write may leave some
+    /// of them. Only for an upload's data file, whose writers are kept apart by claims (see
+    /// [`crate::upload::Part`]), and only where the blob store can
+    /// ([`crate::Limits::chunks_in_place`]).
+    WriteBodyAt {
         store: Store,
-        keys: Vec<String>,
+        key: String,
+        offset: u64,
         tap: BodyTap,
     },
-    /// Make the concatenation of `parts` appear atomically at `to`, unless an object is
+    /// Feed the stored bytes of `pieces`, in order, through `tap` (re-hashing an upload
+    /// under an algorithm it was not hashed with on the way in).
+    HashStored {
+        store: Store,
+        pieces: Vec<Piece>,
+        tap: BodyTap,
+    },
+    /// Make the concatenation of `pieces` appear atomically at `to`, unless an object is
     /// there already: then `to` is left as it was and the outcome is
-    /// [`Outcome::ConditionFailed`] (a create-new write: `to` is a content address). The parts
-    /// may be moved there (a single part is renamed), so they may be gone afterwards.
+    /// [`Outcome::ConditionFailed`] (a create-new write: `to` is a content address). A single
+    /// whole piece may be moved there (renamed), so it may be gone afterwards; spans are
+    /// copied.
     Concat {
         store: Store,
-        parts: Vec<String>,
+        pieces: Vec<Piece>,
         to: String,
     },
     Delete {
@@ -94,6 +107,27 @@ pub enum StorageRequest {
         store: Store,
         prefix: String,
     },
+}
+
+/// Stored bytes: a whole object, or a span of one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Piece {
+    pub key: String,
+    /// `None`: the whole object.
+    pub span: Option<Span>,
+}
+
+impl Piece {
+    pub fn whole(key: String) -> Self {
+        Piece { key, span: None }
+    }
+
+    pub fn span(key: String, start: u64, len: u64) -> Self {
+        Piece {
+            key,
+            span: Some(Span { start, len }),
+        }
+    }
 }
 
 /// Which state of the object a [`StorageRequest::Write`] may replace. A write whose condition
@@ -219,8 +253,8 @@ pub enum Outcome {
     /// A conditional write's condition did not hold; nothing changed.
     ConditionFailed,
     List(Vec<String>),
-    /// The tap after a [`StorageRequest::WriteBody`] or [`StorageRequest::HashStored`], and
-    /// why the body was not stored, if it was not.
+    /// The tap after a [`StorageRequest::WriteBody`], [`StorageRequest::WriteBodyAt`] or
+    /// [`StorageRequest::HashStored`], and why the body was not stored, if it was not.
     Body {
         tap: Box<BodyTap>,
         error: Option<BodyError>,

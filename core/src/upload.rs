@@ -4,16 +4,41 @@
 use serde::{Deserialize, Serialize};
 
 use crate::digest::{Algorithm, CorruptHashState, Hasher};
-use crate::step::Millis;
+use crate::layout;
+use crate::names::RepoName;
+use crate::route::UploadId;
+use crate::step::{Millis, Piece};
 
-/// One request's bytes, stored as their own object. Each request names its part afresh, so
-/// a request that lost its turn (its lock expired while its body streamed) can never
-/// overwrite the part of the request that took its place.
+/// One request's bytes: in place in the upload's data file, or an object of their own.
+///
+/// A chunk streams with no lock held (a long body would outlive it), so two requests may
+/// stream against the same offset, one of them stale. A request writes in place only after
+/// it claimed its starting offset (a create-new write of `claims/<offset>`), and only while
+/// every committed part is in place, so each stretch of the data file has one writer ever,
+/// and a stretch a committed part covers is final. Every other request (the claim was taken:
+/// a retry after a failed body, or a race) names a part object afresh, which no other
+/// request can overwrite. Completion moves the data file itself to the content address only
+/// after claiming its end offset, so nothing can write to the moved file any more.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Part {
-    pub name: String,
+    /// The part's own object (`parts/<name>`); `None` when in place in the data file.
+    pub name: Option<String>,
     pub offset: u64,
     pub len: u64,
+}
+
+impl Part {
+    pub fn in_place(&self) -> bool {
+        self.name.is_none()
+    }
+
+    /// Where the part's bytes are stored.
+    pub fn piece(&self, name: &RepoName, id: &UploadId) -> Piece {
+        match &self.name {
+            Some(part) => Piece::whole(layout::upload_part(name, id, part)),
+            None => Piece::span(layout::upload_data(name, id), self.offset, self.len),
+        }
+    }
 }
 
 /// What is known of an upload between requests.
@@ -39,6 +64,11 @@ impl UploadRecord {
 
     pub fn hasher(&self) -> Result<Hasher, CorruptHashState> {
         Hasher::restore(Algorithm::Sha256, &self.sha256_state)
+    }
+
+    /// Whether the upload's next chunk may go in place (claims permitting).
+    pub fn all_in_place(&self) -> bool {
+        self.parts.iter().all(Part::in_place)
     }
 
     /// Records `part` (which starts at the current offset) and the hash state after it.

@@ -1,6 +1,7 @@
 //! An in-memory object store with the semantics of the real backend
 //! (`adapters/storage/src/backend.rs`): every write is atomic, a streamed body becomes visible
-//! only if the tap accepted every chunk and its end, reads of missing keys give `None`.
+//! only if the tap accepted every chunk and its end (except in place, where the accepted
+//! chunks land as they come), reads of missing keys give `None`.
 //! Conditional writes are checked as S3 checks them (every object has a version, changed by
 //! every write), or, for a store [`ObjectStore::without_versions`], as the filesystem does:
 //! reads report no version and only create-new is checked.
@@ -12,7 +13,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::{Bytes, BytesMut};
 use stowage_core::step::{
-    BodyError, BodyTap, IoError, Outcome, StorageRequest, Store, Version, Versioned, WriteCondition,
+    BodyError, BodyTap, IoError, Outcome, Piece, StorageRequest, Store, Version, Versioned,
+    WriteCondition,
 };
 
 /// A request body as the client sends it: chunks, then possibly a failure (a client that
@@ -147,12 +149,67 @@ impl Objects {
         }
     }
 
-    fn hash_stored(&self, keys: &[String], mut tap: BodyTap) -> Outcome {
-        for key in keys {
-            let Some(data) = self.get(key) else {
-                return Self::missing("read", key);
+    /// As the fs backend: the accepted chunks land in `key` from `offset` on as they come
+    /// (a gap before `offset` reads as zeros), and stay there when the body fails.
+    fn write_body_at(
+        &mut self,
+        key: &str,
+        offset: u64,
+        mut tap: BodyTap,
+        body: &mut RequestBody,
+    ) -> Outcome {
+        let mut data = self.get(key).map(|d| d.to_vec()).unwrap_or_default();
+        let mut at = offset as usize;
+        let mut error = None;
+        let mut touched = false;
+        while let Some(chunk) = body.next_chunk() {
+            let accepted = chunk.and_then(|chunk| {
+                tap.feed(&chunk).map_err(BodyError::Refused)?;
+                let end = at + chunk.len();
+                if data.len() < end {
+                    data.resize(end, 0);
+                }
+                data[at..end].copy_from_slice(&chunk);
+                at = end;
+                touched |= !chunk.is_empty();
+                Ok(())
+            });
+            if let Err(e) = accepted {
+                error = Some(e);
+                break;
+            }
+        }
+        if error.is_none() {
+            error = tap.finish().err().map(BodyError::Refused);
+        }
+        if touched {
+            self.put(key, data.into());
+        }
+        Outcome::Body {
+            tap: Box::new(tap),
+            error,
+        }
+    }
+
+    /// The bytes of a piece, if they are all stored.
+    fn piece(&self, piece: &Piece) -> Option<Bytes> {
+        let data = self.get(&piece.key)?;
+        match piece.span {
+            None => Some(data.clone()),
+            Some(span) => {
+                let start = usize::try_from(span.start).ok()?;
+                let end = usize::try_from(span.start + span.len).ok()?;
+                (end <= data.len()).then(|| data.slice(start..end))
+            }
+        }
+    }
+
+    fn hash_stored(&self, pieces: &[Piece], mut tap: BodyTap) -> Outcome {
+        for piece in pieces {
+            let Some(data) = self.piece(piece) else {
+                return Self::missing("read", &piece.key);
             };
-            if let Err(e) = tap.feed(data) {
+            if let Err(e) = tap.feed(&data) {
                 return Outcome::Body {
                     tap: Box::new(tap),
                     error: Some(BodyError::Refused(e)),
@@ -165,21 +222,21 @@ impl Objects {
         }
     }
 
-    /// As the fs backend: no part writes an empty object, a single part is moved (renamed),
-    /// several are concatenated into one atomic write and remain; only if nothing is at `to`.
-    fn concat(&mut self, parts: &[String], to: &str) -> Outcome {
+    /// As the fs backend: no piece writes an empty object, a single whole piece is moved
+    /// (renamed), anything else is copied into one atomic write; only if nothing is at `to`.
+    fn concat(&mut self, pieces: &[Piece], to: &str) -> Outcome {
         if self.objects.contains_key(to) {
             return Outcome::ConditionFailed;
         }
         let mut data = BytesMut::new();
-        for part in parts {
-            match self.get(part) {
-                Some(bytes) => data.extend_from_slice(bytes),
-                None => return Self::missing("commit", part),
+        for piece in pieces {
+            match self.piece(piece) {
+                Some(bytes) => data.extend_from_slice(&bytes),
+                None => return Self::missing("commit", &piece.key),
             }
         }
-        if let [single] = parts {
-            self.remove(single);
+        if let [Piece { key, span: None }] = pieces {
+            self.remove(key);
         }
         self.put(to, data.freeze());
         Outcome::Done
@@ -279,11 +336,19 @@ impl ObjectStore {
             StorageRequest::WriteBody { store, key, tap } => {
                 self.objects_mut(store).write_body(&key, tap, body)
             }
-            StorageRequest::HashStored { store, keys, tap } => {
-                self.objects(store).hash_stored(&keys, tap)
+            StorageRequest::WriteBodyAt {
+                store,
+                key,
+                offset,
+                tap,
+            } => self
+                .objects_mut(store)
+                .write_body_at(&key, offset, tap, body),
+            StorageRequest::HashStored { store, pieces, tap } => {
+                self.objects(store).hash_stored(&pieces, tap)
             }
-            StorageRequest::Concat { store, parts, to } => {
-                self.objects_mut(store).concat(&parts, &to)
+            StorageRequest::Concat { store, pieces, to } => {
+                self.objects_mut(store).concat(&pieces, &to)
             }
             StorageRequest::Delete { store, key } => {
                 self.objects_mut(store).remove(&key);

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use stowage_core::config::LockSettings;
+use stowage_core::step::Store;
 use stowage_core::{Limits, Registry};
 use stowage_driver::{Backends, Cache, LockStore, MemoryCacheStore, MemoryLockStore, Timer};
 use stowage_http::Service;
@@ -139,6 +140,7 @@ pub fn build(config: &Config, timer: Arc<dyn Timer>) -> Result<(Registry, Backen
         allow_missing_manifest_references: config.registry.allow_missing_manifest_references,
         cache_ttl_ms: config.registry.cache_ttl_secs * 1000,
         locks: lock_settings,
+        chunks_in_place: storage.backend(Store::Blobs).writes_in_place(),
     };
     let backends = Backends {
         storage,

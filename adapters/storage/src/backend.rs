@@ -1,5 +1,6 @@
 //! One store on one OpenDAL operator.
 
+use std::ops::Bound::{self, Excluded, Included, Unbounded};
 use std::ops::RangeBounds;
 
 use bytes::Bytes;
@@ -8,7 +9,7 @@ use futures_util::{Stream, StreamExt, TryStreamExt};
 use opendal::{ErrorKind, Operator};
 use stowage_core::range::Span;
 use stowage_core::step::{
-    BodyError, BodyTap, IoError, Outcome, Version, Versioned, WriteCondition,
+    BodyError, BodyTap, IoError, Outcome, Piece, Version, Versioned, WriteCondition,
 };
 
 use crate::StorageError;
@@ -81,6 +82,56 @@ fn conditional<T>(result: opendal::Result<T>) -> opendal::Result<Committed> {
         Ok(_) => Ok(Committed::Done),
         Err(e) if e.kind() == ErrorKind::ConditionNotMatch => Ok(Committed::ConditionFailed),
         Err(e) => Err(e),
+    }
+}
+
+/// The byte range of a piece of an object, for a ranged read.
+fn bounds(span: Option<Span>) -> (Bound<u64>, Bound<u64>) {
+    match span {
+        Some(span) => (Included(span.start), Excluded(span.start + span.len)),
+        None => (Unbounded, Unbounded),
+    }
+}
+
+/// Feeds the request body through `tap` into `writer`, then commits it, or aborts it when
+/// the body or the tap failed.
+async fn stream_body(
+    mut writer: ObjectWriter,
+    key: &str,
+    mut tap: BodyTap,
+    body: &mut impl BodySource,
+) -> Outcome {
+    let mut error = None;
+    while let Some(chunk) = body.next_chunk().await {
+        let written = match chunk {
+            Ok(chunk) => match tap.feed(&chunk) {
+                Ok(()) => writer
+                    .write(chunk)
+                    .await
+                    .map_err(|e| BodyError::Storage(e.to_string())),
+                Err(refused) => Err(BodyError::Refused(refused)),
+            },
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
+            error = Some(e);
+            break;
+        }
+    }
+    if error.is_none() {
+        error = tap.finish().err().map(BodyError::Refused);
+    }
+    match error {
+        None => {
+            if let Err(e) = writer.commit().await {
+                error = Some(BodyError::Storage(e.to_string()));
+            }
+        }
+        Some(_) => writer.abort(key).await,
+    }
+    Outcome::Body {
+        tap: Box::new(tap),
+        error,
     }
 }
 
@@ -225,53 +276,43 @@ impl Backend {
     /// Streams a body to `key`, replacing what is there: a fresh part name, or a content
     /// address whose bytes are checked against it before they appear (a racing identical
     /// write is harmless, and a condition would only be checked after the whole upload).
-    pub async fn write_body(
-        &self,
-        key: &str,
-        mut tap: BodyTap,
-        body: &mut impl BodySource,
-    ) -> Outcome {
-        let mut writer = match self.writer(key, &WriteCondition::Overwrite).await {
-            Ok(w) => w,
-            Err(e) => return failed("open writer", key, e),
-        };
-        let mut error = None;
-        while let Some(chunk) = body.next_chunk().await {
-            let written = match chunk {
-                Ok(chunk) => match tap.feed(&chunk) {
-                    Ok(()) => writer
-                        .write(chunk)
-                        .await
-                        .map_err(|e| BodyError::Storage(e.to_string())),
-                    Err(refused) => Err(BodyError::Refused(refused)),
-                },
-                Err(e) => Err(e),
-            };
-            if let Err(e) = written {
-                error = Some(e);
-                break;
-            }
-        }
-        if error.is_none() {
-            error = tap.finish().err().map(BodyError::Refused);
-        }
-        match error {
-            None => {
-                if let Err(e) = writer.commit().await {
-                    error = Some(BodyError::Storage(e.to_string()));
-                }
-            }
-            Some(_) => writer.abort(key).await,
-        }
-        Outcome::Body {
-            tap: Box::new(tap),
-            error,
+    pub async fn write_body(&self, key: &str, tap: BodyTap, body: &mut impl BodySource) -> Outcome {
+        match self.writer(key, &WriteCondition::Overwrite).await {
+            Ok(writer) => stream_body(writer, key, tap, body).await,
+            Err(e) => failed("open writer", key, e),
         }
     }
 
-    pub(crate) async fn hash_stored(&self, keys: &[String], mut tap: BodyTap) -> Outcome {
-        for key in keys {
-            let stream = match self.read_range(key, ..).await {
+    /// Streams a body into `key` from `offset` on, in place (the filesystem only).
+    pub async fn write_body_at(
+        &self,
+        key: &str,
+        offset: u64,
+        tap: BodyTap,
+        body: &mut impl BodySource,
+    ) -> Outcome {
+        match &self.fs {
+            Some(target) => {
+                let writer = ObjectWriter::Fs(target.writer_at(key, offset));
+                stream_body(writer, key, tap, body).await
+            }
+            None => failed(
+                "write in place",
+                key,
+                "object storage cannot write in place",
+            ),
+        }
+    }
+
+    /// Whether [`Backend::write_body_at`] works here.
+    pub fn writes_in_place(&self) -> bool {
+        self.fs.is_some()
+    }
+
+    pub(crate) async fn hash_stored(&self, pieces: &[Piece], mut tap: BodyTap) -> Outcome {
+        for piece in pieces {
+            let key = &piece.key;
+            let stream = match self.read_range(key, bounds(piece.span)).await {
                 Ok(s) => s,
                 Err(e) => return failed("read", key, e),
             };
@@ -296,19 +337,19 @@ impl Backend {
         }
     }
 
-    /// Makes `parts` appear at `to` as one object, unless an object is there already
-    /// ([`Outcome::ConditionFailed`]; `to` is a content address): nothing, a move of the
-    /// single part, a server-side composition (S3, parts large enough), or a streamed
-    /// concatenation into an atomic write. Every way is create-new: S3 checks
+    /// Makes `pieces` appear at `to` as one object, unless an object is there already
+    /// ([`Outcome::ConditionFailed`]; `to` is a content address): nothing, a move of a
+    /// single whole piece, a server-side composition (S3, pieces large enough), or a
+    /// streamed concatenation into an atomic write. Every way is create-new: S3 checks
     /// If-None-Match on CopyObject and CompleteMultipartUpload, the filesystem links.
-    pub(crate) async fn concat(&self, parts: &[String], to: &str) -> Outcome {
-        let result = match parts {
+    pub(crate) async fn concat(&self, pieces: &[Piece], to: &str) -> Outcome {
+        let result = match pieces {
             [] => {
                 return self
                     .write(to, Bytes::new(), &WriteCondition::CreateNew)
                     .await;
             }
-            [single] => self.move_new(single, to).await,
+            [Piece { key, span: None }] => self.move_new(key, to).await,
             many => match self.composable_sizes(many).await {
                 Some((sizes, jobs)) => self
                     .compose(many, &sizes, to, jobs)
@@ -320,19 +361,25 @@ impl Backend {
         committed("commit", to, result)
     }
 
-    /// The sizes of `parts` and the copies to run at once, when S3 can compose them
-    /// itself: every part but the last must meet its minimum part size.
-    async fn composable_sizes(&self, parts: &[String]) -> Option<(Vec<u64>, usize)> {
+    /// The spans of `pieces` and the copies to run at once, when S3 can compose them
+    /// itself: every piece but the last must meet its minimum part size.
+    async fn composable_sizes(&self, pieces: &[Piece]) -> Option<(Vec<Span>, usize)> {
         let plan = self.copy?;
-        let mut sizes = Vec::with_capacity(parts.len());
-        for (i, part) in parts.iter().enumerate() {
-            let size = self.op.stat(part).await.ok()?.content_length();
-            if size < S3_MIN_PART && i + 1 < parts.len() {
+        let mut spans = Vec::with_capacity(pieces.len());
+        for (i, piece) in pieces.iter().enumerate() {
+            let span = match piece.span {
+                Some(span) => span,
+                None => Span {
+                    start: 0,
+                    len: self.op.stat(&piece.key).await.ok()?.content_length(),
+                },
+            };
+            if span.len < S3_MIN_PART && i + 1 < pieces.len() {
                 return None;
             }
-            sizes.push(size);
+            spans.push(span);
         }
-        Some((sizes, plan.jobs))
+        Some((spans, plan.jobs))
     }
 
     /// S3 assembles the parts itself: one multipart upload whose parts are server-side
@@ -340,19 +387,20 @@ impl Backend {
     /// its s3 service; a writer's `copy_from` is.)
     async fn compose(
         &self,
-        parts: &[String],
-        sizes: &[u64],
+        pieces: &[Piece],
+        spans: &[Span],
         to: &str,
         jobs: usize,
     ) -> opendal::Result<Committed> {
         let writer = self.op.writer_with(to).concurrent(jobs);
         let mut writer = writer.if_not_exists(true).await?;
-        for (part, &size) in parts.iter().zip(sizes) {
-            // One UploadPartCopy copies at most 5 GiB: a larger part goes in equal pieces.
-            let pieces = size.div_ceil(S3_MAX_COPY_PART).max(1);
-            for piece in 0..pieces {
-                let range = size * piece / pieces..size * (piece + 1) / pieces;
-                if let Err(e) = writer.copy_from(part, range).await {
+        for (piece, span) in pieces.iter().zip(spans) {
+            // One UploadPartCopy copies at most 5 GiB: a larger span goes in equal parts.
+            let (size, copies) = (span.len, span.len.div_ceil(S3_MAX_COPY_PART).max(1));
+            for copy in 0..copies {
+                let start = span.start + size * copy / copies;
+                let range = start..span.start + size * (copy + 1) / copies;
+                if let Err(e) = writer.copy_from(&piece.key, range).await {
                     if let Err(abort) = writer.abort().await {
                         tracing::warn!(key = to, error = %abort, "aborting a composition failed");
                     }
@@ -382,10 +430,10 @@ impl Backend {
         }
     }
 
-    async fn concat_streamed(&self, parts: &[String], to: &str) -> std::io::Result<Committed> {
+    async fn concat_streamed(&self, pieces: &[Piece], to: &str) -> std::io::Result<Committed> {
         let mut writer = self.writer(to, &WriteCondition::CreateNew).await?;
-        for part in parts {
-            let copied = self.copy_into(&mut writer, part).await;
+        for piece in pieces {
+            let copied = self.copy_into(&mut writer, piece).await;
             if let Err(e) = copied {
                 writer.abort(to).await;
                 return Err(e);
@@ -394,12 +442,14 @@ impl Backend {
         writer.commit().await
     }
 
-    async fn copy_into(&self, writer: &mut ObjectWriter, part: &str) -> std::io::Result<()> {
+    async fn copy_into(&self, writer: &mut ObjectWriter, piece: &Piece) -> std::io::Result<()> {
         if let (ObjectWriter::Fs(writer), Some(target)) = (&mut *writer, &self.fs) {
-            return writer.append_file(target.path(part)).await;
+            return writer
+                .append_file(target.path(&piece.key), piece.span)
+                .await;
         }
         let stream = self
-            .read_range(part, ..)
+            .read_range(&piece.key, bounds(piece.span))
             .await
             .map_err(std::io::Error::other)?;
         let mut stream = std::pin::pin!(stream);

@@ -43,6 +43,11 @@ impl FsTarget {
         FsWriter::new(&temp_dir, target, self.sync, create_new)
     }
 
+    /// A writer of `key` itself, from `offset` on; see [`FsWriter::in_place`].
+    pub(crate) fn writer_at(&self, key: &str, offset: u64) -> FsWriter {
+        FsWriter::in_place(self.path(key), offset, self.sync)
+    }
+
     /// Where `key` is on disk.
     pub(crate) fn path(&self, key: &str) -> PathBuf {
         self.root.join(key)

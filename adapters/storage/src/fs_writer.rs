@@ -13,12 +13,16 @@
 //! A create-new commit hard-links the file into place instead, which fails when the target
 //! exists (a rename would replace it), then unlinks the temporary name. The filesystem has
 //! no compare-and-swap for replacing an object, so every other commit is a rename.
+//!
+//! An upload's data file is written in place instead ([`FsWriter::in_place`]): from an
+//! offset, into the file itself, with nothing to move on commit.
 
 use std::fs::File;
-use std::io::{IoSlice, Write};
+use std::io::{IoSlice, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
+use stowage_core::range::Span;
 use tokio::task::{JoinHandle, spawn_blocking};
 
 use crate::object_writer::Committed;
@@ -30,15 +34,23 @@ const BATCH_BYTES: usize = 256 * 1024;
 const BATCH_CHUNKS: usize = 256;
 
 pub(crate) struct FsWriter {
-    temp: PathBuf,
-    target: PathBuf,
+    /// The file the bytes go to: a fresh temporary file, or, in place, the object itself.
+    path: PathBuf,
+    /// Where a temporary file goes on commit; `None` in place.
+    placement: Option<Placement>,
+    /// Where in the file the first byte goes.
+    offset: u64,
     sync: bool,
-    /// Commit only if nothing is at `target`.
-    create_new: bool,
     batch: Vec<Bytes>,
     batched: usize,
     /// The write in flight that will hand the file back, once one was started.
     file: FileSlot,
+}
+
+struct Placement {
+    target: PathBuf,
+    /// Commit only if nothing is at `target`.
+    create_new: bool,
 }
 
 enum FileSlot {
@@ -51,13 +63,18 @@ fn joined<T>(result: Result<std::io::Result<T>, tokio::task::JoinError>) -> std:
     result.map_err(std::io::Error::other)?
 }
 
-fn create_temp(temp: &Path) -> std::io::Result<File> {
-    match File::create_new(temp) {
+/// Opens `path` as `open` does, creating its folder if it is missing (tried first
+/// without: it usually exists).
+fn open_in_folder(
+    path: &Path,
+    open: impl Fn(&Path) -> std::io::Result<File>,
+) -> std::io::Result<File> {
+    match open(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if let Some(dir) = temp.parent() {
+            if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            File::create_new(temp)
+            open(path)
         }
         other => other,
     }
@@ -82,17 +99,51 @@ impl FsWriter {
     /// Starts writing `target` through a fresh temporary file in `temp_dir`.
     pub(crate) fn new(temp_dir: &Path, target: PathBuf, sync: bool, create_new: bool) -> Self {
         let name = format!("{:016x}{:016x}", rand_u64(), rand_u64());
+        // Spread over 256 folders: concurrent creates and renames in one folder queue on
+        // its lock.
+        let temp = temp_dir.join(&name[..2]).join(name);
+        let placement = Placement { target, create_new };
+        Self::writing(temp, Some(placement), 0, sync)
+    }
+
+    /// Starts writing `path` itself from `offset` on (creating it if absent): what is written
+    /// is there at once, and stays there if the write fails.
+    pub(crate) fn in_place(path: PathBuf, offset: u64, sync: bool) -> Self {
+        Self::writing(path, None, offset, sync)
+    }
+
+    fn writing(path: PathBuf, placement: Option<Placement>, offset: u64, sync: bool) -> Self {
         FsWriter {
-            // Spread over 256 folders: concurrent creates and renames in one folder queue
-            // on its lock.
-            temp: temp_dir.join(&name[..2]).join(name),
-            target,
+            path,
+            placement,
+            offset,
             sync,
-            create_new,
             batch: Vec::new(),
             batched: 0,
             file: FileSlot::NotCreated,
         }
+    }
+
+    /// Opens the file for the first write.
+    fn open(path: &Path, temporary: bool, offset: u64) -> std::io::Result<File> {
+        if temporary {
+            return open_in_folder(path, |path| File::create_new(path));
+        }
+        let mut file = open_in_folder(path, |path| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+        })?;
+        file.seek(SeekFrom::Start(offset))?;
+        Ok(file)
+    }
+
+    /// Opens the file on a blocking thread when the first write needs it.
+    fn opener(&self) -> impl FnOnce() -> std::io::Result<File> + Send + 'static {
+        let (path, temporary, offset) = (self.path.clone(), self.placement.is_some(), self.offset);
+        move || Self::open(&path, temporary, offset)
     }
 
     pub(crate) async fn write(&mut self, chunk: Bytes) -> std::io::Result<()> {
@@ -107,18 +158,31 @@ impl FsWriter {
         Ok(())
     }
 
-    /// Appends the whole file at `path` (a kernel-side copy: `std::io::copy` between files
-    /// uses `copy_file_range`, which also shares extents where the filesystem can).
-    pub(crate) async fn append_file(&mut self, path: PathBuf) -> std::io::Result<()> {
+    /// Appends the file at `path`, whole or a span of it (a kernel-side copy:
+    /// `std::io::copy` between files uses `copy_file_range`, which also shares extents
+    /// where the filesystem can).
+    pub(crate) async fn append_file(
+        &mut self,
+        path: PathBuf,
+        span: Option<Span>,
+    ) -> std::io::Result<()> {
         self.flush().await?;
         let file = self.take_file().await?;
-        let temp = self.temp.clone();
+        let open = self.opener();
         self.file = FileSlot::Writing(spawn_blocking(move || {
             let mut file = match file {
                 Some(file) => file,
-                None => create_temp(&temp)?,
+                None => open()?,
             };
-            std::io::copy(&mut File::open(path)?, &mut file)?;
+            let mut from = File::open(path)?;
+            let Some(span) = span else {
+                std::io::copy(&mut from, &mut file)?;
+                return Ok(file);
+            };
+            from.seek(SeekFrom::Start(span.start))?;
+            if std::io::copy(&mut from.take(span.len), &mut file)? != span.len {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
             Ok(file)
         }));
         Ok(())
@@ -141,11 +205,11 @@ impl FsWriter {
         let file = self.take_file().await?;
         let batch = std::mem::take(&mut self.batch);
         self.batched = 0;
-        let temp = self.temp.clone();
+        let open = self.opener();
         self.file = FileSlot::Writing(spawn_blocking(move || {
             let mut file = match file {
                 Some(file) => file,
-                None => create_temp(&temp)?,
+                None => open()?,
             };
             write_all_vectored(&mut file, &batch)?;
             Ok(file)
@@ -154,24 +218,42 @@ impl FsWriter {
     }
 
     /// Writes the rest and moves the file into place (creating its folders): renamed, or
-    /// for a create-new commit linked, leaving an existing target as it was.
+    /// for a create-new commit linked, leaving an existing target as it was. In place, only
+    /// the rest is written.
     pub(crate) async fn commit(mut self) -> std::io::Result<Committed> {
+        let temporary = self.placement.is_some();
+        let result = self.finish().await;
+        if temporary && !matches!(result, Ok(Committed::Done)) {
+            self.discard().await;
+        }
+        result
+    }
+
+    async fn finish(&mut self) -> std::io::Result<Committed> {
         let file = self.take_file().await?;
         let batch = std::mem::take(&mut self.batch);
-        let (temp, target) = (self.temp.clone(), self.target.clone());
-        let (sync, create_new) = (self.sync, self.create_new);
-        let result = joined(
+        let open = self.opener();
+        let (path, placement, sync) = (self.path.clone(), self.placement.take(), self.sync);
+        joined(
             spawn_blocking(move || {
                 let mut file = match file {
                     Some(file) => file,
-                    None => create_temp(&temp)?,
+                    None => open()?,
                 };
                 write_all_vectored(&mut file, &batch)?;
                 if sync {
                     file.sync_all()?;
                 }
                 drop(file);
-                let committed = place(&temp, &target, create_new)?;
+                let Some(Placement { target, create_new }) = placement else {
+                    if sync {
+                        // The file may be new: its name must last as well.
+                        let dir = path.parent().unwrap_or(Path::new("/"));
+                        File::open(dir)?.sync_all()?;
+                    }
+                    return Ok(Committed::Done);
+                };
+                let committed = place(&path, &target, create_new)?;
                 if sync && committed == Committed::Done {
                     let dir = target.parent().unwrap_or(Path::new("/"));
                     File::open(dir)?.sync_all()?;
@@ -179,24 +261,21 @@ impl FsWriter {
                 Ok(committed)
             })
             .await,
-        );
-        if !matches!(result, Ok(Committed::Done)) {
-            self.discard().await;
-        }
-        result
+        )
     }
 
-    /// Drops everything written; nothing ever appeared at the target.
+    /// Drops everything written to a temporary file, so nothing ever appears at the
+    /// target. In place, what was written stays.
     pub(crate) async fn abort(mut self) {
         let created = !matches!(self.file, FileSlot::NotCreated);
         let _ = self.take_file().await;
-        if created {
+        if created && self.placement.is_some() {
             self.discard().await;
         }
     }
 
     async fn discard(&self) {
-        let temp = self.temp.clone();
+        let temp = self.path.clone();
         let _ = spawn_blocking(move || std::fs::remove_file(temp)).await;
     }
 }

@@ -84,11 +84,21 @@ impl Storage {
             StorageRequest::WriteBody { store, key, tap } => {
                 self.backend(store).write_body(&key, tap, body).await
             }
-            StorageRequest::HashStored { store, keys, tap } => {
-                self.backend(store).hash_stored(&keys, tap).await
+            StorageRequest::WriteBodyAt {
+                store,
+                key,
+                offset,
+                tap,
+            } => {
+                self.backend(store)
+                    .write_body_at(&key, offset, tap, body)
+                    .await
             }
-            StorageRequest::Concat { store, parts, to } => {
-                self.backend(store).concat(&parts, &to).await
+            StorageRequest::HashStored { store, pieces, tap } => {
+                self.backend(store).hash_stored(&pieces, tap).await
+            }
+            StorageRequest::Concat { store, pieces, to } => {
+                self.backend(store).concat(&pieces, &to).await
             }
             StorageRequest::Delete { store, key } => self.backend(store).delete(&key).await,
             StorageRequest::DeleteAll { store, prefix } => {

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use stowage_core::step::{Outcome, StorageRequest, Store, WriteCondition};
+use stowage_core::step::{Outcome, Piece, StorageRequest, Store, WriteCondition};
 use stowage_storage::Storage;
 
 mod support;
@@ -23,7 +23,7 @@ async fn write(storage: &Storage, key: &str, data: &'static [u8], c: WriteCondit
 async fn concat(storage: &Storage, parts: &[&str], to: &str) -> Outcome {
     let request = StorageRequest::Concat {
         store: Store::Blobs,
-        parts: parts.iter().map(|p| p.to_string()).collect(),
+        pieces: parts.iter().map(|p| Piece::whole(p.to_string())).collect(),
         to: to.to_owned(),
     };
     storage.perform(request, &mut ()).await

@@ -11,7 +11,7 @@ use crate::lock::{Held, changed_underneath};
 use crate::op::Channel;
 use crate::rng::Rng;
 use crate::step::{
-    BodyError, BodyTap, CacheRequest, Outcome, Step, StorageRequest, Store, Versioned,
+    BodyError, BodyTap, CacheRequest, Outcome, Piece, Step, StorageRequest, Store, Versioned,
     WriteCondition,
 };
 
@@ -178,16 +178,16 @@ impl Ctx {
         }
     }
 
-    /// Assembles `parts` at the content address `to`; an object already there holds the
+    /// Assembles `pieces` at the content address `to`; an object already there holds the
     /// same bytes, so finding one is success.
     pub(crate) async fn concat(
         &self,
         store: Store,
-        parts: Vec<String>,
+        pieces: Vec<Piece>,
         to: String,
     ) -> Result<(), RegistryError> {
         match self
-            .storage(StorageRequest::Concat { store, parts, to })
+            .storage(StorageRequest::Concat { store, pieces, to })
             .await
         {
             Outcome::Done | Outcome::ConditionFailed => Ok(()),
@@ -202,10 +202,33 @@ impl Ctx {
         key: String,
         tap: BodyTap,
     ) -> Result<(BodyTap, Option<BodyError>), RegistryError> {
-        match self
-            .storage(StorageRequest::WriteBody { store, key, tap })
+        self.stream_body(StorageRequest::WriteBody { store, key, tap })
             .await
-        {
+    }
+
+    /// Streams the request body into `key` from `offset` on; see
+    /// [`StorageRequest::WriteBodyAt`].
+    pub(crate) async fn write_body_at(
+        &self,
+        store: Store,
+        key: String,
+        offset: u64,
+        tap: BodyTap,
+    ) -> Result<(BodyTap, Option<BodyError>), RegistryError> {
+        let request = StorageRequest::WriteBodyAt {
+            store,
+            key,
+            offset,
+            tap,
+        };
+        self.stream_body(request).await
+    }
+
+    async fn stream_body(
+        &self,
+        request: StorageRequest,
+    ) -> Result<(BodyTap, Option<BodyError>), RegistryError> {
+        match self.storage(request).await {
             Outcome::Body { tap, error } => Ok((*tap, error)),
             other => Err(unavailable("upload", other)),
         }
@@ -214,11 +237,11 @@ impl Ctx {
     pub(crate) async fn hash_stored(
         &self,
         store: Store,
-        keys: Vec<String>,
+        pieces: Vec<Piece>,
         tap: BodyTap,
     ) -> Result<BodyTap, RegistryError> {
         match self
-            .storage(StorageRequest::HashStored { store, keys, tap })
+            .storage(StorageRequest::HashStored { store, pieces, tap })
             .await
         {
             Outcome::Body { tap, error: None } => Ok(*tap),

@@ -1,5 +1,6 @@
 //! Blob uploads: start (plain, monolithic, mount), chunks, status, completion, cancel.
 
+use bytes::Bytes;
 use http::StatusCode;
 
 use super::ctx::keys;
@@ -12,7 +13,9 @@ use crate::lock::Held;
 use crate::names::RepoName;
 use crate::range::ChunkRange;
 use crate::route::UploadId;
-use crate::step::{BodyError, BodyTap, Response, Store, TapError, Versioned};
+use crate::step::{
+    BodyError, BodyTap, Piece, Response, Store, TapError, Versioned, WriteCondition,
+};
 use crate::upload::{Part, UploadRecord};
 
 fn upload_location(name: &RepoName, id: &UploadId) -> String {
@@ -232,9 +235,11 @@ fn chunk_length(head: &RequestHead, record: &UploadRecord) -> Result<Option<u64>
     Ok(Some(range.byte_count()))
 }
 
-/// Streams the request body into a part of its own, against `record` as it was read. No lock
-/// is held meanwhile (a long body would outlive it); [`commit_chunk`] decides under the lock.
-/// A `Content-Range` that does not start at the current offset is refused with 416.
+/// Streams the request body into the upload against `record` as it was read: in place in
+/// the data file when this request could claim the offset (see [`Part`]), else into a part
+/// of its own. No lock is held meanwhile (a long body would outlive it); [`commit_chunk`]
+/// decides under the lock. A `Content-Range` that does not start at the current offset is
+/// refused with 416.
 async fn stage_chunk(
     ctx: &Ctx,
     head: &RequestHead,
@@ -246,28 +251,72 @@ async fn stage_chunk(
     let hasher = record
         .hasher()
         .map_err(|e| RegistryError::new(ErrorCode::BlobUploadInvalid, e.to_string()))?;
-    let part_name = ctx.fresh_id();
-    let key = layout::upload_part(name, id, &part_name);
     let tap = BodyTap::new(hasher, exact_len, None);
-    let (tap, error) = ctx.write_body(Store::Blobs, key.clone(), tap).await?;
+    let in_place = ctx.limits.chunks_in_place
+        && head.has_body()
+        && record.all_in_place()
+        && claim(ctx, name, id, record.offset).await?;
+    let (tap, error, part_name) = if in_place {
+        let key = layout::upload_data(name, id);
+        let (tap, error) = ctx
+            .write_body_at(Store::Blobs, key, record.offset, tap)
+            .await?;
+        (tap, error, None)
+    } else {
+        let part_name = ctx.fresh_id();
+        let key = layout::upload_part(name, id, &part_name);
+        let (tap, error) = ctx.write_body(Store::Blobs, key, tap).await?;
+        (tap, error, Some(part_name))
+    };
     if let Some(error) = error {
         return Err(body_error(error));
     }
-    let part = if tap.received() == 0 {
-        ctx.delete(Store::Blobs, key).await?;
+    let part = Part {
+        name: part_name,
+        offset: record.offset,
+        len: tap.received(),
+    };
+    let part = if part.len == 0 {
+        drop_part(ctx, name, id, &part).await?;
         None
     } else {
-        Some(Part {
-            name: part_name,
-            offset: record.offset,
-            len: tap.received(),
-        })
+        Some(part)
     };
     Ok(StagedChunk {
         base: record.offset,
         part,
         hasher: tap.hasher().clone(),
     })
+}
+
+/// Takes the right to write the data file from `offset` on; `false` when another request
+/// has it.
+async fn claim(
+    ctx: &Ctx,
+    name: &RepoName,
+    id: &UploadId,
+    offset: u64,
+) -> Result<bool, RegistryError> {
+    let key = layout::upload_claim(name, id, offset);
+    ctx.write(Store::Blobs, key, Bytes::new(), WriteCondition::CreateNew)
+        .await
+}
+
+/// Forgets a staged part that will not be committed. Bytes in place stay where they are:
+/// no committed part covers them, and the claim keeps anyone else from writing there.
+async fn drop_part(
+    ctx: &Ctx,
+    name: &RepoName,
+    id: &UploadId,
+    part: &Part,
+) -> Result<(), RegistryError> {
+    match &part.name {
+        Some(part_name) => {
+            ctx.delete(Store::Blobs, layout::upload_part(name, id, part_name))
+                .await
+        }
+        None => Ok(()),
+    }
 }
 
 /// The upload with a staged chunk added, and the stored record it was built from.
@@ -289,8 +338,7 @@ async fn commit_chunk(
         return Ok(Ok(Appended { record, read }));
     };
     if record.offset != staged.base {
-        ctx.delete(Store::Blobs, layout::upload_part(name, id, &part.name))
-            .await?;
+        drop_part(ctx, name, id, &part).await?;
         return Ok(Err(record));
     }
     record.append(part, &staged.hasher);
@@ -364,11 +412,7 @@ pub(super) async fn finish(
             }
             None => load(ctx, name, id).await?,
         };
-        let parts: Vec<String> = record
-            .parts
-            .iter()
-            .map(|p| layout::upload_part(name, id, &p.name))
-            .collect();
+        let pieces: Vec<Piece> = record.parts.iter().map(|p| p.piece(name, id)).collect();
         let actual = if digest.algorithm() == Algorithm::Sha256 {
             record
                 .hasher()
@@ -376,7 +420,7 @@ pub(super) async fn finish(
                 .finish()
         } else {
             let tap = BodyTap::new(Hasher::new(digest.algorithm()), None, None);
-            ctx.hash_stored(Store::Blobs, parts.clone(), tap)
+            ctx.hash_stored(Store::Blobs, pieces.clone(), tap)
                 .await?
                 .hasher()
                 .finish()
@@ -389,7 +433,11 @@ pub(super) async fn finish(
         }
         let data = layout::blob_data(digest);
         if !ctx.exists(Store::Blobs, data.clone()).await? {
-            ctx.concat(Store::Blobs, parts, data).await?;
+            let pieces = match whole_data_file(ctx, name, id, &record).await? {
+                Some(file) => vec![file],
+                None => pieces,
+            };
+            ctx.concat(Store::Blobs, pieces, data).await?;
         }
         link(ctx, held, name, digest).await?;
         ctx.delete_all(Store::Blobs, layout::upload_dir(name, id))
@@ -397,6 +445,27 @@ pub(super) async fn finish(
         Ok(created(name, digest))
     })
     .await
+}
+
+/// The data file as the whole blob, when it may be moved to the content address instead of
+/// copied: every part is in place, the file holds exactly them, and this request claimed
+/// the end offset, so no request can write to the file any more.
+async fn whole_data_file(
+    ctx: &Ctx,
+    name: &RepoName,
+    id: &UploadId,
+    record: &UploadRecord,
+) -> Result<Option<Piece>, RegistryError> {
+    if record.parts.is_empty() || !record.all_in_place() {
+        return Ok(None);
+    }
+    let file = layout::upload_data(name, id);
+    if !claim(ctx, name, id, record.offset).await?
+        || ctx.stat(Store::Blobs, file.clone()).await? != Some(record.offset)
+    {
+        return Ok(None);
+    }
+    Ok(Some(Piece::whole(file)))
 }
 
 /// A completing `PUT` that carries the whole blob (nothing was sent before): the body goes

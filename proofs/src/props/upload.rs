@@ -8,14 +8,15 @@ use std::collections::BTreeSet;
 use arbitrary::{Arbitrary, Unstructured};
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use stowage_core::Registry;
 use stowage_core::digest::{Algorithm, Digest};
 use stowage_core::layout;
 use stowage_core::names::RepoName;
 use stowage_core::step::Store;
+use stowage_core::{Limits, Registry};
 
 use crate::integrity::{assert_blobs_intact, sha256};
 use crate::request::{Reply, Request, chunks_of};
+use crate::store::ObjectStore;
 use crate::world::World;
 
 const REPO: &str = "fuzz/upload";
@@ -179,10 +180,29 @@ pub fn check(data: &[u8]) {
     check_script(&UploadScript::decode(data));
 }
 
+/// Runs the script against both kinds of store: one that writes chunks in place (the
+/// filesystem, without versions) and one that stores each chunk as an object (S3).
 pub fn check_script(script: &UploadScript) {
+    check_on(script, true);
+    check_on(script, false);
+}
+
+fn check_on(script: &UploadScript, in_place: bool) {
+    let limits = Limits {
+        chunks_in_place: in_place,
+        ..Limits::default()
+    };
+    let store = if in_place {
+        ObjectStore::without_versions()
+    } else {
+        ObjectStore::default()
+    };
     let mut harness = Harness {
-        registry: Registry::default(),
-        world: World::default(),
+        registry: Registry::new(limits),
+        world: World {
+            store,
+            ..World::default()
+        },
         name: REPO.parse().expect("valid name"),
         sessions: Vec::new(),
         blobs: BTreeSet::new(),

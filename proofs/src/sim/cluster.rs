@@ -76,6 +76,7 @@ impl Config {
             crash: rate(rng, 4),
             clock_jump: rate(rng, 3),
         };
+        let versioned = rng.chance(500);
         Config {
             replicas: 1 + rng.index(3),
             clients: 2 + rng.index(5),
@@ -86,10 +87,12 @@ impl Config {
                     max_retries: 40,
                     retry_delay_ms: 10,
                 },
+                // The filesystem writes chunks in place; object storage cannot.
+                chunks_in_place: !versioned,
                 ..Limits::default()
             },
             faults,
-            versioned: rng.chance(500),
+            versioned,
         }
     }
 }
