@@ -63,6 +63,26 @@ impl RequestBody {
     }
 }
 
+/// Passes the body through `tap` into `land`, chunk by chunk, until the body ends or fails or
+/// the tap refuses a chunk (which then does not land); why it stopped early, if it did.
+fn feed(
+    tap: &mut BodyTap,
+    body: &mut RequestBody,
+    mut land: impl FnMut(&[u8]),
+) -> Option<BodyError> {
+    while let Some(chunk) = body.next_chunk() {
+        let accepted = chunk.and_then(|chunk| {
+            tap.feed(&chunk).map_err(BodyError::Refused)?;
+            land(&chunk);
+            Ok(())
+        });
+        if let Err(e) = accepted {
+            return Some(e);
+        }
+    }
+    tap.finish().err().map(BodyError::Refused)
+}
+
 /// One store's objects by key, each with the number of the write that stored it (its
 /// version).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -125,21 +145,7 @@ impl Objects {
 
     fn write_body(&mut self, key: &str, mut tap: BodyTap, body: &mut RequestBody) -> Outcome {
         let mut data = BytesMut::new();
-        let mut error = None;
-        while let Some(chunk) = body.next_chunk() {
-            let accepted = chunk.and_then(|chunk| {
-                tap.feed(&chunk).map_err(BodyError::Refused)?;
-                data.extend_from_slice(&chunk);
-                Ok(())
-            });
-            if let Err(e) = accepted {
-                error = Some(e);
-                break;
-            }
-        }
-        if error.is_none() {
-            error = tap.finish().err().map(BodyError::Refused);
-        }
+        let error = feed(&mut tap, body, |chunk| data.extend_from_slice(chunk));
         if error.is_none() {
             self.put(key, data.freeze());
         }
@@ -160,29 +166,15 @@ impl Objects {
     ) -> Outcome {
         let mut data = self.get(key).map(|d| d.to_vec()).unwrap_or_default();
         let mut at = offset as usize;
-        let mut error = None;
-        let mut touched = false;
-        while let Some(chunk) = body.next_chunk() {
-            let accepted = chunk.and_then(|chunk| {
-                tap.feed(&chunk).map_err(BodyError::Refused)?;
-                let end = at + chunk.len();
-                if data.len() < end {
-                    data.resize(end, 0);
-                }
-                data[at..end].copy_from_slice(&chunk);
-                at = end;
-                touched |= !chunk.is_empty();
-                Ok(())
-            });
-            if let Err(e) = accepted {
-                error = Some(e);
-                break;
+        let error = feed(&mut tap, body, |chunk| {
+            let end = at + chunk.len();
+            if data.len() < end {
+                data.resize(end, 0);
             }
-        }
-        if error.is_none() {
-            error = tap.finish().err().map(BodyError::Refused);
-        }
-        if touched {
+            data[at..end].copy_from_slice(chunk);
+            at = end;
+        });
+        if at > offset as usize {
             self.put(key, data.into());
         }
         Outcome::Body {
