@@ -108,6 +108,10 @@ def preamble(result: dict) -> list[str]:
         f"loopback socket copy {fmt(machine['loopback_copy_mib_s'])} MiB/s. The benchmark client against "
         f"a server that does nothing: push {fmt(ceiling['push_mib_s'])} MiB/s, pull "
         f"{fmt(ceiling['pull_mib_s'])} MiB/s, small blobs {fmt(ceiling['small_blobs_s'])}/s.",
+        "",
+        "Before every timed push the page cache was flushed"
+        + (" and dropped" if meta.get("page_cache_dropped_before_pushes") else " (not dropped: not run as root)")
+        + ", so each push started from the same memory state.",
     ]
 
 
