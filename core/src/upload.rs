@@ -71,10 +71,16 @@ impl UploadRecord {
         self.parts.iter().all(Part::in_place)
     }
 
-    /// Records `part` (which starts at the current offset) and the hash state after it.
+    /// Records `part` (which starts at the current offset) and the hash state after it. A
+    /// part in place right after another extends it: the data file's stretch is one piece,
+    /// so the record stays the same size however many chunks an upload takes (it is read
+    /// and rewritten for every chunk).
     pub fn append(&mut self, part: Part, hasher: &Hasher) {
         self.offset += part.len;
-        self.parts.push(part);
+        match self.parts.last_mut() {
+            Some(last) if last.in_place() && part.in_place() => last.len += part.len,
+            _ => self.parts.push(part),
+        }
         self.sha256_state = hasher.save();
     }
 
@@ -82,5 +88,33 @@ impl UploadRecord {
     /// Distribution answers).
     pub fn range_header(&self) -> String {
         format!("0-{}", self.offset.saturating_sub(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(name: Option<&str>, offset: u64, len: u64) -> Part {
+        Part {
+            name: name.map(str::to_owned),
+            offset,
+            len,
+        }
+    }
+
+    #[test]
+    fn parts_in_place_in_a_row_are_one_stretch() {
+        let mut record = UploadRecord::new(Millis(0));
+        let hasher = Hasher::new(Algorithm::Sha256);
+        record.append(part(None, 0, 5), &hasher);
+        record.append(part(None, 5, 3), &hasher);
+        record.append(part(Some("p"), 8, 2), &hasher);
+        record.append(part(None, 10, 4), &hasher);
+        assert_eq!(record.offset, 14);
+        assert_eq!(
+            record.parts,
+            [part(None, 0, 8), part(Some("p"), 8, 2), part(None, 10, 4)]
+        );
     }
 }
