@@ -62,9 +62,11 @@ pub(crate) async fn read_span(
 fn map(file: &File, offset: u64, len: usize) -> std::io::Result<Bytes> {
     // SAFETY: a mapping is only unsound if the file changes underneath it. Stored objects
     // never do: every write goes to a temporary file that is renamed into place, and a
-    // delete unlinks the name while the mapped inode stays intact. The window lies within
-    // the file's size, checked when it was opened. (A file truncated in place by something
-    // other than Stowage would fault the process.)
+    // delete unlinks the name while the mapped inode stays intact. (An upload's data file is
+    // written in place, but it becomes a blob only after its end offset was claimed, when
+    // no request can write to it any more: see `stowage_core::upload::Part`.) The window
+    // lies within the file's size, checked when it was opened. (A file truncated in place by
+    // something other than Stowage would fault the process.)
     let map = unsafe {
         MmapOptions::new()
             .offset(offset)
