@@ -66,6 +66,14 @@ fn run_watching_concat(
     }
 }
 
+/// The pieces of the one `Concat` a completion asked for.
+fn only_concat(concats: &[Vec<Piece>]) -> &[Piece] {
+    match concats {
+        [pieces] => pieces,
+        _ => panic!("expected one concat, got {concats:?}"),
+    }
+}
+
 fn blob_reads_back(registry: &Registry, world: &mut World, blob: &[u8]) {
     let path = format!("/v2/app/blobs/{}", sha256(blob));
     let reply = world.run(registry, Request::get(path), 99);
@@ -89,11 +97,9 @@ fn an_upload_in_place_completes_by_moving_its_data_file() {
         .body(vec![Bytes::from_static(b"world")]);
     let (status, concats) = run_watching_concat(&registry, &mut world, last_chunk, 3);
     assert_eq!(status, StatusCode::CREATED);
-    let [pieces] = concats.as_slice() else {
-        panic!("expected one concat, got {concats:?}");
-    };
+    let pieces = only_concat(&concats);
     assert!(
-        matches!(pieces.as_slice(), [Piece { key, span: None }] if key.ends_with("/data")),
+        matches!(pieces, [Piece { key, span: None }] if key.ends_with("/data")),
         "{pieces:?}"
     );
     blob_reads_back(&registry, &mut world, b"hello world");
@@ -120,9 +126,7 @@ fn a_chunk_retried_after_a_failed_body_goes_to_a_part_of_its_own() {
     let (status, concats) =
         run_watching_concat(&registry, &mut world, finish(&location, b"abcdefghi"), 6);
     assert_eq!(status, StatusCode::CREATED);
-    let [pieces] = concats.as_slice() else {
-        panic!("expected one concat, got {concats:?}");
-    };
+    let pieces = only_concat(&concats);
     assert_eq!(pieces.len(), 3, "{pieces:?}");
     assert_eq!(pieces[0].span.map(|s| (s.start, s.len)), Some((0, 3)));
     assert!(
