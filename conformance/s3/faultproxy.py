@@ -97,6 +97,9 @@ class FaultProxy:
         self._scripted: list[Scripted] = []
         self._log: list[Logged] = []
         self._lock = threading.Lock()
+        # Signalled whenever a request finishes, for `wait_idle`.
+        self._finished = threading.Condition(self._lock)
+        self._in_flight = 0
         self._random = random.Random(self.faults.seed)
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -127,6 +130,13 @@ class FaultProxy:
             self._log.clear()
 
     # What happened.
+
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        """Returns once no request is being handled: after a client is killed, a request it
+        sent may still be forwarded and logged, and a test must not count it as a later one's."""
+        with self._finished:
+            if not self._finished.wait_for(lambda: self._in_flight == 0, timeout):
+                raise TimeoutError(f"{self._in_flight} requests still in flight")
 
     def log(self) -> list[Logged]:
         with self._lock:
@@ -196,11 +206,17 @@ class FaultProxy:
                     return True
 
             def _handle(self):
+                with proxy._lock:
+                    proxy._in_flight += 1
                 try:
                     self._proxy()
                 except (ConnectionError, socket.timeout):
                     # The client or the S3 server hung up; the client sees a failed attempt.
                     self.close_connection = True
+                finally:
+                    with proxy._finished:
+                        proxy._in_flight -= 1
+                        proxy._finished.notify_all()
 
             def _proxy(self):
                 url = urlsplit(self.path)
