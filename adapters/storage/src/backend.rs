@@ -14,7 +14,7 @@ use stowage_core::step::{
 
 use crate::StorageError;
 use crate::body::BodySource;
-use crate::object_writer::{Committed, ObjectWriter};
+use crate::object_writer::{Committed, ObjectWriter, PartWriter};
 use crate::s3_multipart::MultipartUploads;
 use crate::settings::StoreSettings;
 use crate::{fs, fs_reader, s3};
@@ -204,7 +204,7 @@ impl Backend {
         };
         writer
             .await
-            .map(ObjectWriter::OpenDal)
+            .map(|writer| ObjectWriter::OpenDal(PartWriter::new(writer, self.write_chunk)))
             .map_err(std::io::Error::other)
     }
 

@@ -1,7 +1,14 @@
 //! Writing one object, whole or not at all: on the filesystem through [`FsWriter`], elsewhere
 //! through OpenDAL's writer (a multipart upload on S3).
+//!
+//! Elsewhere the bytes are gathered into one buffer per part before OpenDAL sees them. Handed
+//! the request body's own chunks (a slice of the connection's read buffer each), OpenDAL kept
+//! a part as hundreds of small allocations; freed, they stayed in the allocator's arenas, and
+//! the server held on to hundreds of MiB after a few large pushes. A part-sized buffer is one
+//! allocation the allocator maps and unmaps whole, and its copy costs little next to the
+//! upload itself.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::fs_writer::FsWriter;
 
@@ -15,7 +22,50 @@ pub(crate) enum Committed {
 
 pub(crate) enum ObjectWriter {
     Fs(FsWriter),
-    OpenDal(opendal::Writer),
+    OpenDal(PartWriter),
+}
+
+/// OpenDAL's writer, fed whole parts.
+pub(crate) struct PartWriter {
+    writer: opendal::Writer,
+    part_size: usize,
+    /// The part being gathered; allocated at the first byte.
+    part: BytesMut,
+}
+
+impl PartWriter {
+    /// `writer` must upload parts of `part_size` bytes, so each gathered part goes out as is.
+    pub(crate) fn new(writer: opendal::Writer, part_size: usize) -> Self {
+        PartWriter {
+            writer,
+            part_size: part_size.max(1),
+            part: BytesMut::new(),
+        }
+    }
+
+    async fn write(&mut self, mut chunk: Bytes) -> opendal::Result<()> {
+        while !chunk.is_empty() {
+            if self.part.capacity() == 0 {
+                self.part = BytesMut::with_capacity(self.part_size);
+            }
+            let room = self.part_size - self.part.len();
+            let taken = chunk.split_to(room.min(chunk.len()));
+            self.part.extend_from_slice(&taken);
+            if self.part.len() == self.part_size {
+                let part = std::mem::take(&mut self.part).freeze();
+                self.writer.write(part).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn close(&mut self) -> opendal::Result<()> {
+        if !self.part.is_empty() {
+            let rest = std::mem::take(&mut self.part).freeze();
+            self.writer.write(rest).await?;
+        }
+        self.writer.close().await.map(drop)
+    }
 }
 
 fn io(e: opendal::Error) -> std::io::Error {
@@ -35,7 +85,7 @@ impl ObjectWriter {
         match self {
             ObjectWriter::Fs(w) => w.commit().await,
             ObjectWriter::OpenDal(mut w) => match w.close().await {
-                Ok(_) => Ok(Committed::Done),
+                Ok(()) => Ok(Committed::Done),
                 Err(e) if e.kind() == opendal::ErrorKind::ConditionNotMatch => {
                     Ok(Committed::ConditionFailed)
                 }
@@ -49,7 +99,7 @@ impl ObjectWriter {
         match self {
             ObjectWriter::Fs(w) => w.abort().await,
             ObjectWriter::OpenDal(mut w) => {
-                if let Err(e) = w.abort().await {
+                if let Err(e) = w.writer.abort().await {
                     tracing::warn!(key, error = %e, "aborting a write failed");
                 }
             }
