@@ -206,7 +206,7 @@ class FaultProxy:
                     return True
 
             def _handle(self):
-                with proxy._lock:
+                with proxy._finished:
                     proxy._in_flight += 1
                 try:
                     self._proxy()

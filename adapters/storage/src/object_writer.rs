@@ -66,6 +66,12 @@ impl PartWriter {
         }
         self.writer.close().await.map(drop)
     }
+
+    /// Drops the part being gathered and what was uploaded.
+    async fn abort(self) -> opendal::Result<()> {
+        let PartWriter { mut writer, .. } = self;
+        writer.abort().await
+    }
 }
 
 fn io(e: opendal::Error) -> std::io::Error {
@@ -98,8 +104,8 @@ impl ObjectWriter {
     pub(crate) async fn abort(self, key: &str) {
         match self {
             ObjectWriter::Fs(w) => w.abort().await,
-            ObjectWriter::OpenDal(mut w) => {
-                if let Err(e) = w.writer.abort().await {
+            ObjectWriter::OpenDal(w) => {
+                if let Err(e) = w.abort().await {
                     tracing::warn!(key, error = %e, "aborting a write failed");
                 }
             }
