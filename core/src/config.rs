@@ -25,7 +25,7 @@ pub struct Limits {
     /// Whether a manifest may name blobs or manifests that were not pushed (sparse images).
     pub allow_missing_manifest_references: bool,
     pub locks: LockSettings,
-    /// How long tag lookups and manifests stay in the cache, in milliseconds.
+    /// How long cache entries (tags, manifests, blob sizes, small blobs) last, in milliseconds.
     pub cache_ttl_ms: u64,
     /// Whether the blob store can write a chunk into an upload's data file at its offset
     /// (the filesystem): a chunked upload then completes by a rename, not a copy of its

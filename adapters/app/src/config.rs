@@ -70,7 +70,7 @@ impl Default for ServerSettings {
 pub struct RegistrySettings {
     pub max_manifest_size: ByteSize,
     pub allow_missing_manifest_references: bool,
-    /// How long tag lookups and manifests stay cached.
+    /// How long cache entries (tags, manifests, blob sizes, small blobs) last.
     pub cache_ttl_secs: u64,
     /// Upload sessions (and S3 multipart uploads) older than this are purged.
     pub upload_max_age_secs: u64,

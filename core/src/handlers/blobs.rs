@@ -13,8 +13,36 @@ use crate::names::RepoName;
 use crate::range::{ByteRange, Span};
 use crate::step::{Body, Response, Store};
 
+/// Blobs up to this size are kept in the cache whole, so image configs and the other small
+/// blobs every pull fetches are served without a storage request (on S3, a round trip
+/// each). A digest's bytes never change, so such an entry needs no invalidation: whether
+/// the blob still belongs to the repository is checked first, as for every blob.
+const CACHED_BLOB_MAX_BYTES: u64 = 64 * 1024;
+
 fn blob_unknown(digest: &Digest) -> RegistryError {
     RegistryError::new(ErrorCode::BlobUnknown, format!("blob {digest} is unknown"))
+}
+
+/// The whole of a small blob of `size` bytes, from the cache when it can be.
+async fn small_blob(ctx: &Ctx, digest: &Digest, size: u64) -> Result<Bytes, RegistryError> {
+    let cache_key = keys::blob_data_cache(digest);
+    if let Some(Some(bytes)) = ctx.cache_get(cache_key.clone()).await
+        && bytes.len() as u64 == size
+    {
+        return Ok(bytes);
+    }
+    let bytes = ctx
+        .read(Store::Blobs, layout::blob_data(digest))
+        .await?
+        .ok_or_else(|| blob_unknown(digest))?;
+    if bytes.len() as u64 != size {
+        return Err(RegistryError::new(
+            ErrorCode::Unavailable,
+            format!("blob {digest} changed size while it was read"),
+        ));
+    }
+    ctx.cache_fill(cache_key, bytes.clone()).await;
+    Ok(bytes)
 }
 
 /// The size of a blob that belongs to `name`, from the cache when it can be.
@@ -87,6 +115,11 @@ pub(super) async fn get(
     };
     let reply = if only_head || span.len == 0 {
         reply.length(span.len)
+    } else if size <= CACHED_BLOB_MAX_BYTES {
+        let bytes = small_blob(ctx, digest, size).await?;
+        // Within `size`: `resolve` keeps every span inside the blob.
+        let (start, end) = (span.start as usize, (span.start + span.len) as usize);
+        reply.body(Body::Bytes(bytes.slice(start..end)), span.len)
     } else {
         let body = Body::Stored {
             store: Store::Blobs,

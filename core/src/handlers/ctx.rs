@@ -391,4 +391,10 @@ pub(crate) mod keys {
     pub(crate) fn blob_cache(name: &RepoName, d: &Digest) -> String {
         format!("blob/{name}/{d}")
     }
+
+    /// Cached: a small blob's bytes, shared by every repository (a digest's bytes never
+    /// change).
+    pub(crate) fn blob_data_cache(d: &Digest) -> String {
+        format!("blob-data:{d}")
+    }
 }

@@ -59,13 +59,15 @@ fn body_error(error: BodyError) -> RegistryError {
     RegistryError::new(code, error.to_string())
 }
 
-/// Records `digest` as part of `name`, under the blob's lock, and clears any tombstone a
-/// delete left in the cache.
+/// Records `digest` (of `size` bytes) as part of `name`, under the blob's lock, and in the
+/// cache, over any tombstone a delete left there: the first pull after a push then needs
+/// no storage request to learn the blob is there.
 async fn link(
     ctx: &Ctx,
     held: &mut Held,
     name: &RepoName,
     digest: &Digest,
+    size: u64,
 ) -> Result<(), RegistryError> {
     ctx.ensure(held).await?;
     ctx.create(
@@ -74,12 +76,19 @@ async fn link(
         layout::link_content(digest),
     )
     .await?;
-    ctx.cache_delete(vec![keys::blob_cache(name, digest)]).await
+    let size = Bytes::from(size.to_string());
+    ctx.cache_record(keys::blob_cache(name, digest), Some(size))
+        .await
 }
 
-async fn link_locked(ctx: &Ctx, name: &RepoName, digest: &Digest) -> Result<(), RegistryError> {
+async fn link_locked(
+    ctx: &Ctx,
+    name: &RepoName,
+    digest: &Digest,
+    size: u64,
+) -> Result<(), RegistryError> {
     ctx.locked(vec![keys::blob_lock(name, digest)], async |held| {
-        link(ctx, held, name, digest).await
+        link(ctx, held, name, digest, size).await
     })
     .await
 }
@@ -93,9 +102,9 @@ pub(super) async fn start(
     from: Option<RepoName>,
 ) -> Result<Response, RegistryError> {
     if let Some(mount) = mount
-        && mountable(ctx, &mount, from.as_ref()).await?
+        && let Some(size) = mountable(ctx, &mount, from.as_ref()).await?
     {
-        link_locked(ctx, name, &mount).await?;
+        link_locked(ctx, name, &mount, size).await?;
         return Ok(created(name, &mount));
     }
     if let Some(digest) = digest {
@@ -108,21 +117,21 @@ pub(super) async fn start(
     Ok(in_progress(StatusCode::ACCEPTED, name, &id, &record))
 }
 
-/// Whether a mount of `digest` can be served: from `from` when named (the blob must belong
-/// to it), else from anywhere in the registry.
+/// The size of `digest` if a mount of it can be served: from `from` when named (the blob
+/// must belong to it), else from anywhere in the registry.
 async fn mountable(
     ctx: &Ctx,
     digest: &Digest,
     from: Option<&RepoName>,
-) -> Result<bool, RegistryError> {
+) -> Result<Option<u64>, RegistryError> {
     if let Some(from) = from
         && !ctx
             .exists(Store::Meta, layout::layer_link(from, digest))
             .await?
     {
-        return Ok(false);
+        return Ok(None);
     }
-    ctx.exists(Store::Blobs, layout::blob_data(digest)).await
+    ctx.stat(Store::Blobs, layout::blob_data(digest)).await
 }
 
 /// `POST ?digest=` with the whole blob: the bytes go straight to their content address,
@@ -133,29 +142,29 @@ async fn monolithic(
     name: &RepoName,
     digest: &Digest,
 ) -> Result<Response, RegistryError> {
-    store_whole(ctx, head.content_length(), digest).await?;
-    link_locked(ctx, name, digest).await?;
+    let size = store_whole(ctx, head.content_length(), digest).await?;
+    link_locked(ctx, name, digest, size).await?;
     Ok(created(name, digest))
 }
 
 /// Streams a body holding a whole blob to its content address (no lock needed: it appears
-/// only if it hashes to `digest`, and anything already there is the same bytes).
+/// only if it hashes to `digest`, and anything already there is the same bytes); its size.
 async fn store_whole(
     ctx: &Ctx,
     exact_len: Option<u64>,
     digest: &Digest,
-) -> Result<(), RegistryError> {
+) -> Result<u64, RegistryError> {
     let tap = BodyTap::new(
         Hasher::new(digest.algorithm()),
         exact_len,
         Some(digest.clone()),
     );
-    let (_, error) = ctx
+    let (tap, error) = ctx
         .write_body(Store::Blobs, layout::blob_data(digest), tap)
         .await?;
     match error {
         Some(error) => Err(body_error(error)),
-        None => Ok(()),
+        None => Ok(tap.received()),
     }
 }
 
@@ -439,7 +448,7 @@ pub(super) async fn finish(
             };
             ctx.concat(Store::Blobs, pieces, data).await?;
         }
-        link(ctx, held, name, digest).await?;
+        link(ctx, held, name, digest, record.offset).await?;
         ctx.delete_all(Store::Blobs, layout::upload_dir(name, id))
             .await?;
         Ok(created(name, digest))
@@ -480,10 +489,10 @@ async fn finish_whole(
     record: &UploadRecord,
     digest: &Digest,
 ) -> Result<Response, RegistryError> {
-    store_whole(ctx, chunk_length(head, record)?, digest).await?;
+    let size = store_whole(ctx, chunk_length(head, record)?, digest).await?;
     let lock_keys = vec![keys::upload_lock(id), keys::blob_lock(name, digest)];
     ctx.locked(lock_keys, async |held| {
-        link(ctx, held, name, digest).await?;
+        link(ctx, held, name, digest, size).await?;
         ctx.delete_all(Store::Blobs, layout::upload_dir(name, id))
             .await?;
         Ok(created(name, digest))
