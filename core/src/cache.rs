@@ -55,12 +55,6 @@ impl MemoryCache {
                 self.entries.insert(key, (value, now.plus(ttl_ms)));
                 None
             }
-            CacheRequest::Delete { keys } => {
-                for key in keys {
-                    self.remove(&key);
-                }
-                None
-            }
         }
     }
 
@@ -122,13 +116,6 @@ mod tests {
         cache.apply(put("b", b"1234567"), Millis(10));
         cache.apply(put("c", b"1234567"), Millis(10));
         assert!(cache.bytes <= 16);
-        cache.apply(
-            CacheRequest::Delete {
-                keys: vec!["c".into()],
-            },
-            Millis(10),
-        );
-        assert_eq!(cache.apply(get("c"), Millis(10)), None);
         let fill = CacheRequest::Put {
             key: "b".into(),
             value: Bytes::from_static(b"stale"),

@@ -201,9 +201,6 @@ pub enum CacheRequest {
         ttl_ms: u64,
         only_if_absent: bool,
     },
-    Delete {
-        keys: Vec<String>,
-    },
 }
 
 #[derive(Debug)]

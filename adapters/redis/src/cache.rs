@@ -1,4 +1,4 @@
-//! The shared cache on Redis: `GET`, `SET PX` (with `NX` for readers' fills), `DEL`.
+//! The shared cache on Redis: `GET`, and `SET PX` (with `NX` for readers' fills).
 
 use bytes::Bytes;
 use redis::{Cmd, FromRedisValue};
@@ -48,17 +48,6 @@ impl RedisCache {
                     set.arg("NX");
                 }
                 let _: Option<String> = self.query("cache set", set).await?;
-                Ok(None)
-            }
-            CacheRequest::Delete { keys } => {
-                if keys.is_empty() {
-                    return Ok(None);
-                }
-                let mut delete = redis::cmd("DEL");
-                for key in &keys {
-                    delete.arg(self.redis.key("cache", key));
-                }
-                let _: i64 = self.query("cache delete", delete).await?;
                 Ok(None)
             }
         }

@@ -312,19 +312,6 @@ impl Ctx {
         self.channel.perform(Step::Cache(request)).await
     }
 
-    /// Forgets keys that were absent before a write created them (clearing tombstones).
-    /// Like [`Ctx::cache_record`], a failure fails the write.
-    pub(crate) async fn cache_delete(&self, keys: Vec<String>) -> Result<(), RegistryError> {
-        match self
-            .channel
-            .perform(Step::Cache(CacheRequest::Delete { keys }))
-            .await
-        {
-            Outcome::Done | Outcome::Cache(_) => Ok(()),
-            other => Err(unavailable("cache invalidation", other)),
-        }
-    }
-
     pub(crate) async fn lock(&self, keys: Vec<String>) -> Result<Held, RegistryError> {
         // A generator of its own, so no guard on ours is held across the lock steps.
         let mut rng = Rng::new(self.rng().next_u64());

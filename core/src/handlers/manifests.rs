@@ -207,7 +207,8 @@ pub(super) async fn put(
             link.clone(),
         )
         .await?;
-        ctx.cache_delete(vec![keys::manifest_cache(name, &digest)])
+        // The first pull after the push then finds the manifest in the cache.
+        ctx.cache_record(keys::manifest_cache(name, &digest), Some(body.clone()))
             .await?;
         for (tag, found) in tags.iter().zip(&current) {
             ctx.create(

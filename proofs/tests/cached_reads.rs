@@ -1,12 +1,16 @@
-//! Small blobs are served from the cache: the push records the size, the first read the
-//! bytes, and then a GET needs no storage request; yet a blob that left the repository is
-//! refused as before, and a large blob is still streamed from storage.
+//! What pulls read from the cache. A manifest push records the manifest, so the first pull
+//! needs no storage request. Small blobs are served from the cache: the push records the
+//! size, the first read the bytes, and then a GET needs no storage request; yet a blob that
+//! left the repository is refused as before, and a large blob is still streamed from
+//! storage.
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use stowage_core::Registry;
+use stowage_core::manifest::OCI_MANIFEST;
 use stowage_core::step::{Body, Response, Step};
 use stowage_proofs::actor::Actor;
+use stowage_proofs::fixtures;
 use stowage_proofs::integrity::sha256;
 use stowage_proofs::request::{Reply, Request, chunks_of};
 use stowage_proofs::world::World;
@@ -103,5 +107,21 @@ fn a_large_blob_is_still_streamed_from_storage() {
         assert!(matches!(response.body, Body::Stored { .. }), "{response:?}");
         let reply = world.reply(response);
         assert_eq!((reply.status, reply.bytes()), (StatusCode::OK, &blob));
+    }
+}
+
+#[test]
+fn the_first_manifest_pull_after_a_push_needs_no_storage_request() {
+    let (registry, mut world) = (Registry::default(), World::default());
+    let manifest = fixtures::image_manifest(&blob_of(100), &[], 0);
+    let put = Request::new(Method::PUT, "/v2/app/manifests/v1")
+        .header("content-type", OCI_MANIFEST)
+        .body(vec![manifest.clone()]);
+    assert_eq!(world.run(&registry, put, 2).status, StatusCode::CREATED);
+    for reference in ["v1".to_owned(), sha256(&manifest).to_string()] {
+        let get = Request::get(format!("/v2/app/manifests/{reference}"));
+        let (reply, reads) = get_counting_storage(&registry, &mut world, get);
+        assert_eq!((reply.status, reply.bytes()), (StatusCode::OK, &manifest));
+        assert_eq!(reads, 0, "GET by {reference} went to storage");
     }
 }
