@@ -64,25 +64,26 @@ impl MemoryCache {
         }
     }
 
-    /// Drops expired entries, then as many others as needed to fit `room` more bytes.
+    /// Drops expired entries, then others (in no particular order) until `room` more bytes
+    /// fit with an eighth of the bound to spare: a full cache then scans its entries once
+    /// per eighth of its size filled, not on every fill.
     fn evict(&mut self, now: Millis, room: usize) {
-        self.entries.retain(|_, (_, until)| *until > now);
-        let mut bytes: usize = self
-            .entries
-            .iter()
-            .map(|(k, (v, _))| k.len() + v.len())
-            .sum();
-        if bytes + room > self.max_bytes {
-            let keys: Vec<String> = self.entries.keys().cloned().collect();
-            for key in keys {
-                if bytes + room <= self.max_bytes {
-                    break;
-                }
-                if let Some((value, _)) = self.entries.remove(&key) {
-                    bytes -= key.len() + value.len();
-                }
+        let goal = self.max_bytes - self.max_bytes / 8;
+        let mut bytes = self.bytes;
+        self.entries.retain(|key, (value, until)| {
+            let fresh = *until > now;
+            if !fresh {
+                bytes -= key.len() + value.len();
             }
-        }
+            fresh
+        });
+        self.entries.retain(|key, (value, _)| {
+            if bytes + room <= goal {
+                return true;
+            }
+            bytes -= key.len() + value.len();
+            false
+        });
         self.bytes = bytes;
     }
 }
@@ -127,5 +128,27 @@ mod tests {
             cache.apply(get("b"), Millis(10)).as_deref(),
             Some(&b"1234567"[..])
         );
+    }
+
+    #[test]
+    fn a_full_cache_makes_room_for_more_than_one_fill() {
+        let mut cache = MemoryCache::new(800);
+        let value = Bytes::from(vec![0u8; 98]);
+        let fill = |key: String| CacheRequest::Put {
+            key,
+            value: value.clone(),
+            ttl_ms: 1_000,
+            only_if_absent: true,
+        };
+        for n in 0..8 {
+            cache.apply(fill(format!("k{n}")), Millis(0));
+        }
+        assert_eq!(cache.bytes, 800);
+        cache.apply(fill("k8".into()), Millis(0));
+        // Evicted down to 7/8 of the bound, the new entry included: the next fill fits
+        // without another scan.
+        assert!(cache.bytes <= 700, "{} bytes", cache.bytes);
+        assert_eq!(cache.bytes, cache.entries.len() * 100);
+        assert!(cache.apply(get("k8"), Millis(0)).is_some());
     }
 }
