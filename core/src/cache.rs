@@ -1,14 +1,15 @@
-//! The single-instance cache: plain data with expiry, time passed in, bounded in bytes.
-
-use std::collections::HashMap;
+//! The single-instance cache: plain data with expiry, time passed in, bounded in bytes; when
+//! full, the least recently used entries make room.
 
 use bytes::Bytes;
+use lru::LruCache;
 
 use crate::step::{CacheRequest, Millis};
 
 #[derive(Debug)]
 pub struct MemoryCache {
-    entries: HashMap<String, (Bytes, Millis)>,
+    /// Each value with the time it expires.
+    entries: LruCache<String, (Bytes, Millis)>,
     bytes: usize,
     max_bytes: usize,
 }
@@ -16,7 +17,7 @@ pub struct MemoryCache {
 impl MemoryCache {
     pub fn new(max_bytes: usize) -> Self {
         MemoryCache {
-            entries: HashMap::new(),
+            entries: LruCache::unbounded(),
             bytes: 0,
             max_bytes,
         }
@@ -42,49 +43,29 @@ impl MemoryCache {
                 let size = key.len() + value.len();
                 let present = self
                     .entries
-                    .get(&key)
+                    .peek(&key)
                     .is_some_and(|(_, until)| *until > now);
                 if size > self.max_bytes || (only_if_absent && present) {
                     return None;
                 }
                 self.remove(&key);
-                if self.bytes + size > self.max_bytes {
-                    self.evict(now, size);
+                while self.bytes + size > self.max_bytes {
+                    let Some((old_key, (old_value, _))) = self.entries.pop_lru() else {
+                        break;
+                    };
+                    self.bytes -= old_key.len() + old_value.len();
                 }
                 self.bytes += size;
-                self.entries.insert(key, (value, now.plus(ttl_ms)));
+                self.entries.put(key, (value, now.plus(ttl_ms)));
                 None
             }
         }
     }
 
     fn remove(&mut self, key: &str) {
-        if let Some((value, _)) = self.entries.remove(key) {
+        if let Some((value, _)) = self.entries.pop(key) {
             self.bytes -= key.len() + value.len();
         }
-    }
-
-    /// Drops expired entries, then others (in no particular order) until `room` more bytes
-    /// fit with an eighth of the bound to spare: a full cache then scans its entries once
-    /// per eighth of its size filled, not on every fill.
-    fn evict(&mut self, now: Millis, room: usize) {
-        let goal = self.max_bytes - self.max_bytes / 8;
-        let mut bytes = self.bytes;
-        self.entries.retain(|key, (value, until)| {
-            let fresh = *until > now;
-            if !fresh {
-                bytes -= key.len() + value.len();
-            }
-            fresh
-        });
-        self.entries.retain(|key, (value, _)| {
-            if bytes + room <= goal {
-                return true;
-            }
-            bytes -= key.len() + value.len();
-            false
-        });
-        self.bytes = bytes;
     }
 }
 
@@ -131,24 +112,31 @@ mod tests {
     }
 
     #[test]
-    fn a_full_cache_makes_room_for_more_than_one_fill() {
+    fn a_full_cache_drops_the_least_recently_used() {
         let mut cache = MemoryCache::new(800);
         let value = Bytes::from(vec![0u8; 98]);
-        let fill = |key: String| CacheRequest::Put {
-            key,
+        let fill = |key: &str| CacheRequest::Put {
+            key: key.into(),
             value: value.clone(),
             ttl_ms: 1_000,
             only_if_absent: true,
         };
         for n in 0..8 {
-            cache.apply(fill(format!("k{n}")), Millis(0));
+            cache.apply(fill(&format!("k{n}")), Millis(0));
         }
         assert_eq!(cache.bytes, 800);
-        cache.apply(fill("k8".into()), Millis(0));
-        // Evicted down to 7/8 of the bound, the new entry included: the next fill fits
-        // without another scan.
-        assert!(cache.bytes <= 700, "{} bytes", cache.bytes);
-        assert_eq!(cache.bytes, cache.entries.len() * 100);
-        assert!(cache.apply(get("k8"), Millis(0)).is_some());
+        assert!(cache.apply(get("k0"), Millis(1)).is_some());
+        cache.apply(fill("k8"), Millis(2));
+        assert_eq!(cache.bytes, 800);
+        assert!(
+            cache.apply(get("k1"), Millis(3)).is_none(),
+            "k1 was the least used"
+        );
+        for key in ["k0", "k2", "k8"] {
+            assert!(
+                cache.apply(get(key), Millis(3)).is_some(),
+                "{key} was dropped"
+            );
+        }
     }
 }
