@@ -45,6 +45,12 @@ async fn small_blob(ctx: &Ctx, digest: &Digest, size: u64) -> Result<Bytes, Regi
     Ok(bytes)
 }
 
+/// A blob's size as the cache keeps it under [`keys::blob_cache`]: decimal text, read back
+/// by [`size_in_repo`].
+pub(super) fn size_entry(size: u64) -> Bytes {
+    Bytes::from(size.to_string())
+}
+
 /// The size of a blob that belongs to `name`, from the cache when it can be.
 pub(super) async fn size_in_repo(
     ctx: &Ctx,
@@ -69,8 +75,7 @@ pub(super) async fn size_in_repo(
     }
     let size = ctx.stat(Store::Blobs, layout::blob_data(digest)).await?;
     if let Some(size) = size {
-        ctx.cache_fill(cache_key, Bytes::from(size.to_string()))
-            .await;
+        ctx.cache_fill(cache_key, size_entry(size)).await;
     }
     Ok(size)
 }

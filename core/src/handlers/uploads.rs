@@ -3,6 +3,7 @@
 use bytes::Bytes;
 use http::StatusCode;
 
+use super::blobs;
 use super::ctx::keys;
 use super::response::{DOCKER_UPLOAD_UUID, Reply};
 use super::{Ctx, RequestHead};
@@ -76,8 +77,8 @@ async fn link(
         layout::link_content(digest),
     )
     .await?;
-    let size = Bytes::from(size.to_string());
-    ctx.cache_record(keys::blob_cache(name, digest), Some(size))
+    let entry = blobs::size_entry(size);
+    ctx.cache_record(keys::blob_cache(name, digest), Some(entry))
         .await
 }
 
