@@ -36,10 +36,6 @@ pub fn http1_builder(
     builder
         .timer(timer)
         .max_buf_size(READ_BUFFER_MAX)
-        // Queue response bodies and write them with one vectored write. hyper picks this
-        // from the socket's `is_write_vectored`, which smol-hyper's adapter does not report,
-        // so on smol it copied every body chunk into its own buffer first.
-        .writev(true)
         .header_read_timeout(header_read_timeout);
     builder
 }

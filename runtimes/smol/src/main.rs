@@ -1,6 +1,7 @@
 //! `stowage-smol`: the registry on smol. Everything but the accept loop, executor, timer and
 //! signal handling is shared with `stowage` (tokio).
 
+mod connection;
 mod executor;
 mod server;
 mod signal;

@@ -12,10 +12,11 @@ use futures_lite::future;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::server::graceful::GracefulShutdown;
-use smol_hyper::rt::{FuturesIo, SmolTimer};
+use smol_hyper::rt::SmolTimer;
 use stowage_app::{Config, StartError};
 use stowage_http::Service;
 
+use crate::connection::Connection;
 use crate::executor;
 use crate::signal::shutdown_signal;
 use crate::sleep::SmolSleep;
@@ -82,7 +83,7 @@ fn serve_connection(
         let service = service.clone();
         async move { Ok::<_, std::convert::Infallible>(service.handle(request).await) }
     });
-    let connection = graceful.watch(http.serve_connection(FuturesIo::new(stream), handler));
+    let connection = graceful.watch(http.serve_connection(Connection::new(stream), handler));
     // OpenDAL's fs service runs on tokio::fs and its S3 transport on reqwest, and hyper polls
     // response bodies streamed from storage outside the handler: the whole connection is
     // polled inside a tokio context (async-compat's background runtime).
