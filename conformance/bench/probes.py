@@ -1,6 +1,7 @@
 """What the benchmark measures besides the registries: a server process's CPU time and peak
 RSS during a phase, the machine's own limits (one core's sha256 rate, a loopback socket
-copy), and the ceilings of our own client against a server that does nothing."""
+copy, the CPU a verified write of a pushed blob costs at least), and the ceilings of our own
+client against a server that does nothing."""
 
 import hashlib
 import mmap
@@ -93,6 +94,42 @@ def loopback_copy(path: Path) -> float:
             conn.sendfile(f)
         sink.join()
     return size / MIB / elapsed.value
+
+
+def _verifying_sink(listener: socket.socket, expected: int, target: Path, cpu) -> None:
+    conn, _ = listener.accept()
+    buffer, got, hasher = bytearray(128 << 10), 0, hashlib.sha256()
+    view = memoryview(buffer)
+    start = time.process_time()
+    with conn, open(target, "wb", buffering=0) as out:
+        while got < expected and (n := conn.recv_into(buffer)):
+            hasher.update(view[:n])
+            out.write(view[:n])
+            got += n
+    hasher.digest()
+    cpu.value = time.process_time() - start
+
+
+def verified_write_cpu(path: Path, target: Path, settle) -> float:
+    """CPU seconds per GiB of the least a registry does with a pushed blob: receive it from
+    a loopback socket, sha256 it and write it to a file (`target`, on the registries'
+    filesystem), in one thread of another process. The median of three, each after
+    `settle()` (the page cache state every timed push starts from)."""
+    size = path.stat().st_size
+    ctx = multiprocessing.get_context("fork")
+    runs = []
+    for _ in range(3):
+        settle()
+        cpu = ctx.Value("d", 0.0)
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            sink = ctx.Process(target=_verifying_sink, args=(listener, size, target, cpu))
+            sink.start()
+            with socket.create_connection(listener.getsockname()) as conn, open(path, "rb") as f:
+                conn.sendfile(f)
+            sink.join()
+        target.unlink()
+        runs.append(cpu.value / (size / (1 << 30)))
+    return sorted(runs)[1]
 
 
 # --- a null registry, to show the client is not the bottleneck ---------------------------

@@ -514,6 +514,7 @@ def main() -> int:
         result["machine"] = {
             "sha256_one_core_mib_s": probes.sha256_one_core(largest),
             "loopback_copy_mib_s": probes.loopback_copy(largest),
+            "verified_write_cpu_s_gib": probes.verified_write_cpu(largest, work / "floor.bin", settle_memory),
             "client_ceiling": probes.client_ceilings(largest, SWARM),
         }
         backends = ["fs"] + (["s3"] if args.s3 else [])
@@ -544,6 +545,22 @@ def scratch_dir_on_tmpfs() -> str:
     return tempfile.mkdtemp(prefix="stowage-bench-blobs-", dir="/dev/shm")
 
 
+def verified_write_text(result: dict) -> str:
+    """The verified-write floor against Distribution's CPU for a monolithic push on fs: the
+    least stowage's ratio could be in this run."""
+    floor = result["machine"].get("verified_write_cpu_s_gib")
+    if floor is None:
+        return ""
+    text = (f"Receiving, hashing (sha256) and writing to a file in one thread costs "
+            f"{fmt(floor)} CPU-s per GiB")
+    theirs = result["backends"].get("fs", {}).get("figures", {}).get(DISTRIBUTION, {}).get("cpu.push_monolithic")
+    if theirs:
+        text += (f": {floor / theirs:.2f}x Distribution's CPU for a monolithic push on fs in this run, "
+                 "the least that ratio can be for a registry that verifies what it stores "
+                 "and writes it through the page cache")
+    return text + "."
+
+
 def print_report(result: dict) -> None:
     meta, machine = result["meta"], result["machine"]
     ceiling = machine["client_ceiling"]
@@ -553,6 +570,7 @@ def print_report(result: dict) -> None:
           f"loopback copy {fmt(machine['loopback_copy_mib_s'])} MiB/s; client against a null server: "
           f"push {fmt(ceiling['push_mib_s'])} MiB/s, pull {fmt(ceiling['pull_mib_s'])} MiB/s, "
           f"small blobs {fmt(ceiling['small_blobs_s'])}/s")
+    print(verified_write_text(result))
     for backend, data in result["backends"].items():
         for stowage, rows in data["tables"].items():
             print_table(f"{backend}: {stowage} / Distribution", rows)
