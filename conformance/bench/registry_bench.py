@@ -15,6 +15,7 @@ import argparse
 import datetime
 import http.client
 import json
+import math
 import os
 import platform
 import statistics
@@ -351,7 +352,11 @@ class Target:
         return f"{text} and {self.floor_text}" if self.floor is not None else text
 
     def met(self, stowage: float, ratio: float) -> bool:
-        ok = {">=": ratio >= self.ratio, "<=": ratio <= self.ratio, "<": ratio < self.ratio}[self.op]
+        # A ratio exactly at an inclusive bound (5.20 CPU-s against 15.60) must not miss it
+        # by the last bit of a floating-point division.
+        at_bound = math.isclose(ratio, self.ratio, rel_tol=1e-9)
+        ok = {">=": ratio >= self.ratio or at_bound, "<=": ratio <= self.ratio or at_bound,
+              "<": ratio < self.ratio and not at_bound}[self.op]
         return ok and (self.floor is None or stowage >= self.floor)
 
 
