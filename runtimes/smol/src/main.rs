@@ -1,5 +1,5 @@
-//! `stowage-smol`: the registry on smol. Everything but the accept loop, executor, timer and
-//! signal handling is shared with `stowage` (tokio).
+//! `stowage-smol`: the registry on smol. Everything but the accept loop, socket IO, executor,
+//! timer and signal handling is shared with `stowage` (tokio).
 
 mod connection;
 mod executor;
