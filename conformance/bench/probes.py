@@ -127,6 +127,8 @@ def verified_write_cpu(path: Path, target: Path, settle) -> float:
             with socket.create_connection(listener.getsockname()) as conn, open(path, "rb") as f:
                 conn.sendfile(f)
             sink.join()
+        if sink.exitcode != 0:
+            raise RuntimeError(f"the verified-write probe exited with {sink.exitcode}")
         target.unlink()
         runs.append(cpu.value / (size / (1 << 30)))
     return sorted(runs)[1]

@@ -1,6 +1,7 @@
 //! hyper's IO traits over an async-io TCP stream. smol-hyper's adapter zeroes the whole free
-//! part of hyper's read buffer (up to ~400 KiB) before every read, even one that finds no
-//! data; here the kernel writes into the buffer directly, as hyper-util's tokio adapter does.
+//! part of hyper's read buffer (up to its `max_buf_size`) before every read, even one that
+//! finds no data; here the kernel writes into the buffer directly, as hyper-util's tokio
+//! adapter does.
 
 use std::io::{self, IoSlice};
 use std::net::{Shutdown, TcpStream};
