@@ -1,6 +1,12 @@
 //! `stowage`: the registry on tokio. Everything but the accept loop, executor, timer and
 //! signal handling is shared with `stowage-smol`.
+//!
+//! The main thread runs the accept loop, signal handling and background tasks on a
+//! single-threaded runtime; connections are served by [`workers`], one runtime per core.
 
+mod workers;
+
+use std::num::NonZeroUsize;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +18,8 @@ use stowage_app::{Config, StartError};
 use stowage_driver::{BoxFuture, Timer};
 use tokio::net::TcpListener;
 
+use crate::workers::Workers;
+
 struct TokioSleep;
 
 impl Timer for TokioSleep {
@@ -22,15 +30,19 @@ impl Timer for TokioSleep {
 
 fn main() -> ExitCode {
     stowage_app::run(env!("CARGO_BIN_NAME"), |config| {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
+        let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(StartError::Runtime)?;
-        runtime.block_on(serve(config))
+        let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
+        let workers = Workers::start(cores).map_err(StartError::Runtime)?;
+        let served = runtime.block_on(serve(config, &workers));
+        workers.stop();
+        served
     })
 }
 
-async fn serve(config: Config) -> Result<(), StartError> {
+async fn serve(config: Config, workers: &Workers) -> Result<(), StartError> {
     let (registry, backends) = stowage_app::build(&config, Arc::new(TokioSleep))?;
     tokio::spawn(stowage_app::purge_stale_uploads(&config, &backends));
     let server = &config.server;
@@ -55,15 +67,22 @@ async fn serve(config: Config) -> Result<(), StartError> {
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let service = service.clone();
-                let handler = service_fn(move |request| {
-                    let service = service.clone();
-                    async move { Ok::<_, std::convert::Infallible>(service.handle(request).await) }
-                });
-                let connection = http.serve_connection(TokioIo::new(stream), handler);
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    if let Err(e) = connection.await {
+                // Registered again by the worker that serves it.
+                let stream = match stream.into_std() {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot hand a connection over");
+                        continue;
+                    }
+                };
+                let (service, http, watcher) = (service.clone(), http.clone(), graceful.watcher());
+                workers.serve(stream, move |stream| async move {
+                    let handler = service_fn(move |request| {
+                        let service = service.clone();
+                        async move { Ok::<_, std::convert::Infallible>(service.handle(request).await) }
+                    });
+                    let connection = http.serve_connection(TokioIo::new(stream), handler);
+                    if let Err(e) = watcher.watch(connection).await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
                 });
