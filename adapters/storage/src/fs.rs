@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use opendal::Operator;
 use opendal::services::Fs;
 
-use crate::fs_writer::{FsWriter, place};
+use crate::fs_writer::{FsWriter, place, sync_folder};
 use crate::object_writer::Committed;
 use crate::settings::FsSettings;
 
@@ -88,7 +88,7 @@ impl FsTarget {
         tokio::task::spawn_blocking(move || {
             let committed = place(&from, &to, true)?;
             if sync && committed == Committed::Done {
-                std::fs::File::open(to.parent().unwrap_or(Path::new("/")))?.sync_all()?;
+                sync_folder(&to)?;
             }
             Ok(committed)
         })

@@ -257,6 +257,15 @@ impl FsWriter {
     async fn finish(&mut self) -> std::io::Result<Committed> {
         let file = self.take_file().await?;
         let batch = std::mem::take(&mut self.batch);
+        if file.is_none()
+            && batch.is_empty()
+            && let Some(Placement {
+                target,
+                create_new: true,
+            }) = &self.placement
+        {
+            return create_empty(target.clone(), self.sync).await;
+        }
         let open = self.opener();
         let (path, placement, sync) = (self.path.clone(), self.placement.take(), self.sync);
         joined(
@@ -273,15 +282,13 @@ impl FsWriter {
                 let Some(Placement { target, create_new }) = placement else {
                     if sync {
                         // The file may be new: its name must last as well.
-                        let dir = path.parent().unwrap_or(Path::new("/"));
-                        File::open(dir)?.sync_all()?;
+                        sync_folder(&path)?;
                     }
                     return Ok(Committed::Done);
                 };
                 let committed = place(&path, &target, create_new)?;
                 if sync && committed == Committed::Done {
-                    let dir = target.parent().unwrap_or(Path::new("/"));
-                    File::open(dir)?.sync_all()?;
+                    sync_folder(&target)?;
                 }
                 Ok(committed)
             })
@@ -303,6 +310,35 @@ impl FsWriter {
         let temp = self.path.clone();
         let _ = spawn_blocking(move || std::fs::remove_file(temp)).await;
     }
+}
+
+/// Creates `target` empty unless something is there. With no bytes nothing can be
+/// half-written, so it is created in place: a claim on an upload's offset costs one create
+/// instead of a temporary file, a link and an unlink.
+async fn create_empty(target: PathBuf, sync: bool) -> std::io::Result<Committed> {
+    joined(
+        spawn_blocking(
+            move || match open_in_folder(&target, |path| File::create_new(path)) {
+                Ok(file) => {
+                    if sync {
+                        file.sync_all()?;
+                        sync_folder(&target)?;
+                    }
+                    Ok(Committed::Done)
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    Ok(Committed::ConditionFailed)
+                }
+                Err(e) => Err(e),
+            },
+        )
+        .await,
+    )
+}
+
+/// Makes a new name in `path`'s folder last.
+pub(crate) fn sync_folder(path: &Path) -> std::io::Result<()> {
+    File::open(path.parent().unwrap_or(Path::new("/")))?.sync_all()
 }
 
 /// Moves the finished file `temp` to `target`, creating its folders if they are missing
@@ -382,6 +418,25 @@ mod tests {
                 [b"head", &data[..]].concat()
             );
         }
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
+
+    /// An empty create-new object (an upload's claim) is made in place, in a folder created
+    /// for it, and only once.
+    #[tokio::test]
+    async fn an_empty_object_created_new_is_created_once() {
+        let dir = std::env::temp_dir().join(format!("stowage-fs-claim-{}", rand_u64()));
+        let target = dir.join("claims").join("0");
+        let first = FsWriter::new(&dir.join("tmp"), target.clone(), false, true);
+        assert_eq!(first.commit().await.expect("commit"), Committed::Done);
+        assert_eq!(std::fs::read(&target).expect("read"), b"");
+        std::fs::write(&target, b"taken").expect("mark");
+        let second = FsWriter::new(&dir.join("tmp"), target.clone(), false, true);
+        assert_eq!(
+            second.commit().await.expect("commit"),
+            Committed::ConditionFailed
+        );
+        assert_eq!(std::fs::read(&target).expect("read"), b"taken");
         std::fs::remove_dir_all(&dir).expect("clean up");
     }
 }
