@@ -246,6 +246,16 @@ impl FsWriter {
     /// for a create-new commit linked, leaving an existing target as it was. In place, only
     /// the rest is written.
     pub(crate) async fn commit(mut self) -> std::io::Result<Committed> {
+        if matches!(self.file, FileSlot::NotCreated)
+            && self.batch.is_empty()
+            && let Some(Placement {
+                target,
+                create_new: true,
+            }) = &self.placement
+        {
+            // No temporary file exists, so nothing to discard whatever the outcome.
+            return create_empty(target.clone(), self.sync).await;
+        }
         let temporary = self.placement.is_some();
         let result = self.finish().await;
         if temporary && !matches!(result, Ok(Committed::Done)) {
@@ -257,15 +267,6 @@ impl FsWriter {
     async fn finish(&mut self) -> std::io::Result<Committed> {
         let file = self.take_file().await?;
         let batch = std::mem::take(&mut self.batch);
-        if file.is_none()
-            && batch.is_empty()
-            && let Some(Placement {
-                target,
-                create_new: true,
-            }) = &self.placement
-        {
-            return create_empty(target.clone(), self.sync).await;
-        }
         let open = self.opener();
         let (path, placement, sync) = (self.path.clone(), self.placement.take(), self.sync);
         joined(
