@@ -42,6 +42,11 @@ def pytest_configure(config):
         "fs_only: reads or writes the registry's storage root on disk; deselected "
         "when STOWAGE_STORE is not fs (CI runs it in the fs run of the suite)",
     )
+    config.addinivalue_line(
+        "markers",
+        "stowage_only: sets a Stowage configuration key; deselected when the registry "
+        "under test is Distribution",
+    )
 
 
 def pytest_report_header(config):
@@ -59,6 +64,15 @@ def pytest_report_header(config):
     return "registry under test: distribution (docker-registry)"
 
 
+def _deselect(config, items, marker: str) -> None:
+    """Drops the tests carrying `marker` from the run, so the report never shows them as
+    skipped tests."""
+    dropped = [item for item in items if item.get_closest_marker(marker)]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if not item.get_closest_marker(marker)]
+
+
 def pytest_collection_modifyitems(config, items):
     try:
         kind = regmod.kind_under_test()
@@ -66,14 +80,10 @@ def pytest_collection_modifyitems(config, items):
     except regmod.RegistryStartError:
         return
     if layout != regmod.FS_LAYOUT:
-        # Not applicable to this layout (they run in the fs run of the suite): deselected,
-        # so the report never shows them as skipped tests.
-        fs_only = [item for item in items if item.get_closest_marker("fs_only")]
-        if fs_only:
-            config.hook.pytest_deselected(items=fs_only)
-            items[:] = [item for item in items if not item.get_closest_marker("fs_only")]
+        _deselect(config, items, "fs_only")  # they run in the fs run of the suite
     if kind != regmod.DISTRIBUTION:
         return
+    _deselect(config, items, "stowage_only")
     for item in items:
         if item.get_closest_marker("needs_referrers"):
             item.add_marker(pytest.mark.xfail(
@@ -103,14 +113,17 @@ class Registries:
         self.stores = stores
         self.started: list[regmod.Registry] = []
 
-    def start(self, kind: str, storage: Path, stores_toml: str | None = None) -> regmod.Registry:
+    def start(self, kind: str, storage: Path, stores_toml: str | None = None,
+              server_toml: str = "") -> regmod.Registry:
         """Starts a registry; Stowage gets the STOWAGE_STORE layout (a restart passes
-        the previous process's ``stores_toml`` to reuse its buckets)."""
+        the previous process's ``stores_toml`` to reuse its buckets) and ``server_toml``
+        in its ``[server]`` table."""
         error = None
         try:
             if kind == regmod.STOWAGE and stores_toml is None:
                 stores_toml = self.stores.stores_toml(storage)
-            reg = regmod.start_registry(kind, storage, self.workdir, stores_toml=stores_toml)
+            reg = regmod.start_registry(kind, storage, self.workdir, stores_toml=stores_toml,
+                                        server_toml=server_toml)
         except regmod.RegistryStartError as e:
             error = str(e)
         if error:

@@ -1,7 +1,7 @@
 //! A hyper request body as the storage adapter's [`BodySource`], with an idle timeout.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::future::{Either, select};
@@ -9,13 +9,18 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use stowage_core::step::BodyError;
-use stowage_driver::Timer;
+use stowage_driver::{BoxFuture, Timer};
 use stowage_storage::BodySource;
 
 pub struct RequestBody {
     incoming: Incoming,
     timer: Arc<dyn Timer>,
     idle_timeout: Duration,
+    /// Runs out no earlier than `idle_timeout` after the last data. It is set again only
+    /// when it runs out, not for every chunk: a fresh timer per 128 KiB read cost a timer
+    /// registration and, on tokio, a wake-up of the runtime's driver (a system call) each.
+    idle: Option<BoxFuture<'static, ()>>,
+    last_data: Instant,
 }
 
 impl RequestBody {
@@ -24,6 +29,8 @@ impl RequestBody {
             incoming,
             timer,
             idle_timeout,
+            idle: None,
+            last_data: Instant::now(),
         }
     }
 
@@ -37,14 +44,22 @@ impl RequestBody {
 impl BodySource for RequestBody {
     async fn next_chunk(&mut self) -> Option<Result<Bytes, BodyError>> {
         loop {
-            let idle = self.timer.sleep(self.idle_timeout);
+            let idle = self
+                .idle
+                .get_or_insert_with(|| self.timer.sleep(self.idle_timeout));
             let frame = match select(self.incoming.frame(), idle).await {
                 Either::Left((frame, _)) => frame?,
                 Either::Right(_) => {
+                    let quiet = self.last_data.elapsed();
+                    if quiet < self.idle_timeout {
+                        self.idle = Some(self.timer.sleep(self.idle_timeout - quiet));
+                        continue;
+                    }
                     let secs = self.idle_timeout.as_secs();
                     return Some(Err(BodyError::Client(format!("no body data for {secs}s"))));
                 }
             };
+            self.last_data = Instant::now();
             match frame {
                 Ok(frame) => match frame.into_data() {
                     Ok(data) if data.is_empty() => continue,

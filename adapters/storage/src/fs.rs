@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use opendal::Operator;
 use opendal::services::Fs;
 
+use crate::fs_calls::FsCalls;
 use crate::fs_writer::{FsWriter, place, sync_folder};
 use crate::object_writer::Committed;
 use crate::settings::FsSettings;
@@ -22,30 +23,30 @@ pub(crate) fn operator(settings: &FsSettings) -> opendal::Result<Operator> {
     Operator::new(builder)
 }
 
-/// Where a filesystem store writes, and whether its commits are fsynced.
+/// Where a filesystem store writes, and how its calls run (whether commits are fsynced).
 #[derive(Clone, Debug)]
 pub(crate) struct FsTarget {
     root: PathBuf,
-    pub(crate) sync: bool,
+    calls: FsCalls,
 }
 
 impl FsTarget {
     pub(crate) fn new(settings: &FsSettings) -> Self {
         FsTarget {
             root: PathBuf::from(&settings.root_dir),
-            sync: settings.sync_to_disk,
+            calls: FsCalls::new(settings.sync_to_disk),
         }
     }
 
     /// A writer of `key`; with `create_new`, its commit leaves an existing `key` alone.
     pub(crate) fn writer(&self, key: &str, create_new: bool) -> FsWriter {
         let (temp_dir, target) = (self.root.join(TEMP_DIR), self.root.join(key));
-        FsWriter::new(&temp_dir, target, self.sync, create_new)
+        FsWriter::new(&temp_dir, target, create_new, self.calls.clone())
     }
 
     /// A writer of `key` itself, from `offset` on; see [`FsWriter::in_place`].
     pub(crate) fn writer_at(&self, key: &str, offset: u64) -> FsWriter {
-        FsWriter::in_place(self.path(key), offset, self.sync)
+        FsWriter::in_place(self.path(key), offset, self.calls.clone())
     }
 
     /// Where `key` is on disk.
@@ -53,46 +54,44 @@ impl FsTarget {
         self.root.join(key)
     }
 
-    /// A small object's whole content in one blocking call (OpenDAL's fs reader zeroes a
-    /// 2 MiB buffer for every read of unknown size), or `None` when absent.
+    /// A small object's whole content in one call (OpenDAL's fs reader zeroes a 2 MiB
+    /// buffer for every read of unknown size), or `None` when absent.
     pub(crate) async fn read(&self, key: &str) -> std::io::Result<Option<Vec<u8>>> {
         let path = self.path(key);
-        let read = tokio::task::spawn_blocking(move || std::fs::read(path))
+        self.calls
+            .run(move || match std::fs::read(path) {
+                Ok(data) => Ok(Some(data)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            })
             .await
-            .map_err(std::io::Error::other)?;
-        match read {
-            Ok(data) => Ok(Some(data)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
     }
 
     /// Deletes a folder and everything below it in one blocking call (OpenDAL lists it and
     /// deletes entry by entry). Absent is fine.
     pub(crate) async fn delete_all(&self, prefix: &str) -> std::io::Result<()> {
         let path = self.path(prefix);
-        let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(path))
+        self.calls
+            .offload(move || match std::fs::remove_dir_all(path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            })
             .await
-            .map_err(std::io::Error::other)?;
-        match removed {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            other => other,
-        }
     }
 
     /// Moves `from` to `to` unless something is at `to` (then `from` stays): a hard link,
     /// which fails where a rename would replace, then the old name's removal.
     pub(crate) async fn move_new(&self, from: &str, to: &str) -> std::io::Result<Committed> {
         let (from, to) = (self.root.join(from), self.root.join(to));
-        let sync = self.sync;
-        tokio::task::spawn_blocking(move || {
-            let committed = place(&from, &to, true)?;
-            if sync && committed == Committed::Done {
-                sync_folder(&to)?;
-            }
-            Ok(committed)
-        })
-        .await
-        .map_err(std::io::Error::other)?
+        let sync = self.calls.syncs();
+        self.calls
+            .run_commit(move || {
+                let committed = place(&from, &to, true)?;
+                if sync && committed == Committed::Done {
+                    sync_folder(&to)?;
+                }
+                Ok(committed)
+            })
+            .await
     }
 }

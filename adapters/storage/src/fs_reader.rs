@@ -12,15 +12,13 @@ use futures_util::{Stream, StreamExt};
 use memmap2::MmapOptions;
 use tokio::task::spawn_blocking;
 
+use crate::fs_calls::joined;
+
 /// Bytes mapped at once.
 const WINDOW: u64 = 1024 * 1024;
 
 /// Windows mapped ahead of the socket.
 const WINDOWS_AHEAD: usize = 2;
-
-fn joined<T>(result: Result<std::io::Result<T>, tokio::task::JoinError>) -> std::io::Result<T> {
-    result.map_err(std::io::Error::other)?
-}
 
 /// The `len` bytes of the file at `path` from `start`.
 pub(crate) async fn read_span(

@@ -13,9 +13,9 @@
 //! still in its cache: a write into the page cache takes a few dozen microseconds, and
 //! handing it to another thread cost about 5 % more CPU per GiB (the copy reads the bytes
 //! from the other core's cache, and three busy threads, client included, share two cores).
-//! A write that takes longer means the kernel is throttling writers because the disk is
-//! behind; from then on that object's batches go to a blocking thread, one in flight, so
-//! the worker keeps serving its other connections.
+//! Opening, finishing and placing the file run there too. While the filesystem is slow
+//! (see [`FsCalls`]) batches go to a blocking thread instead, one in flight, so the worker
+//! keeps serving its other connections.
 //!
 //! A create-new commit hard-links the file into place instead, which fails when the target
 //! exists (a rename would replace it), then unlinks the temporary name. The filesystem has
@@ -27,12 +27,13 @@
 use std::fs::File;
 use std::io::{IoSlice, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use stowage_core::range::Span;
 use tokio::task::{JoinHandle, spawn_blocking};
 
+use crate::fs_calls::{FsCalls, joined};
 use crate::object_writer::Committed;
 
 /// Bytes gathered before one blocking write.
@@ -41,10 +42,6 @@ const BATCH_BYTES: usize = 256 * 1024;
 /// Chunks gathered before one blocking write, well below the kernel's `IOV_MAX` (1024).
 const BATCH_CHUNKS: usize = 256;
 
-/// A batch written on the receiving thread that takes longer than this sends the object's
-/// later batches to a blocking thread: the page cache takes 256 KiB in well under 1 ms.
-const SLOW_WRITE: Duration = Duration::from_millis(5);
-
 pub(crate) struct FsWriter {
     /// The file the bytes go to: a fresh temporary file, or, in place, the object itself.
     path: PathBuf,
@@ -52,14 +49,11 @@ pub(crate) struct FsWriter {
     placement: Option<Placement>,
     /// Where in the file the first byte goes.
     offset: u64,
-    sync: bool,
+    calls: FsCalls,
     batch: Vec<Bytes>,
     batched: usize,
     /// The file, once created: idle, or with a write in flight that will hand it back.
     file: FileSlot,
-    /// Whether batches go to a blocking thread (after a slow write) rather than being
-    /// written on the receiving thread.
-    offloaded: bool,
 }
 
 struct Placement {
@@ -73,10 +67,6 @@ enum FileSlot {
     Idle(File),
     Writing(JoinHandle<std::io::Result<File>>),
     Gone,
-}
-
-fn joined<T>(result: Result<std::io::Result<T>, tokio::task::JoinError>) -> std::io::Result<T> {
-    result.map_err(std::io::Error::other)?
 }
 
 /// Opens `path` as `open` does, creating its folder if it is missing (tried first
@@ -113,31 +103,30 @@ fn write_all_vectored(file: &mut File, chunks: &[Bytes]) -> std::io::Result<()> 
 
 impl FsWriter {
     /// Starts writing `target` through a fresh temporary file in `temp_dir`.
-    pub(crate) fn new(temp_dir: &Path, target: PathBuf, sync: bool, create_new: bool) -> Self {
+    pub(crate) fn new(temp_dir: &Path, target: PathBuf, create_new: bool, calls: FsCalls) -> Self {
         let name = format!("{:016x}{:016x}", rand_u64(), rand_u64());
         // Spread over 256 folders: concurrent creates and renames in one folder queue on
         // its lock.
         let temp = temp_dir.join(&name[..2]).join(name);
         let placement = Placement { target, create_new };
-        Self::writing(temp, Some(placement), 0, sync)
+        Self::writing(temp, Some(placement), 0, calls)
     }
 
     /// Starts writing `path` itself from `offset` on (creating it if absent): what is written
     /// is there at once, and stays there if the write fails.
-    pub(crate) fn in_place(path: PathBuf, offset: u64, sync: bool) -> Self {
-        Self::writing(path, None, offset, sync)
+    pub(crate) fn in_place(path: PathBuf, offset: u64, calls: FsCalls) -> Self {
+        Self::writing(path, None, offset, calls)
     }
 
-    fn writing(path: PathBuf, placement: Option<Placement>, offset: u64, sync: bool) -> Self {
+    fn writing(path: PathBuf, placement: Option<Placement>, offset: u64, calls: FsCalls) -> Self {
         FsWriter {
             path,
             placement,
             offset,
-            sync,
+            calls,
             batch: Vec::new(),
             batched: 0,
             file: FileSlot::NotCreated,
-            offloaded: false,
         }
     }
 
@@ -157,7 +146,7 @@ impl FsWriter {
         Ok(file)
     }
 
-    /// Opens the file on a blocking thread when the first write needs it.
+    /// Opens the file when the first write needs it.
     fn opener(&self) -> impl FnOnce() -> std::io::Result<File> + Send + 'static {
         let (path, temporary, offset) = (self.path.clone(), self.placement.is_some(), self.offset);
         move || Self::open(&path, temporary, offset)
@@ -216,19 +205,19 @@ impl FsWriter {
         }
     }
 
-    /// Writes the batch here, or once offloaded starts writing it on a blocking thread after
-    /// the previous write has finished. The file is created on a blocking thread.
+    /// Writes the batch here, or while the filesystem is slow starts writing it on a
+    /// blocking thread once the previous write has finished.
     async fn flush(&mut self) -> std::io::Result<()> {
         if self.batch.is_empty() {
             return Ok(());
         }
         let mut file = match self.take_file().await? {
             Some(file) => file,
-            None => joined(spawn_blocking(self.opener()).await)?,
+            None => self.calls.run(self.opener()).await?,
         };
         let batch = std::mem::take(&mut self.batch);
         self.batched = 0;
-        if self.offloaded {
+        if self.calls.offloading() {
             self.file = FileSlot::Writing(spawn_blocking(move || {
                 write_all_vectored(&mut file, &batch)?;
                 Ok(file)
@@ -237,7 +226,7 @@ impl FsWriter {
         }
         let started = Instant::now();
         write_all_vectored(&mut file, &batch)?;
-        self.offloaded = started.elapsed() > SLOW_WRITE;
+        self.calls.took(started.elapsed());
         self.file = FileSlot::Idle(file);
         Ok(())
     }
@@ -254,7 +243,7 @@ impl FsWriter {
             }) = &self.placement
         {
             // No temporary file exists, so nothing to discard whatever the outcome.
-            return create_empty(target.clone(), self.sync).await;
+            return create_empty(target.clone(), &self.calls).await;
         }
         let temporary = self.placement.is_some();
         let result = self.finish().await;
@@ -268,9 +257,10 @@ impl FsWriter {
         let file = self.take_file().await?;
         let batch = std::mem::take(&mut self.batch);
         let open = self.opener();
-        let (path, placement, sync) = (self.path.clone(), self.placement.take(), self.sync);
-        joined(
-            spawn_blocking(move || {
+        let (path, placement, sync) =
+            (self.path.clone(), self.placement.take(), self.calls.syncs());
+        self.calls
+            .run_commit(move || {
                 let mut file = match file {
                     Some(file) => file,
                     None => open()?,
@@ -293,8 +283,7 @@ impl FsWriter {
                 }
                 Ok(committed)
             })
-            .await,
-        )
+            .await
     }
 
     /// Drops everything written to a temporary file, so nothing ever appears at the
@@ -309,16 +298,17 @@ impl FsWriter {
 
     async fn discard(&self) {
         let temp = self.path.clone();
-        let _ = spawn_blocking(move || std::fs::remove_file(temp)).await;
+        let _ = self.calls.run(move || std::fs::remove_file(temp)).await;
     }
 }
 
 /// Creates `target` empty unless something is there. With no bytes nothing can be
 /// half-written, so it is created in place: a claim on an upload's offset costs one create
 /// instead of a temporary file, a link and an unlink.
-async fn create_empty(target: PathBuf, sync: bool) -> std::io::Result<Committed> {
-    joined(
-        spawn_blocking(
+async fn create_empty(target: PathBuf, calls: &FsCalls) -> std::io::Result<Committed> {
+    let sync = calls.syncs();
+    calls
+        .run_commit(
             move || match open_in_folder(&target, |path| File::create_new(path)) {
                 Ok(file) => {
                     if sync {
@@ -333,8 +323,7 @@ async fn create_empty(target: PathBuf, sync: bool) -> std::io::Result<Committed>
                 Err(e) => Err(e),
             },
         )
-        .await,
-    )
+        .await
 }
 
 /// Makes a new name in `path`'s folder last.
@@ -390,8 +379,17 @@ mod tests {
         (data, chunks)
     }
 
-    async fn write_all(mut writer: FsWriter, offloaded: bool) -> Committed {
-        writer.offloaded = offloaded;
+    /// Calls that run here, or (`offloaded`) on blocking threads as after a slow call.
+    fn calls(offloaded: bool) -> FsCalls {
+        let calls = FsCalls::new(false);
+        if offloaded {
+            calls.took(std::time::Duration::from_secs(1));
+            assert!(calls.offloading());
+        }
+        calls
+    }
+
+    async fn write_all(mut writer: FsWriter) -> Committed {
         for chunk in chunks().1 {
             writer.write(chunk).await.expect("write");
         }
@@ -406,14 +404,14 @@ mod tests {
         let data = chunks().0;
         for offloaded in [false, true] {
             let target = dir.join(format!("whole-{offloaded}"));
-            let writer = FsWriter::new(&dir.join("tmp"), target.clone(), false, true);
-            assert_eq!(write_all(writer, offloaded).await, Committed::Done);
+            let writer = FsWriter::new(&dir.join("tmp"), target.clone(), true, calls(offloaded));
+            assert_eq!(write_all(writer).await, Committed::Done);
             assert_eq!(std::fs::read(&target).expect("read"), data);
 
             let in_place = dir.join(format!("in-place-{offloaded}"));
             std::fs::write(&in_place, b"head").expect("seed");
-            let writer = FsWriter::in_place(in_place.clone(), 4, false);
-            assert_eq!(write_all(writer, offloaded).await, Committed::Done);
+            let writer = FsWriter::in_place(in_place.clone(), 4, calls(offloaded));
+            assert_eq!(write_all(writer).await, Committed::Done);
             assert_eq!(
                 std::fs::read(&in_place).expect("read"),
                 [b"head", &data[..]].concat()
@@ -428,11 +426,11 @@ mod tests {
     async fn an_empty_object_created_new_is_created_once() {
         let dir = std::env::temp_dir().join(format!("stowage-fs-claim-{}", rand_u64()));
         let target = dir.join("claims").join("0");
-        let first = FsWriter::new(&dir.join("tmp"), target.clone(), false, true);
+        let first = FsWriter::new(&dir.join("tmp"), target.clone(), true, calls(false));
         assert_eq!(first.commit().await.expect("commit"), Committed::Done);
         assert_eq!(std::fs::read(&target).expect("read"), b"");
         std::fs::write(&target, b"taken").expect("mark");
-        let second = FsWriter::new(&dir.join("tmp"), target.clone(), false, true);
+        let second = FsWriter::new(&dir.join("tmp"), target.clone(), true, calls(false));
         assert_eq!(
             second.commit().await.expect("commit"),
             Committed::ConditionFailed

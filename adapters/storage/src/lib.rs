@@ -4,6 +4,7 @@
 mod backend;
 mod body;
 mod fs;
+mod fs_calls;
 mod fs_reader;
 mod fs_writer;
 mod object_writer;
