@@ -6,6 +6,7 @@ mod cli;
 mod config;
 mod housekeeping;
 mod migrate;
+mod spread;
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
@@ -24,6 +25,7 @@ use stowage_storage::Storage;
 pub use cli::{Cli, Command};
 pub use config::{Config, ConfigError, ServerSettings};
 pub use housekeeping::purge_stale_uploads;
+pub use spread::{Serving, Spread};
 
 /// The in-memory cache's size bound.
 const MEMORY_CACHE_BYTES: usize = 64 * 1024 * 1024;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_compat::Compat;
+use async_executor::Executor;
 use async_io::Async;
 use futures_lite::future;
 use hyper::server::conn::http1;
@@ -17,17 +18,24 @@ use stowage_app::{Config, StartError};
 use stowage_http::Service;
 
 use crate::connection::Connection;
-use crate::executor;
 use crate::signal::shutdown_signal;
 use crate::sleep::SmolSleep;
+use crate::workers::Workers;
 
-pub async fn serve(config: Config) -> Result<(), StartError> {
+/// Serves until a shutdown signal; `background` runs the housekeeping tasks.
+pub async fn serve(
+    config: Config,
+    workers: &Workers,
+    background: &Executor<'_>,
+) -> Result<(), StartError> {
     // Inside tokio's context: the Redis client binds to the runtime it is created in.
     let (registry, backends) =
         Compat::new(async { stowage_app::build(&config, Arc::new(SmolSleep)) }).await?;
-    executor::spawn(Compat::new(stowage_app::purge_stale_uploads(
-        &config, &backends,
-    )));
+    background
+        .spawn(Compat::new(stowage_app::purge_stale_uploads(
+            &config, &backends,
+        )))
+        .detach();
     let server = &config.server;
     let (service, address) = stowage_app::http_service(&config, registry, backends)?;
     let listen_error = |source| StartError::Listen { address, source };
@@ -46,7 +54,7 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         })
         .await;
         match accepted {
-            Some(Ok((stream, _))) => serve_connection(&http, &graceful, &service, stream),
+            Some(Ok((stream, _))) => serve_connection(workers, &http, &graceful, &service, stream),
             Some(Err(e)) => tracing::warn!(error = %e, "accept failed"),
             None => break,
         }
@@ -72,6 +80,7 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
 }
 
 fn serve_connection(
+    workers: &Workers,
     http: &http1::Builder,
     graceful: &GracefulShutdown,
     service: &Service,
@@ -87,7 +96,7 @@ fn serve_connection(
     // OpenDAL's fs service runs on tokio::fs and its S3 transport on reqwest, and hyper polls
     // response bodies streamed from storage outside the handler: the whole connection is
     // polled inside a tokio context (async-compat's background runtime).
-    executor::spawn(Compat::new(async move {
+    workers.serve(Compat::new(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "connection ended with an error");
         }

@@ -10,46 +10,36 @@
 //! serves it, which reads it while busy and waits on it only when idle.
 //!
 //! There is no work stealing between runtimes, so each new connection goes to the runtime
-//! serving the fewest.
+//! serving the fewest ([`Spread`]).
 
 use std::future::Future;
 use std::io;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
+use stowage_app::Spread;
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 pub struct Workers {
     workers: Vec<Worker>,
+    spread: Spread,
 }
 
 struct Worker {
     handle: Handle,
-    /// Connections this worker is serving.
-    connections: Arc<AtomicUsize>,
     stop: oneshot::Sender<()>,
     thread: JoinHandle<()>,
-}
-
-/// Counts a connection as served until dropped.
-struct Serving(Arc<AtomicUsize>);
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 impl Workers {
     /// Starts `count` (at least one) threads, each running its own runtime.
     pub fn start(count: usize) -> io::Result<Workers> {
-        let workers = (0..count.max(1))
+        let spread = Spread::new(count);
+        let workers = (0..spread.workers())
             .map(Worker::start)
             .collect::<io::Result<_>>()?;
-        Ok(Workers { workers })
+        Ok(Workers { workers, spread })
     }
 
     /// Serves `stream` with `serve` on the worker with the fewest connections. The socket is
@@ -59,16 +49,8 @@ impl Workers {
         F: FnOnce(TcpStream) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let Some(worker) = self
-            .workers
-            .iter()
-            .min_by_key(|w| w.connections.load(Ordering::Relaxed))
-        else {
-            return;
-        };
-        worker.connections.fetch_add(1, Ordering::Relaxed);
-        let serving = Serving(worker.connections.clone());
-        worker.handle.spawn(async move {
+        let (index, serving) = self.spread.pick();
+        self.workers[index].handle.spawn(async move {
             let _serving = serving;
             match TcpStream::from_std(stream) {
                 Ok(stream) => serve(stream).await,
@@ -104,7 +86,6 @@ impl Worker {
             })?;
         Ok(Worker {
             handle,
-            connections: Arc::new(AtomicUsize::new(0)),
             stop,
             thread,
         })
