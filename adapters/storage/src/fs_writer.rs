@@ -6,8 +6,8 @@
 //!
 //! Chunks are kept as they arrived and written with one vectored write per batch: no copy
 //! into a gathering buffer, and no large buffer of our own for the allocator to hold on to.
-//! The temporary file is created with the first batch, so a small object costs one
-//! blocking call (create, write, rename) in all.
+//! The temporary file is created with the first batch, so a small object costs one call
+//! (create, write, rename) in all.
 //!
 //! Batches are written on the thread that received and hashed them, while those bytes are
 //! still in its cache: a write into the page cache takes a few dozen microseconds, and
@@ -36,10 +36,10 @@ use tokio::task::{JoinHandle, spawn_blocking};
 use crate::fs_calls::{FsCalls, joined};
 use crate::object_writer::Committed;
 
-/// Bytes gathered before one blocking write.
+/// Bytes gathered before one write.
 const BATCH_BYTES: usize = 256 * 1024;
 
-/// Chunks gathered before one blocking write, well below the kernel's `IOV_MAX` (1024).
+/// Chunks gathered before one write, well below the kernel's `IOV_MAX` (1024).
 const BATCH_CHUNKS: usize = 256;
 
 pub(crate) struct FsWriter {
