@@ -83,9 +83,8 @@ impl FsTarget {
     /// which fails where a rename would replace, then the old name's removal.
     pub(crate) async fn move_new(&self, from: &str, to: &str) -> std::io::Result<Committed> {
         let (from, to) = (self.root.join(from), self.root.join(to));
-        let sync = self.calls.syncs();
         self.calls
-            .run_commit(move || {
+            .run_commit(move |sync| {
                 let committed = place(&from, &to, true)?;
                 if sync && committed == Committed::Done {
                     sync_folder(&to)?;

@@ -55,11 +55,6 @@ impl FsCalls {
         }
     }
 
-    /// Whether commits fsync what they wrote, and the folder of a new name.
-    pub(crate) fn syncs(&self) -> bool {
-        self.sync
-    }
-
     fn now(&self) -> u64 {
         u64::try_from(self.pace.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
@@ -101,16 +96,16 @@ impl FsCalls {
         joined(spawn_blocking(call).await)
     }
 
-    /// Runs a commit, which syncs to disk if the store [`syncs`](Self::syncs): on a
-    /// blocking thread if it does, else as [`run`](Self::run).
+    /// Runs a commit, told whether to fsync what it wrote and the folder of a new name
+    /// (`sync_to_disk`): on a blocking thread if so, else as [`run`](Self::run).
     pub(crate) async fn run_commit<T: Send + 'static>(
         &self,
-        call: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+        call: impl FnOnce(bool) -> std::io::Result<T> + Send + 'static,
     ) -> std::io::Result<T> {
         if self.sync {
-            self.offload(call).await
+            self.offload(|| call(true)).await
         } else {
-            self.run(call).await
+            self.run(|| call(false)).await
         }
     }
 }
@@ -139,7 +134,7 @@ mod tests {
         let ran_on = calls.run(|| Ok(std::thread::current().id())).await;
         assert_ne!(ran_on.expect("call"), here);
         let synced_on = FsCalls::new(true)
-            .run_commit(|| Ok(std::thread::current().id()))
+            .run_commit(|_| Ok(std::thread::current().id()))
             .await;
         assert_ne!(synced_on.expect("call"), here);
     }

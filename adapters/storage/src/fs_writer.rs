@@ -257,10 +257,9 @@ impl FsWriter {
         let file = self.take_file().await?;
         let batch = std::mem::take(&mut self.batch);
         let open = self.opener();
-        let (path, placement, sync) =
-            (self.path.clone(), self.placement.take(), self.calls.syncs());
+        let (path, placement) = (self.path.clone(), self.placement.take());
         self.calls
-            .run_commit(move || {
+            .run_commit(move |sync| {
                 let mut file = match file {
                     Some(file) => file,
                     None => open()?,
@@ -306,10 +305,9 @@ impl FsWriter {
 /// half-written, so it is created in place: a claim on an upload's offset costs one create
 /// instead of a temporary file, a link and an unlink.
 async fn create_empty(target: PathBuf, calls: &FsCalls) -> std::io::Result<Committed> {
-    let sync = calls.syncs();
     calls
         .run_commit(
-            move || match open_in_folder(&target, |path| File::create_new(path)) {
+            move |sync| match open_in_folder(&target, |path| File::create_new(path)) {
                 Ok(file) => {
                     if sync {
                         file.sync_all()?;
