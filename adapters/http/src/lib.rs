@@ -2,6 +2,7 @@
 //! core operation, its body a [`BodySource`], and the operation's answer a hyper response
 //! whose stored bodies stream from storage.
 
+mod peer;
 mod request_body;
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use stowage_core::step::{Body, Response as CoreResponse};
 use stowage_core::{Registry, RequestHead};
 use stowage_driver::{Backends, drive};
 
+pub use peer::{ClientCertificate, Peer};
 pub use request_body::RequestBody;
 
 pub type ResponseBody = UnsyncBoxBody<Bytes, std::io::Error>;
@@ -67,7 +69,12 @@ impl Service {
         }
     }
 
-    pub async fn handle(&self, request: http::Request<Incoming>) -> http::Response<ResponseBody> {
+    pub async fn handle(
+        &self,
+        request: http::Request<Incoming>,
+        peer: &Peer,
+    ) -> http::Response<ResponseBody> {
+        let _ = peer;
         let inner = &self.inner;
         let (parts, incoming) = request.into_parts();
         let head = RequestHead {

@@ -54,7 +54,10 @@ pub async fn serve(
         })
         .await;
         match accepted {
-            Some(Ok((stream, _))) => serve_connection(workers, &http, &graceful, &service, stream),
+            Some(Ok((stream, remote))) => {
+                let peer = stowage_http::Peer::plain(remote.ip());
+                serve_connection(workers, &http, &graceful, &service, stream, peer);
+            }
             Some(Err(e)) => tracing::warn!(error = %e, "accept failed"),
             None => break,
         }
@@ -85,12 +88,13 @@ fn serve_connection(
     graceful: &GracefulShutdown,
     service: &Service,
     stream: Async<TcpStream>,
+    peer: stowage_http::Peer,
 ) {
     let _ = stream.get_ref().set_nodelay(true);
     let service = service.clone();
     let handler = service_fn(move |request| {
-        let service = service.clone();
-        async move { Ok::<_, std::convert::Infallible>(service.handle(request).await) }
+        let (service, peer) = (service.clone(), peer.clone());
+        async move { Ok::<_, std::convert::Infallible>(service.handle(request, &peer).await) }
     });
     let connection = graceful.watch(http.serve_connection(Connection::new(stream), handler));
     // OpenDAL's fs service runs on tokio::fs and its S3 transport on reqwest, and hyper polls

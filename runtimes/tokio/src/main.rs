@@ -59,7 +59,7 @@ async fn serve(config: Config, workers: &Workers) -> Result<(), StartError> {
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _) = match accepted {
+                let (stream, remote) = match accepted {
                     Ok(conn) => conn,
                     Err(e) => {
                         tracing::warn!(error = %e, "accept failed");
@@ -76,10 +76,11 @@ async fn serve(config: Config, workers: &Workers) -> Result<(), StartError> {
                     }
                 };
                 let (service, http, watcher) = (service.clone(), http.clone(), graceful.watcher());
+                let peer = stowage_http::Peer::plain(remote.ip());
                 workers.serve(stream, move |stream| async move {
                     let handler = service_fn(move |request| {
-                        let service = service.clone();
-                        async move { Ok::<_, std::convert::Infallible>(service.handle(request).await) }
+                        let (service, peer) = (service.clone(), peer.clone());
+                        async move { Ok::<_, std::convert::Infallible>(service.handle(request, &peer).await) }
                     });
                     let connection = http.serve_connection(TokioIo::new(stream), handler);
                     if let Err(e) = watcher.watch(connection).await {
