@@ -17,6 +17,14 @@ pub enum ErrorCode {
     NameUnknown,
     SizeInvalid,
     Unsupported,
+    /// The caller must authenticate, or its credentials or token do not suffice (401).
+    Unauthorized,
+    /// An authenticated caller the policy refuses (403).
+    Denied,
+    /// A tag the repository keeps immutable would be re-pointed or deleted (409).
+    TagImmutable,
+    /// Too many failed logins from one address (429).
+    TooManyRequests,
     /// A `Range` or `Content-Range` the registry cannot satisfy (416).
     RangeInvalid,
     /// A manifest larger than the configured limit (413).
@@ -46,6 +54,9 @@ impl ErrorCode {
                 "UNSUPPORTED"
             }
             ErrorCode::Unavailable => "UNAVAILABLE",
+            ErrorCode::Unauthorized => "UNAUTHORIZED",
+            ErrorCode::Denied | ErrorCode::TagImmutable => "DENIED",
+            ErrorCode::TooManyRequests => "TOOMANYREQUESTS",
         }
     }
 
@@ -67,6 +78,10 @@ impl ErrorCode {
             ErrorCode::ManifestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::Denied => StatusCode::FORBIDDEN,
+            ErrorCode::TagImmutable => StatusCode::CONFLICT,
+            ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 }

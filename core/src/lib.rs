@@ -6,6 +6,7 @@
 //! randomness arrive as inputs, so every run is repeatable.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod cache;
 pub mod config;
 pub mod digest;
@@ -16,6 +17,7 @@ pub mod manifest;
 pub mod names;
 pub mod op;
 pub mod range;
+pub mod repositories;
 pub mod route;
 pub mod step;
 pub mod upload;
@@ -26,3 +28,4 @@ mod handlers;
 
 pub use config::Limits;
 pub use handlers::{Registry, RequestHead};
+pub use rng::Entropy;

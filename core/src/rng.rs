@@ -1,5 +1,32 @@
-//! A small seeded generator (SplitMix64) for upload ids, lock tokens and retry jitter: the
-//! driver supplies the seed, so runs are repeatable.
+//! A request's randomness: an upload id from the operating system's random source, and a
+//! small seeded generator (SplitMix64) for lock tokens, part names and retry jitter. The
+//! driver supplies both, so runs are repeatable.
+
+/// Fresh randomness for one request, supplied by the driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entropy {
+    /// The id a new upload session gets. It must come straight from a cryptographic source:
+    /// anyone who could compute another session's id could write into that upload.
+    pub upload_id: u128,
+    /// Seeds the generator for what only has to differ, not be secret.
+    pub seed: u64,
+}
+
+impl Entropy {
+    /// Everything derived from one seed, for simulations and tests that replay a run.
+    pub fn from_seed(seed: u64) -> Self {
+        let mut rng = Rng::new(seed);
+        let upload_id = (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64());
+        Entropy {
+            upload_id,
+            seed: rng.next_u64(),
+        }
+    }
+
+    pub(crate) fn upload_id(&self) -> String {
+        format!("{:032x}", self.upload_id)
+    }
+}
 
 #[derive(Debug, Clone)]
 pub(crate) struct Rng(u64);

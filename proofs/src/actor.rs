@@ -28,7 +28,11 @@ pub struct Actor {
 impl Actor {
     pub fn start(registry: &Registry, request: Request, seed: u64) -> Self {
         Actor {
-            op: registry.handle(request.head, seed),
+            op: registry.handle(
+                request.head,
+                stowage_core::access::Caller::anonymous(),
+                stowage_core::Entropy::from_seed(seed),
+            ),
             body: request.body,
             wake_at: Millis(0),
         }

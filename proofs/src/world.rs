@@ -78,7 +78,11 @@ impl World {
     /// Runs one request to its answer with no faults; sleeps move the clock.
     pub fn run(&mut self, registry: &Registry, request: Request, seed: u64) -> Reply {
         let Request { head, mut body } = request;
-        let mut op: Operation = registry.handle(head, seed);
+        let mut op: Operation = registry.handle(
+            head,
+            stowage_core::access::Caller::anonymous(),
+            stowage_core::Entropy::from_seed(seed),
+        );
         for _ in 0..MAX_STEPS {
             let step = op.poll(self.now);
             match self.perform(step, &mut body) {

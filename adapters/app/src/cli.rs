@@ -30,4 +30,7 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         to: PathBuf,
     },
+    /// Read a password from standard input and print its argon2 hash, for
+    /// `[auth.identity.<name>] password`.
+    HashPassword,
 }

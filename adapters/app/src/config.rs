@@ -7,6 +7,8 @@ use bytesize::ByteSize;
 use serde::Deserialize;
 use stowage_storage::{FsSettings, RedisLockSettings, S3Settings, StoreSettings};
 
+use crate::access::{AuthSection, GlobalSection, RepositoryEntry};
+
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -20,6 +22,13 @@ pub struct Config {
     pub metadata_store: Option<StoreSection>,
     #[serde(default)]
     pub cache: CacheSection,
+    #[serde(default)]
+    pub auth: AuthSection,
+    #[serde(default)]
+    pub global: GlobalSection,
+    /// `[repository."<name or prefix>"]`.
+    #[serde(default)]
+    pub repository: std::collections::BTreeMap<String, RepositoryEntry>,
 }
 
 /// `[cache]`: absent `redis`, an in-memory cache per instance.
@@ -125,7 +134,7 @@ pub enum ConfigError {
     #[error("{file}: {key}: {reason}")]
     Invalid {
         file: PathBuf,
-        key: &'static str,
+        key: String,
         reason: String,
     },
 }
@@ -164,11 +173,22 @@ impl Config {
     }
 
     fn validate(&self, file: &Path) -> Result<(), ConfigError> {
-        let invalid = |key, reason: &str| ConfigError::Invalid {
+        let invalid = |key: &str, reason: &str| ConfigError::Invalid {
             file: file.to_owned(),
-            key,
+            key: key.to_owned(),
             reason: reason.into(),
         };
+        let compiled = |e: crate::access::Invalid| invalid(&e.key, &e.reason);
+        self.global.policy().map_err(compiled)?;
+        crate::access::repositories(&self.repository).map_err(compiled)?;
+        for (name, identity) in &self.auth.identity {
+            if identity.username.is_empty() || identity.username.contains(':') {
+                return Err(invalid(
+                    &format!("auth.identity.{name}.username"),
+                    "must be non-empty and hold no ':'",
+                ));
+            }
+        }
         if self.blob_store.backend().is_none() {
             return Err(invalid("blob_store", ONE_BACKEND));
         }

@@ -1,6 +1,7 @@
 //! What the tokio and smol servers share: the command line, the configuration file, logging,
 //! and the wiring of storage, locks and cache into [`Backends`].
 
+mod access;
 mod allocator;
 mod cli;
 mod config;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use stowage_core::access::AccessControl;
 use stowage_core::config::LockSettings;
 use stowage_core::step::Store;
 use stowage_core::{Limits, Registry};
@@ -54,6 +56,10 @@ pub enum StartError {
     Runtime(std::io::Error),
     #[error("migration stopped: {0}")]
     Migrate(#[from] stowage_migrate::MigrateError),
+    #[error(transparent)]
+    Auth(#[from] stowage_auth::AuthError),
+    #[error("{0}")]
+    Hash(String),
 }
 
 /// A server binary's `main` around its runtime: logging, the command line, the configuration
@@ -67,6 +73,7 @@ pub fn run(program: &str, serve: impl FnOnce(Config) -> Result<(), StartError>) 
             .map_err(StartError::from)
             .and_then(serve),
         Command::Migrate { from, to } => migrate::migrate(&from, &to),
+        Command::HashPassword => print_password_hash(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -78,7 +85,22 @@ pub fn run(program: &str, serve: impl FnOnce(Config) -> Result<(), StartError>) 
     }
 }
 
-/// The HTTP service over the registry, and where it listens, from `[server]`.
+/// `stowage hash-password`: reads a password from standard input (one line) and prints its
+/// argon2 hash for `[auth.identity.<name>] password`.
+fn print_password_hash() -> Result<(), StartError> {
+    let mut password = String::new();
+    std::io::stdin()
+        .read_line(&mut password)
+        .map_err(|e| StartError::Hash(format!("cannot read the password: {e}")))?;
+    let password = password.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        return Err(StartError::Hash("the password is empty".to_owned()));
+    }
+    println!("{}", stowage_auth::hash_password(password)?);
+    Ok(())
+}
+
+/// The HTTP service over the registry, and where it listens, from `[server]` and `[auth]`.
 pub fn http_service(
     config: &Config,
     registry: Registry,
@@ -86,7 +108,14 @@ pub fn http_service(
 ) -> Result<(Service, SocketAddr), StartError> {
     let server = &config.server;
     let body_idle_timeout = Duration::from_secs(server.body_idle_timeout_secs);
-    let service = Service::new(registry, backends, body_idle_timeout);
+    let authenticator = if config.auth.any() {
+        Some(Arc::new(stowage_auth::Authenticator::new(
+            &config.auth.settings(),
+        )?))
+    } else {
+        None
+    };
+    let service = Service::new(registry, backends, body_idle_timeout, authenticator);
     Ok((service, listen_address(server)?))
 }
 
@@ -150,5 +179,22 @@ pub fn build(config: &Config, timer: Arc<dyn Timer>) -> Result<(Registry, Backen
         cache,
         timer,
     };
-    Ok((Registry::new(limits), backends))
+    let access = AccessControl {
+        challenge: config.auth.settings().challenge(),
+        global_policy: config.global.policy().map_err(invalid_at_start)?,
+    };
+    let repositories = access::repositories(&config.repository).map_err(invalid_at_start)?;
+    Ok((
+        Registry::new(limits).with_access(access, repositories),
+        backends,
+    ))
+}
+
+/// Settings are checked when the file loads; this is for a configuration built in code.
+fn invalid_at_start(e: access::Invalid) -> StartError {
+    StartError::Config(ConfigError::Invalid {
+        file: "(configuration)".into(),
+        key: e.key,
+        reason: e.reason,
+    })
 }

@@ -6,7 +6,6 @@ mod peer;
 mod request_body;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,8 +14,12 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::server::conn::http1;
+use ring::rand::{SecureRandom, SystemRandom};
+use stowage_auth::Authenticator;
+use stowage_core::access::{Authentication, Caller, CertificateNames, Identity};
+use stowage_core::error::{ErrorCode, RegistryError};
 use stowage_core::step::{Body, Response as CoreResponse};
-use stowage_core::{Registry, RequestHead};
+use stowage_core::{Entropy, Registry, RequestHead};
 use stowage_driver::{Backends, drive};
 
 pub use peer::{ClientCertificate, Peer};
@@ -52,21 +55,80 @@ struct Inner {
     registry: Registry,
     backends: Backends,
     body_idle_timeout: Duration,
-    /// Seeds each operation's randomness; mixed with the start time so restarts differ.
-    seeds: AtomicU64,
+    /// `None`: nobody logs in; credentials are ignored (a client certificate still counts).
+    authenticator: Option<Arc<Authenticator>>,
+    random: SystemRandom,
 }
 
 impl Service {
-    pub fn new(registry: Registry, backends: Backends, body_idle_timeout: Duration) -> Self {
-        let start = stowage_driver::now().0;
+    pub fn new(
+        registry: Registry,
+        backends: Backends,
+        body_idle_timeout: Duration,
+        authenticator: Option<Arc<Authenticator>>,
+    ) -> Self {
         Service {
             inner: Arc::new(Inner {
                 registry,
                 backends,
                 body_idle_timeout,
-                seeds: AtomicU64::new(start ^ u64::from(std::process::id()).rotate_left(32)),
+                authenticator,
+                random: SystemRandom::new(),
             }),
         }
+    }
+
+    /// Who is calling, or the answer that ends the request first (a throttled login, the
+    /// token endpoint).
+    async fn caller(&self, head: &RequestHead, peer: &Peer) -> Result<Caller, CoreResponse> {
+        let certificate = peer.certificate.as_deref().map(|c| CertificateNames {
+            common_names: c.common_names.clone(),
+            organizations: c.organizations.clone(),
+        });
+        let Some(authenticator) = &self.inner.authenticator else {
+            let authentication = match certificate {
+                Some(names) => {
+                    Authentication::Identified(Identity::anonymous().with_certificate(names))
+                }
+                None => Authentication::Anonymous,
+            };
+            return Ok(Caller {
+                authentication,
+                tls: peer.tls,
+            });
+        };
+        if head.path == "/token" && authenticator.serves_tokens() {
+            return Err(authenticator
+                .token_endpoint(
+                    &self.inner.registry,
+                    head.query.as_deref(),
+                    &head.headers,
+                    peer.address,
+                    certificate,
+                )
+                .await);
+        }
+        match authenticator
+            .authenticate(&head.headers, peer.address, certificate)
+            .await
+        {
+            Ok(authentication) => Ok(Caller {
+                authentication,
+                tls: peer.tls,
+            }),
+            Err(throttled) => Err(stowage_auth::throttled_response(throttled)),
+        }
+    }
+
+    /// Fresh randomness for one request: its upload id straight from the operating system.
+    fn entropy(&self) -> Option<Entropy> {
+        let mut bytes = [0u8; 24];
+        self.inner.random.fill(&mut bytes).ok()?;
+        let (id, seed) = bytes.split_at(16);
+        Some(Entropy {
+            upload_id: u128::from_le_bytes(id.try_into().ok()?),
+            seed: u64::from_le_bytes(seed.try_into().ok()?),
+        })
     }
 
     pub async fn handle(
@@ -74,7 +136,6 @@ impl Service {
         request: http::Request<Incoming>,
         peer: &Peer,
     ) -> http::Response<ResponseBody> {
-        let _ = peer;
         let inner = &self.inner;
         let (parts, incoming) = request.into_parts();
         let head = RequestHead {
@@ -84,16 +145,22 @@ impl Service {
             headers: parts.headers,
         };
         let (method, path) = (head.method.clone(), head.path.clone());
-        let seed = inner
-            .seeds
-            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
-        let op = inner.registry.handle(head, seed);
         let mut body = RequestBody::new(
             incoming,
             inner.backends.timer.clone(),
             inner.body_idle_timeout,
         );
-        let mut response = drive(op, &inner.backends, &mut body).await;
+        let mut response = match (self.caller(&head, peer).await, self.entropy()) {
+            (Ok(caller), Some(entropy)) => {
+                let op = inner.registry.handle(head, caller, entropy);
+                drive(op, &inner.backends, &mut body).await
+            }
+            (Err(answer), _) => answer,
+            (Ok(_), None) => stowage_auth::error_response(
+                RegistryError::new(ErrorCode::Unavailable, "the random source failed"),
+                None,
+            ),
+        };
         if body.left_unread() {
             // hyper will not reuse a connection with an unread body; say so, so clients
             // do not send their next request into a closing socket.

@@ -9,7 +9,7 @@ use crate::config::Limits;
 use crate::error::{ErrorCode, RegistryError};
 use crate::lock::{Held, changed_underneath};
 use crate::op::Channel;
-use crate::rng::Rng;
+use crate::rng::{Entropy, Rng};
 use crate::step::{
     BodyError, BodyTap, CacheRequest, Outcome, Piece, Step, StorageRequest, Store, Versioned,
     WriteCondition,
@@ -18,6 +18,7 @@ use crate::step::{
 pub(crate) struct Ctx {
     pub(crate) channel: Channel,
     pub(crate) limits: Limits,
+    upload_id: String,
     rng: Mutex<Rng>,
 }
 
@@ -30,18 +31,26 @@ fn unavailable(what: &str, outcome: Outcome) -> RegistryError {
 }
 
 impl Ctx {
-    pub(crate) fn new(channel: Channel, limits: Limits, seed: u64) -> Self {
+    pub(crate) fn new(channel: Channel, limits: Limits, entropy: Entropy) -> Self {
         Ctx {
             channel,
             limits,
-            rng: Mutex::new(Rng::new(seed)),
+            upload_id: entropy.upload_id(),
+            rng: Mutex::new(Rng::new(entropy.seed)),
         }
+    }
+
+    /// The id for an upload session this request starts (from the driver's cryptographic
+    /// randomness, unlike [`Ctx::fresh_id`]).
+    pub(crate) fn upload_id(&self) -> &str {
+        &self.upload_id
     }
 
     fn rng(&self) -> std::sync::MutexGuard<'_, Rng> {
         self.rng.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A name no other request picks (storage part names); not secret.
     pub(crate) fn fresh_id(&self) -> String {
         self.rng().id()
     }

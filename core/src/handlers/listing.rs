@@ -78,7 +78,12 @@ async fn repository_exists(ctx: &Ctx, name: &RepoName) -> Result<bool, RegistryE
 /// other folders are path components of deeper names.
 const REPOSITORY_MARKERS: [&str; 2] = ["_manifests/", "_layers/"];
 
-pub(super) async fn catalog(ctx: &Ctx, page: Page) -> Result<Response, RegistryError> {
+/// The repositories `visible` accepts (those the caller may pull), one page of them.
+pub(super) async fn catalog(
+    ctx: &Ctx,
+    page: Page,
+    visible: impl Fn(&str) -> bool,
+) -> Result<Response, RegistryError> {
     let mut repositories = Vec::new();
     let mut pending = vec![String::new()];
     while let Some(path) = pending.pop() {
@@ -98,6 +103,7 @@ pub(super) async fn catalog(ctx: &Ctx, page: Page) -> Result<Response, RegistryE
             }
         }
     }
+    repositories.retain(|r| visible(r));
     let (repositories, more) = paginate(repositories, &page);
     let mut reply = Reply::new(StatusCode::OK);
     if more && let Some(link) = next_link("/v2/_catalog", &repositories, &page) {

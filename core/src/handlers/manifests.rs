@@ -5,7 +5,7 @@ use http::StatusCode;
 
 use super::ctx::keys;
 use super::response::Reply;
-use super::{Ctx, RequestHead};
+use super::{Ctx, Request};
 use crate::digest::{Algorithm, Digest};
 use crate::error::{ErrorCode, RegistryError};
 use crate::layout;
@@ -137,13 +137,20 @@ async fn check_references(
     Ok(())
 }
 
+fn immutable(name: &RepoName, tag: &Tag) -> RegistryError {
+    RegistryError::new(
+        ErrorCode::TagImmutable,
+        format!("tag {tag} of {name} is immutable: it cannot be re-pointed or deleted"),
+    )
+}
+
 pub(super) async fn put(
-    ctx: &Ctx,
-    head: &RequestHead,
+    request: &Request<'_>,
     name: &RepoName,
     reference: &Reference,
     extra_tags: Vec<Tag>,
 ) -> Result<Response, RegistryError> {
+    let (ctx, head) = (request.ctx, request.head);
     let limit = ctx.limits.max_manifest_bytes;
     let body = ctx.read_body(limit).await?.map_err(|e| match e {
         BodyError::TooLarge { .. } => {
@@ -181,10 +188,17 @@ pub(super) async fn put(
         // version, so a commit whose lock was lost meanwhile cannot undo a newer one.
         let mut current = Vec::with_capacity(tags.len());
         for tag in &tags {
-            current.push(
-                ctx.read_versioned(Store::Meta, layout::tag_current(name, tag))
-                    .await?,
-            );
+            let found = ctx
+                .read_versioned(Store::Meta, layout::tag_current(name, tag))
+                .await?;
+            // Pushing the same manifest again leaves an immutable tag where it was.
+            if let Some(found) = &found
+                && request.tag_is_immutable(name, tag)
+                && parse_link(&found.data)? != digest
+            {
+                return Err(immutable(name, tag));
+            }
+            current.push(found);
         }
         ctx.create(Store::Meta, layout::blob_data(&digest), body.clone())
             .await?;
@@ -246,13 +260,20 @@ pub(super) async fn put(
 }
 
 pub(super) async fn delete(
-    ctx: &Ctx,
+    request: &Request<'_>,
     name: &RepoName,
     reference: &Reference,
 ) -> Result<Response, RegistryError> {
+    let ctx = request.ctx;
     match reference {
+        Reference::Tag(tag) if request.tag_is_immutable(name, tag) => {
+            if resolve_current(ctx, name, tag).await?.is_none() {
+                return Err(manifest_unknown(tag));
+            }
+            Err(immutable(name, tag))
+        }
         Reference::Tag(tag) => delete_tag(ctx, name, tag).await,
-        Reference::Digest(digest) => delete_manifest(ctx, name, digest).await,
+        Reference::Digest(digest) => delete_manifest(request, name, digest).await,
     }
 }
 
@@ -281,13 +302,18 @@ async fn delete_tag(ctx: &Ctx, name: &RepoName, tag: &Tag) -> Result<Response, R
 /// point at this manifest, so none is missed. Their locks are taken next; they sort after
 /// the manifest's, the order every operation takes its locks in.
 async fn delete_manifest(
-    ctx: &Ctx,
+    request: &Request<'_>,
     name: &RepoName,
     digest: &Digest,
 ) -> Result<Response, RegistryError> {
+    let ctx = request.ctx;
     let manifest_lock = vec![keys::manifest_lock(name, digest)];
     ctx.locked(manifest_lock, async |manifest_held| {
         let pointing = tags_pointing_at(ctx, name, digest).await?;
+        // Deleting the manifest would delete its tags with it.
+        if let Some(tag) = pointing.iter().find(|t| request.tag_is_immutable(name, t)) {
+            return Err(immutable(name, tag));
+        }
         let tag_locks = pointing.iter().map(|t| keys::tag_lock(name, t)).collect();
         ctx.locked(tag_locks, async |tags_held| {
             remove_manifest(ctx, name, digest, &pointing, [manifest_held, tags_held]).await

@@ -10,9 +10,14 @@ mod uploads;
 
 use http::{HeaderMap, Method, StatusCode};
 
+use std::sync::Arc;
+
+use crate::access::{AccessControl, Caller, Refusal, needs};
 use crate::config::Limits;
 use crate::error::RegistryError;
 use crate::op::{Channel, Operation};
+use crate::repositories::Repositories;
+use crate::rng::Entropy;
 use crate::route::Route;
 use crate::step::Response;
 
@@ -52,42 +57,123 @@ impl RequestHead {
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
     limits: Limits,
+    access: Arc<AccessControl>,
+    repositories: Arc<Repositories>,
 }
 
 impl Registry {
+    /// An open registry: every request allowed, no repository settings.
     pub fn new(limits: Limits) -> Self {
-        Registry { limits }
+        Registry {
+            limits,
+            ..Registry::default()
+        }
+    }
+
+    pub fn with_access(mut self, access: AccessControl, repositories: Repositories) -> Self {
+        self.access = Arc::new(access);
+        self.repositories = Arc::new(repositories);
+        self
     }
 
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
 
-    /// Starts the operation for one request. `seed` is fresh randomness from the driver
-    /// (upload ids, lock tokens, jitter).
-    pub fn handle(&self, head: RequestHead, seed: u64) -> Operation {
+    pub fn access(&self) -> &AccessControl {
+        &self.access
+    }
+
+    pub fn repositories(&self) -> &Repositories {
+        &self.repositories
+    }
+
+    /// Starts the operation for one request from `caller`, with fresh randomness from the
+    /// driver (the upload id, lock tokens, jitter).
+    pub fn handle(&self, head: RequestHead, caller: Caller, entropy: Entropy) -> Operation {
         let channel = Channel::default();
-        let ctx = Ctx::new(channel.clone(), self.limits.clone(), seed);
+        let ctx = Ctx::new(channel.clone(), self.limits.clone(), entropy);
+        let registry = self.clone();
         Operation::new(
             channel,
             Box::pin(async move {
-                let result = match Route::parse(&head.method, &head.path, head.query.as_deref()) {
-                    Ok(route) => dispatch(&ctx, &head, route).await,
-                    Err(e) => Err(e),
+                let route = match Route::parse(&head.method, &head.path, head.query.as_deref()) {
+                    Ok(route) => route,
+                    Err(e) => return error_response(&e),
                 };
-                result.unwrap_or_else(|e| error_response(&e))
+                let host = head.header("host");
+                if let Err(refusal) =
+                    registry
+                        .access
+                        .authorize(&registry.repositories, &caller, &needs(&route), host)
+                {
+                    return refusal_response(&refusal);
+                }
+                let request = Request {
+                    ctx: &ctx,
+                    head: &head,
+                    caller: &caller,
+                    registry: &registry,
+                };
+                dispatch(&request, route)
+                    .await
+                    .unwrap_or_else(|e| error_response(&e))
             }),
         )
     }
 }
 
-async fn dispatch(ctx: &Ctx, head: &RequestHead, route: Route) -> Result<Response, RegistryError> {
+/// A `401` or `403` with its challenge.
+fn refusal_response(refusal: &Refusal) -> Response {
+    let mut response = error_response(&refusal.error);
+    if let Some(challenge) = &refusal.challenge
+        && let Ok(value) = http::HeaderValue::from_str(challenge)
+    {
+        response
+            .headers
+            .insert(http::header::WWW_AUTHENTICATE, value);
+    }
+    response
+}
+
+/// One request as handlers see it: the step channel, the head, the caller and the
+/// registry's settings.
+pub(crate) struct Request<'a> {
+    ctx: &'a Ctx,
+    head: &'a RequestHead,
+    caller: &'a Caller,
+    registry: &'a Registry,
+}
+
+impl Request<'_> {
+    /// Whether a repository is shown to this caller in the catalog.
+    fn may_see(&self, repository: &str) -> bool {
+        self.registry
+            .access
+            .may_see(&self.registry.repositories, self.caller, repository)
+    }
+
+    /// Whether a mount without `from` may look for its blob anywhere: only while nothing
+    /// is enforced, since the blob could belong to a repository the caller may not pull.
+    fn may_mount_from_anywhere(&self) -> bool {
+        !self.registry.access.enforced(&self.registry.repositories)
+    }
+
+    fn tag_is_immutable(&self, name: &crate::names::RepoName, tag: &crate::names::Tag) -> bool {
+        self.registry
+            .repositories
+            .tag_is_immutable(name.as_str(), tag.as_str())
+    }
+}
+
+async fn dispatch(request: &Request<'_>, route: Route) -> Result<Response, RegistryError> {
+    let (ctx, head) = (request.ctx, request.head);
     match route {
         Route::Base => Ok(Reply::new(StatusCode::OK)
             .header("docker-distribution-api-version", "registry/2.0")
             .json(&serde_json::json!({}))
             .done()),
-        Route::Catalog(page) => listing::catalog(ctx, page).await,
+        Route::Catalog(page) => listing::catalog(ctx, page, |r| request.may_see(r)).await,
         Route::ListTags { name, page } => listing::tags(ctx, &name, page).await,
         Route::GetManifest {
             name,
@@ -98,9 +184,9 @@ async fn dispatch(ctx: &Ctx, head: &RequestHead, route: Route) -> Result<Respons
             name,
             reference,
             tags,
-        } => manifests::put(ctx, head, &name, &reference, tags).await,
+        } => manifests::put(request, &name, &reference, tags).await,
         Route::DeleteManifest { name, reference } => {
-            manifests::delete(ctx, &name, &reference).await
+            manifests::delete(request, &name, &reference).await
         }
         Route::GetBlob {
             name,
@@ -113,7 +199,14 @@ async fn dispatch(ctx: &Ctx, head: &RequestHead, route: Route) -> Result<Respons
             digest,
             mount,
             from,
-        } => uploads::start(ctx, head, &name, digest, mount, from).await,
+        } => {
+            let from = from.map(uploads::MountSource::Repository).or_else(|| {
+                request
+                    .may_mount_from_anywhere()
+                    .then_some(uploads::MountSource::Anywhere)
+            });
+            uploads::start(ctx, head, &name, digest, mount, from).await
+        }
         Route::UploadStatus { name, id } => uploads::status(ctx, &name, &id).await,
         Route::PatchUpload { name, id } => uploads::patch(ctx, head, &name, &id).await,
         Route::FinishUpload { name, id, digest } => {

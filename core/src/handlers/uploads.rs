@@ -100,10 +100,10 @@ pub(super) async fn start(
     name: &RepoName,
     digest: Option<Digest>,
     mount: Option<Digest>,
-    from: Option<RepoName>,
+    from: Option<MountSource>,
 ) -> Result<Response, RegistryError> {
-    if let Some(mount) = mount
-        && let Some(size) = mountable(ctx, &mount, from.as_ref()).await?
+    if let (Some(mount), Some(from)) = (mount, from)
+        && let Some(size) = mountable(ctx, &mount, &from).await?
     {
         link_locked(ctx, name, &mount, size).await?;
         return Ok(created(name, &mount));
@@ -111,21 +111,28 @@ pub(super) async fn start(
     if let Some(digest) = digest {
         return monolithic(ctx, head, name, &digest).await;
     }
-    let id = UploadId::parse(&ctx.fresh_id())
+    let id = UploadId::parse(ctx.upload_id())
         .ok_or_else(|| RegistryError::new(ErrorCode::Unavailable, "generated a bad upload id"))?;
     let record = UploadRecord::new(ctx.channel.now());
     save(ctx, name, &id, &record, None).await?;
     Ok(in_progress(StatusCode::ACCEPTED, name, &id, &record))
 }
 
-/// The size of `digest` if a mount of it can be served: from `from` when named (the blob
-/// must belong to it), else from anywhere in the registry.
+/// Where a cross-repository mount may find its blob.
+pub(super) enum MountSource {
+    /// The `from` repository: the blob must belong to it.
+    Repository(RepoName),
+    /// Anywhere in the registry (a mount without `from`, while access is not enforced).
+    Anywhere,
+}
+
+/// The size of `digest` if a mount of it can be served from `from`.
 async fn mountable(
     ctx: &Ctx,
     digest: &Digest,
-    from: Option<&RepoName>,
+    from: &MountSource,
 ) -> Result<Option<u64>, RegistryError> {
-    if let Some(from) = from
+    if let MountSource::Repository(from) = from
         && !ctx
             .exists(Store::Meta, layout::layer_link(from, digest))
             .await?

@@ -1,0 +1,193 @@
+//! The `[auth]`, `[global]` and `[repository."<prefix>"]` tables, and what they build: the
+//! authenticator (adapters) and the access control and repository settings (core).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use regex::Regex;
+use serde::Deserialize;
+use stowage_auth::{AuthSettings, TokenServiceSettings};
+use stowage_core::access::{Policy, PolicyDefault};
+use stowage_core::repositories::{ImmutableTags, Repositories, RepositorySettings};
+
+/// `[auth]`: every way callers can prove who they are. Absent: nobody logs in.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// `[auth.identity.<name>]`.
+    pub identity: BTreeMap<String, IdentityEntry>,
+    pub htpasswd: Option<HtpasswdEntry>,
+    pub token_service: Option<TokenServiceEntry>,
+    /// Failed logins per minute from one address before it is answered `429`; 0: no limit.
+    pub max_failed_logins_per_minute: u32,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection {
+            identity: BTreeMap::new(),
+            htpasswd: None,
+            token_service: None,
+            max_failed_logins_per_minute: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityEntry {
+    pub username: String,
+    /// An argon2 PHC string (`stowage hash-password`).
+    pub password: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HtpasswdEntry {
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenServiceEntry {
+    /// Absent: this server's own `/token`, at the host and scheme the client used.
+    #[serde(default)]
+    pub realm: String,
+    #[serde(default = "default_service")]
+    pub service: String,
+    #[serde(default = "default_service")]
+    pub issuer: String,
+    /// EC P-256 (PKCS#8) or RSA private key, PEM.
+    pub signing_key: PathBuf,
+    #[serde(default = "default_ttl")]
+    pub ttl_secs: u64,
+}
+
+fn default_service() -> String {
+    "stowage".to_owned()
+}
+
+fn default_ttl() -> u64 {
+    300
+}
+
+/// `[global]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GlobalSection {
+    pub access_policy: Option<PolicyEntry>,
+}
+
+/// An `access_policy` table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyEntry {
+    pub default: PolicyDefaultEntry,
+    #[serde(default)]
+    pub rules: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyDefaultEntry {
+    Allow,
+    Deny,
+}
+
+/// `[repository."<name or prefix>"]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoryEntry {
+    pub access_policy: Option<PolicyEntry>,
+    #[serde(default)]
+    pub immutable_tags: bool,
+    /// Regexes of tags that stay mutable (`^latest$`).
+    #[serde(default)]
+    pub immutable_tags_exclusions: Vec<String>,
+}
+
+/// A setting that does not compile, with the key it is under.
+#[derive(Debug)]
+pub struct Invalid {
+    pub key: String,
+    pub reason: String,
+}
+
+fn compile(key: String, entry: &PolicyEntry) -> Result<Policy, Invalid> {
+    let default = match entry.default {
+        PolicyDefaultEntry::Allow => PolicyDefault::Allow,
+        PolicyDefaultEntry::Deny => PolicyDefault::Deny,
+    };
+    Policy::new(default, &entry.rules).map_err(|e| Invalid {
+        key: format!("{key}.rules[{}]", e.index),
+        reason: e.to_string(),
+    })
+}
+
+impl GlobalSection {
+    pub fn policy(&self) -> Result<Option<Policy>, Invalid> {
+        self.access_policy
+            .as_ref()
+            .map(|entry| compile("global.access_policy".to_owned(), entry))
+            .transpose()
+    }
+}
+
+/// Every `[repository."<prefix>"]` table, compiled.
+pub fn repositories(entries: &BTreeMap<String, RepositoryEntry>) -> Result<Repositories, Invalid> {
+    let mut compiled = Vec::with_capacity(entries.len());
+    for (prefix, entry) in entries {
+        let key = format!("repository.{prefix:?}");
+        let access_policy = entry
+            .access_policy
+            .as_ref()
+            .map(|p| compile(format!("{key}.access_policy"), p))
+            .transpose()?;
+        let exclusions = entry
+            .immutable_tags_exclusions
+            .iter()
+            .map(|pattern| {
+                Regex::new(pattern).map_err(|e| Invalid {
+                    key: format!("{key}.immutable_tags_exclusions"),
+                    reason: e.to_string(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let immutable_tags = entry.immutable_tags.then_some(ImmutableTags { exclusions });
+        compiled.push((
+            prefix.clone(),
+            RepositorySettings {
+                access_policy,
+                immutable_tags,
+            },
+        ));
+    }
+    Ok(Repositories::new(compiled))
+}
+
+impl AuthSection {
+    /// Whether anyone can log in.
+    pub fn any(&self) -> bool {
+        !self.identity.is_empty() || self.htpasswd.is_some() || self.token_service.is_some()
+    }
+
+    pub fn settings(&self) -> AuthSettings {
+        AuthSettings {
+            identities: self
+                .identity
+                .values()
+                .map(|i| (i.username.clone(), i.password.clone()))
+                .collect::<HashMap<_, _>>(),
+            htpasswd: self.htpasswd.as_ref().map(|h| h.path.clone()),
+            token_service: self.token_service.as_ref().map(|t| TokenServiceSettings {
+                realm: t.realm.clone(),
+                service: t.service.clone(),
+                issuer: t.issuer.clone(),
+                signing_key: t.signing_key.clone(),
+                ttl: Duration::from_secs(t.ttl_secs),
+            }),
+            max_failed_logins_per_minute: self.max_failed_logins_per_minute,
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! Who is asking: what the adapters proved about the caller, in the shape policies see.
+
+use serde::Serialize;
+
+/// The names of a verified client certificate.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CertificateNames {
+    pub common_names: Vec<String>,
+    pub organizations: Vec<String>,
+}
+
+/// A caller proven by an OIDC provider's token.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OidcIdentity {
+    /// The `[auth.oidc.<name>]` that verified the token.
+    pub provider: String,
+    /// The token's claims, as the provider wrote them.
+    pub claims: serde_json::Value,
+}
+
+/// Everything known about a caller. Absent facts are empty strings and empty lists rather
+/// than nulls, so a rule such as `identity.username.startsWith("ci-")` evaluates for every
+/// caller instead of failing (and so denying) for the anonymous one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Identity {
+    /// A stable name for logs and tokens' `sub`: the username, `cert:<CN>`, `oidc:<provider>:<sub>`,
+    /// or empty for the anonymous caller.
+    pub id: String,
+    /// The username proven by a password or a registry token; empty otherwise.
+    pub username: String,
+    pub certificate: CertificateNames,
+    pub oidc: Option<OidcIdentity>,
+}
+
+impl Identity {
+    pub fn anonymous() -> Self {
+        Identity::default()
+    }
+
+    /// A user who proved a password (or was named by a token this registry trusts).
+    pub fn user(username: &str) -> Self {
+        Identity {
+            id: username.to_owned(),
+            username: username.to_owned(),
+            ..Identity::default()
+        }
+    }
+
+    /// Whether nothing at all was proven about the caller.
+    pub fn is_anonymous(&self) -> bool {
+        self.username.is_empty()
+            && self.certificate.common_names.is_empty()
+            && self.certificate.organizations.is_empty()
+            && self.oidc.is_none()
+    }
+
+    /// Adds what a verified client certificate proves (the connection's, under whatever
+    /// credentials the request carries).
+    pub fn with_certificate(mut self, names: CertificateNames) -> Self {
+        if self.id.is_empty()
+            && let Some(cn) = names.common_names.first()
+        {
+            self.id = format!("cert:{cn}");
+        }
+        self.certificate = names;
+        self
+    }
+
+    /// The value `identity` has in policy expressions.
+    pub(crate) fn policy_value(&self) -> serde_json::Value {
+        let oidc = match &self.oidc {
+            Some(oidc) => serde_json::json!({ "provider": oidc.provider, "claims": oidc.claims }),
+            None => serde_json::json!({ "provider": "", "claims": {} }),
+        };
+        serde_json::json!({
+            "id": self.id,
+            "username": self.username,
+            "anonymous": self.is_anonymous(),
+            "certificate": self.certificate,
+            "oidc": oidc,
+        })
+    }
+}

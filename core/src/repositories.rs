@@ -1,0 +1,110 @@
+//! Settings that apply to a repository by its name or a prefix of it
+//! (`[repository."<name or prefix>"]`): its access policy and whether its tags are
+//! immutable. The most specific entry wins.
+
+use regex::Regex;
+
+use crate::access::Policy;
+
+/// Tags that, once pushed, may not be re-pointed or deleted.
+#[derive(Debug, Clone)]
+pub struct ImmutableTags {
+    /// Tags matching any of these stay mutable (`^latest$`).
+    pub exclusions: Vec<Regex>,
+}
+
+impl ImmutableTags {
+    pub fn covers(&self, tag: &str) -> bool {
+        !self.exclusions.iter().any(|r| r.is_match(tag))
+    }
+}
+
+/// One `[repository."<prefix>"]` table.
+#[derive(Debug, Clone, Default)]
+pub struct RepositorySettings {
+    pub access_policy: Option<Policy>,
+    pub immutable_tags: Option<ImmutableTags>,
+}
+
+/// Every repository table, by prefix.
+#[derive(Debug, Clone, Default)]
+pub struct Repositories {
+    /// Longest prefix first, so the first match is the most specific.
+    entries: Vec<(String, RepositorySettings)>,
+}
+
+impl Repositories {
+    pub fn new(entries: impl IntoIterator<Item = (String, RepositorySettings)>) -> Self {
+        let mut entries: Vec<_> = entries.into_iter().collect();
+        entries.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+        Repositories { entries }
+    }
+
+    /// The settings for repository `name`: those of the longest key that is `name` itself
+    /// or a path prefix of it (`team-a` and `team-a/` both cover `team-a/app`, not
+    /// `team-ab`).
+    pub fn for_name(&self, name: &str) -> Option<&RepositorySettings> {
+        self.entries
+            .iter()
+            .find(|(prefix, _)| covers(prefix, name))
+            .map(|(_, settings)| settings)
+    }
+
+    pub fn any_access_policy(&self) -> bool {
+        self.entries.iter().any(|(_, s)| s.access_policy.is_some())
+    }
+
+    /// Whether `tag` of `repository` may no longer be re-pointed or deleted.
+    pub fn tag_is_immutable(&self, repository: &str, tag: &str) -> bool {
+        self.for_name(repository)
+            .and_then(|s| s.immutable_tags.as_ref())
+            .is_some_and(|immutable| immutable.covers(tag))
+    }
+}
+
+fn covers(prefix: &str, name: &str) -> bool {
+    if prefix.is_empty() {
+        return true;
+    }
+    if prefix.ends_with('/') {
+        return name.starts_with(prefix);
+    }
+    name == prefix
+        || name
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn immutable(exclusions: &[&str]) -> RepositorySettings {
+        RepositorySettings {
+            access_policy: None,
+            immutable_tags: Some(ImmutableTags {
+                exclusions: exclusions.iter().map(|e| Regex::new(e).unwrap()).collect(),
+            }),
+        }
+    }
+
+    #[test]
+    fn the_most_specific_path_prefix_wins() {
+        let repos = Repositories::new([
+            ("team-a".to_owned(), immutable(&[])),
+            ("team-a/dev/".to_owned(), RepositorySettings::default()),
+        ]);
+        assert!(repos.tag_is_immutable("team-a", "v1"));
+        assert!(repos.tag_is_immutable("team-a/app", "v1"));
+        assert!(!repos.tag_is_immutable("team-a/dev/app", "v1"));
+        assert!(!repos.tag_is_immutable("team-ab/app", "v1"));
+    }
+
+    #[test]
+    fn exclusions_stay_mutable() {
+        let repos = Repositories::new([("prod/".to_owned(), immutable(&["^latest$", "^dev-"]))]);
+        assert!(repos.tag_is_immutable("prod/app", "v1.2"));
+        assert!(!repos.tag_is_immutable("prod/app", "latest"));
+        assert!(!repos.tag_is_immutable("prod/app", "dev-123"));
+    }
+}
