@@ -1,14 +1,48 @@
 """Runs the OCI conformance runner against every server binary on every storage layout:
-both stores on the filesystem, both on S3, and each split. Prints one line per cell and a
-closing `N passed, N failed` over the cells."""
+both stores on the filesystem, both on S3, and each split. With `--auth`, a second pass runs
+cells with authentication on, the runner logging in. Prints one line per cell and a closing
+`N passed, N failed` over the cells."""
 
 import argparse
+import json
+import os
 import subprocess
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 
 from services import Registry, S3Server, fs_toml, remove, scratch_dir
 
 LAYOUTS = ["fs", "s3", "s3-blobs+fs-meta", "fs-blobs+s3-meta"]
+
+USERNAME = "alice"
+PASSWORD = "matrix password, with a comma"
+
+
+@dataclass
+class Cell:
+    binary: str
+    layout: str
+    # None: no authentication; "basic": credentials on every request; "token": the token
+    # service's Bearer flow.
+    auth: str | None = None
+
+    @property
+    def name(self) -> str:
+        name = f"{self.binary.rsplit('/', 1)[-1]} x {self.layout}"
+        return f"{name} x auth-{self.auth}" if self.auth else name
+
+
+def cells(binaries: list[str], layouts: list[str], auth: bool) -> list[Cell]:
+    plain = [Cell(binary, layout) for binary in binaries for layout in layouts]
+    if not auth:
+        return plain
+    # The auth pass is a subset, to keep the matrix fast: authentication sits in front of the
+    # stores, so each binary runs on fs with Basic and with tokens, and one S3 cell (the first
+    # binary, tokens) shows nothing of it depends on the store.
+    logged_in = [Cell(binary, "fs", mode) for binary in binaries for mode in ("basic", "token")]
+    logged_in.append(Cell(binaries[0], "s3", "token"))
+    return plain + [cell for cell in logged_in if cell.layout in layouts]
 
 
 def stores_for(layout: str, work, s3: S3Server | None) -> str:
@@ -29,42 +63,112 @@ def stores_for(layout: str, work, s3: S3Server | None) -> str:
     return toml
 
 
+class AuthSetup:
+    """What the auth cells share: an EC P-256 signing key for the token service, and each
+    binary's hash of the password (from its own `hash-password`, so the cells check it too)."""
+
+    def __init__(self, work: Path):
+        self.signing_key = work / "token-signing-key.pem"
+        generate = subprocess.run(
+            ["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout"],
+            capture_output=True,
+            check=True,
+        )
+        subprocess.run(
+            ["openssl", "pkcs8", "-topk8", "-nocrypt", "-out", str(self.signing_key)],
+            input=generate.stdout,
+            capture_output=True,
+            check=True,
+        )
+        self.hashes: dict[str, str] = {}
+
+    def password_hash(self, binary: str) -> str:
+        if binary not in self.hashes:
+            run = subprocess.run(
+                [binary, "hash-password"], input=PASSWORD, capture_output=True, text=True
+            )
+            if run.returncode != 0 or not run.stdout.strip().startswith("$argon2"):
+                raise RuntimeError(
+                    f"{binary} hash-password gave no argon2 PHC string "
+                    f"(status {run.returncode}): {run.stderr.strip() or run.stdout.strip()}"
+                )
+            self.hashes[binary] = run.stdout.strip()
+        return self.hashes[binary]
+
+    def toml(self, cell: Cell) -> str:
+        # JSON strings are valid TOML basic strings: safe quoting for hashes and paths.
+        toml = (
+            f"[auth.identity.{USERNAME}]\n"
+            f"username = {json.dumps(USERNAME)}\n"
+            f"password = {json.dumps(self.password_hash(cell.binary))}\n"
+        )
+        if cell.auth == "token":
+            toml += (
+                "[auth.token_service]\n"
+                'service = "stowage"\nissuer = "stowage"\n'
+                f"signing_key = {json.dumps(str(self.signing_key))}\n"
+                "ttl_secs = 300\n"
+            )
+        return toml + (
+            '[global.access_policy]\ndefault = "deny"\nrules = ["!identity.anonymous"]\n'
+        )
+
+
+def run_cell(cell: Cell, cell_dir: Path, runner: str, s3, auth: AuthSetup | None):
+    """Starts the cell's server, runs the runner on it; the run and the server's log tail."""
+    extra = auth.toml(cell) if cell.auth else ""
+    registry = Registry(cell.binary, cell_dir, stores_for(cell.layout, cell_dir, s3), extra)
+    env = dict(os.environ)
+    if cell.auth:
+        # Through the environment, so the password stays off the command line.
+        env.update(OCI_USERNAME=USERNAME, OCI_PASSWORD=PASSWORD)
+    try:
+        run = subprocess.run(
+            [runner, "--url", registry.url], capture_output=True, text=True, env=env
+        )
+    finally:
+        registry.stop()
+    return run, registry.process.tail()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runner", required=True)
     parser.add_argument("--bin", action="append", required=True, help="server binary (repeat)")
     parser.add_argument("--layout", action="append", choices=LAYOUTS)
+    parser.add_argument(
+        "--auth",
+        action="store_true",
+        help="also run cells with authentication on (Basic, token service), logged in",
+    )
     args = parser.parse_args()
     layouts = args.layout or LAYOUTS
+    todo = cells(args.bin, layouts, args.auth)
 
     work = scratch_dir("stowage-matrix-")
-    s3 = S3Server(work) if any("s3" in l for l in layouts) else None
+    s3 = S3Server(work) if any("s3" in cell.layout for cell in todo) else None
+    auth = AuthSetup(work) if args.auth else None
     passed = failed = 0
     try:
-        for binary in args.bin:
-            for layout in layouts:
-                cell = f"{binary.rsplit('/', 1)[-1]} x {layout}"
-                cell_dir = work / f"{passed + failed}"
-                registry = Registry(binary, cell_dir, stores_for(layout, cell_dir, s3))
-                try:
-                    run = subprocess.run(
-                        [args.runner, "--url", registry.url],
-                        capture_output=True,
-                        text=True,
-                    )
-                finally:
-                    registry.stop()
-                summary = run.stdout.strip().splitlines()[-1:] or ["no output"]
-                if run.returncode == 0:
-                    passed += 1
-                    print(f"PASS {cell}: {summary[0]}", flush=True)
-                else:
-                    failed += 1
-                    failures = [l for l in run.stdout.splitlines() if l.startswith("FAIL")]
-                    print(f"FAIL {cell}: {summary[0]}", flush=True)
-                    for line in failures:
-                        print(f"    {line}")
-                    print(registry.process.tail())
+        for number, cell in enumerate(todo):
+            try:
+                run, log_tail = run_cell(cell, work / str(number), args.runner, s3, auth)
+            except (RuntimeError, subprocess.CalledProcessError) as e:
+                # A server that would not start (or no password hash) fails its cell only.
+                failed += 1
+                print(f"FAIL {cell.name}: {e}", flush=True)
+                continue
+            summary = run.stdout.strip().splitlines()[-1:] or ["no output"]
+            if run.returncode == 0:
+                passed += 1
+                print(f"PASS {cell.name}: {summary[0]}", flush=True)
+            else:
+                failed += 1
+                failures = [l for l in run.stdout.splitlines() if l.startswith("FAIL")]
+                print(f"FAIL {cell.name}: {summary[0]}", flush=True)
+                for line in failures:
+                    print(f"    {line}")
+                print(log_tail)
     finally:
         if s3:
             s3.stop()

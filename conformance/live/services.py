@@ -1,6 +1,7 @@
 """Real services the live suites need, started on free loopback ports and stopped by PID:
-the server under test, an S3 server (moto), and Redis."""
+the server under test, an S3 server (moto), Redis, and CNCF Distribution as a reference."""
 
+import json
 import os
 import shutil
 import signal
@@ -8,6 +9,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -36,6 +38,14 @@ def wait_until(check, what: str, timeout: float = 30.0) -> None:
 def http_ok(url: str) -> bool:
     with urllib.request.urlopen(url, timeout=2) as response:
         return response.status == 200
+
+
+def registry_up(url: str) -> bool:
+    """`GET /v2/` answers 200, or 401 from a registry that wants credentials."""
+    try:
+        return http_ok(f"{url}/v2/")
+    except urllib.error.HTTPError as e:
+        return e.code == 401
 
 
 class Process:
@@ -167,7 +177,7 @@ class Registry:
         # A server that exited will not come up: say so now rather than after the timeout.
         if not self.running():
             raise RuntimeError(f"exited with status {self.process.proc.returncode}")
-        return http_ok(f"{self.url}/v2/")
+        return registry_up(self.url)
 
     def stop(self) -> int:
         return self.process.stop()
@@ -181,6 +191,36 @@ class Registry:
 
     def log_text(self) -> str:
         return self.process.log_path.read_text(errors="replace")
+
+
+class Distribution:
+    """Debian's `docker-registry` (CNCF Distribution 2.8) on a filesystem root of its own;
+    `auth_yaml` is its `auth:` section, if any."""
+
+    def __init__(self, workdir: Path, auth_yaml: str = ""):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        config = workdir / "distribution.yml"
+        # JSON strings are YAML strings: safe quoting for paths.
+        config.write_text(
+            "version: 0.1\n"
+            "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
+            "storage:\n"
+            f"  filesystem:\n    rootdirectory: {json.dumps(str(workdir / 'root'))}\n"
+            "  delete:\n    enabled: true\n"
+            f"http:\n  addr: {json.dumps(f'127.0.0.1:{self.port}')}\n"
+            f"{auth_yaml}"
+        )
+        self.process = Process(["docker-registry", "serve", str(config)], workdir / "distribution.log")
+        try:
+            wait_until(lambda: registry_up(self.url), f"docker-registry on {self.url}")
+        except RuntimeError:
+            self.process.stop()
+            raise RuntimeError(f"docker-registry did not start:\n{self.process.tail()}")
+
+    def stop(self) -> int:
+        return self.process.stop()
 
 
 def scratch_dir(prefix: str) -> Path:

@@ -12,6 +12,8 @@ pub enum Needs {
     Referrers,
     /// sha512 digests for blobs and manifests.
     Sha512,
+    /// Credentials (`--username`/`--password`): the case checks what anonymous requests get.
+    Credentials,
 }
 
 pub type CaseFn = fn(&Env) -> Result<(), Failure>;

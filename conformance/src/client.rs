@@ -1,6 +1,7 @@
 //! A thin blocking HTTP layer over ureq. Every call returns a fully read [`Response`], so cases
 //! can assert on status, headers and body in any order, and transport errors become
-//! [`Failure`]s instead of panics.
+//! [`Failure`]s instead of panics. A request refused with `401` is answered by [`Auth`] and
+//! sent once more.
 
 use std::io::Cursor;
 use std::time::Duration;
@@ -9,12 +10,15 @@ use serde_json::Value;
 use ureq::http::{HeaderMap, Method, Request};
 use ureq::{Agent, AsSendBody, SendBody};
 
+use crate::auth::{Auth, Credentials};
+use crate::challenge::{self, Challenge};
 use crate::error::Failure;
 
 /// Largest body the runner will read; far above anything the cases push.
 const MAX_BODY: u64 = 1 << 30;
 
-/// What to send as the request body.
+/// What to send as the request body. Every variant borrows bytes the caller holds, so a
+/// request refused with `401` can be sent again whole, streamed ones included.
 #[derive(Clone, Copy)]
 pub enum Body<'a> {
     /// No body at all (GET, HEAD, DELETE).
@@ -31,10 +35,13 @@ pub struct Client {
     base: String,
     /// `scheme://host[:port]` of `base`, used to resolve absolute-path Locations.
     origin: String,
+    /// `None` sends every request as given and hands back any `401`.
+    auth: Option<Auth>,
 }
 
 impl Client {
-    pub fn new(base: &str, timeout: Duration) -> Client {
+    /// A client that logs in when challenged: with `credentials`, or anonymously for tokens.
+    pub fn new(base: &str, timeout: Duration, credentials: Option<Credentials>) -> Client {
         let base = base.trim_end_matches('/').to_string();
         let origin = match base.find("://") {
             Some(i) => match base[i + 3..].find('/') {
@@ -55,6 +62,17 @@ impl Client {
             agent,
             base,
             origin,
+            auth: Some(Auth::new(credentials)),
+        }
+    }
+
+    /// A client on the same registry that never logs in, to see what anonymous requests get.
+    pub fn bare(&self) -> Client {
+        Client {
+            agent: self.agent.clone(),
+            base: self.base.clone(),
+            origin: self.origin.clone(),
+            auth: None,
         }
     }
 
@@ -78,10 +96,39 @@ impl Client {
         body: Body<'_>,
     ) -> Result<Response, Failure> {
         let url = self.resolve(target);
-        let what = format!("{method} {}", display_target(&url, &self.origin));
-        let mut builder = Request::builder().method(method.clone()).uri(&url);
+        let Some(auth) = &self.auth else {
+            return self.attempt(&method, &url, headers, None, body);
+        };
+        let sent = auth.authorization(&url);
+        let response = self.attempt(&method, &url, headers, sent.as_deref(), body)?;
+        if response.status != 401 {
+            return Ok(response);
+        }
+        let fetch = |token_url: &str, authorization: Option<&str>| {
+            self.attempt(&Method::GET, token_url, &[], authorization, Body::None)
+        };
+        match auth.answer(&response, &url, sent.as_deref(), fetch)? {
+            Some(authorization) => self.attempt(&method, &url, headers, Some(&authorization), body),
+            None => Ok(response),
+        }
+    }
+
+    /// One request to a full URL, with `authorization` added to `headers` if given.
+    fn attempt(
+        &self,
+        method: &Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        authorization: Option<&str>,
+        body: Body<'_>,
+    ) -> Result<Response, Failure> {
+        let what = format!("{method} {}", display_target(url, &self.origin));
+        let mut builder = Request::builder().method(method.clone()).uri(url);
         for (name, value) in headers {
             builder = builder.header(*name, *value);
+        }
+        if let Some(authorization) = authorization {
+            builder = builder.header("authorization", authorization);
         }
         match body {
             Body::None => self.run(builder, SendBody::none(), what),
@@ -243,6 +290,18 @@ impl Response {
             .iter()
             .filter_map(|v| v.to_str().ok())
             .collect()
+    }
+
+    /// Every challenge in the `WWW-Authenticate` headers, in order.
+    pub fn challenges(&self) -> Result<Vec<Challenge>, Failure> {
+        let mut challenges = Vec::new();
+        for header in self.header_all("www-authenticate") {
+            challenges.extend(challenge::parse(header).map_err(|e| Failure::Auth {
+                what: self.what.clone(),
+                source: e.into(),
+            })?);
+        }
+        Ok(challenges)
     }
 
     pub fn require_header(&self, name: &str) -> Result<&str, Failure> {

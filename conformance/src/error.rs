@@ -57,6 +57,14 @@ pub enum Failure {
         got: String,
     },
 
+    /// A `401` could not be answered: its challenge or the token response was unusable.
+    #[error("{what}: logging in failed: {source}")]
+    Auth {
+        what: String,
+        #[source]
+        source: crate::auth::AuthError,
+    },
+
     /// Any other assertion about headers or content.
     #[error("{0}")]
     Check(String),

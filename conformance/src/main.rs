@@ -4,7 +4,9 @@
 //! Each case gets its own fresh repository `conformance/<run-id>/<case name>` and random content,
 //! so runs never interfere and can be repeated against the same registry.
 
+mod auth;
 mod case;
+mod challenge;
 mod client;
 mod discovery;
 mod error;
@@ -19,6 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 
+use auth::Credentials;
 use case::{Case, Env, Needs};
 use client::Client;
 
@@ -42,6 +45,19 @@ struct Args {
     #[arg(long)]
     skip_sha512: bool,
 
+    /// User name to log in with when the registry asks (Basic, or for Bearer tokens)
+    #[arg(long, env = "OCI_USERNAME", requires = "password")]
+    username: Option<String>,
+
+    /// Password to log in with
+    #[arg(
+        long,
+        env = "OCI_PASSWORD",
+        hide_env_values = true,
+        requires = "username"
+    )]
+    password: Option<String>,
+
     /// Per-request timeout in seconds
     #[arg(long, default_value_t = 60)]
     timeout: u64,
@@ -60,7 +76,7 @@ fn all_cases() -> Vec<Case> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut args = Args::parse();
     let cases: Vec<Case> = all_cases()
         .into_iter()
         .filter(|c| args.filter.as_deref().is_none_or(|f| c.name.contains(f)))
@@ -80,7 +96,13 @@ fn main() -> ExitCode {
 
     fixtures::seed(run_seed());
     let run_id = fixtures::random_hex(12);
-    let client = Client::new(url, Duration::from_secs(args.timeout));
+    let credentials = args
+        .username
+        .take()
+        .zip(args.password.take())
+        .map(|(username, password)| Credentials { username, password });
+    let logged_in = credentials.is_some();
+    let client = Client::new(url, Duration::from_secs(args.timeout), credentials);
     eprintln!(
         "oci-conformance: {} cases against {url}, repositories under conformance/{run_id}/",
         cases.len()
@@ -88,13 +110,14 @@ fn main() -> ExitCode {
 
     let (mut passed, mut failed, mut skipped) = (0usize, 0usize, 0usize);
     for case in &cases {
-        let skip_flag = match case.needs {
+        let skip_reason = match case.needs {
             Needs::Referrers if args.skip_referrers => Some("--skip-referrers"),
             Needs::Sha512 if args.skip_sha512 => Some("--skip-sha512"),
+            Needs::Credentials if !logged_in => Some("needs --username and --password"),
             _ => None,
         };
-        if let Some(flag) = skip_flag {
-            println!("SKIP {} ({flag})", case.name);
+        if let Some(reason) = skip_reason {
+            println!("SKIP {} ({reason})", case.name);
             skipped += 1;
             continue;
         }

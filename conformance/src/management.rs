@@ -1,16 +1,17 @@
 //! Content management workflow: deleting manifests, tags and blobs, and what must disappear
-//! with them (tags, referrers).
+//! with them (tags, referrers); and, when the run has credentials, that pushing needs them.
 
 use serde_json::Value;
 
 use crate::case::{Case, Env, Needs};
+use crate::challenge::Challenge;
 use crate::discovery::{check_referrers, fetch_referrers, push_sbom_referrer};
-use crate::ensure;
 use crate::error::Failure;
 use crate::fixtures::{
     Blob, Image, OCI_LAYER, blob_path, get_manifest, head_manifest, manifest_path, push_blob,
-    push_manifest, tags_path, unknown_digest, verify_manifest,
+    push_manifest, tags_path, unknown_digest, uploads_path, verify_manifest,
 };
+use crate::{ensure, fail};
 
 pub fn cases() -> Vec<Case> {
     vec![
@@ -27,6 +28,8 @@ pub fn cases() -> Vec<Case> {
         Case::new("management/delete-blob", delete_blob),
         Case::new("management/delete-blob-unknown", delete_blob_unknown),
         Case::new("management/delete-referrer", delete_referrer).needs(Needs::Referrers),
+        Case::new("management/anonymous-push-refused", anonymous_push_refused)
+            .needs(Needs::Credentials),
     ]
 }
 
@@ -151,4 +154,47 @@ fn delete_referrer(env: &Env) -> Result<(), Failure> {
         .expect(202)?;
     let after = fetch_referrers(env.c, &env.repo, &subject.manifest.digest, None)?;
     check_referrers(&after, &[&kept])
+}
+
+/// A run given credentials is against a registry that wants them: a push without any must be
+/// refused with a challenge a client can answer, and the same push with them accepted.
+fn anonymous_push_refused(env: &Env) -> Result<(), Failure> {
+    let uploads = uploads_path(&env.repo);
+    let r = env.c.bare().post(&uploads, &[], &[])?;
+    r.expect_error(401, &["UNAUTHORIZED"])?;
+    let challenges = r.challenges()?;
+    if let Some(bearer) = challenges.iter().find(|c| c.scheme == "bearer") {
+        ensure!(
+            bearer.param("realm").is_some_and(|realm| !realm.is_empty()),
+            "{}: Bearer challenge without a realm",
+            r.what
+        );
+        // Clients like this one ask the realm for exactly the scopes the challenge names.
+        ensure!(
+            names_push_scope(bearer, &env.repo),
+            "{}: Bearer challenge's scope {:?} does not ask for push on {}",
+            r.what,
+            bearer.param("scope").unwrap_or(""),
+            env.repo
+        );
+    } else if !challenges.iter().any(|c| c.scheme == "basic") {
+        fail!(
+            "{}: WWW-Authenticate {:?} offers neither Basic nor Bearer",
+            r.what,
+            r.header_all("www-authenticate")
+        );
+    }
+    env.c.post(&uploads, &[], &[])?.expect(202)?;
+    Ok(())
+}
+
+/// Whether a Bearer challenge's scopes include `repository:<repo>:…push…` (or `*`).
+fn names_push_scope(bearer: &Challenge, repo: &str) -> bool {
+    let prefix = format!("repository:{repo}:");
+    bearer
+        .param("scope")
+        .unwrap_or("")
+        .split_whitespace()
+        .filter_map(|scope| scope.strip_prefix(&prefix))
+        .any(|actions| actions.split(',').any(|a| a == "push" || a == "*"))
 }
