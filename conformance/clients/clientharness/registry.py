@@ -195,7 +195,8 @@ def _wait_ready(reg: Registry) -> None:
             )
         try:
             r = requests.get(f"{reg.url}/v2/", timeout=2)
-            if r.status_code == 200:
+            # 401: serving, and wanting credentials.
+            if r.status_code in (200, 401):
                 return
             last = f"HTTP {r.status_code}"
         except requests.RequestException as e:
