@@ -11,7 +11,7 @@ SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "${SCRIPT_DIR}/.." && pwd)"
 VENV="${REPO_ROOT}/.venv"
 
-APT_PACKAGES=(skopeo podman umoci buildah docker-registry redis-server wrk hey
+APT_PACKAGES=(skopeo podman umoci buildah docker-registry docker.io redis-server wrk hey
               python3 python3-venv)
 PIP_PACKAGES=(pytest oras requests "moto[server]" boto3 matplotlib bcrypt cryptography)
 # Module names used to check whether the pip packages are already installed.
