@@ -12,9 +12,9 @@ VENV="${REPO_ROOT}/.venv"
 
 APT_PACKAGES=(skopeo podman umoci buildah docker-registry redis-server wrk hey
               python3 python3-venv)
-PIP_PACKAGES=(pytest oras requests "moto[server]" boto3 matplotlib)
+PIP_PACKAGES=(pytest oras requests "moto[server]" boto3 matplotlib cryptography)
 # Module names used to check whether the pip packages are already installed.
-PIP_MODULES=(pytest oras requests moto boto3 flask matplotlib)
+PIP_MODULES=(pytest oras requests moto boto3 flask matplotlib cryptography)
 
 log() { echo "install-deps: $*" >&2; }
 
