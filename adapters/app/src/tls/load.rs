@@ -112,3 +112,57 @@ fn client_verifier(
         source,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn testdata(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src/tls/testdata")
+            .join(name)
+    }
+
+    fn files(certificate: &str, key: &str, client_ca: Option<&str>) -> Files {
+        Files::new(&TlsSettings {
+            server_certificate_bundle: testdata(certificate),
+            server_private_key: testdata(key),
+            client_ca_bundle: client_ca.map(testdata),
+            client_auth: None,
+        })
+    }
+
+    #[test]
+    fn loads_a_certificate_its_key_and_client_cas() {
+        let config = files("server.crt", "server.key", Some("ca.crt"))
+            .load()
+            .unwrap();
+        assert_eq!(config.alpn_protocols, [b"http/1.1".to_vec()]);
+        assert_eq!(
+            files("server.crt", "server.key", None).paths().count(),
+            2,
+            "no client CA bundle to watch"
+        );
+    }
+
+    #[test]
+    fn refuses_a_key_that_is_not_the_certificates() {
+        let err = files("server.crt", "other.key", None).load().unwrap_err();
+        assert!(matches!(err, TlsError::Key { .. }), "{err}");
+        assert!(err.to_string().contains("other.key"), "{err}");
+    }
+
+    #[test]
+    fn names_the_key_and_file_that_cannot_be_read() {
+        let err = files("missing.crt", "server.key", None).load().unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("server_certificate_bundle") && text.contains("missing.crt"));
+        // A key file holds no certificate.
+        let err = files("server.key", "server.key", None).load().unwrap_err();
+        assert!(matches!(err, TlsError::NoCertificate { .. }), "{err}");
+        let err = files("server.crt", "server.key", Some("nothing.crt"))
+            .load()
+            .unwrap_err();
+        assert!(err.to_string().contains("client_ca_bundle"), "{err}");
+    }
+}

@@ -83,3 +83,41 @@ impl Tls {
         self.current.load_full()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_changed_file_is_reloaded_and_a_broken_one_is_not() {
+        let dir = std::env::temp_dir().join(format!("stowage-tls-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/tls/testdata");
+        let (certificate, key) = (dir.join("server.crt"), dir.join("server.key"));
+        std::fs::copy(testdata.join("server.crt"), &certificate).unwrap();
+        std::fs::copy(testdata.join("server.key"), &key).unwrap();
+        let tls = Tls::start(&TlsSettings {
+            server_certificate_bundle: certificate.clone(),
+            server_private_key: key,
+            client_ca_bundle: None,
+            client_auth: None,
+        })
+        .unwrap();
+        let first = tls.config();
+
+        std::fs::write(&certificate, "-----BEGIN CERTIFICATE-----\nMIIB").unwrap();
+        std::thread::sleep(Duration::from_millis(2500));
+        assert!(Arc::ptr_eq(&first, &tls.config()), "a broken file was used");
+
+        std::fs::copy(testdata.join("server.crt"), &certificate).unwrap();
+        std::thread::sleep(Duration::from_millis(2500));
+        assert!(
+            !Arc::ptr_eq(&first, &tls.config()),
+            "the fixed file was not read"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

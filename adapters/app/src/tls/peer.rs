@@ -49,3 +49,28 @@ fn strings<'a>(values: impl Iterator<Item = &'a AttributeTypeAndValue<'a>>) -> V
         .map(str::to_owned)
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use rustls::pki_types::pem::PemObject;
+
+    use super::*;
+
+    #[test]
+    fn reads_the_subjects_common_names_and_organizations() {
+        let pem = include_bytes!("testdata/client.crt");
+        let certificate = CertificateDer::from_pem_slice(pem).unwrap();
+        assert_eq!(
+            subject_names(&certificate),
+            Some(ClientCertificate {
+                common_names: vec!["alice".into()],
+                organizations: vec!["team-a".into(), "team-b".into()],
+            })
+        );
+    }
+
+    #[test]
+    fn a_certificate_it_cannot_read_names_no_one() {
+        assert_eq!(subject_names(&CertificateDer::from(vec![0x30, 0x03])), None);
+    }
+}
