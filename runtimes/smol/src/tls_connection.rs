@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use async_io::Async;
+use futures_lite::io::BufReader;
 use futures_lite::{AsyncRead, AsyncWrite};
 use futures_rustls::server::TlsStream;
 use hyper::rt::ReadBufCursor;
@@ -17,10 +18,10 @@ use hyper::rt::ReadBufCursor;
 /// The most plaintext one TLS record carries.
 const READ_WINDOW: usize = 16 * 1024;
 
-pub struct TlsConnection(TlsStream<Async<TcpStream>>);
+pub struct TlsConnection(TlsStream<BufReader<Async<TcpStream>>>);
 
 impl TlsConnection {
-    pub fn new(stream: TlsStream<Async<TcpStream>>) -> Self {
+    pub fn new(stream: TlsStream<BufReader<Async<TcpStream>>>) -> Self {
         Self(stream)
     }
 }
