@@ -59,6 +59,40 @@ pub struct ServerSettings {
     pub body_idle_timeout_secs: u64,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_timeout_secs: u64,
+    /// `[server.tls]`; absent: plain HTTP.
+    pub tls: Option<TlsSettings>,
+}
+
+/// `[server.tls]`: the server's certificate and, optionally, the CAs client certificates
+/// are verified against. The files are read again whenever they change.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM: the server's certificate, then the chain up to (not necessarily including) a root.
+    pub server_certificate_bundle: PathBuf,
+    /// PEM: the certificate's private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
+    pub server_private_key: PathBuf,
+    /// PEM: the CAs a client certificate must chain to. Absent: no client certificates.
+    pub client_ca_bundle: Option<PathBuf>,
+    /// Whether a client must present a certificate (only with `client_ca_bundle`).
+    pub client_auth: Option<ClientAuth>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// A client may present a certificate; one it presents must verify.
+    Optional,
+    /// A client without a verified certificate cannot connect.
+    Required,
+}
+
+impl TlsSettings {
+    /// The client CA bundle and how client certificates are asked for, if they are.
+    pub fn client_verification(&self) -> Option<(&Path, ClientAuth)> {
+        let bundle = self.client_ca_bundle.as_deref()?;
+        Some((bundle, self.client_auth.unwrap_or(ClientAuth::Optional)))
+    }
 }
 
 impl Default for ServerSettings {
@@ -69,6 +103,7 @@ impl Default for ServerSettings {
             request_header_timeout_secs: 30,
             body_idle_timeout_secs: 60,
             shutdown_timeout_secs: 30,
+            tls: None,
         }
     }
 }
@@ -211,6 +246,17 @@ impl Config {
         if self.server.body_idle_timeout_secs == 0 || self.server.request_header_timeout_secs == 0 {
             return Err(invalid("server", "timeouts must be at least 1 second"));
         }
+        if self
+            .server
+            .tls
+            .as_ref()
+            .is_some_and(|tls| tls.client_auth.is_some() && tls.client_ca_bundle.is_none())
+        {
+            return Err(invalid(
+                "server.tls.client_auth",
+                "needs client_ca_bundle, the CAs to verify client certificates against",
+            ));
+        }
         Ok(())
     }
 
@@ -293,6 +339,54 @@ mod tests {
     #[test]
     fn empty_file_is_the_default() {
         assert_eq!(parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn reads_tls_and_defaults_client_auth_to_optional() {
+        assert_eq!(parse("").unwrap().server.tls, None);
+        let config = parse(
+            r#"
+            [server.tls]
+            server_certificate_bundle = "/etc/stowage/server.pem"
+            server_private_key = "/etc/stowage/server.key"
+            client_ca_bundle = "/etc/stowage/clients.pem"
+            "#,
+        )
+        .unwrap();
+        let tls = config.server.tls.unwrap();
+        assert_eq!(
+            tls.server_certificate_bundle,
+            Path::new("/etc/stowage/server.pem")
+        );
+        assert_eq!(
+            tls.client_verification(),
+            Some((Path::new("/etc/stowage/clients.pem"), ClientAuth::Optional))
+        );
+        let required = parse(
+            "[server.tls]\nserver_certificate_bundle = \"c\"\nserver_private_key = \"k\"\n\
+             client_ca_bundle = \"ca\"\nclient_auth = \"required\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            required.server.tls.unwrap().client_verification(),
+            Some((Path::new("ca"), ClientAuth::Required))
+        );
+    }
+
+    #[test]
+    fn refuses_client_auth_without_a_client_ca_bundle_and_unknown_tls_keys() {
+        let keys = "[server.tls]\nserver_certificate_bundle = \"c\"\nserver_private_key = \"k\"\n";
+        let err = parse(&format!("{keys}client_auth = \"required\"\n")).unwrap_err();
+        assert!(err.to_string().contains("server.tls.client_auth"), "{err}");
+        let err = parse(&format!("{keys}client_auth = \"sometimes\"\n")).unwrap_err();
+        assert!(err.to_string().contains("client_auth"), "{err}");
+        let err = parse(&format!("{keys}ca = \"x\"\n")).unwrap_err();
+        assert!(err.to_string().contains("ca"), "{err}");
+        let err = parse("[server.tls]\nserver_private_key = \"k\"\n").unwrap_err();
+        assert!(
+            err.to_string().contains("server_certificate_bundle"),
+            "{err}"
+        );
     }
 
     #[test]

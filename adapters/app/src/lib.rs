@@ -1,6 +1,7 @@
 //! What the tokio and smol servers share: the command line, the configuration file, logging,
 //! and the wiring of storage, locks and cache into [`Backends`].
 
+mod accept;
 mod access;
 mod allocator;
 mod cli;
@@ -8,6 +9,7 @@ mod config;
 mod housekeeping;
 mod migrate;
 mod spread;
+mod tls;
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
@@ -24,10 +26,12 @@ use stowage_http::Service;
 use stowage_redis::{Redis, RedisCache, RedisLocks};
 use stowage_storage::Storage;
 
+pub use accept::AcceptBackoff;
 pub use cli::{Cli, Command};
-pub use config::{Config, ConfigError, ServerSettings};
+pub use config::{ClientAuth, Config, ConfigError, ServerSettings, TlsSettings};
 pub use housekeeping::purge_stale_uploads;
 pub use spread::{Serving, Spread};
+pub use tls::{Tls, TlsError, tls_peer};
 
 /// The in-memory cache's size bound.
 const MEMORY_CACHE_BYTES: usize = 64 * 1024 * 1024;
@@ -54,6 +58,8 @@ pub enum StartError {
     },
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("migration stopped: {0}")]
     Migrate(#[from] stowage_migrate::MigrateError),
     #[error(transparent)]
@@ -117,6 +123,11 @@ pub fn http_service(
     };
     let service = Service::new(registry, backends, body_idle_timeout, authenticator);
     Ok((service, listen_address(server)?))
+}
+
+/// TLS from `[server.tls]`, or `None` for plain HTTP. Reads the files now.
+pub fn tls(config: &Config) -> Result<Option<Tls>, StartError> {
+    Ok(config.server.tls.as_ref().map(Tls::start).transpose()?)
 }
 
 /// Where the server listens: `bind_address` is an IP address (v4 or v6).

@@ -16,13 +16,13 @@ use hyper::body::{Frame, Incoming};
 use hyper::server::conn::http1;
 use ring::rand::{SecureRandom, SystemRandom};
 use stowage_auth::Authenticator;
-use stowage_core::access::{Authentication, Caller, CertificateNames, Identity};
+use stowage_core::access::{Authentication, Caller, Identity};
 use stowage_core::error::{ErrorCode, RegistryError};
 use stowage_core::step::{Body, Response as CoreResponse};
 use stowage_core::{Entropy, Registry, RequestHead};
 use stowage_driver::{Backends, drive};
 
-pub use peer::{ClientCertificate, Peer};
+pub use peer::Peer;
 pub use request_body::RequestBody;
 
 pub type ResponseBody = UnsyncBoxBody<Bytes, std::io::Error>;
@@ -81,10 +81,7 @@ impl Service {
     /// Who is calling, or the answer that ends the request first (a throttled login, the
     /// token endpoint).
     async fn caller(&self, head: &RequestHead, peer: &Peer) -> Result<Caller, CoreResponse> {
-        let certificate = peer.certificate.as_deref().map(|c| CertificateNames {
-            common_names: c.common_names.clone(),
-            organizations: c.organizations.clone(),
-        });
+        let certificate = peer.certificate.as_deref().cloned();
         let Some(authenticator) = &self.inner.authenticator else {
             let authentication = match certificate {
                 Some(names) => {

@@ -4,14 +4,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-/// The names a verified client certificate carries, visible to access policies.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ClientCertificate {
-    /// The subject's common names (CN).
-    pub common_names: Vec<String>,
-    /// The subject's organizations (O).
-    pub organizations: Vec<String>,
-}
+use stowage_core::access::CertificateNames;
 
 /// One connection's peer; every request on the connection shares it.
 #[derive(Debug, Clone)]
@@ -21,7 +14,7 @@ pub struct Peer {
     pub tls: bool,
     /// Present only when the client sent a certificate that verified against
     /// `client_ca_bundle`.
-    pub certificate: Option<Arc<ClientCertificate>>,
+    pub certificate: Option<Arc<CertificateNames>>,
 }
 
 impl Peer {

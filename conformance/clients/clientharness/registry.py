@@ -113,6 +113,9 @@ class Registry:
     # Stowage only: the store tables it was started with, if not ``[blob_store.fs]`` on
     # ``storage`` (a restart reuses them, so it comes back on the same buckets).
     stores_toml: str | None = None
+    # Stowage over TLS only: the ``requests`` keyword arguments (``verify``, ``cert``) a
+    # client needs to be served; the URL is then https.
+    tls_client: dict | None = None
 
     @property
     def host(self) -> str:
@@ -120,7 +123,8 @@ class Registry:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        scheme = "http" if self.tls_client is None else "https"
+        return f"{scheme}://{self.host}"
 
     @property
     def data_root(self) -> Path:
@@ -164,7 +168,7 @@ class Registry:
 
 
 def _spawn(kind: str, argv: list[str], storage: Path, workdir: Path, port: int,
-           stores_toml: str | None = None) -> Registry:
+           stores_toml: str | None = None, tls_client: dict | None = None) -> Registry:
     log_path = workdir / f"{kind}-{port}.log"
     log_file = open(log_path, "ab")
     proc = subprocess.Popen(
@@ -175,7 +179,8 @@ def _spawn(kind: str, argv: list[str], storage: Path, workdir: Path, port: int,
         cwd=workdir,
         start_new_session=True,  # our Ctrl-C doesn't reach it; we stop it by PID
     )
-    reg = Registry(kind, storage, workdir, port, proc, log_path, log_file, stores_toml)
+    reg = Registry(kind, storage, workdir, port, proc, log_path, log_file, stores_toml,
+                   tls_client)
     try:
         _wait_ready(reg)
     except BaseException:
@@ -194,7 +199,7 @@ def _wait_ready(reg: Registry) -> None:
                 f"answered on {reg.url}/v2/\n--- log ---\n{reg.log_tail()}"
             )
         try:
-            r = requests.get(f"{reg.url}/v2/", timeout=2)
+            r = requests.get(f"{reg.url}/v2/", timeout=2, **(reg.tls_client or {}))
             # 401: serving, and wanting credentials.
             if r.status_code in (200, 401):
                 return
@@ -220,11 +225,13 @@ def _prepare(storage: Path, workdir: Path, port: int | None, name: str,
 
 
 def start_stowage(root_dir: Path, workdir: Path, port: int | None = None,
-                  stores_toml: str | None = None, server_toml: str = "") -> Registry:
+                  stores_toml: str | None = None, server_toml: str = "",
+                  tls_client: dict | None = None) -> Registry:
     """Stowage with ``[blob_store.fs] root_dir = root_dir``, or, if ``stores_toml`` is
     given, with those store tables instead (``root_dir`` is then only a scratch
     directory the caller may have pointed filesystem stores into). ``server_toml`` adds
-    keys to the ``[server]`` table."""
+    keys to the ``[server]`` table (and may open ``[server.tls]``); ``tls_client`` is what
+    ``requests`` needs to reach it over TLS."""
     binary = stowage_bin()
     root_dir, port, config = _prepare(root_dir, workdir, port, "stowage", "toml")
     stores = stores_toml if stores_toml is not None else (
@@ -239,7 +246,7 @@ def start_stowage(root_dir: Path, workdir: Path, port: int | None = None,
         f"{stores}"
     )
     return _spawn(STOWAGE, [str(binary), "serve", "--config", str(config)],
-                  root_dir, workdir, port, stores_toml)
+                  root_dir, workdir, port, stores_toml, tls_client)
 
 
 def start_distribution(rootdirectory: Path, workdir: Path, port: int | None = None) -> Registry:
@@ -265,7 +272,8 @@ def start_distribution(rootdirectory: Path, workdir: Path, port: int | None = No
 
 
 def start_registry(kind: str, storage: Path, workdir: Path, port: int | None = None,
-                   stores_toml: str | None = None, server_toml: str = "") -> Registry:
+                   stores_toml: str | None = None, server_toml: str = "",
+                   tls_client: dict | None = None) -> Registry:
     """Start a registry of ``kind`` whose storage directory is ``storage``.
 
     For Stowage ``storage`` is ``root_dir`` (unless ``stores_toml`` replaces the
@@ -273,8 +281,8 @@ def start_registry(kind: str, storage: Path, workdir: Path, port: int | None = N
     ``storage/docker/registry``).
     """
     if kind == STOWAGE:
-        return start_stowage(storage, workdir, port, stores_toml, server_toml)
-    if stores_toml is not None or server_toml:
+        return start_stowage(storage, workdir, port, stores_toml, server_toml, tls_client)
+    if stores_toml is not None or server_toml or tls_client:
         raise ValueError(f"{kind} has no configurable stores or server settings")
     if kind == DISTRIBUTION:
         return start_distribution(storage, workdir, port)

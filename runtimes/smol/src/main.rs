@@ -2,12 +2,15 @@
 //! timer and signal handling is shared with `stowage` (tokio).
 //!
 //! The main thread runs the accept loop, signal handling and background tasks on an
-//! executor of its own; connections are served by [`workers`], one executor per core.
+//! executor of its own; connections (TLS handshake included) are served by [`workers`], one
+//! executor per core.
 
 mod connection;
+mod serve_connection;
 mod server;
 mod signal;
 mod sleep;
+mod tls_connection;
 mod workers;
 
 use std::num::NonZeroUsize;

@@ -1,7 +1,8 @@
-//! The accept loop: hyper serves each connection as a task on the executor; a shutdown
-//! signal stops accepting and lets in-flight requests finish.
+//! The accept loop: each connection is handed to a worker, which does its TLS handshake (if
+//! any) and serves it with hyper; a shutdown signal stops accepting and lets in-flight
+//! requests finish.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,14 +11,11 @@ use async_compat::Compat;
 use async_executor::Executor;
 use async_io::Async;
 use futures_lite::future;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper_util::server::graceful::GracefulShutdown;
 use smol_hyper::rt::SmolTimer;
-use stowage_app::{Config, StartError};
-use stowage_http::Service;
+use stowage_app::{AcceptBackoff, Config, StartError, Tls};
 
-use crate::connection::Connection;
+use crate::serve_connection::ServeConnection;
 use crate::signal::shutdown_signal;
 use crate::sleep::SmolSleep;
 use crate::workers::Workers;
@@ -38,29 +36,59 @@ pub async fn serve(
         .detach();
     let server = &config.server;
     let (service, address) = stowage_app::http_service(&config, registry, backends)?;
+    let tls = stowage_app::tls(&config)?;
     let listen_error = |source| StartError::Listen { address, source };
     let listener = Async::<TcpListener>::bind(address).map_err(listen_error)?;
     let bound = listener.get_ref().local_addr().map_err(listen_error)?;
-    tracing::info!(address = %bound, "stowage listening");
+    tracing::info!(address = %bound, tls = tls.is_some(), "stowage listening");
 
     let header_timeout = Duration::from_secs(server.request_header_timeout_secs);
     let http = stowage_http::http1_builder(SmolTimer::new(), header_timeout);
     let graceful = GracefulShutdown::new();
     let mut shutdown = pin!(shutdown_signal());
+    let mut backoff = AcceptBackoff::default();
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
             shutdown.as_mut().await;
             None
         })
         .await;
-        match accepted {
-            Some(Ok((stream, remote))) => {
-                let peer = stowage_http::Peer::plain(remote.ip());
-                serve_connection(workers, &http, &graceful, &service, stream, peer);
+        let (stream, remote) = match accepted {
+            Some(Ok(conn)) => {
+                backoff.accepted();
+                conn
             }
-            Some(Err(e)) => tracing::warn!(error = %e, "accept failed"),
+            Some(Err(e)) => {
+                let pause = backoff.failed(&e);
+                let paused = future::or(
+                    async {
+                        async_io::Timer::after(pause).await;
+                        true
+                    },
+                    async {
+                        shutdown.as_mut().await;
+                        false
+                    },
+                );
+                if paused.await {
+                    continue;
+                }
+                break;
+            }
             None => break,
-        }
+        };
+        let _ = stream.get_ref().set_nodelay(true);
+        let connection = ServeConnection {
+            service: service.clone(),
+            http: http.clone(),
+            watcher: graceful.watcher(),
+            handshake_timeout: header_timeout,
+        };
+        let tls = tls.as_ref().map(Tls::config);
+        // OpenDAL's fs service runs on tokio::fs and its S3 transport on reqwest, and hyper
+        // polls response bodies streamed from storage outside the handler: the whole
+        // connection is polled inside a tokio context (async-compat's background runtime).
+        workers.serve(Compat::new(connection.serve(stream, remote.ip(), tls)));
     }
     tracing::info!("shutting down: finishing in-flight requests");
     drop(listener);
@@ -80,29 +108,4 @@ pub async fn serve(
         tracing::warn!("in-flight requests still running after {timeout:?}; stopping anyway");
     }
     Ok(())
-}
-
-fn serve_connection(
-    workers: &Workers,
-    http: &http1::Builder,
-    graceful: &GracefulShutdown,
-    service: &Service,
-    stream: Async<TcpStream>,
-    peer: stowage_http::Peer,
-) {
-    let _ = stream.get_ref().set_nodelay(true);
-    let service = service.clone();
-    let handler = service_fn(move |request| {
-        let (service, peer) = (service.clone(), peer.clone());
-        async move { Ok::<_, std::convert::Infallible>(service.handle(request, &peer).await) }
-    });
-    let connection = graceful.watch(http.serve_connection(Connection::new(stream), handler));
-    // OpenDAL's fs service runs on tokio::fs and its S3 transport on reqwest, and hyper polls
-    // response bodies streamed from storage outside the handler: the whole connection is
-    // polled inside a tokio context (async-compat's background runtime).
-    workers.serve(Compat::new(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "connection ended with an error");
-        }
-    }));
 }

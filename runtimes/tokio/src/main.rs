@@ -2,8 +2,10 @@
 //! signal handling is shared with `stowage-smol`.
 //!
 //! The main thread runs the accept loop, signal handling and background tasks on a
-//! single-threaded runtime; connections are served by [`workers`], one runtime per core.
+//! single-threaded runtime; connections (TLS handshake included) are served by [`workers`],
+//! one runtime per core.
 
+mod connection;
 mod workers;
 
 use std::num::NonZeroUsize;
@@ -11,13 +13,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use hyper_util::server::graceful::GracefulShutdown;
-use stowage_app::{Config, StartError};
+use stowage_app::{AcceptBackoff, Config, StartError, Tls};
 use stowage_driver::{BoxFuture, Timer};
 use tokio::net::TcpListener;
 
+use crate::connection::Connection;
 use crate::workers::Workers;
 
 struct TokioSleep;
@@ -47,49 +49,54 @@ async fn serve(config: Config, workers: &Workers) -> Result<(), StartError> {
     tokio::spawn(stowage_app::purge_stale_uploads(&config, &backends));
     let server = &config.server;
     let (service, address) = stowage_app::http_service(&config, registry, backends)?;
+    let tls = stowage_app::tls(&config)?;
     let listen_error = |source| StartError::Listen { address, source };
     let listener = TcpListener::bind(address).await.map_err(listen_error)?;
     let bound = listener.local_addr().map_err(listen_error)?;
-    tracing::info!(address = %bound, "stowage listening");
+    tracing::info!(address = %bound, tls = tls.is_some(), "stowage listening");
 
     let header_timeout = Duration::from_secs(server.request_header_timeout_secs);
     let http = stowage_http::http1_builder(TokioTimer::new(), header_timeout);
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown_signal());
+    let mut backoff = AcceptBackoff::default();
     loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, remote) = match accepted {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                // Registered again by the worker that serves it.
-                let stream = match stream.into_std() {
-                    Ok(stream) => stream,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot hand a connection over");
-                        continue;
-                    }
-                };
-                let (service, http, watcher) = (service.clone(), http.clone(), graceful.watcher());
-                let peer = stowage_http::Peer::plain(remote.ip());
-                workers.serve(stream, move |stream| async move {
-                    let handler = service_fn(move |request| {
-                        let (service, peer) = (service.clone(), peer.clone());
-                        async move { Ok::<_, std::convert::Infallible>(service.handle(request, &peer).await) }
-                    });
-                    let connection = http.serve_connection(TokioIo::new(stream), handler);
-                    if let Err(e) = watcher.watch(connection).await {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                });
-            }
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
-        }
+        };
+        let (stream, remote) = match accepted {
+            Ok(conn) => {
+                backoff.accepted();
+                conn
+            }
+            Err(e) => {
+                let pause = backoff.failed(&e);
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => continue,
+                    () = &mut shutdown => break,
+                }
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        // Registered again by the worker that serves it.
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot hand a connection over");
+                continue;
+            }
+        };
+        let connection = Connection {
+            service: service.clone(),
+            http: http.clone(),
+            watcher: graceful.watcher(),
+            handshake_timeout: header_timeout,
+        };
+        let tls = tls.as_ref().map(Tls::config);
+        workers.serve(stream, move |stream| {
+            connection.serve(stream, remote.ip(), tls)
+        });
     }
     tracing::info!("shutting down: finishing in-flight requests");
     drop(listener);
