@@ -39,8 +39,9 @@ def pytest_configure(config):
     )
     config.addinivalue_line(
         "markers",
-        "fs_only: reads or writes the registry's storage root on disk; deselected "
-        "when STOWAGE_STORE is not fs (CI runs it in the fs run of the suite)",
+        "fs_only: reads or writes the registry's storage root on disk, or tests what "
+        "sits in front of the stores (TLS, logins, the accept loop); deselected when "
+        "STOWAGE_STORE is not fs (CI runs it in the fs run of the suite)",
     )
     config.addinivalue_line(
         "markers",

@@ -14,7 +14,7 @@ import time
 import pytest
 import requests
 
-pytestmark = pytest.mark.stowage_only
+pytestmark = [pytest.mark.stowage_only, pytest.mark.fs_only]
 
 NOFILE = 64
 SERVED = 8  # keep-alive connections accepted before the limit is reached

@@ -24,7 +24,7 @@ from clientharness.layout import OciLayout, gzip_image
 from clientharness.pki import Ca, Issued
 from clientharness.tools import assert_layout_images_identical, docker_ref, skopeo
 
-pytestmark = pytest.mark.stowage_only
+pytestmark = [pytest.mark.stowage_only, pytest.mark.fs_only]
 
 TIMEOUT = 30
 # The server polls its TLS files once a second.
