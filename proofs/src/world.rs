@@ -3,11 +3,12 @@
 //! several replicas against one world (a shared lock table and cache, as with Redis).
 
 use bytes::Bytes;
-use stowage_core::Registry;
+use stowage_core::access::Caller;
 use stowage_core::cache::MemoryCache;
 use stowage_core::lock::MemoryLocks;
 use stowage_core::op::Operation;
 use stowage_core::step::{Body, LockRequest, Millis, Outcome, Response, Step};
+use stowage_core::{Entropy, Registry};
 
 use crate::request::{BrokenBody, Reply, Request};
 use crate::store::{ObjectStore, RequestBody};
@@ -75,14 +76,26 @@ impl World {
         self.locks.apply(request, self.now)
     }
 
-    /// Runs one request to its answer with no faults; sleeps move the clock.
+    /// Runs one anonymous request to its answer with no faults; sleeps move the clock.
     pub fn run(&mut self, registry: &Registry, request: Request, seed: u64) -> Reply {
+        self.run_as(
+            registry,
+            request,
+            Caller::anonymous(),
+            Entropy::from_seed(seed),
+        )
+    }
+
+    /// [`World::run`] for a given caller, with given randomness.
+    pub fn run_as(
+        &mut self,
+        registry: &Registry,
+        request: Request,
+        caller: Caller,
+        entropy: Entropy,
+    ) -> Reply {
         let Request { head, mut body } = request;
-        let mut op: Operation = registry.handle(
-            head,
-            stowage_core::access::Caller::anonymous(),
-            stowage_core::Entropy::from_seed(seed),
-        );
+        let mut op: Operation = registry.handle(head, caller, entropy);
         for _ in 0..MAX_STEPS {
             let step = op.poll(self.now);
             match self.perform(step, &mut body) {
