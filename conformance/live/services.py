@@ -8,6 +8,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -167,7 +168,11 @@ class Registry:
         # A server that exited will not come up: say so now rather than after the timeout.
         if not self.running():
             raise RuntimeError(f"exited with status {self.process.proc.returncode}")
-        return http_ok(f"{self.url}/v2/")
+        try:
+            return http_ok(f"{self.url}/v2/")
+        except urllib.error.HTTPError as e:
+            # With logins configured the base endpoint challenges anonymous callers.
+            return e.code == 401
 
     def stop(self) -> int:
         return self.process.stop()
