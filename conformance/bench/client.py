@@ -38,18 +38,19 @@ class FileRange:
 
 
 class Http:
-    """One keep-alive HTTP/1.1 connection."""
+    """One keep-alive HTTP/1.1 connection; `headers` go with every request (credentials)."""
 
-    def __init__(self, base_url: str, timeout: float = 600.0):
+    def __init__(self, base_url: str, timeout: float = 600.0, headers=None):
         parts = urllib.parse.urlsplit(base_url)
         self.conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+        self.headers = headers or {}
 
     def request(self, method: str, path: str, headers=None, body=None, expect=(200,)):
         """Sends one request; returns (status, headers, body). With `body=None` no
         Content-Length is sent; a GET's body is drained and only its length returned."""
         conn = self.conn
         conn.putrequest(method, path, skip_host=False, skip_accept_encoding=True)
-        for name, value in (headers or {}).items():
+        for name, value in {**self.headers, **(headers or {})}.items():
             conn.putheader(name, value)
         if isinstance(body, FileRange):
             conn.putheader("Content-Length", str(body.count))
@@ -170,9 +171,10 @@ def push_bytes(http: Http, repo: str, data: bytes) -> str:
     return digest
 
 
-def seed_image(base_url: str, repo: str, tag: str, layer: bytes) -> dict:
-    """Pushes a config, `layer` and a manifest tagged `tag`; returns their digests."""
-    http = Http(base_url)
+def seed_image(base_url: str, repo: str, tag: str, layer: bytes, headers=None) -> dict:
+    """Pushes a config, `layer` and a manifest tagged `tag`, with `headers` on every request;
+    returns their digests."""
+    http = Http(base_url, headers=headers)
     try:
         config = b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'
         config_digest = push_bytes(http, repo, config)

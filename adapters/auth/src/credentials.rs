@@ -16,11 +16,11 @@ pub enum Credentials {
     Malformed(&'static str),
 }
 
-/// Longest `Authorization` value considered: a registry token is about 1 KiB, an OIDC token
-/// a few KiB.
-const MAX_AUTHORIZATION_LEN: usize = 16 * 1024;
-
 impl Credentials {
+    /// Longest `Authorization` value considered: a registry token is about 1 KiB, an OIDC
+    /// token a few KiB.
+    pub const MAX_LEN: usize = 16 * 1024;
+
     pub fn from_headers(headers: &http::HeaderMap) -> Self {
         let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
         let Some(value) = values.next() else {
@@ -36,7 +36,7 @@ impl Credentials {
     }
 
     pub fn parse(value: &str) -> Self {
-        if value.len() > MAX_AUTHORIZATION_LEN {
+        if value.len() > Self::MAX_LEN {
             return Credentials::Malformed("Authorization is too long");
         }
         let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value, ""));
@@ -102,7 +102,7 @@ mod tests {
             );
         }
         assert!(matches!(
-            Credentials::parse(&format!("Bearer {}", "a".repeat(MAX_AUTHORIZATION_LEN))),
+            Credentials::parse(&format!("Bearer {}", "a".repeat(Credentials::MAX_LEN))),
             Credentials::Malformed(_)
         ));
     }

@@ -1,6 +1,7 @@
 //! One property check per fuzz target. Each takes the fuzzer's bytes and panics when the
 //! property is violated; inputs it cannot use are simply skipped.
 
+pub mod auth;
 pub mod linking;
 pub mod lock;
 pub mod manifest;
@@ -29,7 +30,7 @@ pub type Check = fn(&[u8]);
 
 /// Every fuzz target by name (its `fuzz/fuzz_targets/<name>.rs` and `fuzz/corpus/<name>/`),
 /// with the property check it runs.
-pub const TARGETS: [(&str, Check); 7] = [
+pub const TARGETS: [(&str, Check); 8] = [
     ("route", route::check),
     ("names", names::check),
     ("range", range::check),
@@ -37,4 +38,5 @@ pub const TARGETS: [(&str, Check); 7] = [
     ("upload", upload::check),
     ("lock", lock::check),
     ("linking", linking::check),
+    ("auth", auth::check),
 ];
