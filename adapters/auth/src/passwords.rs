@@ -2,8 +2,9 @@
 //! (bcrypt entries, the format CNCF Distribution and zot read), reloaded when it changes.
 //!
 //! A password check is deliberately slow (tens of milliseconds), and clients send Basic
-//! credentials on every request. So a successful check is remembered for [`REMEMBER`],
-//! keyed by a salted SHA-256 of the username and password (never the password itself).
+//! credentials on every request. So a successful check is remembered for [`REMEMBER`]
+//! after its last use, keyed by a salted SHA-256 of the username and password (never the
+//! password itself), and concurrent requests with the same credentials share one check.
 //! The checks themselves run on a blocking thread, so they never stall a connection worker.
 
 use std::collections::HashMap;
@@ -31,6 +32,8 @@ pub struct Passwords {
     configured: HashMap<String, String>,
     htpasswd: Option<Htpasswd>,
     remembered: Mutex<LruCache<[u8; 32], Instant>>,
+    /// Checks in progress, one gate per credentials.
+    checking: Mutex<HashMap<[u8; 32], Arc<async_lock::Mutex<()>>>>,
     salt: [u8; 32],
     /// Checked for unknown users, so their answer takes as long as a known user's.
     decoy: String,
@@ -80,6 +83,7 @@ impl Passwords {
             remembered: Mutex::new(LruCache::new(
                 NonZeroUsize::new(REMEMBERED).unwrap_or(NonZeroUsize::MIN),
             )),
+            checking: Mutex::new(HashMap::new()),
             salt,
             decoy: hash_password(&hex::encode(decoy_password))?,
         })
@@ -91,30 +95,59 @@ impl Passwords {
 
     /// Whether `password` is `username`'s.
     pub async fn verify(self: &Arc<Self>, username: &str, password: &str) -> bool {
-        let now = Instant::now();
-        let (stored, reloaded) = self.stored_hash(username, now);
+        let (stored, reloaded) = self.stored_hash(username, Instant::now());
         if reloaded {
             // Someone may have been removed or given a new password.
             self.remembered().clear();
         }
         let key = self.key(username, password);
-        if stored.is_some()
-            && self
-                .remembered()
-                .get(&key)
-                .is_some_and(|until| *until > now)
-        {
-            tracing::trace!(username, "password check remembered");
+        if stored.is_some() && self.recall(&key) {
             return true;
         }
-        let hash = stored.clone().unwrap_or_else(|| self.decoy.clone());
-        let password = password.to_owned();
-        let matched = blocking::unblock(move || check(&hash, &password)).await;
-        let verified = matched && stored.is_some();
-        if verified {
-            self.remembered().put(key, now + REMEMBER);
+        // One check per credentials at a time: the clients that sent them meanwhile wait for
+        // its answer instead of each paying for argon2 at once.
+        let gate = self
+            .checking()
+            .entry(key)
+            .or_insert_with(|| Arc::new(async_lock::Mutex::new(())))
+            .clone();
+        let _turn = gate.lock().await;
+        let verified = if stored.is_some() && self.recall(&key) {
+            true
+        } else {
+            let hash = stored.clone().unwrap_or_else(|| self.decoy.clone());
+            let password = password.to_owned();
+            let matched = blocking::unblock(move || check(&hash, &password)).await;
+            let verified = matched && stored.is_some();
+            if verified {
+                self.remembered().put(key, Instant::now() + REMEMBER);
+            }
+            verified
+        };
+        let mut checking = self.checking();
+        if checking.get(&key).is_some_and(|g| Arc::ptr_eq(g, &gate)) {
+            checking.remove(&key);
         }
         verified
+    }
+
+    /// Whether these credentials checked out lately. Each use extends the memory, so a
+    /// client sending them steadily never pays for a check again: safe, because what could
+    /// make them wrong (an htpasswd change) clears it, and configured identities change
+    /// only with a restart.
+    fn recall(&self, key: &[u8; 32]) -> bool {
+        let now = Instant::now();
+        match self.remembered().get_mut(key) {
+            Some(until) if *until > now => {
+                *until = now + REMEMBER;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn checking(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Arc<async_lock::Mutex<()>>>> {
+        self.checking.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn remembered(&self) -> std::sync::MutexGuard<'_, LruCache<[u8; 32], Instant>> {

@@ -1,5 +1,7 @@
 //! Who is asking: what the adapters proved about the caller, in the shape policies see.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 
 /// The names of a verified client certificate.
@@ -66,18 +68,47 @@ impl Identity {
         self
     }
 
-    /// The value `identity` has in policy expressions.
-    pub(crate) fn policy_value(&self) -> serde_json::Value {
-        let oidc = match &self.oidc {
-            Some(oidc) => serde_json::json!({ "provider": oidc.provider, "claims": oidc.claims }),
-            None => serde_json::json!({ "provider": "", "claims": {} }),
+    /// The value `identity` has in policy expressions, built directly (no JSON in between:
+    /// a policy is evaluated on every request).
+    pub(crate) fn policy_value(&self) -> Result<cel::Value, cel::SerializationError> {
+        let list = |items: &[String]| {
+            cel::Value::List(std::sync::Arc::new(
+                items.iter().map(|i| cel::Value::from(i.clone())).collect(),
+            ))
         };
-        serde_json::json!({
-            "id": self.id,
-            "username": self.username,
-            "anonymous": self.is_anonymous(),
-            "certificate": self.certificate,
-            "oidc": oidc,
-        })
+        let (provider, claims) = match &self.oidc {
+            Some(oidc) => (oidc.provider.clone(), cel::to_value(&oidc.claims)?),
+            None => (
+                String::new(),
+                cel::Value::from(HashMap::<String, cel::Value>::new()),
+            ),
+        };
+        let certificate = HashMap::from([
+            (
+                "common_names".to_owned(),
+                list(&self.certificate.common_names),
+            ),
+            (
+                "organizations".to_owned(),
+                list(&self.certificate.organizations),
+            ),
+        ]);
+        let oidc = HashMap::from([
+            ("provider".to_owned(), cel::Value::from(provider)),
+            ("claims".to_owned(), claims),
+        ]);
+        Ok(cel::Value::from(HashMap::from([
+            ("id".to_owned(), cel::Value::from(self.id.clone())),
+            (
+                "username".to_owned(),
+                cel::Value::from(self.username.clone()),
+            ),
+            (
+                "anonymous".to_owned(),
+                cel::Value::Bool(self.is_anonymous()),
+            ),
+            ("certificate".to_owned(), cel::Value::from(certificate)),
+            ("oidc".to_owned(), cel::Value::from(oidc)),
+        ])))
     }
 }

@@ -71,14 +71,15 @@ impl AccessRequest {
         }
     }
 
-    fn policy_value(&self) -> serde_json::Value {
-        serde_json::json!({
-            "action": self.action.as_str(),
-            "repository": self.repository,
-            "reference": self.reference,
-            "digest": self.digest,
-            "mount_source": self.mount_source,
-        })
+    fn policy_value(&self) -> Value {
+        let text = |s: &str| Value::from(s.to_owned());
+        Value::from(std::collections::HashMap::from([
+            ("action".to_owned(), text(self.action.as_str())),
+            ("repository".to_owned(), text(&self.repository)),
+            ("reference".to_owned(), text(&self.reference)),
+            ("digest".to_owned(), text(&self.digest)),
+            ("mount_source".to_owned(), text(&self.mount_source)),
+        ]))
     }
 }
 
@@ -148,14 +149,11 @@ impl Policy {
 
     pub fn decide(&self, identity: &Identity, request: &AccessRequest) -> Decision {
         let mut context = Context::with_env(self.env.clone());
-        let bound = cel::to_value(identity.policy_value()).and_then(|identity| {
-            context.add_variable_from_value("identity", identity);
-            cel::to_value(request.policy_value())
-        });
-        match bound {
-            Ok(request) => context.add_variable_from_value("request", request),
-            Err(e) => return Decision::Deny(format!("the request cannot be evaluated: {e}")),
+        match identity.policy_value() {
+            Ok(identity) => context.add_variable_from_value("identity", identity),
+            Err(e) => return Decision::Deny(format!("the identity cannot be evaluated: {e}")),
         }
+        context.add_variable_from_value("request", request.policy_value());
         // Each rule votes; one that cannot be evaluated votes to deny, whatever the default:
         // under "deny" it allows nothing, under "allow" it denies.
         let mut failure = None;
