@@ -8,6 +8,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -167,7 +168,16 @@ class Registry:
         # A server that exited will not come up: say so now rather than after the timeout.
         if not self.running():
             raise RuntimeError(f"exited with status {self.process.proc.returncode}")
-        return http_ok(f"{self.url}/v2/")
+        try:
+            return http_ok(f"{self.url}/v2/")
+        except urllib.error.HTTPError as e:
+            # A server that requires a login answers, with 401: it is up too.
+            return e.code == 401
+
+    @property
+    def host(self) -> str:
+        """`host:port`, as image references name a registry."""
+        return f"127.0.0.1:{self.port}"
 
     def stop(self) -> int:
         return self.process.stop()

@@ -181,6 +181,10 @@ impl Config {
         let compiled = |e: crate::access::Invalid| invalid(&e.key, &e.reason);
         self.global.policy().map_err(compiled)?;
         crate::access::repositories(&self.repository).map_err(compiled)?;
+        self.auth.settings().check().map_err(|e| match e {
+            stowage_auth::AuthError::Setting { key, reason } => invalid(&key, &reason),
+            other => invalid("auth", &other.to_string()),
+        })?;
         for (name, identity) in &self.auth.identity {
             if identity.username.is_empty() || identity.username.contains(':') {
                 return Err(invalid(
