@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the client conformance suite (conformance/clients/) needs:
 #   - Debian packages: real registry clients, CNCF Distribution, and tools
-#   - a Python venv at <repo>/.venv with pytest, oras, requests, moto, boto3, and
-#     matplotlib (for the benchmark chart, conformance/bench/chart.py)
+#   - a Python venv at <repo>/.venv with pytest, oras, requests, moto, boto3,
+#     matplotlib (for the benchmark chart, conformance/bench/chart.py), and cryptography
+#     and pyjwt (the OIDC provider of conformance/auth/)
 # Idempotent and quick when everything is already present.
 set -euo pipefail
 
@@ -12,9 +13,9 @@ VENV="${REPO_ROOT}/.venv"
 
 APT_PACKAGES=(skopeo podman umoci buildah docker-registry redis-server wrk hey
               python3 python3-venv)
-PIP_PACKAGES=(pytest oras requests "moto[server]" boto3 matplotlib)
+PIP_PACKAGES=(pytest oras requests "moto[server]" boto3 matplotlib cryptography pyjwt)
 # Module names used to check whether the pip packages are already installed.
-PIP_MODULES=(pytest oras requests moto boto3 flask matplotlib)
+PIP_MODULES=(pytest oras requests moto boto3 flask matplotlib cryptography jwt)
 
 log() { echo "install-deps: $*" >&2; }
 
