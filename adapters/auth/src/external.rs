@@ -110,13 +110,13 @@ impl ExternalTokens {
             (_, _, uri) => {
                 let uri = web_url(uri.as_deref().unwrap_or_default())
                     .map_err(|r| ExternalTokenSettings::invalid("jwks_uri", r))?;
-                Keys::Remote(RemoteKeys::new(
+                Keys::Remote(Box::new(RemoteKeys::new(
                     "token server".to_owned(),
                     &format!("token\n{}\n{uri}", settings.issuer),
                     JwksLocation::Uri(uri),
                     settings.jwks_refresh_interval,
                     shared,
-                ))
+                )))
             }
         };
         Ok(ExternalTokens {

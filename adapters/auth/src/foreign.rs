@@ -16,8 +16,8 @@ use crate::remote_keys::RemoteKeys;
 pub enum Keys {
     /// Read from a file at startup.
     Fixed(Arc<KeySet>),
-    /// Fetched, and shared through the cache.
-    Remote(RemoteKeys),
+    /// Fetched, and shared through the cache (boxed: it is much the larger).
+    Remote(Box<RemoteKeys>),
 }
 
 pub struct ForeignTokens {

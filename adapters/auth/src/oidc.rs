@@ -113,7 +113,7 @@ impl OidcProvider {
                 algorithms,
                 clock_skew_secs: settings.clock_skew.as_secs(),
                 required: &["sub"],
-                keys: Keys::Remote(keys),
+                keys: Keys::Remote(Box::new(keys)),
             },
         })
     }

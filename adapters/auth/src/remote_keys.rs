@@ -113,10 +113,11 @@ impl RemoteKeys {
     /// document has it.
     pub async fn keys_for(&self, kid: Option<&str>, algorithm: Algorithm) -> Option<Arc<KeySet>> {
         let start = now().0;
-        if let Some(held) = self.held().filter(|h| !self.due(h, start)) {
-            if held.keys.knows(kid, algorithm) {
-                return Some(held.keys);
-            }
+        if let Some(held) = self
+            .held()
+            .filter(|h| !self.due(h, start) && h.keys.knows(kid, algorithm))
+        {
+            return Some(held.keys);
         }
         self.adopt(self.read_stored().await);
         let held = self.held();
