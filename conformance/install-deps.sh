@@ -2,8 +2,9 @@
 # Installs what the client conformance suite (conformance/clients/) needs:
 #   - Debian packages: real registry clients, CNCF Distribution, and tools
 #   - a Python venv at <repo>/.venv with pytest, oras, requests, moto, boto3,
-#     matplotlib (for the benchmark chart, conformance/bench/chart.py), and bcrypt and
-#     cryptography (htpasswd entries and token signing in conformance/live/runner_auth.py)
+#     matplotlib (for the benchmark chart, conformance/bench/chart.py), bcrypt and
+#     cryptography (htpasswd entries and token signing in the auth tests), and pyjwt (the
+#     OIDC provider of conformance/auth/)
 # Idempotent and quick when everything is already present.
 set -euo pipefail
 
@@ -13,9 +14,9 @@ VENV="${REPO_ROOT}/.venv"
 
 APT_PACKAGES=(skopeo podman umoci buildah docker-registry docker.io redis-server wrk hey
               python3 python3-venv)
-PIP_PACKAGES=(pytest oras requests "moto[server]" boto3 matplotlib bcrypt cryptography)
+PIP_PACKAGES=(pytest oras requests "moto[server]" boto3 matplotlib bcrypt cryptography pyjwt)
 # Module names used to check whether the pip packages are already installed.
-PIP_MODULES=(pytest oras requests moto boto3 flask matplotlib bcrypt cryptography)
+PIP_MODULES=(pytest oras requests moto boto3 flask matplotlib bcrypt cryptography jwt)
 
 log() { echo "install-deps: $*" >&2; }
 

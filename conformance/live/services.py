@@ -179,6 +179,11 @@ class Registry:
             raise RuntimeError(f"exited with status {self.process.proc.returncode}")
         return registry_up(self.url)
 
+    @property
+    def host(self) -> str:
+        """`host:port`, as image references name a registry."""
+        return f"127.0.0.1:{self.port}"
+
     def stop(self) -> int:
         return self.process.stop()
 

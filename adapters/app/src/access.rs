@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use regex::Regex;
 use serde::Deserialize;
-use stowage_auth::{AuthSettings, TokenServiceSettings};
+use stowage_auth::{AuthSettings, ExternalTokenSettings, OidcSettings, TokenServiceSettings};
 use stowage_core::access::{Policy, PolicyDefault};
 use stowage_core::repositories::{ImmutableTags, Repositories, RepositorySettings};
 
@@ -19,6 +19,10 @@ pub struct AuthSection {
     pub identity: BTreeMap<String, IdentityEntry>,
     pub htpasswd: Option<HtpasswdEntry>,
     pub token_service: Option<TokenServiceEntry>,
+    /// `[auth.oidc.<name>]`: identity providers whose ID tokens log in.
+    pub oidc: BTreeMap<String, OidcEntry>,
+    /// `[auth.token]`: an external token server.
+    pub token: Option<ExternalTokenEntry>,
     /// Failed logins per minute from one address before it is answered `429`; 0: no limit.
     pub max_failed_logins_per_minute: u32,
 }
@@ -29,6 +33,8 @@ impl Default for AuthSection {
             identity: BTreeMap::new(),
             htpasswd: None,
             token_service: None,
+            oidc: BTreeMap::new(),
+            token: None,
             max_failed_logins_per_minute: 10,
         }
     }
@@ -62,6 +68,55 @@ pub struct TokenServiceEntry {
     pub signing_key: PathBuf,
     #[serde(default = "default_ttl")]
     pub ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcEntry {
+    pub issuer: String,
+    /// Absent: discovered from `<issuer>/.well-known/openid-configuration`.
+    pub jwks_uri: Option<String>,
+    pub required_audience: String,
+    /// Claim = value pairs every token must carry.
+    #[serde(default)]
+    pub required_claims: BTreeMap<String, serde_json::Value>,
+    #[serde(default = "default_algorithms")]
+    pub allowed_algorithms: Vec<String>,
+    #[serde(default = "default_refresh")]
+    pub jwks_refresh_interval_secs: u64,
+    #[serde(default = "default_clock_skew")]
+    pub clock_skew_secs: u64,
+}
+
+/// `[auth.token]`: CNCF Distribution's `auth.token`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalTokenEntry {
+    pub realm: String,
+    pub service: String,
+    pub issuer: String,
+    /// PEM certificates whose keys sign tokens.
+    pub rootcertbundle: Option<PathBuf>,
+    /// A JWKS file.
+    pub jwks: Option<PathBuf>,
+    /// A JWKS URL, fetched and shared through the cache like an OIDC provider's.
+    pub jwks_uri: Option<String>,
+    #[serde(default = "default_algorithms")]
+    pub signing_algorithms: Vec<String>,
+    #[serde(default = "default_refresh")]
+    pub jwks_refresh_interval_secs: u64,
+}
+
+fn default_algorithms() -> Vec<String> {
+    vec!["RS256".to_owned(), "ES256".to_owned()]
+}
+
+fn default_refresh() -> u64 {
+    300
+}
+
+fn default_clock_skew() -> u64 {
+    30
 }
 
 fn default_service() -> String {
@@ -169,7 +224,11 @@ pub fn repositories(entries: &BTreeMap<String, RepositoryEntry>) -> Result<Repos
 impl AuthSection {
     /// Whether anyone can log in.
     pub fn any(&self) -> bool {
-        !self.identity.is_empty() || self.htpasswd.is_some() || self.token_service.is_some()
+        !self.identity.is_empty()
+            || self.htpasswd.is_some()
+            || self.token_service.is_some()
+            || !self.oidc.is_empty()
+            || self.token.is_some()
     }
 
     pub fn settings(&self) -> AuthSettings {
@@ -186,6 +245,30 @@ impl AuthSection {
                 issuer: t.issuer.clone(),
                 signing_key: t.signing_key.clone(),
                 ttl: Duration::from_secs(t.ttl_secs),
+            }),
+            oidc: self
+                .oidc
+                .iter()
+                .map(|(name, p)| OidcSettings {
+                    name: name.clone(),
+                    issuer: p.issuer.clone(),
+                    jwks_uri: p.jwks_uri.clone(),
+                    required_audience: p.required_audience.clone(),
+                    required_claims: p.required_claims.clone(),
+                    allowed_algorithms: p.allowed_algorithms.clone(),
+                    jwks_refresh_interval: Duration::from_secs(p.jwks_refresh_interval_secs),
+                    clock_skew: Duration::from_secs(p.clock_skew_secs),
+                })
+                .collect(),
+            external_token: self.token.as_ref().map(|t| ExternalTokenSettings {
+                realm: t.realm.clone(),
+                service: t.service.clone(),
+                issuer: t.issuer.clone(),
+                rootcertbundle: t.rootcertbundle.clone(),
+                jwks: t.jwks.clone(),
+                jwks_uri: t.jwks_uri.clone(),
+                signing_algorithms: t.signing_algorithms.clone(),
+                jwks_refresh_interval: Duration::from_secs(t.jwks_refresh_interval_secs),
             }),
             max_failed_logins_per_minute: self.max_failed_logins_per_minute,
         }

@@ -216,6 +216,10 @@ impl Config {
         let compiled = |e: crate::access::Invalid| invalid(&e.key, &e.reason);
         self.global.policy().map_err(compiled)?;
         crate::access::repositories(&self.repository).map_err(compiled)?;
+        self.auth.settings().check().map_err(|e| match e {
+            stowage_auth::AuthError::Setting { key, reason } => invalid(&key, &reason),
+            other => invalid("auth", &other.to_string()),
+        })?;
         for (name, identity) in &self.auth.identity {
             if identity.username.is_empty() || identity.username.contains(':') {
                 return Err(invalid(
@@ -442,5 +446,52 @@ mod tests {
             "rediss://cache.example:6380"
         );
         assert!(parse("[cache.redis]\nurl = \"redis://x\"\nttl = 3\n").is_err());
+    }
+
+    #[test]
+    fn reads_oidc_providers_and_refuses_unsafe_ones() {
+        let provider = r#"
+            [auth.oidc.github-actions]
+            issuer = "https://token.actions.githubusercontent.com"
+            required_audience = "https://registry.example"
+            required_claims = { repository_owner = "org" }
+        "#;
+        let config = parse(provider).unwrap();
+        let settings = config.auth.settings();
+        let oidc = &settings.oidc[0];
+        assert_eq!(oidc.name, "github-actions");
+        assert_eq!(oidc.allowed_algorithms, ["RS256", "ES256"]);
+        assert_eq!(oidc.jwks_refresh_interval.as_secs(), 300);
+        assert_eq!(oidc.clock_skew.as_secs(), 30);
+        assert_eq!(oidc.required_claims["repository_owner"], "org");
+        assert!(config.auth.any());
+        for (bad, key) in [
+            ("allowed_algorithms = [\"HS256\"]", "allowed_algorithms"),
+            ("allowed_algorithms = [\"none\"]", "allowed_algorithms"),
+            ("jwks_uri = \"ftp://x/keys\"", "jwks_uri"),
+        ] {
+            let Err(ConfigError::Invalid { key: got, .. }) = parse(&format!("{provider}{bad}\n"))
+            else {
+                panic!("{bad} was accepted");
+            };
+            assert!(got.ends_with(key), "{got}");
+        }
+        assert!(parse(&format!("{provider}surprise = 1\n")).is_err());
+    }
+
+    #[test]
+    fn an_external_token_server_excludes_the_token_service() {
+        let external = r#"
+            [auth.token]
+            realm = "https://auth.example/token"
+            service = "registry.example"
+            issuer = "auth.example"
+            jwks_uri = "https://auth.example/jwks"
+        "#;
+        parse(external).unwrap();
+        let both = format!("{external}\n[auth.token_service]\nsigning_key = \"k.pem\"\n");
+        assert!(matches!(parse(&both), Err(ConfigError::Invalid { .. })));
+        let no_keys = external.replace("jwks_uri", "# jwks_uri");
+        assert!(matches!(parse(&no_keys), Err(ConfigError::Invalid { .. })));
     }
 }

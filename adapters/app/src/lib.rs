@@ -115,8 +115,14 @@ pub fn http_service(
     let server = &config.server;
     let body_idle_timeout = Duration::from_secs(server.body_idle_timeout_secs);
     let authenticator = if config.auth.any() {
+        let shared = stowage_auth::Shared {
+            cache: backends.cache.clone(),
+            timer: backends.timer.clone(),
+            fetch: Arc::new(stowage_auth::HttpFetch::new()?),
+        };
         Some(Arc::new(stowage_auth::Authenticator::new(
             &config.auth.settings(),
+            shared,
         )?))
     } else {
         None

@@ -1,9 +1,20 @@
-//! Authentication: turns what a request presents (Basic credentials, a registry token, a
-//! client certificate) into the core's [`Authentication`], and serves the token service.
-//! Deciding what the caller may then do is the core's (`stowage_core::access`).
+//! Authentication: turns what a request presents (Basic credentials, a registry token, an
+//! OIDC provider's or an external token server's token, a client certificate) into the
+//! core's [`Authentication`], and serves the token service. Deciding what the caller may
+//! then do is the core's (`stowage_core::access`).
 
 mod credentials;
+mod external;
+mod fetch;
+mod foreign;
+mod jwks;
+mod oidc;
 mod passwords;
+mod remote_keys;
+#[cfg(test)]
+mod testing;
+#[cfg(test)]
+mod tests;
 mod throttle;
 mod token;
 mod token_service;
@@ -19,13 +30,20 @@ use lru::LruCache;
 use sha2::{Digest, Sha256};
 use stowage_core::access::{Authentication, CertificateNames, Challenge, Identity};
 
+use external::ExternalTokens;
+use oidc::OidcProvider;
+
 pub use credentials::Credentials;
+pub use external::ExternalTokenSettings;
+pub use fetch::{Fetch, FetchError, HttpFetch};
+pub use oidc::OidcSettings;
 pub use passwords::{Passwords, hash_password};
+pub use remote_keys::Shared;
 pub use throttle::LoginThrottle;
 pub use token::{Claims, IssuedToken, TokenKeys};
 pub use token_service::{error as error_response, throttled_response};
 
-/// Verified registry tokens remembered at once.
+/// Verified tokens remembered at once.
 const VERIFIED_TOKENS: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +63,10 @@ pub enum AuthError {
     Hash(String),
     #[error("cannot sign a token: {0}")]
     Sign(String),
+    #[error("{key}: {reason}")]
+    Setting { key: String, reason: String },
+    #[error("cannot build the HTTP client for identity providers: {0}")]
+    HttpClient(String),
 }
 
 /// `[auth.token_service]`.
@@ -65,24 +87,83 @@ pub struct AuthSettings {
     pub identities: HashMap<String, String>,
     pub htpasswd: Option<PathBuf>,
     pub token_service: Option<TokenServiceSettings>,
+    /// `[auth.oidc.<name>]`.
+    pub oidc: Vec<OidcSettings>,
+    /// `[auth.token]`: an external token server (never with `token_service`).
+    pub external_token: Option<ExternalTokenSettings>,
     /// Failed logins per minute from one address before it gets `429`; 0 for no limit.
     pub max_failed_logins_per_minute: u32,
 }
 
 impl AuthSettings {
-    /// How clients are told to log in: the token protocol when there is a token service,
-    /// Basic when there are only passwords, not at all when nobody can log in.
+    /// How clients are told to log in: the token protocol when there is a token service
+    /// (this registry's or an external one), Basic when there are only passwords and OIDC
+    /// providers, not at all when nobody can log in.
     pub fn challenge(&self) -> Challenge {
-        match &self.token_service {
-            Some(tokens) => Challenge::Bearer {
-                realm: tokens.realm.clone(),
-                service: tokens.service.clone(),
-            },
-            None if self.identities.is_empty() && self.htpasswd.is_none() => Challenge::None,
-            None => Challenge::Basic {
+        let bearer = |realm: &str, service: &str| Challenge::Bearer {
+            realm: realm.to_owned(),
+            service: service.to_owned(),
+        };
+        match (&self.token_service, &self.external_token) {
+            (Some(tokens), _) => bearer(&tokens.realm, &tokens.service),
+            (None, Some(external)) => bearer(&external.realm, &external.service),
+            (None, None)
+                if self.identities.is_empty()
+                    && self.htpasswd.is_none()
+                    && self.oidc.is_empty() =>
+            {
+                Challenge::None
+            }
+            (None, None) => Challenge::Basic {
                 realm: "stowage".to_owned(),
             },
         }
+    }
+
+    /// What can be checked without files or the network: each provider's settings, one token
+    /// authority at most, issuers that tell every token's verifier apart, and provider names
+    /// no password user has (a Basic login with a provider's name is an OIDC login).
+    pub fn check(&self) -> Result<(), AuthError> {
+        let invalid = |key: &str, reason: String| AuthError::Setting {
+            key: key.to_owned(),
+            reason,
+        };
+        if self.token_service.is_some() && self.external_token.is_some() {
+            return Err(invalid(
+                "auth.token",
+                "an external token server and [auth.token_service] exclude each other".into(),
+            ));
+        }
+        let mut issuers: Vec<(&str, String)> = Vec::new();
+        if let Some(tokens) = &self.token_service {
+            issuers.push((&tokens.issuer, "auth.token_service.issuer".into()));
+        }
+        if let Some(external) = &self.external_token {
+            external.check()?;
+            issuers.push((&external.issuer, "auth.token.issuer".into()));
+        }
+        for provider in &self.oidc {
+            provider.check()?;
+            if self.identities.contains_key(&provider.name) {
+                return Err(invalid(
+                    &format!("auth.oidc.{}", provider.name),
+                    "a password identity has this name".into(),
+                ));
+            }
+            issuers.push((
+                &provider.issuer,
+                format!("auth.oidc.{}.issuer", provider.name),
+            ));
+        }
+        for (i, (issuer, key)) in issuers.iter().enumerate() {
+            if issuers[..i].iter().any(|(other, _)| other == issuer) {
+                return Err(invalid(
+                    key,
+                    format!("{issuer:?} is another verifier's issuer"),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -95,12 +176,26 @@ pub struct Throttled {
 pub struct Authenticator {
     passwords: Arc<Passwords>,
     tokens: Option<TokenKeys>,
+    oidc: Vec<OidcProvider>,
+    external: Option<ExternalTokens>,
     verified_tokens: Mutex<LruCache<[u8; 32], (Authentication, u64)>>,
     throttle: LoginThrottle,
 }
 
 impl Authenticator {
-    pub fn new(settings: &AuthSettings) -> Result<Self, AuthError> {
+    /// `shared` is where fetched keys are kept and how they are fetched.
+    pub fn new(settings: &AuthSettings, shared: Shared) -> Result<Self, AuthError> {
+        settings.check()?;
+        let oidc = settings
+            .oidc
+            .iter()
+            .map(|provider| OidcProvider::new(provider, shared.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let external = settings
+            .external_token
+            .as_ref()
+            .map(|external| ExternalTokens::new(external, shared.clone()))
+            .transpose()?;
         let passwords = Passwords::new(settings.identities.clone(), settings.htpasswd.clone())?;
         let tokens = settings
             .token_service
@@ -110,6 +205,8 @@ impl Authenticator {
         Ok(Authenticator {
             passwords: Arc::new(passwords),
             tokens,
+            oidc,
+            external,
             verified_tokens: Mutex::new(LruCache::new(
                 NonZeroUsize::new(VERIFIED_TOKENS).unwrap_or(NonZeroUsize::MIN),
             )),
@@ -145,6 +242,16 @@ impl Authenticator {
         let outcome = match credentials {
             Credentials::None => Ok(Identity::anonymous()),
             Credentials::Malformed(reason) => Err(reason.to_owned()),
+            Credentials::Basic { username, password }
+                if self.oidc.iter().any(|p| p.name() == username) =>
+            {
+                self.verify_token(&password, Some(&username), SystemTime::now())
+                    .await
+                    .and_then(|authentication| match authentication {
+                        Authentication::Identified(identity) => Ok(identity),
+                        _ => Err(format!("not a token of oidc provider {username:?}")),
+                    })
+            }
             Credentials::Basic { username, password } => {
                 if self.passwords.verify(&username, &password).await {
                     Ok(Identity::user(&username))
@@ -153,7 +260,7 @@ impl Authenticator {
                 }
             }
             Credentials::Bearer(token) => {
-                return match self.verify_token(&token, SystemTime::now()) {
+                return match self.verify_token(&token, None, SystemTime::now()).await {
                     Ok(Authentication::Token { identity, access }) => Ok(Authentication::Token {
                         identity: with_certificate(identity),
                         access,
@@ -177,38 +284,95 @@ impl Authenticator {
         })
     }
 
-    /// A registry token's authentication, from the cache of verified tokens when it can be:
-    /// a client that sends one token on every request costs one signature check.
-    fn verify_token(&self, token: &str, now: SystemTime) -> Result<Authentication, String> {
-        let Some(keys) = &self.tokens else {
-            return Err("this registry has no token service".to_owned());
-        };
+    /// A token's authentication, from the cache of verified tokens when it can be: a client
+    /// that sends one token on every request costs one signature check. `provider`: the
+    /// token is the password of a Basic login as that OIDC provider, and must be its.
+    async fn verify_token(
+        &self,
+        token: &str,
+        provider: Option<&str>,
+        now: SystemTime,
+    ) -> Result<Authentication, String> {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now_secs = token::unix(now);
-        {
+        let remembered = {
             let mut cache = self
                 .verified_tokens
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            if let Some((authentication, expires)) = cache.get(&key) {
-                if *expires > now_secs {
-                    return Ok(authentication.clone());
+            match cache.get(&key) {
+                Some((authentication, expires)) if *expires > now_secs => {
+                    Some(authentication.clone())
                 }
-                cache.pop(&key);
+                Some(_) => {
+                    cache.pop(&key);
+                    None
+                }
+                None => None,
+            }
+        };
+        let (authentication, expires) = match remembered {
+            Some(authentication) => (authentication, None),
+            None => self
+                .verify_uncached(token, provider)
+                .await
+                .map(|(authentication, expires)| (authentication, Some(expires)))?,
+        };
+        let proven_by = match &authentication {
+            Authentication::Identified(identity) => {
+                identity.oidc.as_ref().map(|o| o.provider.as_str())
+            }
+            _ => None,
+        };
+        if provider.is_some() && proven_by != provider {
+            return Err(format!("not a token of oidc provider {provider:?}"));
+        }
+        if let Some(expires) = expires {
+            self.verified_tokens
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .put(key, (authentication.clone(), expires));
+        }
+        Ok(authentication)
+    }
+
+    /// Verifies a token with whoever its issuer is: this registry's token service, the
+    /// external token server, or an OIDC provider (the one named, for a Basic login).
+    async fn verify_uncached(
+        &self,
+        token: &str,
+        provider: Option<&str>,
+    ) -> Result<(Authentication, u64), String> {
+        let issuer = foreign::unverified_issuer(token).ok_or("not a JWT with an issuer")?;
+        if provider.is_none() {
+            if let Some(keys) = self.tokens.as_ref().filter(|k| k.issuer() == issuer) {
+                let claims = keys
+                    .verify(token)
+                    .map_err(|e| format!("invalid token: {e}"))?;
+                let authentication = Authentication::Token {
+                    identity: token_identity(&claims.sub),
+                    access: claims.access,
+                };
+                return Ok((authentication, claims.exp));
+            }
+            if let Some(external) = self.external.as_ref().filter(|e| e.issuer() == issuer) {
+                let grant = external.verify(token).await?;
+                let authentication = Authentication::Token {
+                    identity: token_identity(&grant.sub),
+                    access: grant.access,
+                };
+                return Ok((authentication, grant.exp));
             }
         }
-        let claims = keys
-            .verify(token)
-            .map_err(|e| format!("invalid token: {e}"))?;
-        let authentication = Authentication::Token {
-            identity: token_identity(&claims.sub),
-            access: claims.access,
+        let chosen = self.oidc.iter().find(|p| match provider {
+            Some(name) => p.name() == name,
+            None => p.issuer() == issuer,
+        });
+        let Some(provider) = chosen else {
+            return Err(format!("no verifier trusts the issuer {issuer:?}"));
         };
-        self.verified_tokens
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .put(key, (authentication.clone(), claims.exp));
-        Ok(authentication)
+        let (identity, expires) = provider.verify(token).await?;
+        Ok((Authentication::Identified(identity), expires))
     }
 }
 

@@ -127,6 +127,10 @@ impl TokenKeys {
         })
     }
 
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
     pub fn service(&self) -> &str {
         &self.service
     }
