@@ -114,16 +114,16 @@ class Registries:
         self.started: list[regmod.Registry] = []
 
     def start(self, kind: str, storage: Path, stores_toml: str | None = None,
-              server_toml: str = "") -> regmod.Registry:
+              server_toml: str = "", registry_toml: str = "") -> regmod.Registry:
         """Starts a registry; Stowage gets the STOWAGE_STORE layout (a restart passes
-        the previous process's ``stores_toml`` to reuse its buckets) and ``server_toml``
-        in its ``[server]`` table."""
+        the previous process's ``stores_toml`` to reuse its buckets), ``server_toml``
+        in its ``[server]`` table and ``registry_toml`` in its ``[registry]`` table."""
         error = None
         try:
             if kind == regmod.STOWAGE and stores_toml is None:
                 stores_toml = self.stores.stores_toml(storage)
             reg = regmod.start_registry(kind, storage, self.workdir, stores_toml=stores_toml,
-                                        server_toml=server_toml)
+                                        server_toml=server_toml, registry_toml=registry_toml)
         except regmod.RegistryStartError as e:
             error = str(e)
         if error:

@@ -57,6 +57,10 @@ pub struct ServerSettings {
     pub request_header_timeout_secs: u64,
     /// How long a request body may stay silent before the request fails.
     pub body_idle_timeout_secs: u64,
+    /// A body slower than this (bytes per second, over the time spent waiting for it) fails
+    /// its request once `body_grace_secs` have been spent waiting; 0: no minimum.
+    pub min_body_rate_bytes_per_sec: u64,
+    pub body_grace_secs: u64,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_timeout_secs: u64,
 }
@@ -68,6 +72,8 @@ impl Default for ServerSettings {
             port: 5000,
             request_header_timeout_secs: 30,
             body_idle_timeout_secs: 60,
+            min_body_rate_bytes_per_sec: 1024,
+            body_grace_secs: 10,
             shutdown_timeout_secs: 30,
         }
     }
@@ -83,6 +89,10 @@ pub struct RegistrySettings {
     pub cache_ttl_secs: u64,
     /// Upload sessions (and S3 multipart uploads) older than this are purged.
     pub upload_max_age_secs: u64,
+    /// Upload sessions one repository may have open; starting another gets 429.
+    pub max_open_uploads_per_repository: u64,
+    /// `?tag=` parameters one manifest push may carry.
+    pub max_tags_per_request: usize,
 }
 
 impl Default for RegistrySettings {
@@ -92,6 +102,8 @@ impl Default for RegistrySettings {
             allow_missing_manifest_references: true,
             cache_ttl_secs: 60,
             upload_max_age_secs: 24 * 60 * 60,
+            max_open_uploads_per_repository: 1000,
+            max_tags_per_request: 32,
         }
     }
 }
@@ -288,6 +300,24 @@ mod tests {
         assert_eq!(config.registry.upload_max_age_secs, 60);
         let err = parse("[registry]\nupload_max_age_secs = 0\n").unwrap_err();
         assert!(err.to_string().contains("upload_max_age_secs"), "{err}");
+    }
+
+    #[test]
+    fn reads_the_limits_a_client_could_exhaust() {
+        let defaults = parse("").unwrap();
+        assert_eq!(defaults.registry.max_open_uploads_per_repository, 1000);
+        assert_eq!(defaults.registry.max_tags_per_request, 32);
+        assert_eq!(defaults.server.min_body_rate_bytes_per_sec, 1024);
+        assert_eq!(defaults.server.body_grace_secs, 10);
+        let config = parse(
+            "[server]\nmin_body_rate_bytes_per_sec = 0\nbody_grace_secs = 3\n\
+             [registry]\nmax_open_uploads_per_repository = 5\nmax_tags_per_request = 2\n",
+        )
+        .unwrap();
+        assert_eq!(config.server.min_body_rate_bytes_per_sec, 0);
+        assert_eq!(config.server.body_grace_secs, 3);
+        assert_eq!(config.registry.max_open_uploads_per_repository, 5);
+        assert_eq!(config.registry.max_tags_per_request, 2);
     }
 
     #[test]

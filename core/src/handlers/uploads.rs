@@ -111,11 +111,33 @@ pub(super) async fn start(
     if let Some(digest) = digest {
         return monolithic(ctx, head, name, &digest).await;
     }
+    check_open_uploads(ctx, name).await?;
     let id = UploadId::parse(ctx.upload_id())
         .ok_or_else(|| RegistryError::new(ErrorCode::Unavailable, "generated a bad upload id"))?;
     let record = UploadRecord::new(ctx.channel.now());
     save(ctx, name, &id, &record, None).await?;
     Ok(in_progress(StatusCode::ACCEPTED, name, &id, &record))
+}
+
+/// Refuses a new session while `name` has `max_open_uploads_per_repository` open. They are
+/// counted by listing the repository's `_uploads/` folder: exact whoever started them (any
+/// replica), and nothing to keep in step when sessions complete, are cancelled or purged,
+/// which a counter would have to be, for one list request per session start. Starts racing
+/// each other may all pass: the limit is exceeded by at most the starts in flight at once.
+async fn check_open_uploads(ctx: &Ctx, name: &RepoName) -> Result<(), RegistryError> {
+    let limit = ctx.limits.max_open_uploads_per_repository;
+    let sessions = ctx.list(Store::Blobs, layout::uploads_dir(name)).await?;
+    let open = sessions.iter().filter(|s| s.ends_with('/')).count() as u64;
+    if open < limit {
+        return Ok(());
+    }
+    Err(RegistryError::new(
+        ErrorCode::TooManyRequests,
+        format!(
+            "{name} has {open} open upload sessions, the most allowed \
+             (max_open_uploads_per_repository = {limit}): complete or cancel some first"
+        ),
+    ))
 }
 
 /// Where a cross-repository mount may find its blob.
