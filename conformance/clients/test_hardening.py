@@ -10,6 +10,7 @@ import http.client
 import json
 import os
 import select
+import socket
 import time
 import urllib.parse
 
@@ -151,3 +152,41 @@ def test_a_trickling_body_fails_and_leaves_the_upload_as_it_was(limited, repo):
     r = requests.get(url, timeout=TIMEOUT)
     assert r.headers["Range"] == f"0-{len(data) - 1}"
 
+
+# A blob file changed under a reader.
+
+@pytest.mark.fs_only
+def test_a_blob_truncated_during_a_slow_pull_fails_only_that_pull(registries, registry_kind,
+                                                                   tmp_path, repo):
+    reg = registries.start(registry_kind, tmp_path / "storage")
+    data = os.urandom(64 * 1024 * 1024)
+    digest = push_blob(reg.url, repo, data)
+    algorithm, hex_digest = digest.split(":")
+    path = reg.data_root / "v2" / "blobs" / algorithm / hex_digest[:2] / hex_digest / "data"
+    assert path.stat().st_size == len(data)
+
+    sock = socket.create_connection(("127.0.0.1", reg.port), timeout=TIMEOUT)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    sock.sendall(f"GET /v2/{repo}/blobs/{digest} HTTP/1.1\r\nHost: {reg.host}\r\n\r\n".encode())
+    received = 0
+    while received < 2 * 1024 * 1024:  # a slow reader: the server is windows ahead
+        received += len(sock.recv(64 * 1024))
+        time.sleep(0.01)
+    # Past the windows already mapped: the reader finds the file shorter than the next one.
+    kept = len(data) // 2
+    os.truncate(path, kept)
+    time.sleep(0.5)
+    try:
+        while chunk := sock.recv(1024 * 1024):
+            received += len(chunk)
+    except OSError:
+        pass  # the server may cut the connection
+    sock.close()
+    assert received <= kept + 1024, "more came through than the file still holds"
+    assert reg.running(), f"the server died:\n{reg.log_tail()}"
+    assert "shrank while it was read" in reg.log_path.read_text(errors="replace")
+    assert requests.get(f"{reg.url}/v2/", timeout=TIMEOUT).status_code == 200
+    other = os.urandom(100_000)
+    other_digest = push_blob(reg.url, repo, other)
+    r = requests.get(f"{reg.url}/v2/{repo}/blobs/{other_digest}", timeout=TIMEOUT)
+    assert r.status_code == 200 and r.content == other
