@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use bytesize::ByteSize;
 use serde::Deserialize;
-use stowage_storage::{FsSettings, RedisLockSettings, S3Settings, StoreSettings};
+use stowage_storage::{FsSettings, InlineCalls, RedisLockSettings, S3Settings, StoreSettings};
 
 use crate::access::{AuthSection, GlobalSection, RepositoryEntry};
 
@@ -122,6 +122,7 @@ impl Default for StoreSection {
             fs: Some(FsSettings {
                 root_dir: "./data".into(),
                 sync_to_disk: false,
+                inline_calls: InlineCalls::Auto,
                 redis: None,
             }),
             s3: None,
@@ -318,6 +319,19 @@ mod tests {
         assert_eq!(config.server.body_grace_secs, 3);
         assert_eq!(config.registry.max_open_uploads_per_repository, 5);
         assert_eq!(config.registry.max_tags_per_request, 2);
+    }
+
+    #[test]
+    fn reads_where_filesystem_calls_run() {
+        let fs = |section: StoreSection| section.fs.expect("fs").inline_calls;
+        assert_eq!(fs(parse("").unwrap().blob_store), InlineCalls::Auto);
+        let config = parse("[blob_store.fs]\nroot_dir = \"x\"\ninline_calls = \"never\"\n");
+        assert_eq!(fs(config.unwrap().blob_store), InlineCalls::Never);
+        let meta =
+            parse("[metadata_store.fs]\nroot_dir = \"m\"\ninline_calls = \"always\"\n").unwrap();
+        assert_eq!(fs(meta.metadata_store.expect("meta")), InlineCalls::Always);
+        let err = parse("[blob_store.fs]\nroot_dir = \"x\"\ninline_calls = \"sometimes\"\n");
+        assert!(err.unwrap_err().to_string().contains("inline_calls"));
     }
 
     #[test]
