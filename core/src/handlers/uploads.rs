@@ -210,18 +210,21 @@ async fn load(ctx: &Ctx, name: &RepoName, id: &UploadId) -> Result<UploadRecord,
     serde_json::from_slice(&bytes).map_err(|_| upload_unknown())
 }
 
-/// The record with the version it was read at, for the compare-and-swap that saves it.
+/// The record with the version it was read at, for the compare-and-swap that saves it;
+/// `None` when the upload is gone.
 async fn load_versioned(
     ctx: &Ctx,
     name: &RepoName,
     id: &UploadId,
-) -> Result<(UploadRecord, Versioned), RegistryError> {
-    let found = ctx
+) -> Result<Option<(UploadRecord, Versioned)>, RegistryError> {
+    let Some(found) = ctx
         .read_versioned(Store::Blobs, layout::upload_record(name, id))
         .await?
-        .ok_or_else(upload_unknown)?;
+    else {
+        return Ok(None);
+    };
     let record = serde_json::from_slice(&found.data).map_err(|_| upload_unknown())?;
-    Ok((record, found))
+    Ok(Some((record, found)))
 }
 
 /// Saves `record` over the version `found` under the upload's lock (`None`: a new upload,
@@ -372,7 +375,15 @@ async fn commit_chunk(
     id: &UploadId,
     staged: StagedChunk,
 ) -> Result<Result<Appended, UploadRecord>, RegistryError> {
-    let (mut record, read) = load_versioned(ctx, name, id).await?;
+    let Some((mut record, read)) = load_versioned(ctx, name, id).await? else {
+        // The upload completed or was cancelled while this chunk streamed: its folder was
+        // deleted, and what this request wrote since (its part or claim and the bytes in
+        // place) would stay, recorded nowhere, until the next purge. The id is never used
+        // again, so everything left below it goes.
+        ctx.delete_all(Store::Blobs, layout::upload_dir(name, id))
+            .await?;
+        return Err(upload_unknown());
+    };
     let Some(part) = staged.part else {
         return Ok(Ok(Appended { record, read }));
     };
