@@ -115,17 +115,19 @@ class Registries:
         self.started: list[regmod.Registry] = []
 
     def start(self, kind: str, storage: Path, stores_toml: str | None = None,
-              server_toml: str = "", tls_client: dict | None = None) -> regmod.Registry:
+              server_toml: str = "", tls_client: dict | None = None,
+              registry_toml: str = "") -> regmod.Registry:
         """Starts a registry; Stowage gets the STOWAGE_STORE layout (a restart passes
         the previous process's ``stores_toml`` to reuse its buckets), ``server_toml``
-        in its ``[server]`` table, and ``tls_client`` (``requests``' ``verify`` and
-        ``cert``) to reach it over TLS."""
+        in its ``[server]`` table, ``registry_toml`` in its ``[registry]`` table, and
+        ``tls_client`` (``requests``' ``verify`` and ``cert``) to reach it over TLS."""
         error = None
         try:
             if kind == regmod.STOWAGE and stores_toml is None:
                 stores_toml = self.stores.stores_toml(storage)
             reg = regmod.start_registry(kind, storage, self.workdir, stores_toml=stores_toml,
-                                        server_toml=server_toml, tls_client=tls_client)
+                                        server_toml=server_toml, tls_client=tls_client,
+                                        registry_toml=registry_toml)
         except regmod.RegistryStartError as e:
             error = str(e)
         if error:

@@ -31,6 +31,11 @@ pub struct Limits {
     /// (the filesystem): a chunked upload then completes by a rename, not a copy of its
     /// bytes.
     pub chunks_in_place: bool,
+    /// Upload sessions one repository may have open at once: a client that starts more and
+    /// never finishes them would otherwise fill the store until they are purged.
+    pub max_open_uploads_per_repository: u64,
+    /// Tags one manifest push may set with `?tag=` (each takes a lock and two writes).
+    pub max_tags_per_request: usize,
 }
 
 impl Default for Limits {
@@ -41,6 +46,8 @@ impl Default for Limits {
             locks: LockSettings::default(),
             cache_ttl_ms: 60_000,
             chunks_in_place: false,
+            max_open_uploads_per_repository: 1000,
+            max_tags_per_request: 32,
         }
     }
 }

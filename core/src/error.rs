@@ -16,6 +16,8 @@ pub enum ErrorCode {
     NameInvalid,
     NameUnknown,
     SizeInvalid,
+    /// A tag that breaks the grammar, or more tags than one request may set (400).
+    TagInvalid,
     Unsupported,
     /// The caller must authenticate, or its credentials or token do not suffice (401).
     Unauthorized,
@@ -50,6 +52,7 @@ impl ErrorCode {
             ErrorCode::NameInvalid => "NAME_INVALID",
             ErrorCode::NameUnknown => "NAME_UNKNOWN",
             ErrorCode::SizeInvalid => "SIZE_INVALID",
+            ErrorCode::TagInvalid => "TAG_INVALID",
             ErrorCode::Unsupported | ErrorCode::NotFound | ErrorCode::MethodNotAllowed => {
                 "UNSUPPORTED"
             }
@@ -72,7 +75,8 @@ impl ErrorCode {
             | ErrorCode::ManifestBlobUnknown
             | ErrorCode::ManifestInvalid
             | ErrorCode::NameInvalid
-            | ErrorCode::SizeInvalid => StatusCode::BAD_REQUEST,
+            | ErrorCode::SizeInvalid
+            | ErrorCode::TagInvalid => StatusCode::BAD_REQUEST,
             ErrorCode::Unsupported => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::RangeInvalid => StatusCode::RANGE_NOT_SATISFIABLE,
             ErrorCode::ManifestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,

@@ -96,9 +96,14 @@ pub const UPLOADS: &str = "_uploads";
 /// The file of an upload session's folder holding its record.
 pub const UPLOAD_RECORD: &str = "session.json";
 
+/// The folder of a repository's upload sessions.
+pub fn uploads_dir(name: &RepoName) -> String {
+    format!("{}/{UPLOADS}/", repo(name))
+}
+
 /// The folder of one upload session.
 pub fn upload_dir(name: &RepoName, id: &UploadId) -> String {
-    format!("{}/{UPLOADS}/{}/", repo(name), id.as_str())
+    format!("{}{}/", uploads_dir(name), id.as_str())
 }
 
 /// The upload session record (offset, parts, hash state).

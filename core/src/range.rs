@@ -35,7 +35,9 @@ fn number(s: &str) -> Result<u64, MalformedRange> {
 }
 
 impl ByteRange {
-    /// Parses `bytes=a-b`, `bytes=a-` or `bytes=-n`. Multiple ranges are refused.
+    /// Parses `bytes=a-b`, `bytes=a-` or `bytes=-n`. Multiple ranges are refused; a range
+    /// whose last byte comes before its first parses, and [`ByteRange::resolve`] finds it
+    /// unsatisfiable.
     pub fn parse(header: &str) -> Result<Self, MalformedRange> {
         let spec = header.trim().strip_prefix("bytes=").ok_or(MalformedRange)?;
         let (first, last) = spec.split_once('-').ok_or(MalformedRange)?;
@@ -49,17 +51,16 @@ impl ByteRange {
         } else {
             Some(number(last)?)
         };
-        if last.is_some_and(|l| l < first) {
-            return Err(MalformedRange);
-        }
         Ok(ByteRange::From { first, last })
     }
 
-    /// The span this range selects of a blob of `size` bytes, or `None` if unsatisfiable.
+    /// The span this range selects of a blob of `size` bytes, or `None` if unsatisfiable:
+    /// it starts past the end, or it ends before it starts (`bytes=500-0`, which Go's
+    /// `http.ServeContent` also refuses with 416 rather than serve the whole blob).
     pub fn resolve(self, size: u64) -> Option<Span> {
         match self {
             ByteRange::From { first, last } => {
-                if first >= size {
+                if first >= size || last.is_some_and(|l| l < first) {
                     return None;
                 }
                 let last = last.map_or(size - 1, |l| l.min(size - 1));
@@ -138,7 +139,8 @@ mod tests {
             ByteRange::parse("bytes=-2").unwrap().resolve(5),
             Some(Span { start: 3, len: 2 })
         );
-        assert!(ByteRange::parse("bytes=3-1").is_err());
+        assert_eq!(ByteRange::parse("bytes=3-1").unwrap().resolve(5), None);
+        assert_eq!(ByteRange::parse("bytes=500-0").unwrap().resolve(1000), None);
         assert!(ByteRange::parse("bytes=0-1,3-4").is_err());
         assert!(ByteRange::parse("items=0-1").is_err());
     }

@@ -120,6 +120,17 @@ fn upload_id(s: &str) -> Result<UploadId, RegistryError> {
     UploadId::parse(s).ok_or_else(|| err(ErrorCode::BlobUploadUnknown, "unknown upload id"))
 }
 
+/// A manifest reference: what holds a ':' must be a digest (`DIGEST_INVALID` otherwise),
+/// anything else a tag (`TAG_INVALID`), so the client learns which part of its request is
+/// wrong rather than being told its manifest is.
+fn manifest_reference(s: &str) -> Result<Reference, RegistryError> {
+    if s.contains(':') {
+        return digest(s).map(Reference::Digest);
+    }
+    s.parse()
+        .map_err(|_| err(ErrorCode::TagInvalid, format!("invalid tag {s:?}")))
+}
+
 /// Splits `rest` at the last `separator` when what follows is a single path segment:
 /// references, digests and upload ids never hold a `/`, so a repository name with a
 /// `manifests`, `blobs` or `referrers` component (`a/manifests/b`) still routes.
@@ -238,12 +249,7 @@ impl Route {
         }
         if let Some((name, reference)) = split_last(rest, "/manifests/") {
             let name = repo(name)?;
-            let reference: Reference = reference.parse().map_err(|_| {
-                err(
-                    ErrorCode::ManifestInvalid,
-                    format!("invalid manifest reference {reference:?}"),
-                )
-            })?;
+            let reference = manifest_reference(reference)?;
             return match *method {
                 Method::GET | Method::HEAD => Ok(Route::GetManifest {
                     name,
@@ -255,7 +261,7 @@ impl Route {
                         .all("tag")
                         .map(|t| {
                             t.parse().map_err(|_| {
-                                err(ErrorCode::ManifestInvalid, format!("invalid tag {t:?}"))
+                                err(ErrorCode::TagInvalid, format!("invalid tag {t:?}"))
                             })
                         })
                         .collect::<Result<_, _>>()?;
@@ -357,6 +363,30 @@ mod tests {
         assert!(
             matches!(r, Ok(Route::GetManifest { ref name, .. }) if name.as_str() == "a/blobs/uploads/b")
         );
+    }
+
+    #[test]
+    fn bad_manifest_references_name_what_is_wrong() {
+        let code = |path: &str, query| {
+            Route::parse(&Method::PUT, path, query)
+                .map(|_| ())
+                .unwrap_err()
+                .code
+        };
+        assert_eq!(code("/v2/a/manifests/.bad", None), ErrorCode::TagInvalid);
+        let long = format!("/v2/a/manifests/{}", "t".repeat(129));
+        assert_eq!(code(&long, None), ErrorCode::TagInvalid);
+        assert_eq!(
+            code("/v2/a/manifests/sha256:xyz", None),
+            ErrorCode::DigestInvalid
+        );
+        let with_tags = format!("/v2/a/manifests/{D}");
+        assert_eq!(code(&with_tags, Some("tag=-x")), ErrorCode::TagInvalid);
+        assert_eq!(
+            ErrorCode::TagInvalid.status(),
+            http::StatusCode::BAD_REQUEST
+        );
+        assert_eq!(ErrorCode::TagInvalid.code(), "TAG_INVALID");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use bytesize::ByteSize;
 use serde::Deserialize;
-use stowage_storage::{FsSettings, RedisLockSettings, S3Settings, StoreSettings};
+use stowage_storage::{FsSettings, InlineCalls, RedisLockSettings, S3Settings, StoreSettings};
 
 use crate::access::{AuthSection, GlobalSection, RepositoryEntry};
 
@@ -57,6 +57,10 @@ pub struct ServerSettings {
     pub request_header_timeout_secs: u64,
     /// How long a request body may stay silent before the request fails.
     pub body_idle_timeout_secs: u64,
+    /// A body slower than this (bytes per second, over the time spent waiting for it) fails
+    /// its request once `body_grace_secs` have been spent waiting; 0: no minimum.
+    pub min_body_rate_bytes_per_sec: u64,
+    pub body_grace_secs: u64,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_timeout_secs: u64,
     /// `[server.tls]`; absent: plain HTTP.
@@ -102,6 +106,8 @@ impl Default for ServerSettings {
             port: 5000,
             request_header_timeout_secs: 30,
             body_idle_timeout_secs: 60,
+            min_body_rate_bytes_per_sec: 1024,
+            body_grace_secs: 10,
             shutdown_timeout_secs: 30,
             tls: None,
         }
@@ -118,6 +124,10 @@ pub struct RegistrySettings {
     pub cache_ttl_secs: u64,
     /// Upload sessions (and S3 multipart uploads) older than this are purged.
     pub upload_max_age_secs: u64,
+    /// Upload sessions one repository may have open; starting another gets 429.
+    pub max_open_uploads_per_repository: u64,
+    /// `?tag=` parameters one manifest push may carry.
+    pub max_tags_per_request: usize,
 }
 
 impl Default for RegistrySettings {
@@ -127,6 +137,8 @@ impl Default for RegistrySettings {
             allow_missing_manifest_references: true,
             cache_ttl_secs: 60,
             upload_max_age_secs: 24 * 60 * 60,
+            max_open_uploads_per_repository: 1000,
+            max_tags_per_request: 32,
         }
     }
 }
@@ -145,6 +157,7 @@ impl Default for StoreSection {
             fs: Some(FsSettings {
                 root_dir: "./data".into(),
                 sync_to_disk: false,
+                inline_calls: InlineCalls::Auto,
                 redis: None,
             }),
             s3: None,
@@ -338,6 +351,37 @@ mod tests {
         assert_eq!(config.registry.upload_max_age_secs, 60);
         let err = parse("[registry]\nupload_max_age_secs = 0\n").unwrap_err();
         assert!(err.to_string().contains("upload_max_age_secs"), "{err}");
+    }
+
+    #[test]
+    fn reads_the_limits_a_client_could_exhaust() {
+        let defaults = parse("").unwrap();
+        assert_eq!(defaults.registry.max_open_uploads_per_repository, 1000);
+        assert_eq!(defaults.registry.max_tags_per_request, 32);
+        assert_eq!(defaults.server.min_body_rate_bytes_per_sec, 1024);
+        assert_eq!(defaults.server.body_grace_secs, 10);
+        let config = parse(
+            "[server]\nmin_body_rate_bytes_per_sec = 0\nbody_grace_secs = 3\n\
+             [registry]\nmax_open_uploads_per_repository = 5\nmax_tags_per_request = 2\n",
+        )
+        .unwrap();
+        assert_eq!(config.server.min_body_rate_bytes_per_sec, 0);
+        assert_eq!(config.server.body_grace_secs, 3);
+        assert_eq!(config.registry.max_open_uploads_per_repository, 5);
+        assert_eq!(config.registry.max_tags_per_request, 2);
+    }
+
+    #[test]
+    fn reads_where_filesystem_calls_run() {
+        let fs = |section: StoreSection| section.fs.expect("fs").inline_calls;
+        assert_eq!(fs(parse("").unwrap().blob_store), InlineCalls::Auto);
+        let config = parse("[blob_store.fs]\nroot_dir = \"x\"\ninline_calls = \"never\"\n");
+        assert_eq!(fs(config.unwrap().blob_store), InlineCalls::Never);
+        let meta =
+            parse("[metadata_store.fs]\nroot_dir = \"m\"\ninline_calls = \"always\"\n").unwrap();
+        assert_eq!(fs(meta.metadata_store.expect("meta")), InlineCalls::Always);
+        let err = parse("[blob_store.fs]\nroot_dir = \"x\"\ninline_calls = \"sometimes\"\n");
+        assert!(err.unwrap_err().to_string().contains("inline_calls"));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use stowage_core::config::LockSettings;
 use stowage_core::step::Store;
 use stowage_core::{Limits, Registry};
 use stowage_driver::{Backends, Cache, LockStore, MemoryCacheStore, MemoryLockStore, Timer};
-use stowage_http::Service;
+use stowage_http::{BodyPace, Service};
 use stowage_redis::{Redis, RedisCache, RedisLocks};
 use stowage_storage::Storage;
 
@@ -113,7 +113,11 @@ pub fn http_service(
     backends: Backends,
 ) -> Result<(Service, SocketAddr), StartError> {
     let server = &config.server;
-    let body_idle_timeout = Duration::from_secs(server.body_idle_timeout_secs);
+    let body_pace = BodyPace {
+        idle_timeout: Duration::from_secs(server.body_idle_timeout_secs),
+        min_bytes_per_sec: server.min_body_rate_bytes_per_sec,
+        grace: Duration::from_secs(server.body_grace_secs),
+    };
     let authenticator = if config.auth.any() {
         let shared = stowage_auth::Shared {
             cache: backends.cache.clone(),
@@ -127,7 +131,7 @@ pub fn http_service(
     } else {
         None
     };
-    let service = Service::new(registry, backends, body_idle_timeout, authenticator);
+    let service = Service::new(registry, backends, body_pace, authenticator);
     Ok((service, listen_address(server)?))
 }
 
@@ -189,6 +193,8 @@ pub fn build(config: &Config, timer: Arc<dyn Timer>) -> Result<(Registry, Backen
         cache_ttl_ms: config.registry.cache_ttl_secs * 1000,
         locks: lock_settings,
         chunks_in_place: storage.backend(Store::Blobs).writes_in_place(),
+        max_open_uploads_per_repository: config.registry.max_open_uploads_per_repository,
+        max_tags_per_request: config.registry.max_tags_per_request,
     };
     let backends = Backends {
         storage,

@@ -23,7 +23,7 @@ use stowage_core::{Entropy, Registry, RequestHead};
 use stowage_driver::{Backends, drive};
 
 pub use peer::Peer;
-pub use request_body::RequestBody;
+pub use request_body::{BodyPace, RequestBody};
 
 pub type ResponseBody = UnsyncBoxBody<Bytes, std::io::Error>;
 
@@ -54,7 +54,7 @@ pub struct Service {
 struct Inner {
     registry: Registry,
     backends: Backends,
-    body_idle_timeout: Duration,
+    body_pace: BodyPace,
     /// `None`: nobody logs in; credentials are ignored (a client certificate still counts).
     authenticator: Option<Arc<Authenticator>>,
     random: SystemRandom,
@@ -64,14 +64,14 @@ impl Service {
     pub fn new(
         registry: Registry,
         backends: Backends,
-        body_idle_timeout: Duration,
+        body_pace: BodyPace,
         authenticator: Option<Arc<Authenticator>>,
     ) -> Self {
         Service {
             inner: Arc::new(Inner {
                 registry,
                 backends,
-                body_idle_timeout,
+                body_pace,
                 authenticator,
                 random: SystemRandom::new(),
             }),
@@ -142,11 +142,7 @@ impl Service {
             headers: parts.headers,
         };
         let (method, path) = (head.method.clone(), head.path.clone());
-        let mut body = RequestBody::new(
-            incoming,
-            inner.backends.timer.clone(),
-            inner.body_idle_timeout,
-        );
+        let mut body = RequestBody::new(incoming, inner.backends.timer.clone(), inner.body_pace);
         let mut response = match (self.caller(&head, peer).await, self.entropy()) {
             (Ok(caller), Some(entropy)) => {
                 let op = inner.registry.handle(head, caller, entropy);

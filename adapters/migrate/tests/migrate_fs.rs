@@ -10,7 +10,7 @@ use stowage_core::names::{RepoName, Tag};
 use stowage_core::route::UploadId;
 use stowage_core::step::{Outcome, WriteCondition};
 use stowage_migrate::{MigrateError, Progress, Stores, Summary, migrate};
-use stowage_storage::{Backend, FsSettings, StoreSettings};
+use stowage_storage::{Backend, FsSettings, InlineCalls, StoreSettings};
 
 /// A folder removed when the test ends.
 struct Scratch(PathBuf);
@@ -27,6 +27,7 @@ impl Scratch {
         let settings = FsSettings {
             root_dir: self.0.join(name).to_string_lossy().into_owned(),
             sync_to_disk: false,
+            inline_calls: InlineCalls::Auto,
             redis: None,
         };
         Backend::open(&StoreSettings::Fs(settings)).unwrap()

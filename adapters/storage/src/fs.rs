@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use opendal::Operator;
 use opendal::services::Fs;
 
-use crate::fs_calls::FsCalls;
+use crate::fs_calls::{FsCalls, always_offloads};
+use crate::fs_kind::remote_kind_at;
 use crate::fs_writer::{FsWriter, place, sync_folder};
 use crate::object_writer::Committed;
 use crate::settings::FsSettings;
@@ -23,6 +24,21 @@ pub(crate) fn operator(settings: &FsSettings) -> opendal::Result<Operator> {
     Operator::new(builder)
 }
 
+/// Whether every call of the store at `settings.root_dir` goes to blocking threads.
+fn offload_always(settings: &FsSettings) -> bool {
+    let remote = remote_kind_at(Path::new(&settings.root_dir));
+    let offload = always_offloads(settings.inline_calls, remote);
+    if let Some(kind) = remote {
+        tracing::info!(
+            root = settings.root_dir,
+            filesystem = kind,
+            offload,
+            "store on a network or FUSE filesystem"
+        );
+    }
+    offload
+}
+
 /// Where a filesystem store writes, and how its calls run (whether commits are fsynced).
 #[derive(Clone, Debug)]
 pub(crate) struct FsTarget {
@@ -34,7 +50,7 @@ impl FsTarget {
     pub(crate) fn new(settings: &FsSettings) -> Self {
         FsTarget {
             root: PathBuf::from(&settings.root_dir),
-            calls: FsCalls::new(settings.sync_to_disk),
+            calls: FsCalls::new(settings.sync_to_disk, offload_always(settings)),
         }
     }
 

@@ -10,12 +10,20 @@
 //! (the kernel throttles writers, or a lookup waits for a read): from then on, for
 //! [`OFFLOAD_FOR`], calls go to blocking threads so the runtime keeps serving its other
 //! connections. A call that syncs to disk is slow by nature and always goes there.
+//!
+//! On a network or FUSE filesystem (NFS, SMB, Ceph, 9P, ...) a call can hang for as long as
+//! the server does, and the first hung call would stall the runtime's thread and every
+//! connection it serves before it could be noticed as slow: there every call goes to
+//! blocking threads (`inline_calls = "auto"`, the filesystem told by `statfs` at store open;
+//! `"always"` and `"never"` override it).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::task::spawn_blocking;
+
+use crate::settings::InlineCalls;
 
 /// Longer than any call the kernel answers from its caches.
 const SLOW_CALL: Duration = Duration::from_millis(5);
@@ -29,6 +37,8 @@ pub(crate) struct FsCalls {
     pace: Arc<Pace>,
     /// Whether commits fsync (`sync_to_disk`).
     sync: bool,
+    /// Whether every call goes to blocking threads (a network or FUSE filesystem).
+    always_offload: bool,
 }
 
 #[derive(Debug)]
@@ -38,6 +48,16 @@ struct Pace {
     offload_until: AtomicU64,
 }
 
+/// Whether every call of a store goes to blocking threads, given its `inline_calls` setting
+/// and the kind of network or FUSE filesystem it is on, if it is on one.
+pub(crate) fn always_offloads(setting: InlineCalls, remote: Option<&str>) -> bool {
+    match setting {
+        InlineCalls::Auto => remote.is_some(),
+        InlineCalls::Always => false,
+        InlineCalls::Never => true,
+    }
+}
+
 pub(crate) fn joined<T>(
     result: Result<std::io::Result<T>, tokio::task::JoinError>,
 ) -> std::io::Result<T> {
@@ -45,13 +65,14 @@ pub(crate) fn joined<T>(
 }
 
 impl FsCalls {
-    pub(crate) fn new(sync: bool) -> Self {
+    pub(crate) fn new(sync: bool, always_offload: bool) -> Self {
         FsCalls {
             pace: Arc::new(Pace {
                 epoch: Instant::now(),
                 offload_until: AtomicU64::new(0),
             }),
             sync,
+            always_offload,
         }
     }
 
@@ -61,7 +82,7 @@ impl FsCalls {
 
     /// Whether calls go to blocking threads now.
     pub(crate) fn offloading(&self) -> bool {
-        self.now() < self.pace.offload_until.load(Ordering::Relaxed)
+        self.always_offload || self.now() < self.pace.offload_until.load(Ordering::Relaxed)
     }
 
     /// Notes how long a call made here took; a slow one sends calls to blocking threads
@@ -116,7 +137,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_slow_call_sends_calls_to_blocking_threads_for_a_while() {
-        let calls = FsCalls::new(false);
+        let calls = FsCalls::new(false, false);
         let here = std::thread::current().id();
         let ran_on = calls.run(|| Ok(std::thread::current().id())).await;
         assert_eq!(ran_on.expect("call"), here);
@@ -133,9 +154,26 @@ mod tests {
         assert!(calls.offloading());
         let ran_on = calls.run(|| Ok(std::thread::current().id())).await;
         assert_ne!(ran_on.expect("call"), here);
-        let synced_on = FsCalls::new(true)
+        let synced_on = FsCalls::new(true, false)
             .run_commit(|_| Ok(std::thread::current().id()))
             .await;
         assert_ne!(synced_on.expect("call"), here);
+    }
+
+    #[test]
+    fn network_filesystems_offload_unless_told_otherwise() {
+        let nfs = Some("nfs");
+        assert!(always_offloads(InlineCalls::Auto, nfs));
+        assert!(!always_offloads(InlineCalls::Auto, None));
+        assert!(!always_offloads(InlineCalls::Always, nfs));
+        assert!(always_offloads(InlineCalls::Never, None));
+    }
+
+    #[tokio::test]
+    async fn a_store_that_always_offloads_never_runs_a_call_here() {
+        let calls = FsCalls::new(false, true);
+        assert!(calls.offloading());
+        let ran_on = calls.run(|| Ok(std::thread::current().id())).await;
+        assert_ne!(ran_on.expect("call"), std::thread::current().id());
     }
 }

@@ -379,7 +379,7 @@ mod tests {
 
     /// Calls that run here, or (`offloaded`) on blocking threads as after a slow call.
     fn calls(offloaded: bool) -> FsCalls {
-        let calls = FsCalls::new(false);
+        let calls = FsCalls::new(false, false);
         if offloaded {
             calls.took(std::time::Duration::from_secs(1));
             assert!(calls.offloading());

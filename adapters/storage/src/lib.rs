@@ -5,6 +5,7 @@ mod backend;
 mod body;
 mod fs;
 mod fs_calls;
+mod fs_kind;
 mod fs_reader;
 mod fs_writer;
 mod object_writer;
@@ -22,7 +23,7 @@ pub use backend::{Backend, StoredObject};
 pub use body::BodySource;
 pub use purge::PurgeReport;
 pub use s3_multipart::MultipartError;
-pub use settings::{FsSettings, RedisLockSettings, S3Settings, StoreSettings};
+pub use settings::{FsSettings, InlineCalls, RedisLockSettings, S3Settings, StoreSettings};
 
 /// The two logical stores. With one backend configured they are the same [`Backend`].
 #[derive(Clone, Debug)]

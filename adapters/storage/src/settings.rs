@@ -12,9 +12,25 @@ pub struct FsSettings {
     /// Also fsync the folder after every commit, so a rename survives a power loss.
     #[serde(default)]
     pub sync_to_disk: bool,
+    /// Where the store's filesystem calls run (`fs_calls.rs`).
+    #[serde(default)]
+    pub inline_calls: InlineCalls,
     /// `[metadata_store.fs.redis]`: the lock store (carried here for the file's shape;
     /// storage ignores it).
     pub redis: Option<RedisLockSettings>,
+}
+
+/// `inline_calls`: whether a filesystem store's calls may run on the runtime's thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InlineCalls {
+    /// As `always` on a local filesystem, as `never` on a network or FUSE one (`statfs`).
+    #[default]
+    Auto,
+    /// On the thread that asks while calls are fast, whatever the filesystem.
+    Always,
+    /// Always on blocking threads.
+    Never,
 }
 
 /// `[blob_store.s3]` / `[metadata_store.s3]`.

@@ -226,12 +226,13 @@ def _prepare(storage: Path, workdir: Path, port: int | None, name: str,
 
 def start_stowage(root_dir: Path, workdir: Path, port: int | None = None,
                   stores_toml: str | None = None, server_toml: str = "",
-                  tls_client: dict | None = None) -> Registry:
+                  tls_client: dict | None = None, registry_toml: str = "") -> Registry:
     """Stowage with ``[blob_store.fs] root_dir = root_dir``, or, if ``stores_toml`` is
     given, with those store tables instead (``root_dir`` is then only a scratch
     directory the caller may have pointed filesystem stores into). ``server_toml`` adds
-    keys to the ``[server]`` table (and may open ``[server.tls]``); ``tls_client`` is what
-    ``requests`` needs to reach it over TLS."""
+    keys to the ``[server]`` table (and may open ``[server.tls]`` and later tables),
+    ``registry_toml`` to the ``[registry]`` table; ``tls_client`` is what ``requests``
+    needs to reach it over TLS."""
     binary = stowage_bin()
     root_dir, port, config = _prepare(root_dir, workdir, port, "stowage", "toml")
     stores = stores_toml if stores_toml is not None else (
@@ -243,6 +244,8 @@ def start_stowage(root_dir: Path, workdir: Path, port: int | None = None,
         'bind_address = "127.0.0.1"\n'
         f"port = {port}\n"
         f"{server_toml}\n"
+        "[registry]\n"
+        f"{registry_toml}\n"
         f"{stores}"
     )
     return _spawn(STOWAGE, [str(binary), "serve", "--config", str(config)],
@@ -273,7 +276,7 @@ def start_distribution(rootdirectory: Path, workdir: Path, port: int | None = No
 
 def start_registry(kind: str, storage: Path, workdir: Path, port: int | None = None,
                    stores_toml: str | None = None, server_toml: str = "",
-                   tls_client: dict | None = None) -> Registry:
+                   tls_client: dict | None = None, registry_toml: str = "") -> Registry:
     """Start a registry of ``kind`` whose storage directory is ``storage``.
 
     For Stowage ``storage`` is ``root_dir`` (unless ``stores_toml`` replaces the
@@ -281,8 +284,9 @@ def start_registry(kind: str, storage: Path, workdir: Path, port: int | None = N
     ``storage/docker/registry``).
     """
     if kind == STOWAGE:
-        return start_stowage(storage, workdir, port, stores_toml, server_toml, tls_client)
-    if stores_toml is not None or server_toml or tls_client:
+        return start_stowage(storage, workdir, port, stores_toml, server_toml, tls_client,
+                             registry_toml)
+    if stores_toml is not None or server_toml or tls_client or registry_toml:
         raise ValueError(f"{kind} has no configurable stores or server settings")
     if kind == DISTRIBUTION:
         return start_distribution(storage, workdir, port)

@@ -151,6 +151,18 @@ pub(super) async fn put(
     extra_tags: Vec<Tag>,
 ) -> Result<Response, RegistryError> {
     let (ctx, head) = (request.ctx, request.head);
+    // TAG_INVALID rather than MANIFEST_INVALID: the manifest may be fine, the tags asked
+    // for are what the client must change.
+    let most = ctx.limits.max_tags_per_request;
+    if extra_tags.len() > most {
+        return Err(RegistryError::new(
+            ErrorCode::TagInvalid,
+            format!(
+                "{} tags in one push, at most {most} allowed (max_tags_per_request)",
+                extra_tags.len()
+            ),
+        ));
+    }
     let limit = ctx.limits.max_manifest_bytes;
     let body = ctx.read_body(limit).await?.map_err(|e| match e {
         BodyError::TooLarge { .. } => {

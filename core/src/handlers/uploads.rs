@@ -111,11 +111,33 @@ pub(super) async fn start(
     if let Some(digest) = digest {
         return monolithic(ctx, head, name, &digest).await;
     }
+    check_open_uploads(ctx, name).await?;
     let id = UploadId::parse(ctx.upload_id())
         .ok_or_else(|| RegistryError::new(ErrorCode::Unavailable, "generated a bad upload id"))?;
     let record = UploadRecord::new(ctx.channel.now());
     save(ctx, name, &id, &record, None).await?;
     Ok(in_progress(StatusCode::ACCEPTED, name, &id, &record))
+}
+
+/// Refuses a new session while `name` has `max_open_uploads_per_repository` open. They are
+/// counted by listing the repository's `_uploads/` folder: exact whoever started them (any
+/// replica), and nothing to keep in step when sessions complete, are cancelled or purged,
+/// which a counter would have to be, for one list request per session start. Starts racing
+/// each other may all pass: the limit is exceeded by at most the starts in flight at once.
+async fn check_open_uploads(ctx: &Ctx, name: &RepoName) -> Result<(), RegistryError> {
+    let limit = ctx.limits.max_open_uploads_per_repository;
+    let sessions = ctx.list(Store::Blobs, layout::uploads_dir(name)).await?;
+    let open = sessions.iter().filter(|s| s.ends_with('/')).count() as u64;
+    if open < limit {
+        return Ok(());
+    }
+    Err(RegistryError::new(
+        ErrorCode::TooManyRequests,
+        format!(
+            "{name} has {open} open upload sessions, the most allowed \
+             (max_open_uploads_per_repository = {limit}): complete or cancel some first"
+        ),
+    ))
 }
 
 /// Where a cross-repository mount may find its blob.
@@ -188,18 +210,21 @@ async fn load(ctx: &Ctx, name: &RepoName, id: &UploadId) -> Result<UploadRecord,
     serde_json::from_slice(&bytes).map_err(|_| upload_unknown())
 }
 
-/// The record with the version it was read at, for the compare-and-swap that saves it.
+/// The record with the version it was read at, for the compare-and-swap that saves it;
+/// `None` when the upload is gone.
 async fn load_versioned(
     ctx: &Ctx,
     name: &RepoName,
     id: &UploadId,
-) -> Result<(UploadRecord, Versioned), RegistryError> {
-    let found = ctx
+) -> Result<Option<(UploadRecord, Versioned)>, RegistryError> {
+    let Some(found) = ctx
         .read_versioned(Store::Blobs, layout::upload_record(name, id))
         .await?
-        .ok_or_else(upload_unknown)?;
+    else {
+        return Ok(None);
+    };
     let record = serde_json::from_slice(&found.data).map_err(|_| upload_unknown())?;
-    Ok((record, found))
+    Ok(Some((record, found)))
 }
 
 /// Saves `record` over the version `found` under the upload's lock (`None`: a new upload,
@@ -350,7 +375,15 @@ async fn commit_chunk(
     id: &UploadId,
     staged: StagedChunk,
 ) -> Result<Result<Appended, UploadRecord>, RegistryError> {
-    let (mut record, read) = load_versioned(ctx, name, id).await?;
+    let Some((mut record, read)) = load_versioned(ctx, name, id).await? else {
+        // The upload completed or was cancelled while this chunk streamed: its folder was
+        // deleted, and what this request wrote since (its part or claim and the bytes in
+        // place) would stay, recorded nowhere, until the next purge. The id is never used
+        // again, so everything left below it goes.
+        ctx.delete_all(Store::Blobs, layout::upload_dir(name, id))
+            .await?;
+        return Err(upload_unknown());
+    };
     let Some(part) = staged.part else {
         return Ok(Ok(Appended { record, read }));
     };

@@ -38,11 +38,12 @@ fn check_byte_range(range: ByteRange) {
     }
 }
 
-/// RFC 9110 14.1.1: a range is satisfiable when it starts inside the representation, a
+/// RFC 9110 14.1.1: a range is satisfiable when it starts inside the representation (and, as
+/// Go's `http.ServeContent` has it, ends no earlier than it starts), a
 /// suffix when it asks for at least one byte of a non-empty one.
 fn satisfiable(range: ByteRange, size: u64) -> bool {
     match range {
-        ByteRange::From { first, .. } => first < size,
+        ByteRange::From { first, last } => first < size && last.is_none_or(|l| l >= first),
         ByteRange::Suffix(n) => n > 0 && size > 0,
     }
 }

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use stowage_storage::{FsSettings, Storage, StoreSettings};
+use stowage_storage::{FsSettings, InlineCalls, Storage, StoreSettings};
 
 pub struct Root(pub PathBuf);
 
@@ -19,6 +19,7 @@ impl Root {
         let settings = FsSettings {
             root_dir: self.0.to_string_lossy().into_owned(),
             sync_to_disk,
+            inline_calls: InlineCalls::Auto,
             redis: None,
         };
         Storage::open(&StoreSettings::Fs(settings), None).unwrap()
