@@ -21,6 +21,8 @@ pub struct RequestBody {
     /// registration and, on tokio, a wake-up of the runtime's driver (a system call) each.
     idle: Option<BoxFuture<'static, ()>>,
     last_data: Instant,
+    /// Body bytes read so far.
+    received: u64,
 }
 
 impl RequestBody {
@@ -31,6 +33,7 @@ impl RequestBody {
             idle_timeout,
             idle: None,
             last_data: Instant::now(),
+            received: 0,
         }
     }
 
@@ -38,6 +41,11 @@ impl RequestBody {
     /// without reading them all).
     pub fn left_unread(&self) -> bool {
         !self.incoming.is_end_stream()
+    }
+
+    /// How many body bytes were read.
+    pub fn received(&self) -> u64 {
+        self.received
     }
 }
 
@@ -63,7 +71,10 @@ impl BodySource for RequestBody {
             match frame {
                 Ok(frame) => match frame.into_data() {
                     Ok(data) if data.is_empty() => continue,
-                    Ok(data) => return Some(Ok(data)),
+                    Ok(data) => {
+                        self.received += data.len() as u64;
+                        return Some(Ok(data));
+                    }
                     // Trailers carry nothing the registry uses.
                     Err(_) => continue,
                 },
