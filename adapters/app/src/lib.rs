@@ -6,6 +6,7 @@ mod allocator;
 mod cli;
 mod config;
 mod housekeeping;
+mod log_writer;
 mod logging;
 mod migrate;
 mod prometheus;
