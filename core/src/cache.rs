@@ -6,6 +6,17 @@ use lru::LruCache;
 
 use crate::step::{CacheRequest, Millis};
 
+/// What a cache key holds, as a bounded metrics label: the word the key starts with (see
+/// the key functions in `handlers/ctx.rs`), never the repository or digest that follows.
+pub fn key_kind(key: &str) -> &'static str {
+    const KINDS: [&str; 4] = ["tag", "manifest", "blob", "blob-data"];
+    let word = key.split(['/', ':']).next().unwrap_or_default();
+    KINDS
+        .into_iter()
+        .find(|kind| *kind == word)
+        .unwrap_or("other")
+}
+
 #[derive(Debug)]
 pub struct MemoryCache {
     /// Each value with the time it expires.

@@ -183,6 +183,45 @@ impl Query {
 }
 
 impl Route {
+    /// The route's path with its variable parts named, for metrics and logs: a bounded
+    /// label value that never holds a repository name, reference, digest or upload id.
+    pub fn template(&self) -> &'static str {
+        match self {
+            Route::Base => "/v2/",
+            Route::Catalog(_) => "/v2/_catalog",
+            Route::ListTags { .. } => "/v2/{name}/tags/list",
+            Route::GetManifest { .. }
+            | Route::PutManifest { .. }
+            | Route::DeleteManifest { .. } => "/v2/{name}/manifests/{reference}",
+            Route::GetBlob { .. } | Route::DeleteBlob { .. } => "/v2/{name}/blobs/{digest}",
+            Route::StartUpload { .. } => "/v2/{name}/blobs/uploads/",
+            Route::UploadStatus { .. }
+            | Route::PatchUpload { .. }
+            | Route::FinishUpload { .. }
+            | Route::CancelUpload { .. } => "/v2/{name}/blobs/uploads/{id}",
+            Route::Referrers { .. } => "/v2/{name}/referrers/{digest}",
+        }
+    }
+
+    /// The repository the request is about, if any (for the access log, never a label).
+    pub fn repository(&self) -> Option<&RepoName> {
+        match self {
+            Route::Base | Route::Catalog(_) => None,
+            Route::ListTags { name, .. }
+            | Route::GetManifest { name, .. }
+            | Route::PutManifest { name, .. }
+            | Route::DeleteManifest { name, .. }
+            | Route::GetBlob { name, .. }
+            | Route::DeleteBlob { name, .. }
+            | Route::StartUpload { name, .. }
+            | Route::UploadStatus { name, .. }
+            | Route::PatchUpload { name, .. }
+            | Route::FinishUpload { name, .. }
+            | Route::CancelUpload { name, .. }
+            | Route::Referrers { name, .. } => Some(name),
+        }
+    }
+
     /// Routes a request. `path` is the URI path, `query` its raw query string.
     pub fn parse(method: &Method, path: &str, query: Option<&str>) -> Result<Route, RegistryError> {
         let not_found = || err(ErrorCode::NotFound, format!("no route for {path}"));
@@ -387,6 +426,89 @@ mod tests {
             http::StatusCode::BAD_REQUEST
         );
         assert_eq!(ErrorCode::TagInvalid.code(), "TAG_INVALID");
+    }
+
+    #[test]
+    fn templates_name_the_variable_parts_and_hold_none_of_them() {
+        let cases = [
+            (Method::GET, "/v2/".to_owned(), None, "/v2/"),
+            (Method::GET, "/v2/_catalog".to_owned(), None, "/v2/_catalog"),
+            (
+                Method::GET,
+                "/v2/a/b/tags/list".to_owned(),
+                None,
+                "/v2/{name}/tags/list",
+            ),
+            (
+                Method::HEAD,
+                "/v2/a/b/manifests/latest".to_owned(),
+                None,
+                "/v2/{name}/manifests/{reference}",
+            ),
+            (
+                Method::PUT,
+                format!("/v2/a/manifests/{D}"),
+                None,
+                "/v2/{name}/manifests/{reference}",
+            ),
+            (
+                Method::DELETE,
+                "/v2/a/manifests/v1".to_owned(),
+                None,
+                "/v2/{name}/manifests/{reference}",
+            ),
+            (
+                Method::GET,
+                format!("/v2/a/blobs/{D}"),
+                None,
+                "/v2/{name}/blobs/{digest}",
+            ),
+            (
+                Method::DELETE,
+                format!("/v2/a/blobs/{D}"),
+                None,
+                "/v2/{name}/blobs/{digest}",
+            ),
+            (
+                Method::POST,
+                "/v2/a/blobs/uploads/".to_owned(),
+                None,
+                "/v2/{name}/blobs/uploads/",
+            ),
+            (
+                Method::PATCH,
+                "/v2/a/blobs/uploads/u-1".to_owned(),
+                None,
+                "/v2/{name}/blobs/uploads/{id}",
+            ),
+            (
+                Method::PUT,
+                "/v2/a/blobs/uploads/u-1".to_owned(),
+                Some(format!("digest={D}")),
+                "/v2/{name}/blobs/uploads/{id}",
+            ),
+            (
+                Method::GET,
+                format!("/v2/a/referrers/{D}"),
+                None,
+                "/v2/{name}/referrers/{digest}",
+            ),
+        ];
+        for (method, path, query, template) in cases {
+            let route = Route::parse(&method, &path, query.as_deref()).unwrap();
+            assert_eq!(route.template(), template, "{method} {path}");
+            for part in ["a/b", "latest", "u-1", "e3b0c442"] {
+                assert!(!route.template().contains(part), "{template} holds {part}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_repository_is_the_routes_name() {
+        let r = Route::parse(&Method::GET, "/v2/team/app/manifests/v1", None).unwrap();
+        assert_eq!(r.repository().map(RepoName::as_str), Some("team/app"));
+        let r = Route::parse(&Method::GET, "/v2/_catalog", None).unwrap();
+        assert_eq!(r.repository(), None);
     }
 
     #[test]

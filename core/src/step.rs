@@ -109,6 +109,50 @@ pub enum StorageRequest {
     },
 }
 
+impl StorageRequest {
+    /// The request's kind, as a bounded metrics label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StorageRequest::Stat { .. } => "stat",
+            StorageRequest::Read { .. } => "read",
+            StorageRequest::ReadVersioned { .. } => "read_versioned",
+            StorageRequest::Write { .. } => "write",
+            StorageRequest::WriteBody { .. } => "write_body",
+            StorageRequest::WriteBodyAt { .. } => "write_body_at",
+            StorageRequest::HashStored { .. } => "hash_stored",
+            StorageRequest::Concat { .. } => "concat",
+            StorageRequest::Delete { .. } => "delete",
+            StorageRequest::DeleteAll { .. } => "delete_all",
+            StorageRequest::List { .. } => "list",
+        }
+    }
+
+    /// The store the request goes to.
+    pub fn store(&self) -> Store {
+        match self {
+            StorageRequest::Stat { store, .. }
+            | StorageRequest::Read { store, .. }
+            | StorageRequest::ReadVersioned { store, .. }
+            | StorageRequest::Write { store, .. }
+            | StorageRequest::WriteBody { store, .. }
+            | StorageRequest::WriteBodyAt { store, .. }
+            | StorageRequest::HashStored { store, .. }
+            | StorageRequest::Concat { store, .. }
+            | StorageRequest::Delete { store, .. }
+            | StorageRequest::DeleteAll { store, .. }
+            | StorageRequest::List { store, .. } => *store,
+        }
+    }
+
+    /// Whether the request streams the request body into storage (an upload in flight).
+    pub fn streams_body(&self) -> bool {
+        matches!(
+            self,
+            StorageRequest::WriteBody { .. } | StorageRequest::WriteBodyAt { .. }
+        )
+    }
+}
+
 /// Stored bytes: a whole object, or a span of one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Piece {

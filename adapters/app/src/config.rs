@@ -29,6 +29,80 @@ pub struct Config {
     /// `[repository."<name or prefix>"]`.
     #[serde(default)]
     pub repository: std::collections::BTreeMap<String, RepositoryEntry>,
+    #[serde(default)]
+    pub observability: ObservabilitySettings,
+}
+
+/// `[observability]`: metrics, readiness and logs.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObservabilitySettings {
+    /// How long each `/readyz` check (the metadata store, Redis) may take.
+    pub readiness_timeout_ms: u64,
+    pub metrics: MetricsSettings,
+    pub log: LogSettings,
+}
+
+impl Default for ObservabilitySettings {
+    fn default() -> Self {
+        ObservabilitySettings {
+            readiness_timeout_ms: 2000,
+            metrics: MetricsSettings::default(),
+            log: LogSettings::default(),
+        }
+    }
+}
+
+/// `[observability.metrics]`: Prometheus metrics at `/metrics`, on the main listener unless
+/// `port` gives them one of their own.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// On by default: recording costs a few atomic operations per step.
+    pub enabled: bool,
+    /// The metrics listener's address; default: `[server] bind_address`. Only with `port`.
+    pub bind_address: Option<String>,
+    /// Serve `/metrics` on this port instead of the main listener.
+    pub port: Option<u16>,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        MetricsSettings {
+            enabled: true,
+            bind_address: None,
+            port: None,
+        }
+    }
+}
+
+/// `[observability.log]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A filter in `RUST_LOG`'s syntax (`info`, `warn,stowage::access=info`); `RUST_LOG`,
+    /// when set, wins.
+    pub level: String,
+    /// One line per request under the `stowage::access` target.
+    pub access_log: bool,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            format: LogFormat::Text,
+            level: "info".into(),
+            access_log: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// `[cache]`: absent `redis`, an in-memory cache per instance.
@@ -274,6 +348,22 @@ impl Config {
                 "needs client_ca_bundle, the CAs to verify client certificates against",
             ));
         }
+        let observability = &self.observability;
+        if observability.readiness_timeout_ms == 0 {
+            return Err(invalid(
+                "observability.readiness_timeout_ms",
+                "must be at least 1",
+            ));
+        }
+        if observability.metrics.bind_address.is_some() && observability.metrics.port.is_none() {
+            return Err(invalid(
+                "observability.metrics.bind_address",
+                "needs observability.metrics.port",
+            ));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&observability.log.level) {
+            return Err(invalid("observability.log.level", &e.to_string()));
+        }
         Ok(())
     }
 
@@ -382,6 +472,46 @@ mod tests {
         assert_eq!(fs(meta.metadata_store.expect("meta")), InlineCalls::Always);
         let err = parse("[blob_store.fs]\nroot_dir = \"x\"\ninline_calls = \"sometimes\"\n");
         assert!(err.unwrap_err().to_string().contains("inline_calls"));
+    }
+
+    #[test]
+    fn reads_observability_with_defaults() {
+        let config = parse("").unwrap().observability;
+        assert!(config.metrics.enabled && config.log.access_log);
+        assert_eq!(config.metrics.port, None);
+        assert_eq!(config.log.format, LogFormat::Text);
+        assert_eq!(config.readiness_timeout_ms, 2000);
+        let config = parse(
+            r#"
+            [observability]
+            readiness_timeout_ms = 500
+            [observability.metrics]
+            bind_address = "0.0.0.0"
+            port = 9100
+            [observability.log]
+            format = "json"
+            level = "warn,stowage::access=info"
+            access_log = false
+            "#,
+        )
+        .unwrap()
+        .observability;
+        assert_eq!(config.metrics.port, Some(9100));
+        assert_eq!(config.log.format, LogFormat::Json);
+        assert!(!config.log.access_log);
+        for bad in [
+            "[observability.log]\nformat = \"xml\"\n",
+            "[observability.log]\nlevel = \"stowage=loud\"\n",
+            "[observability.metrics]\nbind_address = \"0.0.0.0\"\n",
+            "[observability]\nreadiness_timeout_ms = 0\n",
+            "[observability.metrics]\npath = \"/m\"\n",
+        ] {
+            let err = parse(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("observability") || err.contains("format") || err.contains("path"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

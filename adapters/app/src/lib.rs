@@ -7,7 +7,10 @@ mod allocator;
 mod cli;
 mod config;
 mod housekeeping;
+mod log_writer;
+mod logging;
 mod migrate;
+mod prometheus;
 mod spread;
 mod tls;
 
@@ -22,7 +25,7 @@ use stowage_core::config::LockSettings;
 use stowage_core::step::Store;
 use stowage_core::{Limits, Registry};
 use stowage_driver::{Backends, Cache, LockStore, MemoryCacheStore, MemoryLockStore, Timer};
-use stowage_http::{BodyPace, Service};
+use stowage_http::{BodyPace, Observability, Service};
 use stowage_redis::{Redis, RedisCache, RedisLocks};
 use stowage_storage::Storage;
 
@@ -66,18 +69,29 @@ pub enum StartError {
     Auth(#[from] stowage_auth::AuthError),
     #[error("{0}")]
     Hash(String),
+    #[error("cannot set up metrics: {0}")]
+    Metrics(String),
 }
 
 /// A server binary's `main` around its runtime: logging, the command line, the configuration
 /// file, and the exit code. `serve` runs the server until it has shut down; `migrate` runs
 /// on a runtime of its own.
 pub fn run(program: &str, serve: impl FnOnce(Config) -> Result<(), StartError>) -> ExitCode {
-    init_logging();
     allocator::tune();
-    let result = match Cli::parse().command {
-        Command::Serve { config } => Config::load(config.as_deref())
-            .map_err(StartError::from)
-            .and_then(serve),
+    let command = Cli::parse().command;
+    // Logging follows the configuration file, so the file is read first (an error reading
+    // it is printed below); the other commands log as the default configuration says.
+    let config = match &command {
+        Command::Serve { config } => Config::load(config.as_deref()),
+        Command::Migrate { .. } | Command::HashPassword => Ok(Config::default()),
+    };
+    let log_settings = config
+        .as_ref()
+        .map(|config| config.observability.log.clone())
+        .unwrap_or_default();
+    let _log_writer = logging::init(&log_settings);
+    let result = match command {
+        Command::Serve { .. } => config.map_err(StartError::from).and_then(serve),
         Command::Migrate { from, to } => migrate::migrate(&from, &to),
         Command::HashPassword => print_password_hash(),
     };
@@ -131,13 +145,42 @@ pub fn http_service(
     } else {
         None
     };
-    let service = Service::new(registry, backends, body_pace, authenticator);
+    let service = Service::new(
+        registry,
+        backends,
+        body_pace,
+        authenticator,
+        observability(config)?,
+    );
     Ok((service, listen_address(server)?))
 }
 
 /// TLS from `[server.tls]`, or `None` for plain HTTP. Reads the files now.
 pub fn tls(config: &Config) -> Result<Option<Tls>, StartError> {
     Ok(config.server.tls.as_ref().map(Tls::start).transpose()?)
+}
+
+/// What the service tells about itself, from `[observability]`; starts the metrics
+/// recorder, and the metrics listener when it has a port of its own.
+fn observability(config: &Config) -> Result<Observability, StartError> {
+    let settings = &config.observability;
+    let metrics = match settings.metrics.enabled {
+        true => Some(prometheus::install()?),
+        false => None,
+    };
+    let own_address = prometheus::own_address(&settings.metrics, &config.server.bind_address)?;
+    let metrics = match (metrics, own_address) {
+        (Some(render), Some(address)) => {
+            prometheus::serve_alone(address, render)?;
+            None
+        }
+        (metrics, _) => metrics,
+    };
+    Ok(Observability {
+        metrics,
+        access_log: settings.log.access_log,
+        readiness_timeout: Duration::from_millis(settings.readiness_timeout_ms),
+    })
 }
 
 /// Where the server listens: `bind_address` is an IP address (v4 or v6).
@@ -150,16 +193,6 @@ pub fn listen_address(server: &ServerSettings) -> Result<SocketAddr, StartError>
             source,
         })?;
     Ok(SocketAddr::new(ip, server.port))
-}
-
-/// Logs to stderr; `RUST_LOG` picks the level (default `info`).
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }
 
 /// The registry logic and its backends, built from a configuration. Must be called inside

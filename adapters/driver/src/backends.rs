@@ -19,6 +19,12 @@ pub trait LockStore: Send + Sync {
         request: &'a LockRequest,
         now: Millis,
     ) -> BoxFuture<'a, Result<bool, IoError>>;
+
+    /// A cheap request proving the lock store answers (readiness), or `None` when it lives
+    /// in the process and always does.
+    fn ping(&self) -> Option<BoxFuture<'_, Result<(), IoError>>> {
+        None
+    }
 }
 
 /// A cache: in memory per instance, or Redis shared by replicas.
@@ -29,6 +35,12 @@ pub trait Cache: Send + Sync {
         request: CacheRequest,
         now: Millis,
     ) -> BoxFuture<'_, Result<Option<Bytes>, IoError>>;
+
+    /// A cheap request proving the cache answers (readiness), or `None` when it lives in
+    /// the process and always does.
+    fn ping(&self) -> Option<BoxFuture<'_, Result<(), IoError>>> {
+        None
+    }
 }
 
 /// The runtime's timer (tokio and smol each bring theirs).

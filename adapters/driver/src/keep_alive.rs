@@ -54,7 +54,8 @@ impl HeldLocks {
             let due = interval.saturating_sub(now().since(Millis(self.1.load(Ordering::Relaxed))));
             if due == 0 {
                 for refresh in &self.0 {
-                    let _ = backends.locks.apply(refresh, now()).await;
+                    let result = backends.locks.apply(refresh, now()).await;
+                    crate::measure::lock(refresh, &result);
                 }
                 self.1.store(now().0, Ordering::Relaxed);
                 continue;

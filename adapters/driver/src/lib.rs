@@ -3,18 +3,21 @@
 
 mod backends;
 mod keep_alive;
+mod measure;
 mod memory;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
+use stowage_core::cache::key_kind;
 use stowage_core::op::Operation;
-use stowage_core::step::{BodyError, Millis, Outcome, Response, Step};
+use stowage_core::step::{BodyError, CacheRequest, Millis, Outcome, Response, Step};
 use stowage_storage::BodySource;
 
 use keep_alive::HeldLocks;
 
 pub use backends::{Backends, BoxFuture, Cache, LockStore, Timer};
+pub use measure::describe_metrics;
 pub use memory::{MemoryCacheStore, MemoryLockStore};
 
 /// Wall-clock time as the core counts it.
@@ -33,27 +36,48 @@ pub async fn drive(mut op: Operation, backends: &Backends, body: &mut impl BodyS
         let outcome = match op.poll(now) {
             Step::Done(response) => return response,
             Step::Storage(request) => {
+                let backend = backends.storage.backend(request.store()).kind();
+                let kind = request.kind();
+                let _upload = request.streams_body().then(measure::UploadInFlight::start);
+                let started = Instant::now();
                 let work = backends.storage.perform(request, body);
-                held.during(backends, work).await
+                let outcome = held.during(backends, work).await;
+                measure::storage(backend, kind, &outcome, started.elapsed());
+                outcome
             }
-            Step::Lock(request) => match backends.locks.apply(&request, now).await {
-                Ok(taken) => {
-                    held.track(&request, taken);
-                    Outcome::Lock(taken)
+            Step::Lock(request) => {
+                let result = backends.locks.apply(&request, now).await;
+                measure::lock(&request, &result);
+                match result {
+                    Ok(taken) => {
+                        held.track(&request, taken);
+                        Outcome::Lock(taken)
+                    }
+                    Err(e) => Outcome::Failed(e),
                 }
-                Err(e) => Outcome::Failed(e),
-            },
-            Step::Cache(request) => match backends.cache.apply(request, now).await {
-                Ok(value) => Outcome::Cache(value),
-                Err(e) => Outcome::Failed(e),
-            },
+            }
+            Step::Cache(request) => {
+                let lookup = match &request {
+                    CacheRequest::Get { key } => Some(key_kind(key)),
+                    CacheRequest::Put { .. } => None,
+                };
+                let result = backends.cache.apply(request, now).await;
+                if let Some(kind) = lookup {
+                    measure::cache_lookup(kind, &result);
+                }
+                match result {
+                    Ok(value) => Outcome::Cache(value),
+                    Err(e) => Outcome::Failed(e),
+                }
+            }
             Step::ReadBody { limit } => {
                 Outcome::BodyBytes(held.during(backends, read_body(body, limit)).await)
             }
             // Waiting for one lock must not let the ones already taken expire.
             Step::Sleep { ms } => {
-                let sleep = backends.timer.sleep(Duration::from_millis(ms));
-                held.during(backends, sleep).await;
+                let waited = Duration::from_millis(ms);
+                held.during(backends, backends.timer.sleep(waited)).await;
+                measure::lock_wait(waited);
                 Outcome::Done
             }
         };

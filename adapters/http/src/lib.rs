@@ -1,12 +1,19 @@
 //! The HTTP face of the registry, independent of any runtime: a request's head becomes a
 //! core operation, its body a [`BodySource`], and the operation's answer a hyper response
-//! whose stored bodies stream from storage.
+//! whose stored bodies stream from storage. The server's own endpoints (`/healthz`,
+//! `/readyz`, `/metrics`) are answered before authentication; every request is measured and,
+//! unless turned off, written to the access log.
 
+mod exchange;
+mod health;
+mod labels;
+mod measure;
 mod peer;
 mod request_body;
+mod request_id;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures_util::TryStreamExt;
@@ -18,12 +25,34 @@ use ring::rand::{SecureRandom, SystemRandom};
 use stowage_auth::Authenticator;
 use stowage_core::access::{Authentication, Caller, Identity};
 use stowage_core::error::{ErrorCode, RegistryError};
+use stowage_core::route::Route;
 use stowage_core::step::{Body, Response as CoreResponse};
 use stowage_core::{Entropy, Registry, RequestHead};
 use stowage_driver::{Backends, drive};
 
+use exchange::Exchange;
+use health::Probe;
+use request_id::{RequestIds, X_REQUEST_ID};
+
+pub use exchange::ACCESS_LOG_TARGET;
+pub use measure::describe_metrics;
 pub use peer::Peer;
 pub use request_body::{BodyPace, RequestBody};
+
+/// Renders the metrics in Prometheus' text format.
+pub type RenderMetrics = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// What the service tells about itself.
+#[derive(Clone)]
+pub struct Observability {
+    /// Serves `/metrics` on this listener; `None` when metrics are off or served on a
+    /// listener of their own.
+    pub metrics: Option<RenderMetrics>,
+    /// One log line per request, under [`ACCESS_LOG_TARGET`].
+    pub access_log: bool,
+    /// How long each `/readyz` check may take.
+    pub readiness_timeout: Duration,
+}
 
 pub type ResponseBody = UnsyncBoxBody<Bytes, std::io::Error>;
 
@@ -58,6 +87,17 @@ struct Inner {
     /// `None`: nobody logs in; credentials are ignored (a client certificate still counts).
     authenticator: Option<Arc<Authenticator>>,
     random: SystemRandom,
+    metrics: Option<RenderMetrics>,
+    access_log: bool,
+    readiness: Probe,
+    request_ids: RequestIds,
+}
+
+/// The server's own endpoints, outside the Distribution API and its authentication.
+enum Own {
+    Health,
+    Readiness,
+    Metrics(RenderMetrics),
 }
 
 impl Service {
@@ -66,14 +106,29 @@ impl Service {
         backends: Backends,
         body_pace: BodyPace,
         authenticator: Option<Arc<Authenticator>>,
+        observability: Observability,
     ) -> Self {
+        let random = SystemRandom::new();
+        let mut prefix = [0u8; 8];
+        if random.fill(&mut prefix).is_err() {
+            // Request ids only need to differ between processes; the clock does for that.
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos();
+            prefix = (nanos as u64).to_le_bytes();
+        }
         Service {
             inner: Arc::new(Inner {
                 registry,
+                readiness: Probe::new(backends.clone(), observability.readiness_timeout),
                 backends,
                 body_pace,
                 authenticator,
-                random: SystemRandom::new(),
+                random,
+                metrics: observability.metrics,
+                access_log: observability.access_log,
+                request_ids: RequestIds::new(u64::from_le_bytes(prefix)),
             }),
         }
     }
@@ -89,6 +144,7 @@ impl Service {
                 }
                 None => Authentication::Anonymous,
             };
+            measure::authenticated(labels::authentication(&authentication));
             return Ok(Caller {
                 authentication,
                 tls: peer.tls,
@@ -109,11 +165,17 @@ impl Service {
             .authenticate(&head.headers, peer.address, certificate)
             .await
         {
-            Ok(authentication) => Ok(Caller {
-                authentication,
-                tls: peer.tls,
-            }),
-            Err(throttled) => Err(stowage_auth::throttled_response(throttled)),
+            Ok(authentication) => {
+                measure::authenticated(labels::authentication(&authentication));
+                Ok(Caller {
+                    authentication,
+                    tls: peer.tls,
+                })
+            }
+            Err(throttled) => {
+                measure::authenticated("throttled");
+                Err(stowage_auth::throttled_response(throttled))
+            }
         }
     }
 
@@ -135,17 +197,99 @@ impl Service {
     ) -> http::Response<ResponseBody> {
         let inner = &self.inner;
         let (parts, incoming) = request.into_parts();
-        let head = RequestHead {
-            method: parts.method,
-            path: parts.uri.path().to_owned(),
-            query: parts.uri.query().map(str::to_owned),
-            headers: parts.headers,
+        let request_id = inner
+            .request_ids
+            .for_request(parts.headers.get(X_REQUEST_ID));
+        let mut exchange = Exchange::start(
+            parts.method.clone(),
+            peer.address,
+            request_id.clone(),
+            inner.access_log,
+        );
+        let path = parts.uri.path();
+        let response = match self.own_endpoint(path) {
+            Some(own) => {
+                exchange.route(labels::unrouted(path), None);
+                self.serve_own(own).await
+            }
+            None => {
+                let head = RequestHead {
+                    method: parts.method,
+                    path: path.to_owned(),
+                    query: parts.uri.query().map(str::to_owned),
+                    headers: parts.headers,
+                };
+                self.registry_request(head, incoming, peer, &mut exchange)
+                    .await
+            }
         };
-        let (method, path) = (head.method.clone(), head.path.clone());
+        let mut response = self.to_http(response).await;
+        response.headers_mut().insert(X_REQUEST_ID, request_id);
+        exchange.finish(response)
+    }
+
+    fn own_endpoint(&self, path: &str) -> Option<Own> {
+        match path {
+            "/healthz" => Some(Own::Health),
+            "/readyz" => Some(Own::Readiness),
+            "/metrics" => self.inner.metrics.clone().map(Own::Metrics),
+            _ => None,
+        }
+    }
+
+    async fn serve_own(&self, own: Own) -> CoreResponse {
+        let (status, content_type, body) = match own {
+            Own::Health => (
+                http::StatusCode::OK,
+                "text/plain",
+                Bytes::from_static(b"ok"),
+            ),
+            Own::Readiness => {
+                let readiness = self.inner.readiness.readiness().await;
+                let status = if readiness.ready {
+                    http::StatusCode::OK
+                } else {
+                    http::StatusCode::SERVICE_UNAVAILABLE
+                };
+                (status, "application/json", readiness.body)
+            }
+            Own::Metrics(render) => (
+                http::StatusCode::OK,
+                "text/plain; version=0.0.4",
+                Bytes::from(render()),
+            ),
+        };
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(content_type),
+        );
+        CoreResponse {
+            status,
+            headers,
+            body: Body::Bytes(body),
+        }
+    }
+
+    /// A Distribution API request (or the token endpoint): routed, authenticated, driven.
+    async fn registry_request(
+        &self,
+        head: RequestHead,
+        incoming: Incoming,
+        peer: &Peer,
+        exchange: &mut Exchange,
+    ) -> CoreResponse {
+        let inner = &self.inner;
+        let route = Route::parse(&head.method, &head.path, head.query.as_deref());
+        match &route {
+            Ok(route) => exchange.route(route.template(), route.repository()),
+            Err(_) => exchange.route(labels::unrouted(&head.path), None),
+        }
         let mut body = RequestBody::new(incoming, inner.backends.timer.clone(), inner.body_pace);
         let mut response = match (self.caller(&head, peer).await, self.entropy()) {
             (Ok(caller), Some(entropy)) => {
-                let op = inner.registry.handle(head, caller, entropy);
+                exchange.identity(caller.identity_id());
+                let op = inner.registry.handle_route(route, head, caller, entropy);
                 drive(op, &inner.backends, &mut body).await
             }
             (Err(answer), _) => answer,
@@ -154,6 +298,7 @@ impl Service {
                 None,
             ),
         };
+        exchange.received(body.received());
         if body.left_unread() {
             // hyper will not reuse a connection with an unread body; say so, so clients
             // do not send their next request into a closing socket.
@@ -162,8 +307,7 @@ impl Service {
                 http::HeaderValue::from_static("close"),
             );
         }
-        tracing::debug!(%method, path, status = response.status.as_u16(), "request");
-        self.to_http(response).await
+        response
     }
 
     async fn to_http(&self, response: CoreResponse) -> http::Response<ResponseBody> {

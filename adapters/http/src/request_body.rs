@@ -61,6 +61,11 @@ impl RequestBody {
         !self.incoming.is_end_stream()
     }
 
+    /// How many body bytes were read.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
     async fn next_data(&mut self) -> Option<Result<Bytes, BodyError>> {
         let idle_timeout = self.pace.idle_timeout;
         loop {
@@ -83,7 +88,10 @@ impl RequestBody {
             match frame {
                 Ok(frame) => match frame.into_data() {
                     Ok(data) if data.is_empty() => continue,
-                    Ok(data) => return Some(Ok(data)),
+                    Ok(data) => {
+                        self.received += data.len() as u64;
+                        return Some(Ok(data));
+                    }
                     // Trailers carry nothing the registry uses.
                     Err(_) => continue,
                 },

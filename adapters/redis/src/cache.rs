@@ -63,4 +63,8 @@ impl Cache for RedisCache {
     ) -> BoxFuture<'_, Result<Option<Bytes>, IoError>> {
         Box::pin(self.perform(request))
     }
+
+    fn ping(&self) -> Option<BoxFuture<'_, Result<(), IoError>>> {
+        Some(Box::pin(self.redis.ping()))
+    }
 }

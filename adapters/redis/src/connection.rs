@@ -54,6 +54,20 @@ impl Redis {
     pub(crate) fn connection(&self) -> ConnectionManager {
         self.connection.clone()
     }
+
+    /// `PING`: whether Redis answers (readiness).
+    pub(crate) async fn ping(&self) -> Result<(), IoError> {
+        retry_once("ping", || {
+            let mut connection = self.connection();
+            async move {
+                redis::cmd("PING")
+                    .query_async::<String>(&mut connection)
+                    .await
+            }
+        })
+        .await
+        .map(drop)
+    }
 }
 
 /// Runs a request, and once more if the connection had dropped (after a Redis restart the

@@ -99,4 +99,8 @@ impl LockStore for RedisLocks {
     ) -> BoxFuture<'a, Result<bool, IoError>> {
         Box::pin(self.perform(request))
     }
+
+    fn ping(&self) -> Option<BoxFuture<'_, Result<(), IoError>>> {
+        Some(Box::pin(self.redis.ping()))
+    }
 }

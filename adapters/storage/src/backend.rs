@@ -177,6 +177,11 @@ impl Backend {
         }
     }
 
+    /// The backend's kind, as a bounded metrics label.
+    pub fn kind(&self) -> &'static str {
+        if self.fs.is_some() { "fs" } else { "s3" }
+    }
+
     pub(crate) fn multipart_uploads(&self) -> Option<&MultipartUploads> {
         self.multipart.as_ref()
     }

@@ -25,6 +25,14 @@ pub use purge::PurgeReport;
 pub use s3_multipart::MultipartError;
 pub use settings::{FsSettings, InlineCalls, RedisLockSettings, S3Settings, StoreSettings};
 
+/// Describes the metrics this crate records, once a recorder is installed.
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        s3::RETRIES,
+        "S3 requests retried, by reason: timeout (an attempt ran past operation_attempt_timeout_secs) or error (5xx, throttling, connection errors)"
+    );
+}
+
 /// The two logical stores. With one backend configured they are the same [`Backend`].
 #[derive(Clone, Debug)]
 pub struct Storage {

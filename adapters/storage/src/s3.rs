@@ -3,7 +3,7 @@
 use std::sync::Once;
 use std::time::Duration;
 
-use opendal::layers::{RetryLayer, TimeoutLayer};
+use opendal::layers::{RetryEvent, RetryLayer, TimeoutLayer};
 use opendal::services::S3;
 use opendal::{HttpTransporter, Operator};
 use opendal_http_transport_reqwest::ReqwestTransport;
@@ -43,11 +43,53 @@ pub(crate) fn operator(settings: &S3Settings) -> opendal::Result<Operator> {
         .layer(
             RetryLayer::new()
                 .with_max_times(settings.max_attempts.saturating_sub(1))
-                .with_jitter(),
+                .with_jitter()
+                .with_notify(count_retry),
         )
         .layer(
             TimeoutLayer::new()
                 .with_timeout(operation)
                 .with_io_timeout(operation),
         ))
+}
+
+/// Counted retries of S3 requests (see [`describe_metrics`]).
+pub(crate) const RETRIES: &str = "stowage_s3_retries_total";
+
+/// Counts (and logs, as OpenDAL's default interceptor did) each retry of an S3 request,
+/// telling apart the attempts cut off by `operation_attempt_timeout_secs`: the timeout layer
+/// below the retry layer reports them as temporary errors with this message.
+fn count_retry(event: RetryEvent<'_>) {
+    let reason = retry_reason(&event.err.to_string());
+    metrics::counter!(RETRIES, "reason" => reason).increment(1);
+    tracing::warn!(
+        operation = %event.op,
+        attempt = event.attempt,
+        error = %event.err,
+        "retrying an S3 request"
+    );
+}
+
+fn retry_reason(error: &str) -> &'static str {
+    if error.contains("timeout reached") {
+        "timeout"
+    } else {
+        "error"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retry_reason;
+
+    #[test]
+    fn attempt_timeouts_are_told_apart_from_other_retries() {
+        let timeout = opendal::Error::new(
+            opendal::ErrorKind::Unexpected,
+            "io operation timeout reached",
+        );
+        assert_eq!(retry_reason(&timeout.to_string()), "timeout");
+        let refused = opendal::Error::new(opendal::ErrorKind::Unexpected, "connection refused");
+        assert_eq!(retry_reason(&refused.to_string()), "error");
+    }
 }

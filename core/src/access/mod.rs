@@ -64,6 +64,16 @@ impl Caller {
         }
     }
 
+    /// The proven identity's id ([`Identity::id`]); empty when nothing was proven.
+    pub fn identity_id(&self) -> &str {
+        match &self.authentication {
+            Authentication::Identified(identity) | Authentication::Token { identity, .. } => {
+                &identity.id
+            }
+            Authentication::Anonymous | Authentication::Failed(_) => "",
+        }
+    }
+
     /// The identity policies see: anonymous when nothing was proven.
     pub fn identity(&self) -> Identity {
         match &self.authentication {

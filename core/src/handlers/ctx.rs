@@ -394,3 +394,24 @@ pub(crate) mod keys {
         format!("blob-data:{d}")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::keys;
+    use crate::cache::key_kind;
+
+    #[test]
+    fn every_cache_key_has_its_kind_and_the_kind_holds_no_name() {
+        let name = "team/tag/app".parse().unwrap();
+        let digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+            .parse()
+            .unwrap();
+        let tag = "latest".parse().unwrap();
+        assert_eq!(key_kind(&keys::tag_cache(&name, &tag)), "tag");
+        assert_eq!(key_kind(&keys::manifest_cache(&name, &digest)), "manifest");
+        assert_eq!(key_kind(&keys::blob_cache(&name, &digest)), "blob");
+        assert_eq!(key_kind(&keys::blob_data_cache(&digest)), "blob-data");
+        assert_eq!(key_kind("team/tag/app"), "other");
+        assert_eq!(key_kind(""), "other");
+    }
+}

@@ -91,13 +91,26 @@ impl Registry {
     /// Starts the operation for one request from `caller`, with fresh randomness from the
     /// driver (the upload id, lock tokens, jitter).
     pub fn handle(&self, head: RequestHead, caller: Caller, entropy: Entropy) -> Operation {
+        let route = Route::parse(&head.method, &head.path, head.query.as_deref());
+        self.handle_route(route, head, caller, entropy)
+    }
+
+    /// As [`Registry::handle`], with the request already routed (a server that labels its
+    /// metrics by route parses it once).
+    pub fn handle_route(
+        &self,
+        route: Result<Route, RegistryError>,
+        head: RequestHead,
+        caller: Caller,
+        entropy: Entropy,
+    ) -> Operation {
         let channel = Channel::default();
         let ctx = Ctx::new(channel.clone(), self.limits.clone(), entropy);
         let registry = self.clone();
         Operation::new(
             channel,
             Box::pin(async move {
-                let route = match Route::parse(&head.method, &head.path, head.query.as_deref()) {
+                let route = match route {
                     Ok(route) => route,
                     Err(e) => return error_response(&e),
                 };

@@ -1,0 +1,185 @@
+//! The metrics of the steps the driver performs: storage operations, lock requests, cache
+//! lookups. Recorded through the `metrics` facade, so they cost next to nothing until the
+//! app installs a recorder; every label value is one of a fixed few (never a key, which
+//! would hold repository names and digests).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use stowage_core::step::{IoError, LockRequest, Outcome};
+
+const STORAGE_OPERATIONS: &str = "stowage_storage_operations_total";
+const STORAGE_DURATION: &str = "stowage_storage_operation_duration_seconds";
+const UPLOADS_IN_FLIGHT: &str = "stowage_uploads_in_flight";
+const LOCK_REQUESTS: &str = "stowage_lock_requests_total";
+const LOCK_LOSSES: &str = "stowage_lock_losses_total";
+const LOCK_WAITS: &str = "stowage_lock_wait_seconds";
+const CACHE_LOOKUPS: &str = "stowage_cache_lookups_total";
+
+/// Describes the metrics this crate records, once a recorder is installed.
+pub fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        STORAGE_OPERATIONS,
+        "Storage operations by backend (fs, s3), operation and outcome (ok, not_found, condition_failed, refused, error)"
+    );
+    describe_histogram!(
+        STORAGE_DURATION,
+        Unit::Seconds,
+        "Storage operation latency by backend and operation (streamed writes last as long as the request body)"
+    );
+    describe_gauge!(
+        UPLOADS_IN_FLIGHT,
+        "Request bodies being streamed into storage right now"
+    );
+    describe_counter!(
+        LOCK_REQUESTS,
+        "Lock requests by request (acquire, refresh, release) and outcome (ok, refused, error); a refused acquire means the lock was held and the operation waits"
+    );
+    describe_counter!(
+        LOCK_LOSSES,
+        "Locks found lost: a refresh or release refused because the lock had expired"
+    );
+    describe_histogram!(
+        LOCK_WAITS,
+        Unit::Seconds,
+        "Back-off waits for a held lock (the count is the waits, the sum the time waited)"
+    );
+    describe_counter!(
+        CACHE_LOOKUPS,
+        "Cache lookups by kind (tag, manifest, blob, blob-data) and result (hit, miss, error)"
+    );
+}
+
+/// Counts one storage operation of `kind` on a `backend`, with its latency.
+pub(crate) fn storage(
+    backend: &'static str,
+    kind: &'static str,
+    outcome: &Outcome,
+    took: Duration,
+) {
+    let outcome = storage_outcome(outcome);
+    metrics::counter!(STORAGE_OPERATIONS, "backend" => backend, "operation" => kind, "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!(STORAGE_DURATION, "backend" => backend, "operation" => kind)
+        .record(took.as_secs_f64());
+}
+
+fn storage_outcome(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Stat(None) | Outcome::Read(None) | Outcome::Versioned(None) => "not_found",
+        Outcome::ConditionFailed => "condition_failed",
+        Outcome::Body { error: Some(_), .. } => "refused",
+        Outcome::Failed(_) => "error",
+        _ => "ok",
+    }
+}
+
+/// Counts a request body streaming into storage while it lives.
+pub(crate) struct UploadInFlight;
+
+impl UploadInFlight {
+    pub(crate) fn start() -> Self {
+        metrics::gauge!(UPLOADS_IN_FLIGHT).increment(1.0);
+        UploadInFlight
+    }
+}
+
+impl Drop for UploadInFlight {
+    fn drop(&mut self) {
+        metrics::gauge!(UPLOADS_IN_FLIGHT).decrement(1.0);
+    }
+}
+
+/// Counts one lock request and what came of it.
+pub(crate) fn lock(request: &LockRequest, result: &Result<bool, IoError>) {
+    let (request, outcome, lost) = lock_labels(request, result);
+    metrics::counter!(LOCK_REQUESTS, "request" => request, "outcome" => outcome).increment(1);
+    if lost {
+        metrics::counter!(LOCK_LOSSES).increment(1);
+    }
+}
+
+/// The request's label, its outcome's, and whether it found the lock lost.
+fn lock_labels(
+    request: &LockRequest,
+    result: &Result<bool, IoError>,
+) -> (&'static str, &'static str, bool) {
+    let request = match request {
+        LockRequest::Acquire { .. } => "acquire",
+        LockRequest::Refresh { .. } => "refresh",
+        LockRequest::Release { .. } => "release",
+    };
+    match result {
+        Ok(true) => (request, "ok", false),
+        Ok(false) => (request, "refused", request != "acquire"),
+        Err(_) => (request, "error", false),
+    }
+}
+
+/// Counts one back-off wait for a held lock.
+pub(crate) fn lock_wait(waited: Duration) {
+    metrics::histogram!(LOCK_WAITS).record(waited.as_secs_f64());
+}
+
+/// Counts one cache lookup of a key of `kind`.
+pub(crate) fn cache_lookup(kind: &'static str, result: &Result<Option<Bytes>, IoError>) {
+    let result = match result {
+        Ok(Some(_)) => "hit",
+        Ok(None) => "miss",
+        Err(_) => "error",
+    };
+    metrics::counter!(CACHE_LOOKUPS, "kind" => kind, "result" => result).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_outcomes_are_a_few_words() {
+        assert_eq!(storage_outcome(&Outcome::Stat(None)), "not_found");
+        assert_eq!(storage_outcome(&Outcome::Stat(Some(3))), "ok");
+        assert_eq!(
+            storage_outcome(&Outcome::ConditionFailed),
+            "condition_failed"
+        );
+        let failed = Outcome::Failed(IoError {
+            message: "read v2/repositories/secret/x: boom".into(),
+        });
+        assert_eq!(storage_outcome(&failed), "error");
+    }
+
+    #[test]
+    fn a_refused_refresh_or_release_is_a_lost_lock_and_a_refused_acquire_a_wait() {
+        let (key, token) = ("tag/secret/latest".to_owned(), "t".to_owned());
+        let acquire = LockRequest::Acquire {
+            key: key.clone(),
+            token: token.clone(),
+            ttl_ms: 10,
+        };
+        let refresh = LockRequest::Refresh {
+            key: key.clone(),
+            token: token.clone(),
+            ttl_ms: 10,
+        };
+        let release = LockRequest::Release { key, token };
+        assert_eq!(
+            lock_labels(&acquire, &Ok(false)),
+            ("acquire", "refused", false)
+        );
+        assert_eq!(lock_labels(&acquire, &Ok(true)), ("acquire", "ok", false));
+        assert_eq!(
+            lock_labels(&refresh, &Ok(false)),
+            ("refresh", "refused", true)
+        );
+        assert_eq!(
+            lock_labels(&release, &Ok(false)),
+            ("release", "refused", true)
+        );
+        let down = Err(IoError {
+            message: "redis down".into(),
+        });
+        assert_eq!(lock_labels(&refresh, &down), ("refresh", "error", false));
+    }
+}

@@ -1,0 +1,148 @@
+//! `/readyz`: whether the stores this process depends on answer. The metadata store must
+//! answer a stat of one fixed key (absent or present, either is an answer), and Redis,
+//! where locks or the cache live there, a `PING`; each within the readiness timeout. The
+//! result is kept for a second, so probes from many places cost the stores at most one
+//! small request each per second. (`/healthz` needs none of this: a process that answers
+//! is alive.)
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::future::{Either, join, select};
+use stowage_core::step::{IoError, Outcome, Store};
+use stowage_driver::{Backends, BoxFuture};
+
+/// How long one answer is served to every probe.
+const FRESH_FOR: Duration = Duration::from_secs(1);
+
+/// The key stat'ed on the metadata store: never written, so the stat is a small request
+/// whatever the store holds.
+const PROBE_KEY: &str = "v2/.stowage-readyz";
+
+/// One readiness answer: ready or not, and the JSON body naming each check's result.
+#[derive(Clone, Debug)]
+pub(crate) struct Readiness {
+    pub(crate) ready: bool,
+    pub(crate) body: Bytes,
+}
+
+pub(crate) struct Probe {
+    backends: Backends,
+    timeout: Duration,
+    last: Mutex<Option<(Instant, Readiness)>>,
+}
+
+impl Probe {
+    pub(crate) fn new(backends: Backends, timeout: Duration) -> Self {
+        Probe {
+            backends,
+            timeout,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// The last answer if it is fresh, else a new one. Two probes arriving together may
+    /// both check; neither waits for the other.
+    pub(crate) async fn readiness(&self) -> Readiness {
+        let now = Instant::now();
+        if let Some((at, answer)) = &*self.last.lock().unwrap_or_else(|p| p.into_inner())
+            && now.duration_since(*at) < FRESH_FOR
+        {
+            return answer.clone();
+        }
+        let answer = self.check().await;
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((now, answer.clone()));
+        answer
+    }
+
+    async fn check(&self) -> Readiness {
+        let backends = &self.backends;
+        let metadata = self.bounded(async {
+            match backends.storage.backend(Store::Meta).stat(PROBE_KEY).await {
+                Outcome::Failed(e) => Err(e.message),
+                _ => Ok(()),
+            }
+        });
+        let redis = self.bounded(redis(backends));
+        let (metadata, redis) = join(metadata, redis).await;
+        let mut checks = vec![("metadata_store", metadata)];
+        if backends.locks.ping().is_some() || backends.cache.ping().is_some() {
+            checks.push(("redis", redis));
+        }
+        report(checks)
+    }
+
+    /// `check`'s result, or an error once the readiness timeout passes.
+    async fn bounded(&self, check: impl Future<Output = Result<(), String>>) -> Result<(), String> {
+        let check = std::pin::pin!(check);
+        match select(check, self.backends.timer.sleep(self.timeout)).await {
+            Either::Left((result, _)) => result,
+            Either::Right(_) => Err(format!("no answer within {} ms", self.timeout.as_millis())),
+        }
+    }
+}
+
+/// Pings each Redis the process uses (the locks' and the cache's; nothing when neither is
+/// on Redis).
+async fn redis(backends: &Backends) -> Result<(), String> {
+    let (locks, cache) = join(
+        ping("locks", backends.locks.ping()),
+        ping("cache", backends.cache.ping()),
+    )
+    .await;
+    match (locks, cache) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
+        (Err(locks), Err(cache)) => Err(format!("{locks}; {cache}")),
+    }
+}
+
+async fn ping(what: &str, ping: Option<BoxFuture<'_, Result<(), IoError>>>) -> Result<(), String> {
+    match ping {
+        Some(ping) => ping.await.map_err(|e| format!("{what}: {}", e.message)),
+        None => Ok(()),
+    }
+}
+
+/// `{"checks": {"metadata_store": "ok", "redis": "error: ..."}}`, ready when all are ok.
+fn report(checks: Vec<(&'static str, Result<(), String>)>) -> Readiness {
+    let ready = checks.iter().all(|(_, result)| result.is_ok());
+    let checks: BTreeMap<_, _> = checks
+        .into_iter()
+        .map(|(name, result)| match result {
+            Ok(()) => (name, "ok".to_owned()),
+            Err(e) => (name, format!("error: {e}")),
+        })
+        .collect();
+    let body = serde_json::json!({ "checks": checks }).to_string();
+    Readiness {
+        ready,
+        body: Bytes::from(body),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_names_every_check_and_is_ready_only_when_all_are_ok() {
+        let ok = report(vec![("metadata_store", Ok(())), ("redis", Ok(()))]);
+        assert!(ok.ready);
+        assert_eq!(
+            ok.body,
+            r#"{"checks":{"metadata_store":"ok","redis":"ok"}}"#
+        );
+        let failed = report(vec![
+            ("metadata_store", Ok(())),
+            ("redis", Err("locks: connection refused".into())),
+        ]);
+        assert!(!failed.ready);
+        let json: serde_json::Value = serde_json::from_slice(&failed.body).unwrap();
+        assert_eq!(json["checks"]["redis"], "error: locks: connection refused");
+        assert_eq!(json["checks"]["metadata_store"], "ok");
+    }
+}

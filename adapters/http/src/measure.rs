@@ -1,0 +1,70 @@
+//! The HTTP metrics: requests by route template, method and status class with their
+//! latency, bytes in and out, requests in flight, and how callers authenticated. Recorded
+//! through the `metrics` facade (free until the app installs a recorder); label values
+//! come from [`crate::labels`].
+
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+
+use crate::labels;
+
+const REQUESTS: &str = "stowage_http_requests_total";
+const DURATION: &str = "stowage_http_request_duration_seconds";
+const IN_FLIGHT: &str = "stowage_http_requests_in_flight";
+const RECEIVED: &str = "stowage_http_received_bytes_total";
+const SENT: &str = "stowage_http_sent_bytes_total";
+const AUTHENTICATIONS: &str = "stowage_authentications_total";
+
+/// Describes the metrics this crate records, once a recorder is installed.
+pub fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        REQUESTS,
+        "Requests served, by route template, method and status class (aborted: the client left before the answer)"
+    );
+    describe_histogram!(
+        DURATION,
+        Unit::Seconds,
+        "Time from a request's head to the end of its response body, by route template and method"
+    );
+    describe_gauge!(IN_FLIGHT, "Requests being served right now");
+    describe_counter!(RECEIVED, Unit::Bytes, "Request body bytes received");
+    describe_counter!(SENT, Unit::Bytes, "Response body bytes sent");
+    describe_counter!(
+        AUTHENTICATIONS,
+        "Requests by how the caller authenticated: anonymous, identified, token, failed, throttled"
+    );
+}
+
+pub(crate) fn request_started() {
+    metrics::gauge!(IN_FLIGHT).increment(1.0);
+}
+
+/// One request over: its response body sent, or its client gone (with no status if it
+/// went before the answer).
+pub(crate) fn request_finished(
+    route: &'static str,
+    method: &Method,
+    status: Option<StatusCode>,
+    received: u64,
+    sent: u64,
+    took: Duration,
+) {
+    let method = labels::method(method);
+    let status = status.map_or("aborted", labels::status_class);
+    metrics::gauge!(IN_FLIGHT).decrement(1.0);
+    metrics::counter!(REQUESTS, "route" => route, "method" => method, "status" => status)
+        .increment(1);
+    metrics::histogram!(DURATION, "route" => route, "method" => method).record(took.as_secs_f64());
+    if received > 0 {
+        metrics::counter!(RECEIVED).increment(received);
+    }
+    if sent > 0 {
+        metrics::counter!(SENT).increment(sent);
+    }
+}
+
+pub(crate) fn authenticated(outcome: &'static str) {
+    metrics::counter!(AUTHENTICATIONS, "outcome" => outcome).increment(1);
+}
