@@ -184,7 +184,11 @@ def test_a_blob_truncated_during_a_slow_pull_fails_only_that_pull(registries, re
     sock.close()
     assert received <= kept + 1024, "more came through than the file still holds"
     assert reg.running(), f"the server died:\n{reg.log_tail()}"
-    assert "shrank while it was read" in reg.log_path.read_text(errors="replace")
+    # The log is written by a thread of its own, in batches: give it a moment.
+    deadline = time.monotonic() + 5
+    while "shrank while it was read" not in reg.log_path.read_text(errors="replace"):
+        assert time.monotonic() < deadline, f"no log line about the file:\n{reg.log_tail()}"
+        time.sleep(0.1)
     assert requests.get(f"{reg.url}/v2/", timeout=TIMEOUT).status_code == 200
     other = os.urandom(100_000)
     other_digest = push_blob(reg.url, repo, other)

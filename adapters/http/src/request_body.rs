@@ -88,10 +88,7 @@ impl RequestBody {
             match frame {
                 Ok(frame) => match frame.into_data() {
                     Ok(data) if data.is_empty() => continue,
-                    Ok(data) => {
-                        self.received += data.len() as u64;
-                        return Some(Ok(data));
-                    }
+                    Ok(data) => return Some(Ok(data)),
                     // Trailers carry nothing the registry uses.
                     Err(_) => continue,
                 },
