@@ -112,20 +112,22 @@ def test_skopeo_with_creds_and_with_a_registry_token(secured, layout):
     refused(skopeo("inspect", "--raw", secured.ref("team/app", "v1"), check=False))
 
 
+def private_tool(name: str, tmp_path):
+    """podman or buildah with storage of its own; its runroot under /tmp, since podman
+    refuses one longer than 50 characters."""
+    runroot = Path(tempfile.mkdtemp(prefix=f"{name[:3]}-run-", dir="/tmp"))
+    yield ContainerTool(name, tmp_path / f"{name}-root", runroot)
+    shutil.rmtree(runroot, ignore_errors=True)
+
+
 @pytest.fixture
 def podman_tool(tmp_path):
-    runroot = Path(tempfile.mkdtemp(prefix="pod-run-", dir="/tmp"))
-    tool = ContainerTool("podman", tmp_path / "podman-root", runroot)
-    yield tool
-    shutil.rmtree(runroot, ignore_errors=True)
+    yield from private_tool("podman", tmp_path)
 
 
 @pytest.fixture
 def buildah_tool(tmp_path):
-    runroot = Path(tempfile.mkdtemp(prefix="bah-run-", dir="/tmp"))
-    tool = ContainerTool("buildah", tmp_path / "buildah-root", runroot)
-    yield tool
-    shutil.rmtree(runroot, ignore_errors=True)
+    yield from private_tool("buildah", tmp_path)
 
 
 def test_podman_login_push_and_pull(secured, layout, podman_tool, tmp_path):
