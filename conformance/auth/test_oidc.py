@@ -26,7 +26,7 @@ from clientharness.tools import docker_ref, skopeo_copy, skopeo_inspect_raw
 from oci_client import Blob
 from oidc_provider import Key, b64url
 from replica_client import Client, Manifest, ResponseLog, UnexpectedStatus
-from services import Registry, fs_toml
+from services import Registry, fs_toml, wait_for_log
 
 PROVIDER = "github-actions"
 POLICY = """
@@ -141,7 +141,8 @@ def test_an_unreachable_provider_keeps_known_keys_and_refuses_new_ones(provider,
     for url in cluster.urls:
         response = get_tags(url, "org/app", provider.token(key=unpublished))
         assert_unauthorized(response)
-    logs = "".join(replica.log_text() for replica in cluster.replicas)
+    logs = wait_for_log(lambda: "".join(replica.log_text() for replica in cluster.replicas),
+                        PROVIDER, "cannot fetch the provider's keys")
     assert PROVIDER in logs and "cannot fetch the provider's keys" in logs
     no_server_errors(log)
 
@@ -172,7 +173,8 @@ def test_bad_discovery_and_key_documents_are_refused(provider, tmp_path, mode):
         # One attempt, then the failed fetch's lease holds further ones off.
         assert provider.requests["/.well-known/openid-configuration"] == 1, provider.requests
         assert provider.jwks_fetches() == (1 if mode == "huge" else 0), provider.requests
-        assert PROVIDER in server.log_text() and "cannot fetch the provider's keys" in server.log_text()
+        logged = server.log_after(0, PROVIDER, "cannot fetch the provider's keys")
+        assert PROVIDER in logged and "cannot fetch the provider's keys" in logged
     finally:
         server.stop()
 

@@ -197,6 +197,21 @@ class Registry:
     def log_text(self) -> str:
         return self.process.log_path.read_text(errors="replace")
 
+    def log_after(self, offset: int, *needles: str) -> str:
+        """The log from `offset` on, once it holds every needle (see `wait_for_log`)."""
+        return wait_for_log(lambda: self.log_text()[offset:], *needles)
+
+
+def wait_for_log(read, *needles: str, timeout: float = 5.0) -> str:
+    """What `read()` returns once it holds every needle (case-insensitive) or `timeout` has
+    passed: a server writes its log in batches from a thread of its own, a little later."""
+    deadline = time.monotonic() + timeout
+    while True:
+        logged = read()
+        if all(n.lower() in logged.lower() for n in needles) or time.monotonic() > deadline:
+            return logged
+        time.sleep(0.05)
+
 
 class Distribution:
     """Debian's `docker-registry` (CNCF Distribution 2.8) on a filesystem root of its own;
