@@ -4,7 +4,7 @@
 #   - a Python venv at <repo>/.venv with pytest, oras, requests, moto, boto3,
 #     matplotlib (for the benchmark chart, conformance/bench/chart.py), bcrypt and
 #     cryptography (htpasswd entries and token signing in the auth tests), and pyjwt (the
-#     OIDC provider of conformance/auth/)
+#     OIDC provider of conformance/auth/), pyyaml (deploy/'s manifests, in test_deploy.py)
 # Idempotent and quick when everything is already present.
 set -euo pipefail
 
@@ -12,11 +12,12 @@ SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "${SCRIPT_DIR}/.." && pwd)"
 VENV="${REPO_ROOT}/.venv"
 
-APT_PACKAGES=(skopeo podman umoci buildah docker-registry docker.io redis-server wrk hey
-              python3 python3-venv)
-PIP_PACKAGES=(pytest oras requests "moto[server]" boto3 matplotlib bcrypt cryptography pyjwt)
+# prometheus: its promtool checks the PromQL of deploy/ (no Prometheus server is started).
+APT_PACKAGES=(skopeo podman runc umoci buildah docker-registry docker.io redis-server wrk hey
+              prometheus python3 python3-venv)
+PIP_PACKAGES=(pytest oras requests "moto[server]" boto3 matplotlib bcrypt cryptography pyjwt pyyaml)
 # Module names used to check whether the pip packages are already installed.
-PIP_MODULES=(pytest oras requests moto boto3 flask matplotlib bcrypt cryptography jwt)
+PIP_MODULES=(pytest oras requests moto boto3 flask matplotlib bcrypt cryptography jwt yaml)
 
 log() { echo "install-deps: $*" >&2; }
 

@@ -22,7 +22,7 @@ import requests
 from clientharness.auth import hash_password, token_service_toml, toml_str
 from clientharness.layout import multi_layer_image
 from clientharness.pki import Ca
-from clientharness.tools import CommandFailed, ContainerTool, run
+from clientharness.tools import CommandFailed, private_tool, run
 
 pytestmark = [pytest.mark.stowage_only, pytest.mark.fs_only]
 
@@ -110,14 +110,6 @@ def test_skopeo_with_creds_and_with_a_registry_token(secured, layout):
                    img.ref, secured.ref("team/app", "wrong"), check=False))
     # Without trusting the CA, TLS itself refuses.
     refused(skopeo("inspect", "--raw", secured.ref("team/app", "v1"), check=False))
-
-
-def private_tool(name: str, tmp_path):
-    """podman or buildah with storage of its own; its runroot under /tmp, since podman
-    refuses one longer than 50 characters."""
-    runroot = Path(tempfile.mkdtemp(prefix=f"{name[:3]}-run-", dir="/tmp"))
-    yield ContainerTool(name, tmp_path / f"{name}-root", runroot)
-    shutil.rmtree(runroot, ignore_errors=True)
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import requests
@@ -201,7 +202,8 @@ class ContainerTool:
     def global_flags(self) -> list[str]:
         flags = ["--root", str(self.root), "--runroot", str(self.runroot), "--storage-driver", "vfs"]
         if self.name == "podman":
-            flags += ["--events-backend", "file", "--cgroup-manager", "cgroupfs"]
+            # runc: crun refuses to run containers on a hybrid cgroup v1/v2 layout.
+            flags += ["--events-backend", "file", "--cgroup-manager", "cgroupfs", "--runtime", "runc"]
         return flags
 
     def __call__(self, *args: str, timeout: float = 180, check: bool = True) -> subprocess.CompletedProcess:
@@ -209,3 +211,11 @@ class ContainerTool:
 
     def out(self, *args: str, **kw) -> str:
         return self(*args, **kw).stdout.decode().strip()
+
+
+def private_tool(name: str, tmp_path: Path):
+    """podman or buildah with storage of its own (a fixture's body); its runroot under /tmp,
+    since podman refuses one longer than 50 characters."""
+    runroot = Path(tempfile.mkdtemp(prefix=f"{name[:3]}-run-", dir="/tmp"))
+    yield ContainerTool(name, tmp_path / f"{name}-root", runroot)
+    shutil.rmtree(runroot, ignore_errors=True)
