@@ -5,6 +5,7 @@
 //! needs, whether the caller's policy or token grants it, the `401`/`403` and its challenge,
 //! which scopes a registry token may carry, and which repositories the catalog shows.
 
+mod decisions;
 mod identity;
 mod policy;
 mod scope;

@@ -14,6 +14,7 @@ use cel::{Context, Program, Value};
 use serde::Deserialize;
 
 use super::Identity;
+use super::decisions::Decisions;
 
 /// What a policy decides when no rule says otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -47,7 +48,7 @@ impl Action {
 }
 
 /// What is being asked, in the shape `request` has in policy expressions.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AccessRequest {
     pub action: Action,
     /// Empty for the catalog.
@@ -102,6 +103,7 @@ pub struct Policy {
     default: PolicyDefault,
     rules: Arc<Vec<Rule>>,
     env: Arc<cel::Env>,
+    decisions: Arc<Decisions>,
 }
 
 impl std::fmt::Debug for Policy {
@@ -144,10 +146,16 @@ impl Policy {
             default,
             rules: Arc::new(rules),
             env: Arc::new(cel::Env::stdlib()),
+            decisions: Arc::default(),
         })
     }
 
     pub fn decide(&self, identity: &Identity, request: &AccessRequest) -> Decision {
+        self.decisions
+            .recall_or(identity, request, || self.evaluate(identity, request))
+    }
+
+    fn evaluate(&self, identity: &Identity, request: &AccessRequest) -> Decision {
         let mut context = Context::with_env(self.env.clone());
         match identity.policy_value() {
             Ok(identity) => context.add_variable_from_value("identity", identity),
@@ -279,6 +287,41 @@ mod tests {
             organizations: vec!["robots".into()],
         });
         assert_eq!(p.decide(&robot, &pull("anything")), Decision::Allow);
+    }
+
+    #[test]
+    fn remembered_decisions_are_those_of_their_own_inputs() {
+        let p = policy(
+            PolicyDefault::Deny,
+            &["identity.oidc.claims.ref == 'main' && request.reference != 'latest'"],
+        );
+        let on = |git_ref: &str| {
+            let mut ci = Identity::anonymous();
+            ci.oidc = Some(super::super::OidcIdentity {
+                provider: "ci".into(),
+                claims: serde_json::json!({ "ref": git_ref }),
+            });
+            ci
+        };
+        let tagged = |reference: &str| AccessRequest {
+            reference: reference.into(),
+            ..AccessRequest::new(Action::Push, "app")
+        };
+        // Asked in turns, past the memory's capacity, each answer stays its inputs' own.
+        for round in 0..3 {
+            for i in 0..2100 {
+                let reference = format!("v{i}");
+                assert_eq!(p.decide(&on("main"), &tagged(&reference)), Decision::Allow);
+                assert!(
+                    matches!(p.decide(&on("dev"), &tagged(&reference)), Decision::Deny(_)),
+                    "round {round}, {reference}"
+                );
+            }
+            assert!(matches!(
+                p.decide(&on("main"), &tagged("latest")),
+                Decision::Deny(_)
+            ));
+        }
     }
 
     #[test]
