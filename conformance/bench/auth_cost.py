@@ -5,13 +5,15 @@ on servers that differ only in their `[auth]`, in one run on this machine.
 - bearer: an identity, the token service and a policy (public pull, authenticated
   everything); wrk sends one pull token, fetched once.
 - basic: the identity only (no token service, no policy), Basic on every request.
-- basic+policy: the identity and the same policy, Basic on every request: the one
-  configuration here where a policy is evaluated per request (a token's scopes were
-  decided when it was issued).
+- basic+policy: the identity and the same policy, Basic on every request: a policy decided
+  per request (a token's scopes were decided when it was issued).
+- oidc: an OIDC provider (the test one of conformance/auth/, on a loopback port) and a
+  policy on the token's claims; wrk sends one provider-signed ID token as its Bearer, so the
+  signature check and the policy both run per request.
 
 Prints req/s and p99 (medians over the rounds, which alternate between the servers) and
-each configuration's req/s against none's, held to the targets: bearer >= 0.85, Basic
->= 0.7. A configuration with a round that had errors or timeouts shows "failed".
+each configuration's req/s against none's, held to the targets: bearer and oidc >= 0.85,
+Basic >= 0.7. A configuration with a round that had errors or timeouts shows "failed".
 
     .venv/bin/python conformance/bench/auth_cost.py [--stowage-bin PATH ...] [--rounds N]
 """
@@ -31,6 +33,8 @@ import client
 from registry_bench import LOAD_CONNECTIONS, default_binaries, fmt, log, rotated
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "live"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "auth"))
+from oidc_provider import OidcProvider  # noqa: E402
 from services import Registry, fs_toml, remove, scratch_dir  # noqa: E402
 
 USERNAME, PASSWORD = "alice", "bench-password"
@@ -40,8 +44,12 @@ POLICY = """[global.access_policy]
 default = "deny"
 rules = ["request.action == 'pull'", "!identity.anonymous"]
 """
+OIDC_POLICY = f"""[global.access_policy]
+default = "deny"
+rules = ['identity.oidc.claims.repository == "{REPO_NAME}"']
+"""
 # Least share of none's req/s each configuration keeps.
-TARGETS = {"bearer": 0.85, "basic": 0.7, "basic+policy": 0.7}
+TARGETS = {"bearer": 0.85, "basic": 0.7, "basic+policy": 0.7, "oidc": 0.85}
 KINDS = (("manifest_get", "manifest GET"), ("blob_get", "1 KiB blob GET"))
 BASIC = "Basic " + base64.b64encode(f"{USERNAME}:{PASSWORD}".encode()).decode()
 
@@ -75,12 +83,15 @@ class Configuration:
     """One server on a fresh root, seeded with a small image; `headers` is what every
     benchmarked request carries."""
 
-    def __init__(self, name: str, binary: str, work: Path):
+    def __init__(self, name: str, binary: str, work: Path, provider: OidcProvider):
         self.name = name
         workdir = work / name.replace("+", "-")
         workdir.mkdir(parents=True)
         auth = ""
-        if name != "none":
+        if name == "oidc":
+            auth = (f'[auth.oidc.bench]\nissuer = "{provider.issuer}"\n'
+                    f'required_audience = "{provider.audience}"\n{OIDC_POLICY}')
+        elif name != "none":
             auth = identity_toml(binary)
         if name == "bearer":
             auth += token_service_toml(workdir)
@@ -92,6 +103,10 @@ class Configuration:
             if name == "bearer":
                 push = {"Authorization": f"Bearer {token(self.url, 'pull,push')}"}
                 self.headers = {"Authorization": f"Bearer {token(self.url, 'pull')}"}
+            elif name == "oidc":
+                # Valid for the whole run, as a CI job's token is for its job.
+                id_token = provider.token(lifetime=3600, repository=REPO_NAME)
+                self.headers = push = {"Authorization": f"Bearer {id_token}"}
             else:
                 self.headers = {"Authorization": BASIC} if name != "none" else {}
                 push = self.headers
@@ -114,9 +129,10 @@ def measure(binary: str, rounds: int, seconds: int) -> dict:
     for a figure with a failed round."""
     work = scratch_dir("stowage-auth-cost-")
     configurations = []
+    provider = OidcProvider()
     try:
         for name in ("none", *TARGETS):
-            configurations.append(Configuration(name, binary, work))
+            configurations.append(Configuration(name, binary, work, provider))
         samples = {c.name: {kind: [] for kind, _ in KINDS} for c in configurations}
         for run in range(rounds):
             for kind, _ in KINDS:
@@ -133,6 +149,7 @@ def measure(binary: str, rounds: int, seconds: int) -> dict:
     finally:
         for configuration in configurations:
             configuration.registry.stop()
+        provider.stop()
         remove(work)
     return {
         name: {

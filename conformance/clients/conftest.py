@@ -27,6 +27,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "live")]
 
 from clientharness import registry as regmod  # noqa: E402
 from clientharness.layout import OciLayout  # noqa: E402
+from clientharness.tools import private_tool  # noqa: E402
 from matrix import stores_for  # noqa: E402
 from services import S3Server  # noqa: E402
 
@@ -202,3 +203,15 @@ def repo(request) -> str:
 def layout(tmp_path) -> OciLayout:
     """An empty OCI layout to build test images in."""
     return OciLayout(tmp_path / "src-layout")
+
+
+@pytest.fixture
+def podman(tmp_path):
+    """podman with storage of its own."""
+    yield from private_tool("podman", tmp_path)
+
+
+@pytest.fixture
+def buildah(tmp_path):
+    """buildah with storage of its own."""
+    yield from private_tool("buildah", tmp_path)

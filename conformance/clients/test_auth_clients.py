@@ -22,7 +22,7 @@ import requests
 from clientharness.auth import hash_password, token_service_toml, toml_str
 from clientharness.layout import multi_layer_image
 from clientharness.pki import Ca
-from clientharness.tools import CommandFailed, private_tool, run
+from clientharness.tools import CommandFailed, run
 
 pytestmark = [pytest.mark.stowage_only, pytest.mark.fs_only]
 
@@ -112,45 +112,35 @@ def test_skopeo_with_creds_and_with_a_registry_token(secured, layout):
     refused(skopeo("inspect", "--raw", secured.ref("team/app", "v1"), check=False))
 
 
-@pytest.fixture
-def podman_tool(tmp_path):
-    yield from private_tool("podman", tmp_path)
-
-
-@pytest.fixture
-def buildah_tool(tmp_path):
-    yield from private_tool("buildah", tmp_path)
-
-
-def test_podman_login_push_and_pull(secured, layout, podman_tool, tmp_path):
+def test_podman_login_push_and_pull(secured, layout, podman, tmp_path):
     img = multi_layer_image(layout, big_layer_mib=1)
     auth_file = tmp_path / "podman-auth.json"
     certs = str(secured.certs)
-    podman_tool("pull", img.ref)
+    podman("pull", img.ref)
     target = f"{secured.host}/team/podman:v1"
-    podman_tool("tag", podman_tool.out("images", "-q").splitlines()[0], target)
-    failed = podman_tool("login", "--cert-dir", certs, "--authfile", str(auth_file),
+    podman("tag", podman.out("images", "-q").splitlines()[0], target)
+    failed = podman("login", "--cert-dir", certs, "--authfile", str(auth_file),
                          "-u", "alice", "-p", "wrong", secured.host, check=False)
     refused(failed)
-    refused(podman_tool("push", "--cert-dir", certs, "--authfile", str(auth_file), target,
+    refused(podman("push", "--cert-dir", certs, "--authfile", str(auth_file), target,
                         check=False))
-    podman_tool("login", "--cert-dir", certs, "--authfile", str(auth_file),
+    podman("login", "--cert-dir", certs, "--authfile", str(auth_file),
                 "-u", "alice", "-p", USERS["alice"], secured.host)
-    podman_tool("push", "--cert-dir", certs, "--authfile", str(auth_file), target)
-    podman_tool("rmi", "-a", "-f")
-    podman_tool("pull", "--cert-dir", certs, "--authfile", str(auth_file), target)
-    assert target in podman_tool.out("images", "--format", "{{.Repository}}:{{.Tag}}")
+    podman("push", "--cert-dir", certs, "--authfile", str(auth_file), target)
+    podman("rmi", "-a", "-f")
+    podman("pull", "--cert-dir", certs, "--authfile", str(auth_file), target)
+    assert target in podman.out("images", "--format", "{{.Repository}}:{{.Tag}}")
 
 
-def test_buildah_push_with_creds(secured, layout, buildah_tool):
+def test_buildah_push_with_creds(secured, layout, buildah):
     img = multi_layer_image(layout, big_layer_mib=1)
     certs = str(secured.certs)
-    image_id = buildah_tool.out("pull", "-q", img.ref).splitlines()[-1]
+    image_id = buildah.out("pull", "-q", img.ref).splitlines()[-1]
     target = f"docker://{secured.host}/team/buildah:v1"
-    refused(buildah_tool("push", "--cert-dir", certs, image_id, target, check=False))
-    refused(buildah_tool("push", "--cert-dir", certs, "--creds", "alice:wrong", image_id, target,
+    refused(buildah("push", "--cert-dir", certs, image_id, target, check=False))
+    refused(buildah("push", "--cert-dir", certs, "--creds", "alice:wrong", image_id, target,
                          check=False))
-    buildah_tool("push", "--cert-dir", certs, "--creds", f"alice:{USERS['alice']}",
+    buildah("push", "--cert-dir", certs, "--creds", f"alice:{USERS['alice']}",
                  image_id, target)
     out = skopeo("inspect", "--raw", "--cert-dir", certs, target).stdout
     assert json.loads(out)["schemaVersion"] == 2

@@ -19,7 +19,7 @@ import yaml
 
 from clientharness.layout import multi_layer_image
 from clientharness.registry import free_port, stowage_bin
-from clientharness.tools import HTTP_TIMEOUT, private_tool, roundtrip_with_skopeo, run
+from clientharness.tools import HTTP_TIMEOUT, roundtrip_with_skopeo, run
 
 pytestmark = [pytest.mark.stowage_only, pytest.mark.fs_only]
 
@@ -43,28 +43,20 @@ class Endpoint:
         return f"http://{self.host}"
 
 
-@pytest.fixture
-def podman_tool(tmp_path):
-    yield from private_tool("podman", tmp_path)
-
-
-@pytest.fixture
-def buildah_tool(tmp_path):
-    yield from private_tool("buildah", tmp_path)
-
-
-def test_the_image_serves_a_push(tmp_path, layout, buildah_tool, podman_tool, repo):
+def test_the_image_serves_a_push(tmp_path, layout, buildah, podman, repo):
     context = tmp_path / "context"
     binary = stowage_bin()
+    # The image holds both servers under these names, staged from the binary's folder.
+    assert binary.name in ("stowage", "stowage-smol"), f"STOWAGE_BIN={binary} is named otherwise"
     run([str(DEPLOY / "stage-image"), str(context), str(binary.parent)])
     image = "localhost/stowage:under-test"
-    buildah_tool("build", "-q", "-f", str(context / "Containerfile"), "-t", image, str(context))
+    buildah("build", "-q", "-f", str(context / "Containerfile"), "-t", image, str(context))
     # podman reads buildah's images from the same storage.
-    podman_tool.root, podman_tool.runroot = buildah_tool.root, buildah_tool.runroot
+    podman.root, podman.runroot = buildah.root, buildah.runroot
     size = sum(int(line) for line in
-               podman_tool.out("image", "inspect", "--format", "{{.Size}}", image).split())
+               podman.out("image", "inspect", "--format", "{{.Size}}", image).split())
     assert size < 64 * 1024 * 1024, f"image of {size} bytes"
-    assert podman_tool.out("image", "inspect", "--format", "{{.Config.User}}", image) == "65532:65532"
+    assert podman.out("image", "inspect", "--format", "{{.Config.User}}", image) == "65532:65532"
 
     port = free_port()
     config = tmp_path / "config.toml"
@@ -73,33 +65,33 @@ def test_the_image_serves_a_push(tmp_path, layout, buildah_tool, podman_tool, re
     name = f"stowage-{port}"
     # Host networking and explicit rlimits: this machine's container runtime may neither
     # raise rlimits nor set up bridges; neither matters to what is tested.
-    podman_tool("run", "-d", "--name", name, "--network", "host",
+    podman("run", "-d", "--name", name, "--network", "host",
                 "--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096",
                 "--entrypoint", f"/usr/local/bin/{binary.name}",
                 "-v", f"{config}:/etc/stowage/config.toml:ro", image,
                 "serve", "--config", "/etc/stowage/config.toml")
     try:
         endpoint = Endpoint(port)
-        wait_serving(endpoint, podman_tool, name)
+        wait_serving(endpoint, podman, name)
         img = multi_layer_image(layout, big_layer_mib=2)
         roundtrip_with_skopeo(img, endpoint, repo, tmp_path / "pulled")
     finally:
-        logs = podman_tool("logs", name, check=False)
-        podman_tool("rm", "-f", name, check=False)
+        logs = podman("logs", name, check=False)
+        podman("rm", "-f", name, check=False)
     assert b"stowage listening" in logs.stdout + logs.stderr
 
 
-def wait_serving(endpoint: Endpoint, podman_tool, name: str) -> None:
+def wait_serving(endpoint: Endpoint, podman, name: str) -> None:
     for _ in range(100):
         try:
             if requests.get(f"{endpoint.url}/v2/", timeout=HTTP_TIMEOUT).status_code == 200:
                 return
         except requests.ConnectionError:
             pass
-        if "running" not in podman_tool.out("inspect", "--format", "{{.State.Status}}", name):
+        if "running" not in podman.out("inspect", "--format", "{{.State.Status}}", name):
             break
         time.sleep(0.1)
-    logs = podman_tool("logs", name, check=False)
+    logs = podman("logs", name, check=False)
     pytest.fail(f"the container does not serve: {logs.stdout!r} {logs.stderr!r}")
 
 

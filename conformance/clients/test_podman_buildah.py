@@ -13,11 +13,6 @@ import gzip
 import hashlib
 import json
 import os
-import shutil
-import tempfile
-from pathlib import Path
-
-import pytest
 
 from clientharness.layout import (
     MT_MANIFEST,
@@ -28,41 +23,10 @@ from clientharness.layout import (
     tar_members,
 )
 from clientharness.tools import (
-    ContainerTool,
     get_blob,
     get_manifest,
     pull_image,
 )
-
-
-def _container_tool(name: str, tmp_path):
-    """A podman/buildah with private storage.  Fails (never skips) with a clear
-    message when the tool cannot run here."""
-    # podman refuses a --runroot longer than 50 characters, so it cannot live
-    # under pytest's long tmp_path.
-    runroot = Path(tempfile.mkdtemp(prefix=f"{name[:3]}-run-", dir="/tmp"))
-    error = None
-    try:
-        tool = ContainerTool(name, tmp_path / f"{name}-root", runroot)
-        tool("info", timeout=60)
-    except (AssertionError, OSError) as e:
-        error = str(e)
-    if error:
-        shutil.rmtree(runroot, ignore_errors=True)
-        pytest.fail(f"{name} cannot run in this environment (rootful, vfs storage): {error}",
-                    pytrace=False)
-    yield tool
-    shutil.rmtree(runroot, ignore_errors=True)
-
-
-@pytest.fixture
-def podman(tmp_path):
-    yield from _container_tool("podman", tmp_path)
-
-
-@pytest.fixture
-def buildah(tmp_path):
-    yield from _container_tool("buildah", tmp_path)
 
 
 def assert_registry_image_matches(registry, repo, ref, manifest_digest, config_bytes, layers_files):

@@ -215,7 +215,14 @@ class ContainerTool:
 
 def private_tool(name: str, tmp_path: Path):
     """podman or buildah with storage of its own (a fixture's body); its runroot under /tmp,
-    since podman refuses one longer than 50 characters."""
+    since podman refuses one longer than 50 characters. Fails (never skips) with a clear
+    message when the tool cannot run here."""
     runroot = Path(tempfile.mkdtemp(prefix=f"{name[:3]}-run-", dir="/tmp"))
-    yield ContainerTool(name, tmp_path / f"{name}-root", runroot)
+    try:
+        tool = ContainerTool(name, tmp_path / f"{name}-root", runroot)
+        tool("info", timeout=60)
+    except (AssertionError, OSError) as e:
+        shutil.rmtree(runroot, ignore_errors=True)
+        raise AssertionError(f"{name} cannot run in this environment (rootful, vfs storage): {e}")
+    yield tool
     shutil.rmtree(runroot, ignore_errors=True)
