@@ -149,7 +149,7 @@ impl OidcProvider {
             username: String::new(),
             oidc: Some(OidcIdentity {
                 provider: self.name.clone(),
-                claims: claims.clone(),
+                claims: std::sync::Arc::new(claims),
             }),
             ..Identity::anonymous()
         };

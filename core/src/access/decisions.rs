@@ -71,9 +71,26 @@ impl Decisions {
         identity.certificate.organizations.hash(&mut h);
         if let Some(oidc) = &identity.oidc {
             oidc.provider.hash(&mut h);
-            oidc.claims.to_string().hash(&mut h);
+            hash_json(&oidc.claims, &mut h);
         }
         request.hash(&mut h);
         h.finish()
+    }
+}
+
+/// Hashes a JSON value as it is, without printing it first.
+fn hash_json(value: &serde_json::Value, h: &mut impl Hasher) {
+    use serde_json::Value;
+    std::mem::discriminant(value).hash(h);
+    match value {
+        Value::Null => {}
+        Value::Bool(b) => b.hash(h),
+        Value::Number(n) => (n.as_i64(), n.as_u64(), n.as_f64().map(f64::to_bits)).hash(h),
+        Value::String(s) => s.hash(h),
+        Value::Array(items) => items.iter().for_each(|item| hash_json(item, h)),
+        Value::Object(map) => map.iter().for_each(|(key, item)| {
+            key.hash(h);
+            hash_json(item, h);
+        }),
     }
 }

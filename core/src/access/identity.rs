@@ -2,28 +2,27 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
-
 /// The names of a verified client certificate.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CertificateNames {
     pub common_names: Vec<String>,
     pub organizations: Vec<String>,
 }
 
 /// A caller proven by an OIDC provider's token.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct OidcIdentity {
     /// The `[auth.oidc.<name>]` that verified the token.
     pub provider: String,
-    /// The token's claims, as the provider wrote them.
-    pub claims: serde_json::Value,
+    /// The token's claims, as the provider wrote them (shared: an identity is cloned on
+    /// every request its token makes).
+    pub claims: std::sync::Arc<serde_json::Value>,
 }
 
 /// Everything known about a caller. Absent facts are empty strings and empty lists rather
 /// than nulls, so a rule such as `identity.username.startsWith("ci-")` evaluates for every
 /// caller instead of failing (and so denying) for the anonymous one.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Identity {
     /// A stable name for logs and tokens' `sub`: the username, `cert:<CN>`, `oidc:<provider>:<sub>`,
     /// or empty for the anonymous caller.
@@ -77,7 +76,7 @@ impl Identity {
             ))
         };
         let (provider, claims) = match &self.oidc {
-            Some(oidc) => (oidc.provider.clone(), cel::to_value(&oidc.claims)?),
+            Some(oidc) => (oidc.provider.clone(), cel::to_value(&*oidc.claims)?),
             None => (
                 String::new(),
                 cel::Value::from(HashMap::<String, cel::Value>::new()),

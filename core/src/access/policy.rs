@@ -275,7 +275,7 @@ mod tests {
         let mut ci = Identity::anonymous();
         ci.oidc = Some(super::super::OidcIdentity {
             provider: "github".into(),
-            claims: serde_json::json!({ "repository": "org/app" }),
+            claims: Arc::new(serde_json::json!({ "repository": "org/app" })),
         });
         assert_eq!(p.decide(&ci, &pull("org/app")), Decision::Allow);
         assert!(matches!(
@@ -299,7 +299,7 @@ mod tests {
             let mut ci = Identity::anonymous();
             ci.oidc = Some(super::super::OidcIdentity {
                 provider: "ci".into(),
-                claims: serde_json::json!({ "ref": git_ref }),
+                claims: Arc::new(serde_json::json!({ "ref": git_ref })),
             });
             ci
         };
