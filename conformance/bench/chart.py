@@ -1,5 +1,6 @@
 """Turns registry_bench.py's JSON into docs/bench.png (how many times better than
-Distribution each figure is, against its target) and docs/bench.md (the tables), and puts
+Distribution each figure is, against its target) and docs/bench.md (the tables, between its
+`bench:begin` and `bench:end` markers, keeping the run history around them), and puts
 the tables into README.md between the `bench:begin` and `bench:end` markers.
 
     .venv/bin/python conformance/bench/chart.py docs/bench.json
@@ -188,7 +189,10 @@ def main() -> int:
     result = json.loads(args.results.read_text())
     draw(result, args.png)
     chart_from = lambda page: os.path.relpath(args.png, page.parent)  # noqa: E731
-    args.md.write_text("# Benchmark: Stowage vs CNCF Distribution\n\n" + markdown(result, chart_from(args.md)))
+    tables = markdown(result, chart_from(args.md))
+    # The tables go between the markers, so the run history written around them stays.
+    if not (args.md.exists() and replace_block(args.md, tables)):
+        args.md.write_text(f"# Benchmark: Stowage vs CNCF Distribution\n\n{MARKERS[0]}\n{tables}{MARKERS[1]}\n")
     print(f"wrote {args.png} and {args.md}")
     summary = summary_markdown(result, chart_from(args.readme), os.path.relpath(args.md, args.readme.parent))
     if replace_block(args.readme, summary):

@@ -1,4 +1,9 @@
 //! What an operation asks of its driver ([`Step`]) and what the driver answers ([`Outcome`]).
+//!
+//! [`StorageRequest`] is the storage contract: the one interface a backend implements, with
+//! its atomicity and condition rules. Backends differ only where it says so (versions,
+//! writes in place, listing emptied folders). `storage-contract/` is its test suite, run on
+//! every backend and on the in-memory model the simulation uses.
 
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
@@ -76,7 +81,8 @@ pub enum StorageRequest {
         tap: BodyTap,
     },
     /// Feed the stored bytes of `pieces`, in order, through `tap` (re-hashing an upload
-    /// under an algorithm it was not hashed with on the way in).
+    /// under an algorithm it was not hashed with on the way in). A missing piece, or a span
+    /// past its object's end, fails.
     HashStored {
         store: Store,
         pieces: Vec<Piece>,
@@ -86,7 +92,7 @@ pub enum StorageRequest {
     /// there already: then `to` is left as it was and the outcome is
     /// [`Outcome::ConditionFailed`] (a create-new write: `to` is a content address). A single
     /// whole piece may be moved there (renamed), so it may be gone afterwards; spans are
-    /// copied.
+    /// copied. A missing piece, or a span past its object's end, fails, and nothing appears.
     Concat {
         store: Store,
         pieces: Vec<Piece>,
@@ -102,7 +108,10 @@ pub enum StorageRequest {
         prefix: String,
     },
     /// The immediate children of a folder (`prefix` ends with `/`): files by name, folders
-    /// by name with a trailing `/`. Empty when the folder does not exist.
+    /// by name with a trailing `/`, each once, in no particular order (callers sort). Empty
+    /// when the folder does not exist. A folder whose objects were deleted one by one may
+    /// still be listed, empty (the filesystem), or not (S3); one removed by
+    /// [`StorageRequest::DeleteAll`] is gone.
     List {
         store: Store,
         prefix: String,

@@ -6,12 +6,16 @@
 //! every write), or, for a store [`ObjectStore::without_versions`], as the filesystem does:
 //! reads report no version and only create-new is checked.
 //!
-//! Folders exist only while something is stored below them (object-store semantics: a
-//! `List` never shows an empty folder).
+//! On S3 a folder exists only while something is stored below it: a `List` never shows an
+//! empty folder. On the filesystem a folder, once made for an object, stays until a
+//! `DeleteAll` removes it, though the objects below it were deleted one by one: a `List`
+//! shows it, empty. The store without versions (the filesystem's profile) lists folders so.
+//! (`storage-contract/` holds both profiles to the real backends.)
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::{Bytes, BytesMut};
+use stowage_core::range::Span;
 use stowage_core::step::{
     BodyError, BodyTap, IoError, Outcome, Piece, StorageRequest, Store, Version, Versioned,
     WriteCondition,
@@ -84,11 +88,13 @@ fn feed(
 }
 
 /// One store's objects by key, each with the number of the write that stored it (its
-/// version).
+/// version), and every folder an object was ever stored below (until deleted with its
+/// contents).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Objects {
     objects: BTreeMap<String, (Bytes, u64)>,
     writes: u64,
+    folders: BTreeSet<String>,
 }
 
 impl Objects {
@@ -101,6 +107,8 @@ impl Objects {
     }
 
     pub fn put(&mut self, key: &str, data: Bytes) {
+        let folders = key.match_indices('/').map(|(slash, _)| &key[..=slash]);
+        self.folders.extend(folders.map(str::to_owned));
         self.writes += 1;
         self.objects.insert(key.to_owned(), (data, self.writes));
     }
@@ -185,15 +193,18 @@ impl Objects {
 
     /// The bytes of a piece, if they are all stored.
     fn piece(&self, piece: &Piece) -> Option<Bytes> {
-        let data = self.get(&piece.key)?;
         match piece.span {
-            None => Some(data.clone()),
-            Some(span) => {
-                let start = usize::try_from(span.start).ok()?;
-                let end = usize::try_from(span.start + span.len).ok()?;
-                (end <= data.len()).then(|| data.slice(start..end))
-            }
+            None => self.get(&piece.key).cloned(),
+            Some(span) => self.span(&piece.key, span),
         }
+    }
+
+    /// The bytes of `span` of the object at `key`, if they are all stored.
+    fn span(&self, key: &str, span: Span) -> Option<Bytes> {
+        let data = self.get(key)?;
+        let start = usize::try_from(span.start).ok()?;
+        let end = usize::try_from(span.start.checked_add(span.len)?).ok()?;
+        (end <= data.len()).then(|| data.slice(start..end))
     }
 
     fn hash_stored(&self, pieces: &[Piece], mut tap: BodyTap) -> Outcome {
@@ -234,17 +245,22 @@ impl Objects {
         Outcome::Done
     }
 
-    fn list(&self, prefix: &str) -> Vec<String> {
-        let children: BTreeSet<String> = self
-            .below(prefix)
-            .map(|key| {
-                let rest = &key[prefix.len()..];
-                match rest.find('/') {
-                    Some(slash) => rest[..=slash].to_owned(),
-                    None => rest.to_owned(),
-                }
-            })
-            .collect();
+    /// The children of `prefix`; with `emptied_folders`, also the folders whose objects were
+    /// all deleted one by one (as the filesystem lists them).
+    fn list(&self, prefix: &str, emptied_folders: bool) -> Vec<String> {
+        let child = |key: &String| {
+            let rest = &key[prefix.len()..];
+            match rest.find('/') {
+                Some(slash) => rest[..=slash].to_owned(),
+                None => rest.to_owned(),
+            }
+        };
+        let mut children: BTreeSet<String> = self.below(prefix).map(child).collect();
+        if emptied_folders {
+            let folders = self.folders.range(prefix.to_owned()..);
+            let folders = folders.take_while(|folder| folder.starts_with(prefix));
+            children.extend(folders.filter(|folder| *folder != prefix).map(child));
+        }
         children.into_iter().collect()
     }
 
@@ -253,6 +269,7 @@ impl Objects {
         for key in doomed {
             self.remove(&key);
         }
+        self.folders.retain(|folder| !folder.starts_with(prefix));
     }
 }
 
@@ -282,6 +299,17 @@ impl ObjectStore {
             versioned: false,
             ..ObjectStore::default()
         }
+    }
+
+    /// Whether [`StorageRequest::WriteBodyAt`] works: on the filesystem, not on S3.
+    pub fn writes_in_place(&self) -> bool {
+        !self.versioned
+    }
+
+    /// The bytes of `span` of a stored object, as a response body streams them; `None`
+    /// unless they are all there.
+    pub fn read_span(&self, store: Store, key: &str, span: Span) -> Option<Bytes> {
+        self.objects(store).span(key, span)
     }
 
     pub fn objects(&self, store: Store) -> &Objects {
@@ -328,6 +356,11 @@ impl ObjectStore {
             StorageRequest::WriteBody { store, key, tap } => {
                 self.objects_mut(store).write_body(&key, tap, body)
             }
+            StorageRequest::WriteBodyAt { key, .. } if !self.writes_in_place() => {
+                Outcome::Failed(IoError {
+                    message: format!("write in place {key}: object storage cannot write in place"),
+                })
+            }
             StorageRequest::WriteBodyAt {
                 store,
                 key,
@@ -351,7 +384,7 @@ impl ObjectStore {
                 Outcome::Done
             }
             StorageRequest::List { store, prefix } => {
-                Outcome::List(self.objects(store).list(&prefix))
+                Outcome::List(self.objects(store).list(&prefix, !self.versioned))
             }
         }
     }
@@ -367,8 +400,14 @@ mod tests {
         for key in ["a/b/c", "a/b/d", "a/e", "ab/f"] {
             objects.put(key, Bytes::new());
         }
-        assert_eq!(objects.list("a/"), ["b/", "e"]);
+        assert_eq!(objects.list("a/", false), ["b/", "e"]);
         objects.delete_all("a/b/");
-        assert_eq!(objects.list("a/"), ["e"]);
+        assert_eq!(objects.list("a/", false), ["e"]);
+        assert_eq!(objects.list("a/", true), ["e"]);
+        objects.remove("a/e");
+        objects.put("a/f/g", Bytes::new());
+        objects.remove("a/f/g");
+        assert_eq!(objects.list("a/", false), Vec::<String>::new());
+        assert_eq!(objects.list("a/", true), ["f/"]);
     }
 }

@@ -115,18 +115,10 @@ impl World {
         let body = match response.body {
             Body::Empty => Ok(Bytes::new()),
             Body::Bytes(bytes) => Ok(bytes),
-            Body::Stored { store, key, span } => {
-                let object = self.store.objects(store).get(&key);
-                let range = usize::try_from(span.start)
-                    .ok()
-                    .zip(usize::try_from(span.start + span.len).ok());
-                match (object, range) {
-                    (Some(data), Some((start, end))) if end <= data.len() => {
-                        Ok(data.slice(start..end))
-                    }
-                    _ => Err(BrokenBody { key, span }),
-                }
-            }
+            Body::Stored { store, key, span } => self
+                .store
+                .read_span(store, &key, span)
+                .ok_or(BrokenBody { key, span }),
         };
         Reply {
             status: response.status,

@@ -1,7 +1,7 @@
 //! What an accept loop does when `accept` fails. Out of file descriptors (EMFILE, ENFILE) or
 //! kernel memory, the connection stays queued and the listener stays readable, so accepting
-//! again at once fails again at once: both loops once spun a core that way and logged about
-//! 100 MB/s. Instead the loop waits, 100 ms doubling up to 1 s, while the connections already
+//! again at once fails again at once, spinning a core and logging every failure. Instead
+//! the loop waits, 100 ms doubling up to 1 s, while the connections already
 //! open go on being served (and closing, which frees descriptors), and logs at most once a
 //! second how many accepts failed. An error that concerns one connection only (reset or
 //! aborted while queued) is retried at once.

@@ -1,10 +1,10 @@
 //! Where log lines go: appended to a buffer in memory (one short mutex hold, no system
 //! call), which a thread of its own writes to stderr in batches.
 //!
-//! A channel per line (tracing-appender's non-blocking writer) cost the manifest GET
-//! benchmark about 15 % of its requests per second with the access log on: every line woke
+//! Not a channel per line (tracing-appender's non-blocking writer): there every line wakes
 //! the writer thread (a futex, a context switch, its receive loop's `sched_yield`s) on the
-//! same two cores that serve the requests. Here the producer wakes the writer only when
+//! same cores that serve the requests, which showed in the manifest GET benchmark with the
+//! access log on (docs/bench.md). Here the producer wakes the writer only when
 //! the buffer goes from empty to not empty, and the writer lets a batch gather for
 //! [`LINGER`] before writing it in one call, so under load the writer wakes at most a few
 //! hundred times a second whatever the request rate.

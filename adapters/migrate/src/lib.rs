@@ -51,7 +51,7 @@ pub enum MigrateError {
     #[error("listing the source's {store} store: {source}")]
     List {
         store: &'static str,
-        source: opendal::Error,
+        source: std::io::Error,
     },
     #[error("{key}: the source's bytes hash to {actual}, not to the digest they are stored under")]
     Corrupt { key: String, actual: Digest },
@@ -144,8 +144,9 @@ async fn list(
         .map_err(|source| MigrateError::List { store, source })
 }
 
-/// [`migrate`] on a runtime of its own, with a progress bar on stderr. OpenDAL needs a tokio
-/// context for its fs and HTTP pieces, whichever server binary runs the command.
+/// [`migrate`] on a runtime of its own, with a progress bar on stderr. The stores need a
+/// tokio context (the filesystem's blocking calls, S3's HTTP), whichever server binary runs
+/// the command.
 pub fn run(from: &Stores, to: &Stores) -> Result<Summary, MigrateError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

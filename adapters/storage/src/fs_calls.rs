@@ -3,10 +3,9 @@
 //!
 //! Reading an upload's record, creating a claim, opening a file, writing 256 KiB into the
 //! page cache or renaming a file takes tens of microseconds. Handing such a call to a
-//! blocking thread and waking back took longer than the call: a chunked push makes six
-//! calls per PATCH, and the runtime sat idle about 1.2 ms per PATCH waiting for them
-//! (`/proc/PID/task/*/schedstat`); run where they are asked, the same push went 7 % faster
-//! for 3 % less CPU. A call that takes longer than [`SLOW_CALL`] means the disk is behind
+//! blocking thread and waking back takes longer than the call, and a chunked push makes
+//! several per PATCH, so the runtime would sit idle waiting for them (docs/bench.md has the
+//! measurement). A call that takes longer than [`SLOW_CALL`] means the disk is behind
 //! (the kernel throttles writers, or a lookup waits for a read): from then on, for
 //! [`OFFLOAD_FOR`], calls go to blocking threads so the runtime keeps serving its other
 //! connections. A call that syncs to disk is slow by nature and always goes there.

@@ -11,8 +11,8 @@
 //!
 //! Batches are written on the thread that received and hashed them, while those bytes are
 //! still in its cache: a write into the page cache takes a few dozen microseconds, and
-//! handing it to another thread cost about 5 % more CPU per GiB (the copy reads the bytes
-//! from the other core's cache, and three busy threads, client included, share two cores).
+//! handing it to another thread costs more CPU than it saves (the copy reads the bytes from
+//! the other core's cache, and the busy threads, client included, share few cores).
 //! Opening, finishing and placing the file run there too. While the filesystem is slow
 //! (see [`FsCalls`]) batches go to a blocking thread instead, one in flight, so the worker
 //! keeps serving its other connections.

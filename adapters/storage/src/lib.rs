@@ -1,4 +1,4 @@
-//! The blob store and the metadata store on OpenDAL. Each store is one [`Backend`]; the
+//! The blob store and the metadata store: each is one [`Backend`], the filesystem or S3; the
 //! [`Storage`] pair performs the core's storage requests against them.
 
 mod backend;
@@ -12,6 +12,7 @@ mod object_writer;
 mod purge;
 mod s3;
 mod s3_multipart;
+mod s3_store;
 mod settings;
 
 use bytes::Bytes;
@@ -21,8 +22,10 @@ use stowage_core::step::{Outcome, StorageRequest, Store};
 
 pub use backend::{Backend, StoredObject};
 pub use body::BodySource;
+pub use fs::FsStore;
 pub use purge::PurgeReport;
 pub use s3_multipart::MultipartError;
+pub use s3_store::S3Store;
 pub use settings::{FsSettings, InlineCalls, RedisLockSettings, S3Settings, StoreSettings};
 
 /// Describes the metrics this crate records, once a recorder is installed.

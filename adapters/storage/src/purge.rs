@@ -1,9 +1,8 @@
 //! Housekeeping: removes upload sessions that started before a cutoff, and aborts the S3
 //! multipart uploads initiated before it (parts of writes whose process died).
 
-use opendal::{Entry, ErrorKind};
 use stowage_core::layout;
-use stowage_core::step::Millis;
+use stowage_core::step::{Millis, Outcome};
 use stowage_core::upload::UploadRecord;
 
 use crate::{Backend, Storage};
@@ -45,6 +44,14 @@ impl Storage {
     }
 }
 
+/// Why a purge step could not tell or do what it needed.
+fn outcome_error(what: &str, outcome: Outcome) -> String {
+    match outcome {
+        Outcome::Failed(e) => e.message,
+        other => format!("{what} answered {other:?}"),
+    }
+}
+
 impl Backend {
     async fn purge_stale_sessions(&self, cutoff: Millis, report: &mut PurgeReport) {
         let sessions = match self.upload_sessions().await {
@@ -58,7 +65,10 @@ impl Backend {
         for dir in sessions {
             let removed = match self.session_is_stale(&dir, cutoff).await {
                 Ok(false) => continue,
-                Ok(true) => self.op.delete_with(&dir).recursive(true).await,
+                Ok(true) => match self.delete_all(&dir).await {
+                    Outcome::Done => Ok(()),
+                    other => Err(outcome_error("delete", other)),
+                },
                 Err(e) => Err(e),
             };
             match removed {
@@ -76,48 +86,44 @@ impl Backend {
 
     /// Every upload session folder, `v2/repositories/<name>/_uploads/<id>/`: the walk the
     /// catalog does, descending into every folder that is not a repository's own (`_...`).
-    async fn upload_sessions(&self) -> opendal::Result<Vec<String>> {
+    async fn upload_sessions(&self) -> Result<Vec<String>, String> {
         let uploads = format!("{}/", layout::UPLOADS);
         let mut sessions = Vec::new();
         let mut pending = vec![layout::REPOSITORIES.to_owned()];
         while let Some(dir) = pending.pop() {
-            for entry in self.folders(&dir).await? {
-                if entry.name() == uploads {
-                    let found = self.folders(entry.path()).await?;
-                    sessions.extend(found.iter().map(|e| e.path().to_owned()));
-                } else if !entry.name().starts_with('_') {
-                    pending.push(entry.path().to_owned());
+            for folder in self.folders(&dir).await? {
+                if folder == uploads {
+                    let found = self.folders(&format!("{dir}{folder}")).await?;
+                    sessions.extend(found.iter().map(|s| format!("{dir}{folder}{s}")));
+                } else if !folder.starts_with('_') {
+                    pending.push(format!("{dir}{folder}"));
                 }
             }
         }
         Ok(sessions)
     }
 
-    /// The folders directly below `dir`.
-    async fn folders(&self, dir: &str) -> opendal::Result<Vec<Entry>> {
-        match self.op.list(dir).await {
-            Ok(entries) => Ok(entries
-                .into_iter()
-                .filter(|e| e.metadata().is_dir() && e.path() != dir)
-                .collect()),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(e),
+    /// The folders directly below `dir`, by name with a trailing `/`.
+    async fn folders(&self, dir: &str) -> Result<Vec<String>, String> {
+        match self.list(dir).await {
+            Outcome::List(names) => Ok(names.into_iter().filter(|n| n.ends_with('/')).collect()),
+            other => Err(outcome_error("list", other)),
         }
     }
 
     /// A session is stale when it started before `cutoff`, or when its record is missing or
     /// unreadable: then nothing can continue it (the core answers BLOB_UPLOAD_UNKNOWN).
-    async fn session_is_stale(&self, dir: &str, cutoff: Millis) -> opendal::Result<bool> {
+    async fn session_is_stale(&self, dir: &str, cutoff: Millis) -> Result<bool, String> {
         let record = format!("{dir}{}", layout::UPLOAD_RECORD);
-        match self.op.read(&record).await {
-            Ok(bytes) => Ok(
-                match serde_json::from_slice::<UploadRecord>(&bytes.to_bytes()) {
+        match self.read(&record).await {
+            Outcome::Read(Some(bytes)) => {
+                Ok(match serde_json::from_slice::<UploadRecord>(&bytes) {
                     Ok(record) => record.started_at < cutoff.0,
                     Err(_) => true,
-                },
-            ),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(true),
-            Err(e) => Err(e),
+                })
+            }
+            Outcome::Read(None) => Ok(true),
+            other => Err(outcome_error("read", other)),
         }
     }
 }

@@ -85,9 +85,10 @@ pub async fn serve(
             handshake_timeout: header_timeout,
         };
         let tls = tls.as_ref().map(Tls::config);
-        // OpenDAL's fs service runs on tokio::fs and its S3 transport on reqwest, and hyper
-        // polls response bodies streamed from storage outside the handler: the whole
-        // connection is polled inside a tokio context (async-compat's background runtime).
+        // The filesystem store's blocking calls run on tokio's pool, OpenDAL's S3 transport on
+        // reqwest, and hyper polls response bodies streamed from storage outside the handler:
+        // the whole connection is polled inside a tokio context (async-compat's background
+        // runtime).
         workers.serve(Compat::new(connection.serve(stream, remote.ip(), tls)));
     }
     tracing::info!("shutting down: finishing in-flight requests");

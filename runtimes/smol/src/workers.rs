@@ -3,9 +3,9 @@
 //!
 //! With one executor shared by a thread per core, a task that is woken is queued for any
 //! thread, and the executor wakes a sleeping one to take it. hyper's body channel wakes the
-//! connection's own task for every chunk it passes on, so a 1 GiB push cost about 8,000
-//! wake-ups through async-io's reactor, as many context switches, and about 10 % more CPU
-//! per GiB than the same server held to one core. An executor run by one thread has no one
+//! connection's own task for every chunk it passes on, so a push costs a wake-up through
+//! async-io's reactor and a context switch per chunk, paid in CPU per GiB (docs/bench.md).
+//! An executor run by one thread has no one
 //! to wake while that thread is busy. The reactor stays one for the process (async-io has
 //! one): an idle worker waits on it.
 //!

@@ -4,9 +4,8 @@
 //! With one multi-threaded runtime, every socket is registered with one shared driver, and
 //! a worker with nothing to do waits in `epoll_wait` on it. A busy connection's socket then
 //! wakes that idle worker for every packet that arrives (tokio registers sockets
-//! edge-triggered), only for it to find the connection already being served: on a 1 GiB
-//! push about 15,000 wake-ups and context switches, and 7-10 % more CPU per GiB than the
-//! same server on a single thread. Here a socket is registered only with the runtime that
+//! edge-triggered), only for it to find the connection already being served: a wake-up and
+//! a context switch per packet, paid in CPU per GiB pushed (docs/bench.md). Here a socket is registered only with the runtime that
 //! serves it, which reads it while busy and waits on it only when idle.
 //!
 //! There is no work stealing between runtimes, so each new connection goes to the runtime

@@ -1,0 +1,326 @@
+//! The S3 store: objects through OpenDAL's s3 service (with the retry and timeout layers of
+//! `s3.rs`), server-side copies and compositions, and the multipart uploads housekeeping
+//! aborts (`s3_multipart.rs`).
+
+use std::ops::Bound::{self, Excluded, Included, Unbounded};
+use std::ops::RangeBounds;
+
+use bytes::Bytes;
+use futures_util::{Stream, TryStreamExt};
+use opendal::{ErrorKind, Operator};
+use stowage_core::range::Span;
+use stowage_core::step::{Outcome, Piece, Version, Versioned, WriteCondition};
+
+use crate::StorageError;
+use crate::backend::{StoredObject, failed};
+use crate::object_writer::{Committed, ObjectWriter, PartWriter};
+use crate::s3;
+use crate::s3_multipart::MultipartUploads;
+use crate::settings::S3Settings;
+
+#[derive(Clone, Debug)]
+pub struct S3Store {
+    op: Operator,
+    /// Size of each multipart upload part.
+    write_chunk: usize,
+    /// Parts uploaded at once.
+    write_concurrency: usize,
+    copy: CopyPlan,
+    /// Incomplete multipart uploads, for housekeeping.
+    multipart: MultipartUploads,
+}
+
+/// Server-side copies: whole below `threshold`, else in `chunk` pieces, `jobs` at a time.
+#[derive(Clone, Copy, Debug)]
+struct CopyPlan {
+    threshold: u64,
+    chunk: usize,
+    jobs: usize,
+}
+
+/// S3's smallest part for a multipart upload or copy (all but the last part).
+const S3_MIN_PART: u64 = 5 * 1024 * 1024;
+
+/// S3's largest part copy.
+const S3_MAX_COPY_PART: u64 = 5 * 1024 * 1024 * 1024;
+
+/// An OpenDAL write or copy whose condition may not hold.
+fn conditional<T>(result: opendal::Result<T>) -> opendal::Result<Committed> {
+    match result {
+        Ok(_) => Ok(Committed::Done),
+        Err(e) if e.kind() == ErrorKind::ConditionNotMatch => Ok(Committed::ConditionFailed),
+        Err(e) => Err(e),
+    }
+}
+
+/// The byte range of a piece of an object, for a ranged read.
+fn bounds(span: Option<Span>) -> (Bound<u64>, Bound<u64>) {
+    match span {
+        Some(span) => (Included(span.start), Excluded(span.start + span.len)),
+        None => (Unbounded, Unbounded),
+    }
+}
+
+impl S3Store {
+    pub(crate) fn open(settings: &S3Settings) -> Result<Self, StorageError> {
+        let location = format!("s3://{}/{}", settings.bucket, settings.key_prefix);
+        let op = s3::operator(settings).map_err(|source| StorageError::Open {
+            location: location.clone(),
+            source,
+        })?;
+        let multipart = MultipartUploads::new(settings)
+            .map_err(|source| StorageError::Multipart { location, source })?;
+        let jobs = settings.multipart_copy_jobs.max(1);
+        Ok(S3Store {
+            op,
+            write_chunk: settings.multipart_part_size.as_u64() as usize,
+            write_concurrency: jobs,
+            copy: CopyPlan {
+                threshold: settings.multipart_copy_threshold.as_u64(),
+                chunk: settings.multipart_copy_chunk_size.as_u64() as usize,
+                jobs,
+            },
+            multipart,
+        })
+    }
+
+    pub(crate) fn multipart_uploads(&self) -> &MultipartUploads {
+        &self.multipart
+    }
+
+    /// A writer whose object appears only when it commits, and only if `condition` holds:
+    /// the condition goes with the PutObject (If-None-Match: *, If-Match: the ETag), or with
+    /// CompleteMultipartUpload for a large object.
+    pub(crate) async fn writer(
+        &self,
+        key: &str,
+        condition: &WriteCondition,
+    ) -> std::io::Result<ObjectWriter> {
+        let writer = self
+            .op
+            .writer_with(key)
+            .chunk(self.write_chunk)
+            .concurrent(self.write_concurrency);
+        let writer = match condition {
+            WriteCondition::Overwrite => writer,
+            WriteCondition::CreateNew => writer.if_not_exists(true),
+            WriteCondition::IfVersion(Version(etag)) => writer.if_match(etag),
+        };
+        writer
+            .await
+            .map(|writer| ObjectWriter::OpenDal(PartWriter::new(writer, self.write_chunk)))
+            .map_err(std::io::Error::other)
+    }
+
+    pub(crate) async fn stat(&self, key: &str) -> Outcome {
+        match self.op.stat(key).await {
+            Ok(meta) => Outcome::Stat(Some(meta.content_length())),
+            Err(e) if e.kind() == ErrorKind::NotFound => Outcome::Stat(None),
+            Err(e) => failed("stat", key, e),
+        }
+    }
+
+    pub(crate) async fn read(&self, key: &str) -> Outcome {
+        match self.op.read(key).await {
+            Ok(buffer) => Outcome::Read(Some(buffer.to_bytes())),
+            Err(e) if e.kind() == ErrorKind::NotFound => Outcome::Read(None),
+            Err(e) => failed("read", key, e),
+        }
+    }
+
+    /// A small object's content with its ETag, from the same GET (so it is the version of
+    /// these bytes).
+    pub(crate) async fn read_versioned(&self, key: &str) -> Outcome {
+        let read = async {
+            let reader = self.op.reader(key).await?;
+            let data = reader.read(..).await?.to_bytes();
+            let version = reader
+                .metadata()
+                .and_then(|meta| meta.etag())
+                .map(|etag| Version(etag.to_owned()));
+            Ok::<_, opendal::Error>(Versioned { data, version })
+        };
+        match read.await {
+            Ok(found) => Outcome::Versioned(Some(found)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Outcome::Versioned(None),
+            Err(e) => failed("read", key, e),
+        }
+    }
+
+    /// Makes `pieces` (at least one) appear at `to` as one object, unless an object is there
+    /// already: a copy of a single whole piece, a server-side composition (pieces large
+    /// enough), or a streamed concatenation into a write. Every way is create-new: S3 checks
+    /// If-None-Match on CopyObject and CompleteMultipartUpload.
+    pub(crate) async fn concat(&self, pieces: &[Piece], to: &str) -> std::io::Result<Committed> {
+        if let [Piece { key, span: None }] = pieces {
+            return self.copy_new(key, to).await.map_err(std::io::Error::other);
+        }
+        match self.composable_sizes(pieces).await {
+            Some(sizes) => self
+                .compose(pieces, &sizes, to)
+                .await
+                .map_err(std::io::Error::other),
+            None => self.concat_streamed(pieces, to).await,
+        }
+    }
+
+    /// The spans of `pieces` when S3 can compose them itself: every piece but the last must
+    /// meet its minimum part size.
+    async fn composable_sizes(&self, pieces: &[Piece]) -> Option<Vec<Span>> {
+        let mut spans = Vec::with_capacity(pieces.len());
+        for (i, piece) in pieces.iter().enumerate() {
+            let span = match piece.span {
+                Some(span) => span,
+                None => Span {
+                    start: 0,
+                    len: self.op.stat(&piece.key).await.ok()?.content_length(),
+                },
+            };
+            if span.len < S3_MIN_PART && i + 1 < pieces.len() {
+                return None;
+            }
+            spans.push(span);
+        }
+        Some(spans)
+    }
+
+    /// S3 assembles the parts itself: one multipart upload whose parts are server-side
+    /// copies (UploadPartCopy) of the upload's parts. (OpenDAL's `compose` is not offered by
+    /// its s3 service; a writer's `copy_from` is.)
+    async fn compose(
+        &self,
+        pieces: &[Piece],
+        spans: &[Span],
+        to: &str,
+    ) -> opendal::Result<Committed> {
+        let writer = self.op.writer_with(to).concurrent(self.copy.jobs);
+        let mut writer = writer.if_not_exists(true).await?;
+        for (piece, span) in pieces.iter().zip(spans) {
+            // One UploadPartCopy copies at most 5 GiB: a larger span goes in equal parts.
+            let (size, copies) = (span.len, span.len.div_ceil(S3_MAX_COPY_PART).max(1));
+            for copy in 0..copies {
+                let start = span.start + size * copy / copies;
+                let range = start..span.start + size * (copy + 1) / copies;
+                if let Err(e) = writer.copy_from(&piece.key, range).await {
+                    if let Err(abort) = writer.abort().await {
+                        tracing::warn!(key = to, error = %abort, "aborting a composition failed");
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        conditional(writer.close().await)
+    }
+
+    /// Copies `from` to `to` unless something is at `to`.
+    async fn copy_new(&self, from: &str, to: &str) -> opendal::Result<Committed> {
+        let size = self.op.stat(from).await?.content_length();
+        let copy = self.op.copy_with(from, to).if_not_exists(true);
+        if size > self.copy.threshold {
+            conditional(copy.chunk(self.copy.chunk).concurrent(self.copy.jobs).await)
+        } else {
+            conditional(copy.await)
+        }
+    }
+
+    async fn concat_streamed(&self, pieces: &[Piece], to: &str) -> std::io::Result<Committed> {
+        let mut writer = self.writer(to, &WriteCondition::CreateNew).await?;
+        for piece in pieces {
+            if let Err(e) = self.copy_into(&mut writer, piece).await {
+                writer.abort(to).await;
+                return Err(e);
+            }
+        }
+        writer.commit().await
+    }
+
+    async fn copy_into(&self, writer: &mut ObjectWriter, piece: &Piece) -> std::io::Result<()> {
+        let stream = self.read_piece(piece).await?;
+        let mut stream = std::pin::pin!(stream);
+        while let Some(chunk) = stream.try_next().await? {
+            writer.write(chunk).await?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn delete(&self, key: &str) -> Outcome {
+        match self.op.delete(key).await {
+            Ok(()) => Outcome::Done,
+            Err(e) if e.kind() == ErrorKind::NotFound => Outcome::Done,
+            Err(e) => failed("delete", key, e),
+        }
+    }
+
+    pub(crate) async fn delete_all(&self, prefix: &str) -> Outcome {
+        match self.op.delete_with(prefix).recursive(true).await {
+            Ok(()) => Outcome::Done,
+            Err(e) if e.kind() == ErrorKind::NotFound => Outcome::Done,
+            Err(e) => failed("delete", prefix, e),
+        }
+    }
+
+    pub(crate) async fn list(&self, prefix: &str) -> Outcome {
+        match self.op.list(prefix).await {
+            Ok(entries) => Outcome::List(
+                entries
+                    .into_iter()
+                    .filter(|e| e.path() != prefix)
+                    .map(|e| e.name().to_owned())
+                    .collect(),
+            ),
+            Err(e) if e.kind() == ErrorKind::NotFound => Outcome::List(Vec::new()),
+            Err(e) => failed("list", prefix, e),
+        }
+    }
+
+    /// Every object below `prefix`, at any depth.
+    pub(crate) async fn list_objects(&self, prefix: &str) -> opendal::Result<Vec<StoredObject>> {
+        let entries = match self.op.list_with(prefix).recursive(true).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        Ok(entries
+            .into_iter()
+            .filter(|e| e.metadata().is_file())
+            .map(|e| StoredObject {
+                size: e.metadata().content_length(),
+                key: e.path().to_owned(),
+            })
+            .collect())
+    }
+
+    /// The bytes of `key` in `range` (`..` for all of them), in one GET: ranged GETs per
+    /// chunk cost a request each, and some servers copy the whole object for every one.
+    async fn read_range<R: RangeBounds<u64> + Send>(
+        &self,
+        key: &str,
+        range: R,
+    ) -> std::io::Result<impl Stream<Item = std::io::Result<Bytes>> + Send + use<R>> {
+        let reader = self
+            .op
+            .reader_with(key)
+            .await
+            .map_err(std::io::Error::other)?;
+        reader
+            .into_bytes_stream(range)
+            .await
+            .map_err(std::io::Error::other)
+    }
+
+    pub(crate) async fn read_piece(
+        &self,
+        piece: &Piece,
+    ) -> std::io::Result<impl Stream<Item = std::io::Result<Bytes>> + Send + use<>> {
+        self.read_range(&piece.key, bounds(piece.span)).await
+    }
+
+    pub(crate) async fn read_span(
+        &self,
+        key: &str,
+        span: Span,
+    ) -> std::io::Result<impl Stream<Item = std::io::Result<Bytes>> + Send + use<>> {
+        self.read_range(key, span.start..span.start + span.len)
+            .await
+    }
+}

@@ -1,0 +1,150 @@
+//! The targets the suite runs on: the in-memory model, and a real backend (filesystem or S3)
+//! behind the same `Storage` the driver performs requests with.
+
+use std::path::PathBuf;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::TryStreamExt;
+use stowage_core::range::Span;
+use stowage_core::step::{Outcome, StorageRequest, Store};
+use stowage_proofs::store::ObjectStore;
+use stowage_storage::{FsSettings, InlineCalls, S3Settings, Storage, StoreSettings};
+
+use crate::{Capabilities, S3Endpoint, Target, TestBody};
+
+/// The model the simulation runs on, in one of its two profiles.
+pub struct Model(ObjectStore);
+
+impl Model {
+    /// As S3: versions, no writes in place.
+    pub fn as_s3() -> Self {
+        Model(ObjectStore::default())
+    }
+
+    /// As the filesystem: no versions, writes in place.
+    pub fn as_fs() -> Self {
+        Model(ObjectStore::without_versions())
+    }
+}
+
+impl Target for Model {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            versions: self.0.versioned,
+            in_place: self.0.writes_in_place(),
+            lists_emptied_folders: !self.0.versioned,
+            create_new_moves: true,
+        }
+    }
+
+    async fn perform(&mut self, request: StorageRequest, body: TestBody) -> Outcome {
+        self.0.perform(request, &mut body.for_model())
+    }
+
+    async fn read_span(&mut self, key: &str, span: Span) -> Result<Bytes, String> {
+        self.0
+            .read_span(Store::Blobs, key, span)
+            .ok_or_else(|| format!("{key} does not hold bytes {span:?}"))
+    }
+}
+
+/// A real backend, with a scratch folder of its own on the filesystem (removed when done).
+pub struct Backend {
+    storage: Storage,
+    capabilities: Capabilities,
+    scratch: Option<PathBuf>,
+}
+
+impl Backend {
+    /// The filesystem backend on a fresh folder named after `case`.
+    pub fn fs(case: &str) -> Self {
+        let root =
+            std::env::temp_dir().join(format!("stowage-contract-{}-{case}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let settings = FsSettings {
+            root_dir: root.to_string_lossy().into_owned(),
+            sync_to_disk: false,
+            inline_calls: InlineCalls::Auto,
+            redis: None,
+        };
+        Backend {
+            storage: open(&StoreSettings::Fs(settings)),
+            capabilities: Capabilities {
+                versions: false,
+                in_place: true,
+                lists_emptied_folders: true,
+                create_new_moves: true,
+            },
+            scratch: Some(root),
+        }
+    }
+
+    /// The S3 backend at `endpoint`, below a key prefix of its own for `case`.
+    pub fn s3(endpoint: &S3Endpoint, case: &str) -> Self {
+        let settings = S3Settings {
+            access_key_id: endpoint.access_key_id.clone(),
+            secret_key: endpoint.secret_key.clone(),
+            endpoint: endpoint.url.clone(),
+            bucket: endpoint.bucket.clone(),
+            region: endpoint.region.clone(),
+            key_prefix: format!("contract-{}/{case}", std::process::id()),
+            // S3's smallest part, so a few MiB exercise the multipart paths.
+            multipart_part_size: "5MiB".parse().expect("a byte size"),
+            multipart_copy_threshold: "5GB".parse().expect("a byte size"),
+            multipart_copy_chunk_size: "100MB".parse().expect("a byte size"),
+            multipart_copy_jobs: 4,
+            max_attempts: 2,
+            operation_timeout_secs: 60,
+            operation_attempt_timeout_secs: 30,
+            redis: None,
+        };
+        Backend {
+            storage: open(&StoreSettings::S3(settings)),
+            capabilities: Capabilities {
+                versions: true,
+                in_place: false,
+                lists_emptied_folders: false,
+                create_new_moves: endpoint.honours_conditional_copy,
+            },
+            scratch: None,
+        }
+    }
+}
+
+fn open(settings: &StoreSettings) -> Storage {
+    Storage::open(settings, None).unwrap_or_else(|e| panic!("cannot open {settings:?}: {e}"))
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        if let Some(root) = &self.scratch {
+            let _ = std::fs::remove_dir_all(root);
+        }
+    }
+}
+
+impl Target for Backend {
+    fn capabilities(&self) -> Capabilities {
+        self.capabilities
+    }
+
+    async fn perform(&mut self, request: StorageRequest, mut body: TestBody) -> Outcome {
+        self.storage.perform(request, &mut body).await
+    }
+
+    async fn read_span(&mut self, key: &str, span: Span) -> Result<Bytes, String> {
+        let stream = self
+            .storage
+            .read_span(Store::Blobs, key, span)
+            .await
+            .map_err(|e| format!("opening {key}: {e}"))?;
+        let data: BytesMut = stream
+            .try_fold(BytesMut::new(), |mut data, chunk| async move {
+                data.extend_from_slice(&chunk);
+                Ok(data)
+            })
+            .await
+            .map_err(|e| format!("reading {key}: {e}"))?;
+        Ok(data.freeze())
+    }
+}
