@@ -56,6 +56,7 @@ class Upstream:
 
     def __init__(self, workdir: Path, auth: str):
         self.token_server = None
+        workdir.mkdir(parents=True, exist_ok=True)
         if auth == "htpasswd":
             import bcrypt
 

@@ -68,8 +68,11 @@ class UpstreamProxy:
                     self.end_headers()
                     return
                 upstream = http.client.HTTPConnection(*proxy.target, timeout=30)
-                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
-                upstream.request(self.command, self.path, headers=headers)
+                upstream.putrequest(self.command, self.path, skip_accept_encoding=True)
+                for key, value in self.headers.items():
+                    if key.lower() != "host":
+                        upstream.putheader(key, value)
+                upstream.endheaders()
                 response = upstream.getresponse()
                 self.send_response(response.status)
                 for key, value in response.getheaders():

@@ -105,8 +105,8 @@ impl Upstream {
     ) -> Result<reqwest::Response, UpstreamAnswer> {
         for _ in 0..=MAX_REDIRECTS {
             let mut request = self.client.request(method.clone(), url.clone());
-            for media_type in accept {
-                request = request.header(ACCEPT, *media_type);
+            if !accept.is_empty() {
+                request = request.header(ACCEPT, accept.join(", "));
             }
             if url.origin() == self.base.origin()
                 && let Some(authorization) = &authorization
