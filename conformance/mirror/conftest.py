@@ -82,8 +82,11 @@ class Upstream:
         layout = self.workdir / f"layout-{self.pushed}"
         blobs = layout / "blobs" / "sha256"
         blobs.mkdir(parents=True)
-        config = Blob(json.dumps({"architecture": "amd64", "os": "linux", "n": self.pushed}).encode())
         layer_blobs = [Blob(data) for data in layers]
+        # Uncompressed layers: their diff ids are their digests.
+        rootfs = {"type": "layers", "diff_ids": [b.digest for b in layer_blobs]}
+        config = Blob(json.dumps(
+            {"architecture": "amd64", "os": "linux", "rootfs": rootfs, "n": self.pushed}).encode())
         manifest = {
             "schemaVersion": 2,
             "mediaType": MANIFEST_TYPE,

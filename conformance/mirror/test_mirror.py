@@ -7,15 +7,23 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import io
 import os
+import shutil
 import subprocess
+import sys
+import tarfile
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from conftest import mirror_toml
+sys.path.append(str(Path(__file__).resolve().parents[1] / "clients"))
+
+from clientharness.tools import ContainerTool  # noqa: E402
+from conftest import mirror_toml  # noqa: E402
 
 ACCEPT = "application/vnd.oci.image.manifest.v1+json"
 
@@ -169,3 +177,37 @@ def test_the_token_flow_and_ns_selection(token_upstream, start, tmp_path):
     assert pull_dir(f"{mirror.host}/hub/team/app:v1", tmp_path / "pulled")
     # One token per scope, reused from the cache for the blobs and later pulls.
     assert token_upstream.token_server.requests.count(("repository:team/app:pull",)) == 1
+
+
+def tar_layer(name: str, content: bytes) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        info = tarfile.TarInfo(name)
+        info.size = len(content)
+        info.mtime = 0
+        tar.addfile(info, io.BytesIO(content))
+    return out.getvalue()
+
+
+def test_podman_pulls_through_a_registries_conf_mirror(upstream, start, tmp_path):
+    image = upstream.push("team/app", "v1", [tar_layer("hello.txt", b"through the mirror\n")])
+    mirror = start(mirror_toml(upstream))
+    # The location needs credentials podman is not given: only the mirror can serve it.
+    conf = tmp_path / "registries.conf"
+    conf.write_text(
+        '[[registry]]\nprefix = "upstream.test"\n'
+        f'location = "127.0.0.1:{upstream.registry.port}"\ninsecure = true\n'
+        f'[[registry.mirror]]\nlocation = "{mirror.host}/hub"\ninsecure = true\n'
+    )
+    # podman refuses a --runroot longer than 50 characters.
+    runroot = Path(tempfile.mkdtemp(prefix="pod-run-", dir="/tmp"))
+    try:
+        os.environ["CONTAINERS_REGISTRIES_CONF"] = str(conf)
+        podman = ContainerTool("podman", tmp_path / "podman-root", runroot)
+        podman("pull", "-q", "upstream.test/team/app:v1")
+        digest = podman.out("inspect", "--format", "{{.Digest}}", "upstream.test/team/app:v1")
+        assert digest == image["digest"]
+    finally:
+        os.environ.pop("CONTAINERS_REGISTRIES_CONF", None)
+        shutil.rmtree(runroot, ignore_errors=True)
+    assert upstream.proxy.blob_gets(image["layers"][0]["digest"]) == 1

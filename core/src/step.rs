@@ -276,7 +276,7 @@ pub enum UpstreamRequest {
         digest: Digest,
         store: Store,
         key: String,
-        tap: BodyTap,
+        tap: Box<BodyTap>,
     },
 }
 

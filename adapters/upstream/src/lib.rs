@@ -195,7 +195,11 @@ impl HttpUpstreams {
                 if let Some(answer) = failure(response.status(), response.headers(), who) {
                     return Err(answer);
                 }
-                let write = StorageRequest::WriteBody { store, key, tap };
+                let write = StorageRequest::WriteBody {
+                    store,
+                    key,
+                    tap: *tap,
+                };
                 match storage.perform(write, &mut ResponseBody(response)).await {
                     Outcome::Body { tap, error } => Ok(UpstreamAnswer::Fetched { tap, error }),
                     Outcome::Failed(e) => Err(UpstreamAnswer::Unavailable {

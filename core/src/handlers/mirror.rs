@@ -275,7 +275,11 @@ async fn fetch_blob_holding(
             digest: digest.clone(),
             store: Store::Blobs,
             key: key.clone(),
-            tap: BodyTap::new(Hasher::new(digest.algorithm()), None, Some(digest.clone())),
+            tap: Box::new(BodyTap::new(
+                Hasher::new(digest.algorithm()),
+                None,
+                Some(digest.clone()),
+            )),
         })
         .await
     };
