@@ -14,6 +14,7 @@ pub mod error;
 pub mod layout;
 pub mod lock;
 pub mod manifest;
+pub mod mirror;
 pub mod names;
 pub mod op;
 pub mod range;

@@ -1,10 +1,11 @@
 //! Settings that apply to a repository by its name or a prefix of it
-//! (`[repository."<name or prefix>"]`): its access policy and whether its tags are
-//! immutable. The most specific entry wins.
+//! (`[repository."<name or prefix>"]`): its access policy, whether its tags are immutable,
+//! and whether it mirrors other registries. The most specific entry wins.
 
 use regex::Regex;
 
 use crate::access::Policy;
+use crate::mirror::Mirror;
 
 /// Tags that, once pushed, may not be re-pointed or deleted.
 #[derive(Debug, Clone)]
@@ -24,6 +25,8 @@ impl ImmutableTags {
 pub struct RepositorySettings {
     pub access_policy: Option<Policy>,
     pub immutable_tags: Option<ImmutableTags>,
+    /// Its upstreams, when the repositories under the prefix mirror other registries.
+    pub mirror: Option<Mirror>,
 }
 
 /// Every repository table, by prefix.
@@ -52,6 +55,16 @@ impl Repositories {
 
     pub fn any_access_policy(&self) -> bool {
         self.entries.iter().any(|(_, s)| s.access_policy.is_some())
+    }
+
+    /// The mirror `name` belongs to, with the prefix it is configured at: the most specific
+    /// entry that has upstreams (a more specific entry setting only a policy keeps the
+    /// repositories under it mirrored).
+    pub fn mirror_for(&self, name: &str) -> Option<(&str, &Mirror)> {
+        self.entries
+            .iter()
+            .filter(|(prefix, _)| covers(prefix, name))
+            .find_map(|(prefix, s)| s.mirror.as_ref().map(|m| (prefix.as_str(), m)))
     }
 
     /// Whether `tag` of `repository` may no longer be re-pointed or deleted.
@@ -85,6 +98,7 @@ mod tests {
             immutable_tags: Some(ImmutableTags {
                 exclusions: exclusions.iter().map(|e| Regex::new(e).unwrap()).collect(),
             }),
+            mirror: None,
         }
     }
 

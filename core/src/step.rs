@@ -256,11 +256,87 @@ pub enum CacheRequest {
     },
 }
 
+/// A request to a mirror's upstream registry (see [`crate::mirror`]). The driver speaks the
+/// protocol (authentication, redirects, `Retry-After`); the core decides what to ask and
+/// what to do with the answer.
+#[derive(Debug)]
+pub enum UpstreamRequest {
+    /// A manifest of `repository` (the upstream's name for it) by tag or digest: with
+    /// `body`, a GET refusing more than `limit` bytes; without, a HEAD (tag revalidation,
+    /// which Docker Hub does not count as a pull).
+    Manifest {
+        upstream: usize,
+        repository: String,
+        reference: String,
+        body: bool,
+        limit: u64,
+    },
+    /// Whether the upstream's `repository` has blob `digest` (a HEAD).
+    BlobExists {
+        upstream: usize,
+        repository: String,
+        digest: Digest,
+    },
+    /// GET blob `digest` and stream it into `key` through `tap`, with the guarantee of
+    /// [`StorageRequest::WriteBody`]: the object appears only if the tap accepted it all.
+    FetchBlob {
+        upstream: usize,
+        repository: String,
+        digest: Digest,
+        store: Store,
+        key: String,
+        tap: Box<BodyTap>,
+    },
+}
+
+impl UpstreamRequest {
+    /// The request's kind, as a bounded metrics label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamRequest::Manifest { body: true, .. } => "get_manifest",
+            UpstreamRequest::Manifest { body: false, .. } => "head_manifest",
+            UpstreamRequest::BlobExists { .. } => "head_blob",
+            UpstreamRequest::FetchBlob { .. } => "get_blob",
+        }
+    }
+}
+
+/// What an upstream answered.
+#[derive(Debug)]
+pub enum UpstreamAnswer {
+    /// The manifest is there: the digest the upstream names for it (`Docker-Content-Digest`),
+    /// its media type, and its bytes when they were asked for.
+    Manifest {
+        digest: Option<Digest>,
+        media_type: Option<String>,
+        body: Option<Bytes>,
+    },
+    /// The blob is there ([`UpstreamRequest::BlobExists`]).
+    Found,
+    /// The tap after a [`UpstreamRequest::FetchBlob`], and why the blob was not stored, if
+    /// it was not.
+    Fetched {
+        tap: Box<BodyTap>,
+        error: Option<BodyError>,
+    },
+    /// The upstream does not have it (404).
+    NotFound,
+    /// The upstream cannot answer now: unreachable, timed out, `5xx`, or `429` (then with
+    /// how long it asked us to wait).
+    Unavailable {
+        reason: String,
+        retry_after_ms: Option<u64>,
+    },
+    /// The upstream refused us (`401`/`403` after authenticating, another `4xx`).
+    Refused { reason: String },
+}
+
 #[derive(Debug)]
 pub enum Step {
     Storage(StorageRequest),
     Lock(LockRequest),
     Cache(CacheRequest),
+    Upstream(UpstreamRequest),
     /// Read the whole request body, refusing more than `limit` bytes.
     ReadBody {
         limit: u64,
@@ -312,6 +388,7 @@ pub enum Outcome {
     BodyBytes(Result<Bytes, BodyError>),
     Lock(bool),
     Cache(Option<Bytes>),
+    Upstream(UpstreamAnswer),
     Failed(IoError),
 }
 

@@ -7,7 +7,7 @@ use stowage_core::access::Caller;
 use stowage_core::cache::MemoryCache;
 use stowage_core::lock::MemoryLocks;
 use stowage_core::op::Operation;
-use stowage_core::step::{Body, LockRequest, Millis, Outcome, Response, Step};
+use stowage_core::step::{Body, LockRequest, Millis, Outcome, Response, Step, UpstreamAnswer};
 use stowage_core::{Entropy, Registry};
 
 use crate::request::{BrokenBody, Reply, Request};
@@ -59,6 +59,11 @@ impl World {
             Step::Lock(request) => Outcome::Lock(self.lock(&request)),
             Step::Cache(request) => Outcome::Cache(self.cache.apply(request, self.now)),
             Step::ReadBody { limit } => Outcome::BodyBytes(body.read_all(limit)),
+            // The model deploys no mirror; a registry that asks anyway finds nobody there.
+            Step::Upstream(_) => Outcome::Upstream(UpstreamAnswer::Unavailable {
+                reason: "the model has no upstreams".to_owned(),
+                retry_after_ms: None,
+            }),
         };
         Performed::Outcome(outcome)
     }

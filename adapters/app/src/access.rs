@@ -160,6 +160,14 @@ pub struct RepositoryEntry {
     /// Regexes of tags that stay mutable (`^latest$`).
     #[serde(default)]
     pub immutable_tags_exclusions: Vec<String>,
+    /// `[[repository."<prefix>".upstream]]`: the registries the prefix mirrors, in order.
+    #[serde(default)]
+    pub upstream: Vec<crate::mirror::UpstreamEntry>,
+    /// How long an upstream's answer about a tag is trusted (default 300).
+    pub tag_ttl_secs: Option<u64>,
+    /// Whether a mirrored prefix takes pushes and deletes.
+    #[serde(default)]
+    pub allow_push: bool,
 }
 
 /// A setting that does not compile, with the key it is under.
@@ -192,6 +200,7 @@ impl GlobalSection {
 /// Every `[repository."<prefix>"]` table, compiled.
 pub fn repositories(entries: &BTreeMap<String, RepositoryEntry>) -> Result<Repositories, Invalid> {
     let mut compiled = Vec::with_capacity(entries.len());
+    let mut next_upstream = 0;
     for (prefix, entry) in entries {
         let key = format!("repository.{prefix:?}");
         let access_policy = entry
@@ -210,11 +219,13 @@ pub fn repositories(entries: &BTreeMap<String, RepositoryEntry>) -> Result<Repos
             })
             .collect::<Result<Vec<_>, _>>()?;
         let immutable_tags = entry.immutable_tags.then_some(ImmutableTags { exclusions });
+        let mirror = crate::mirror::compile(&key, entry, &mut next_upstream)?;
         compiled.push((
             prefix.clone(),
             RepositorySettings {
                 access_policy,
                 immutable_tags,
+                mirror,
             },
         ));
     }

@@ -10,6 +10,7 @@ mod housekeeping;
 mod log_writer;
 mod logging;
 mod migrate;
+mod mirror;
 mod prometheus;
 mod spread;
 mod tls;
@@ -24,7 +25,9 @@ use stowage_core::access::AccessControl;
 use stowage_core::config::LockSettings;
 use stowage_core::step::Store;
 use stowage_core::{Limits, Registry};
-use stowage_driver::{Backends, Cache, LockStore, MemoryCacheStore, MemoryLockStore, Timer};
+use stowage_driver::{
+    Backends, Cache, LockStore, MemoryCacheStore, MemoryLockStore, NoUpstreams, Timer, Upstreams,
+};
 use stowage_http::{BodyPace, Observability, Service};
 use stowage_redis::{Redis, RedisCache, RedisLocks};
 use stowage_storage::Storage;
@@ -67,6 +70,8 @@ pub enum StartError {
     Migrate(#[from] stowage_migrate::MigrateError),
     #[error(transparent)]
     Auth(#[from] stowage_auth::AuthError),
+    #[error(transparent)]
+    Upstream(#[from] stowage_upstream::UpstreamError),
     #[error("{0}")]
     Hash(String),
     #[error("cannot set up metrics: {0}")]
@@ -229,11 +234,21 @@ pub fn build(config: &Config, timer: Arc<dyn Timer>) -> Result<(Registry, Backen
         max_open_uploads_per_repository: config.registry.max_open_uploads_per_repository,
         max_tags_per_request: config.registry.max_tags_per_request,
     };
+    let upstream_settings =
+        mirror::upstream_settings(&config.repository).map_err(invalid_at_start)?;
+    let upstreams: Arc<dyn Upstreams> = match upstream_settings.is_empty() {
+        true => Arc::new(NoUpstreams),
+        false => Arc::new(stowage_upstream::HttpUpstreams::new(
+            &upstream_settings,
+            cache.clone(),
+        )?),
+    };
     let backends = Backends {
         storage,
         locks,
         cache,
         timer,
+        upstreams,
     };
     let access = AccessControl {
         challenge: config.auth.settings().challenge(),

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use stowage_core::step::{CacheRequest, IoError, LockRequest, Millis};
+use stowage_core::step::{
+    CacheRequest, IoError, LockRequest, Millis, UpstreamAnswer, UpstreamRequest,
+};
 use stowage_storage::Storage;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -43,6 +45,34 @@ pub trait Cache: Send + Sync {
     }
 }
 
+/// The upstream registries mirrored repositories ask, by the index the core names them by.
+pub trait Upstreams: Send + Sync {
+    /// Performs one upstream request; a fetched blob is written through `storage`.
+    fn perform<'a>(
+        &'a self,
+        request: UpstreamRequest,
+        storage: &'a Storage,
+    ) -> BoxFuture<'a, UpstreamAnswer>;
+}
+
+/// No upstreams: a registry that mirrors nothing (the core never asks it).
+pub struct NoUpstreams;
+
+impl Upstreams for NoUpstreams {
+    fn perform<'a>(
+        &'a self,
+        _request: UpstreamRequest,
+        _storage: &'a Storage,
+    ) -> BoxFuture<'a, UpstreamAnswer> {
+        Box::pin(async {
+            UpstreamAnswer::Unavailable {
+                reason: "no upstream is configured".to_owned(),
+                retry_after_ms: None,
+            }
+        })
+    }
+}
+
 /// The runtime's timer (tokio and smol each bring theirs).
 pub trait Timer: Send + Sync {
     fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()>;
@@ -55,4 +85,5 @@ pub struct Backends {
     pub locks: Arc<dyn LockStore>,
     pub cache: Arc<dyn Cache>,
     pub timer: Arc<dyn Timer>,
+    pub upstreams: Arc<dyn Upstreams>,
 }

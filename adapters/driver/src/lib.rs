@@ -1,5 +1,5 @@
 //! The one driver loop both servers share: it asks an operation for its next step, performs
-//! it against the backends, and feeds the outcome back until the operation answers.
+//! it against the backends (and a mirror's upstreams), and feeds the outcome back until the operation answers.
 
 mod backends;
 mod keep_alive;
@@ -16,7 +16,7 @@ use stowage_storage::BodySource;
 
 use keep_alive::HeldLocks;
 
-pub use backends::{Backends, BoxFuture, Cache, LockStore, Timer};
+pub use backends::{Backends, BoxFuture, Cache, LockStore, NoUpstreams, Timer, Upstreams};
 pub use measure::describe_metrics;
 pub use memory::{MemoryCacheStore, MemoryLockStore};
 
@@ -69,6 +69,15 @@ pub async fn drive(mut op: Operation, backends: &Backends, body: &mut impl BodyS
                     Ok(value) => Outcome::Cache(value),
                     Err(e) => Outcome::Failed(e),
                 }
+            }
+            // A fetch runs as long as the blob is large: the fetch lock must outlive it.
+            Step::Upstream(request) => {
+                let kind = request.kind();
+                let started = Instant::now();
+                let work = backends.upstreams.perform(request, &backends.storage);
+                let answer = held.during(backends, work).await;
+                measure::upstream(kind, &answer, started.elapsed());
+                Outcome::Upstream(answer)
             }
             Step::ReadBody { limit } => {
                 Outcome::BodyBytes(held.during(backends, read_body(body, limit)).await)

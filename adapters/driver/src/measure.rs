@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use stowage_core::step::{IoError, LockRequest, Outcome};
+use stowage_core::step::{IoError, LockRequest, Outcome, UpstreamAnswer};
 
 const STORAGE_OPERATIONS: &str = "stowage_storage_operations_total";
 const STORAGE_DURATION: &str = "stowage_storage_operation_duration_seconds";
@@ -15,6 +15,8 @@ const LOCK_REQUESTS: &str = "stowage_lock_requests_total";
 const LOCK_LOSSES: &str = "stowage_lock_losses_total";
 const LOCK_WAITS: &str = "stowage_lock_wait_seconds";
 const CACHE_LOOKUPS: &str = "stowage_cache_lookups_total";
+const UPSTREAM_REQUESTS: &str = "stowage_upstream_requests_total";
+const UPSTREAM_DURATION: &str = "stowage_upstream_request_duration_seconds";
 
 /// Describes the metrics this crate records, once a recorder is installed.
 pub fn describe_metrics() {
@@ -48,6 +50,15 @@ pub fn describe_metrics() {
     describe_counter!(
         CACHE_LOOKUPS,
         "Cache lookups by kind (tag, manifest, blob, blob-data) and result (hit, miss, error)"
+    );
+    describe_counter!(
+        UPSTREAM_REQUESTS,
+        "Requests a mirror made to its upstreams by request (head_manifest, get_manifest, head_blob, get_blob) and result (ok, not_found, broken, unavailable, refused)"
+    );
+    describe_histogram!(
+        UPSTREAM_DURATION,
+        Unit::Seconds,
+        "Upstream request latency by request (a blob fetch lasts until the blob is stored)"
     );
 }
 
@@ -120,6 +131,21 @@ fn lock_labels(
 /// Counts one back-off wait for a held lock.
 pub(crate) fn lock_wait(waited: Duration) {
     metrics::histogram!(LOCK_WAITS).record(waited.as_secs_f64());
+}
+
+/// Counts one upstream request of `kind` and what came of it.
+pub(crate) fn upstream(kind: &'static str, answer: &UpstreamAnswer, took: Duration) {
+    let result = match answer {
+        UpstreamAnswer::Manifest { .. }
+        | UpstreamAnswer::Found
+        | UpstreamAnswer::Fetched { error: None, .. } => "ok",
+        UpstreamAnswer::Fetched { .. } => "broken",
+        UpstreamAnswer::NotFound => "not_found",
+        UpstreamAnswer::Unavailable { .. } => "unavailable",
+        UpstreamAnswer::Refused { .. } => "refused",
+    };
+    metrics::counter!(UPSTREAM_REQUESTS, "request" => kind, "result" => result).increment(1);
+    metrics::histogram!(UPSTREAM_DURATION, "request" => kind).record(took.as_secs_f64());
 }
 
 /// Counts one cache lookup of a key of `kind`.

@@ -172,6 +172,7 @@ fn grants_are_what_the_policy_allows_of_what_was_asked() {
                 &["request.action == 'delete'"],
             )),
             immutable_tags: None,
+            mirror: None,
         },
     )]);
     let asked = |s: &str| vec![Access::parse(s).unwrap()];

@@ -4,6 +4,7 @@ use bytes::Bytes;
 use http::StatusCode;
 
 use super::ctx::keys;
+use super::mirror::{self, Mirrored};
 use super::response::Reply;
 use super::{Ctx, RequestHead};
 use crate::digest::Digest;
@@ -86,10 +87,14 @@ pub(super) async fn get(
     name: &RepoName,
     digest: &Digest,
     only_head: bool,
+    mirrored: Option<&Mirrored<'_>>,
 ) -> Result<Response, RegistryError> {
-    let size = size_in_repo(ctx, name, digest)
-        .await?
-        .ok_or_else(|| blob_unknown(digest))?;
+    let mut size = size_in_repo(ctx, name, digest).await?;
+    if let (None, Some(m)) = (size, mirrored) {
+        mirror::fetch_blob(ctx, m, name, digest).await?;
+        size = size_in_repo(ctx, name, digest).await?;
+    }
+    let size = size.ok_or_else(|| blob_unknown(digest))?;
     let reply = Reply::new(StatusCode::OK)
         .digest(digest)
         .content_type("application/octet-stream")

@@ -11,8 +11,8 @@ use crate::lock::{Held, changed_underneath};
 use crate::op::Channel;
 use crate::rng::{Entropy, Rng};
 use crate::step::{
-    BodyError, BodyTap, CacheRequest, Outcome, Piece, Step, StorageRequest, Store, Versioned,
-    WriteCondition,
+    BodyError, BodyTap, CacheRequest, Outcome, Piece, Step, StorageRequest, Store, UpstreamAnswer,
+    UpstreamRequest, Versioned, WriteCondition,
 };
 
 pub(crate) struct Ctx {
@@ -22,11 +22,16 @@ pub(crate) struct Ctx {
     rng: Mutex<Rng>,
 }
 
-fn unavailable(what: &str, outcome: Outcome) -> RegistryError {
-    let reason = match outcome {
+/// Why a step did not give the outcome asked for.
+fn failure(outcome: Outcome) -> String {
+    match outcome {
         Outcome::Failed(e) => e.message,
         other => format!("unexpected outcome {other:?}"),
-    };
+    }
+}
+
+fn unavailable(what: &str, outcome: Outcome) -> RegistryError {
+    let reason = failure(outcome);
     RegistryError::new(ErrorCode::Unavailable, format!("{what} failed: {reason}"))
 }
 
@@ -310,6 +315,19 @@ impl Ctx {
         }
     }
 
+    /// Records `value` at `key` for `ttl_ms` (a mirror's tag check and an upstream's
+    /// back-off last their own time); like every cache entry, only a shortcut: a failure
+    /// is ignored.
+    pub(crate) async fn cache_remember(&self, key: String, value: Bytes, ttl_ms: u64) {
+        let request = CacheRequest::Put {
+            key,
+            value,
+            ttl_ms,
+            only_if_absent: false,
+        };
+        self.channel.perform(Step::Cache(request)).await;
+    }
+
     async fn cache_put(&self, key: String, value: Bytes, only_if_absent: bool) -> Outcome {
         let ttl_ms = self.limits.cache_ttl_ms;
         let request = CacheRequest::Put {
@@ -325,6 +343,24 @@ impl Ctx {
         // A generator of its own, so no guard on ours is held across the lock steps.
         let mut rng = Rng::new(self.rng().next_u64());
         Held::acquire(&self.channel, &mut rng, &self.limits.locks, keys).await
+    }
+
+    /// Takes the lock on `key` if it is free, without waiting.
+    pub(crate) async fn try_lock(&self, key: String) -> Result<Option<Held>, RegistryError> {
+        let mut rng = Rng::new(self.rng().next_u64());
+        Held::try_acquire(&self.channel, &mut rng, &self.limits.locks, key).await
+    }
+
+    /// Asks a mirror's upstream; a driver that cannot answers with a failure, which counts
+    /// as the upstream being unavailable.
+    pub(crate) async fn upstream(&self, request: UpstreamRequest) -> UpstreamAnswer {
+        match self.channel.perform(Step::Upstream(request)).await {
+            Outcome::Upstream(answer) => answer,
+            other => UpstreamAnswer::Unavailable {
+                reason: failure(other),
+                retry_after_ms: None,
+            },
+        }
     }
 
     /// Checks the locks are still held right before a commit write.
@@ -386,6 +422,22 @@ pub(crate) mod keys {
     /// Cached: a blob's size, present only while it belongs to the repository.
     pub(crate) fn blob_cache(name: &RepoName, d: &Digest) -> String {
         format!("blob/{name}/{d}")
+    }
+
+    /// Held while one request fetches a blob from a mirror's upstream: the others wait for
+    /// it instead of fetching it again (per digest, since the bytes are shared).
+    pub(crate) fn mirror_fetch_lock(d: &Digest) -> String {
+        format!("mirror-fetch/{d}")
+    }
+
+    /// Cached for the mirror's `tag_ttl_secs`: the digest the upstream last named for a tag.
+    pub(crate) fn mirror_tag_checked(name: &RepoName, tag: &Tag) -> String {
+        format!("mirror-tag/{name}/{tag}")
+    }
+
+    /// Cached for as long as an upstream asked (`Retry-After`): it is not asked meanwhile.
+    pub(crate) fn upstream_backoff(url: &str) -> String {
+        format!("upstream-backoff/{url}")
     }
 
     /// Cached: a small blob's bytes, shared by every repository (a digest's bytes never

@@ -4,6 +4,7 @@ use bytes::Bytes;
 use http::StatusCode;
 
 use super::ctx::keys;
+use super::mirror::{self, Mirrored};
 use super::response::Reply;
 use super::{Ctx, Request};
 use crate::digest::{Algorithm, Digest};
@@ -12,7 +13,7 @@ use crate::layout;
 use crate::lock::Held;
 use crate::manifest::{Manifest, stored_media_type};
 use crate::names::{Reference, RepoName, Tag};
-use crate::step::{BodyError, Response, Store};
+use crate::step::{BodyError, Response, Store, Versioned};
 
 fn manifest_unknown(reference: &dyn std::fmt::Display) -> RegistryError {
     RegistryError::new(
@@ -83,19 +84,31 @@ pub(super) async fn get(
     name: &RepoName,
     reference: &Reference,
     only_head: bool,
+    mirrored: Option<&Mirrored<'_>>,
 ) -> Result<Response, RegistryError> {
-    let digest = match reference {
-        Reference::Digest(d) => d.clone(),
-        Reference::Tag(tag) => resolve_tag(ctx, name, tag)
-            .await?
-            .ok_or_else(|| manifest_unknown(reference))?,
+    let (digest, stale) = match (reference, mirrored) {
+        (_, Some(m)) => {
+            let resolved = mirror::resolve(ctx, m, name, reference).await?;
+            (resolved.digest, resolved.stale)
+        }
+        (Reference::Digest(d), None) => (d.clone(), false),
+        (Reference::Tag(tag), None) => {
+            let digest = resolve_tag(ctx, name, tag)
+                .await?
+                .ok_or_else(|| manifest_unknown(reference))?;
+            (digest, false)
+        }
     };
     let bytes = load(ctx, name, &digest)
         .await?
         .ok_or_else(|| manifest_unknown(reference))?;
-    let reply = Reply::new(StatusCode::OK)
+    let mut reply = Reply::new(StatusCode::OK)
         .digest(&digest)
         .content_type(&stored_media_type(&bytes));
+    if stale {
+        // RFC 9111 5.5 retired the header, but it is still how a cache says so.
+        reply = reply.header("warning", r#"110 stowage "Response is Stale""#);
+    }
     let reply = if only_head {
         reply.length(bytes.len() as u64)
     } else {
@@ -212,49 +225,8 @@ pub(super) async fn put(
             }
             current.push(found);
         }
-        ctx.create(Store::Meta, layout::blob_data(&digest), body.clone())
-            .await?;
-        if let Some(subject) = &manifest.subject {
-            let descriptor = manifest.referrer_descriptor(&digest, body.len() as u64);
-            let json = serde_json::to_vec(&descriptor).map_err(|e| invalid(e.to_string()))?;
-            // Derived from the manifest its key names: the same bytes whoever writes it.
-            ctx.create(
-                Store::Meta,
-                layout::referrer_entry(name, subject, &digest),
-                json,
-            )
-            .await?;
-        }
-        ctx.ensure(held).await?;
-        let link = layout::link_content(&digest);
-        ctx.create(
-            Store::Meta,
-            layout::revision_link(name, &digest),
-            link.clone(),
-        )
-        .await?;
-        // The first pull after the push then finds the manifest in the cache.
-        ctx.cache_record(keys::manifest_cache(name, &digest), Some(body.clone()))
-            .await?;
-        for (tag, found) in tags.iter().zip(&current) {
-            ctx.create(
-                Store::Meta,
-                layout::tag_index(name, tag, &digest),
-                link.clone(),
-            )
-            .await?;
-            ctx.ensure(held).await?;
-            ctx.replace(
-                Store::Meta,
-                layout::tag_current(name, tag),
-                link.clone(),
-                found.as_ref(),
-            )
-            .await?;
-            ctx.cache_record(keys::tag_cache(name, tag), Some(Bytes::from(link.clone())))
-                .await?;
-        }
-        Ok(())
+        let tags: Vec<_> = tags.iter().cloned().zip(current).collect();
+        commit(ctx, name, &digest, &body, &manifest, &tags, held).await
     })
     .await?;
     let mut reply = Reply::new(StatusCode::CREATED)
@@ -269,6 +241,63 @@ pub(super) async fn put(
         }
     }
     Ok(reply.done())
+}
+
+/// Stores manifest `body` (with digest `digest`) in `name` and points `tags` at it. The
+/// caller holds the manifest's lock and every tag's, and read what each tag pointed at
+/// under them (with the tag in `tags`). Pushes and mirror fetches both commit this way.
+pub(super) async fn commit(
+    ctx: &Ctx,
+    name: &RepoName,
+    digest: &Digest,
+    body: &Bytes,
+    manifest: &Manifest,
+    tags: &[(Tag, Option<Versioned>)],
+    held: &mut Held,
+) -> Result<(), RegistryError> {
+    ctx.create(Store::Meta, layout::blob_data(digest), body.clone())
+        .await?;
+    if let Some(subject) = &manifest.subject {
+        let descriptor = manifest.referrer_descriptor(digest, body.len() as u64);
+        let json = serde_json::to_vec(&descriptor).map_err(|e| invalid(e.to_string()))?;
+        // Derived from the manifest its key names: the same bytes whoever writes it.
+        ctx.create(
+            Store::Meta,
+            layout::referrer_entry(name, subject, digest),
+            json,
+        )
+        .await?;
+    }
+    ctx.ensure(held).await?;
+    let link = layout::link_content(digest);
+    ctx.create(
+        Store::Meta,
+        layout::revision_link(name, digest),
+        link.clone(),
+    )
+    .await?;
+    // The first pull after the push then finds the manifest in the cache.
+    ctx.cache_record(keys::manifest_cache(name, digest), Some(body.clone()))
+        .await?;
+    for (tag, found) in tags {
+        ctx.create(
+            Store::Meta,
+            layout::tag_index(name, tag, digest),
+            link.clone(),
+        )
+        .await?;
+        ctx.ensure(held).await?;
+        ctx.replace(
+            Store::Meta,
+            layout::tag_current(name, tag),
+            link.clone(),
+            found.as_ref(),
+        )
+        .await?;
+        ctx.cache_record(keys::tag_cache(name, tag), Some(Bytes::from(link.clone())))
+            .await?;
+    }
+    Ok(())
 }
 
 pub(super) async fn delete(

@@ -4,6 +4,7 @@ mod blobs;
 mod ctx;
 mod listing;
 mod manifests;
+mod mirror;
 mod referrers;
 mod response;
 mod uploads;
@@ -12,7 +13,7 @@ use http::{HeaderMap, Method, StatusCode};
 
 use std::sync::Arc;
 
-use crate::access::{AccessControl, Caller, Refusal, needs};
+use crate::access::{AccessControl, Action, Caller, Refusal, needs};
 use crate::config::Limits;
 use crate::error::RegistryError;
 use crate::op::{Channel, Operation};
@@ -76,6 +77,29 @@ impl Registry {
         self
     }
 
+    /// A push or delete in a mirrored repository is refused unless its mirror allows them:
+    /// the repository's content is the upstream's.
+    fn refuse_writes_to_mirrors(&self, needs: &[crate::access::Need]) -> Result<(), RegistryError> {
+        for need in needs {
+            let request = &need.request;
+            if !matches!(request.action, Action::Push | Action::Delete) {
+                continue;
+            }
+            if let Some((_, mirror)) = self.repositories.mirror_for(&request.repository)
+                && !mirror.allow_push
+            {
+                return Err(RegistryError::new(
+                    crate::error::ErrorCode::Denied,
+                    format!(
+                        "{} mirrors an upstream registry: pushes and deletes are refused (allow_push = false)",
+                        request.repository
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
@@ -115,12 +139,16 @@ impl Registry {
                     Err(e) => return error_response(&e),
                 };
                 let host = head.header("host");
+                let needs = needs(&route);
                 if let Err(refusal) =
                     registry
                         .access
-                        .authorize(&registry.repositories, &caller, &needs(&route), host)
+                        .authorize(&registry.repositories, &caller, &needs, host)
                 {
                     return refusal_response(&refusal);
+                }
+                if let Err(e) = registry.refuse_writes_to_mirrors(&needs) {
+                    return error_response(&e);
                 }
                 let request = Request {
                     ctx: &ctx,
@@ -172,6 +200,13 @@ impl Request<'_> {
         !self.registry.access.enforced(&self.registry.repositories)
     }
 
+    /// The mirror settings for a pull of `name`, if it is mirrored.
+    fn mirrored(&self, name: &crate::names::RepoName) -> Option<mirror::Mirrored<'_>> {
+        let (prefix, settings) = self.registry.repositories.mirror_for(name.as_str())?;
+        let ns = crate::mirror::ns_parameter(self.head.query.as_deref());
+        Some(mirror::Mirrored::new(prefix, settings, name, ns))
+    }
+
     fn tag_is_immutable(&self, name: &crate::names::RepoName, tag: &crate::names::Tag) -> bool {
         self.registry
             .repositories
@@ -192,7 +227,10 @@ async fn dispatch(request: &Request<'_>, route: Route) -> Result<Response, Regis
             name,
             reference,
             head: only_head,
-        } => manifests::get(ctx, &name, &reference, only_head).await,
+        } => {
+            let mirrored = request.mirrored(&name);
+            manifests::get(ctx, &name, &reference, only_head, mirrored.as_ref()).await
+        }
         Route::PutManifest {
             name,
             reference,
@@ -205,7 +243,10 @@ async fn dispatch(request: &Request<'_>, route: Route) -> Result<Response, Regis
             name,
             digest,
             head: only_head,
-        } => blobs::get(ctx, head, &name, &digest, only_head).await,
+        } => {
+            let mirrored = request.mirrored(&name);
+            blobs::get(ctx, head, &name, &digest, only_head, mirrored.as_ref()).await
+        }
         Route::DeleteBlob { name, digest } => blobs::delete(ctx, &name, &digest).await,
         Route::StartUpload {
             name,

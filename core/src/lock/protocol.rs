@@ -98,6 +98,27 @@ impl Held {
         Ok(held)
     }
 
+    /// Takes `key` if it is free, without waiting: `None` when someone else holds it.
+    pub(crate) async fn try_acquire(
+        channel: &Channel,
+        rng: &mut Rng,
+        settings: &LockSettings,
+        key: String,
+    ) -> Result<Option<Held>, RegistryError> {
+        let token = rng.id();
+        let request = LockRequest::Acquire {
+            key: key.clone(),
+            token: token.clone(),
+            ttl_ms: settings.ttl_ms,
+        };
+        let since = channel.now();
+        Ok(lock_step(channel, request).await?.then(|| Held {
+            keys: vec![key],
+            token,
+            since,
+        }))
+    }
+
     /// Makes sure every lock is still ours before a commit write, refreshing once a third of
     /// the TTL has passed. A lock that could not be refreshed was lost: the caller must stop.
     pub(crate) async fn ensure(

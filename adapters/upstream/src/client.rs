@@ -1,0 +1,218 @@
+//! One upstream registry: requests with the authorization its challenge asks for, redirects
+//! followed by hand (credentials dropped when one leads to another origin), and statuses
+//! turned into the answers the core decides on.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::header::{ACCEPT, AUTHORIZATION, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use stowage_core::step::UpstreamAnswer;
+use stowage_driver::Cache;
+use url::Url;
+
+use crate::auth::{Authorizer, Credentials};
+use crate::challenge::Challenge;
+
+/// Redirects followed for one request (blob downloads go to a CDN once).
+const MAX_REDIRECTS: usize = 5;
+
+pub(crate) struct Upstream {
+    /// The registry's base URL, ending with `/`.
+    pub(crate) base: Url,
+    client: reqwest::Client,
+    credentials: Credentials,
+    /// What the upstream last asked for, so later requests authenticate up front.
+    challenge: Mutex<Option<Challenge>>,
+}
+
+impl Upstream {
+    pub(crate) fn new(base: Url, client: reqwest::Client, credentials: Credentials) -> Self {
+        Upstream {
+            base,
+            client,
+            credentials,
+            challenge: Mutex::new(None),
+        }
+    }
+
+    fn last_challenge(&self) -> Option<Challenge> {
+        self.challenge
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Sends `method` to `path` (below the base URL), authenticating for `scope` as the
+    /// upstream asks: once up front with what it asked for last, and once more after a
+    /// `401` names a challenge.
+    pub(crate) async fn send(
+        &self,
+        cache: &Arc<dyn Cache>,
+        method: Method,
+        path: &str,
+        accept: &[&str],
+        scope: &str,
+    ) -> Result<reqwest::Response, UpstreamAnswer> {
+        let url = self.base.join(path).map_err(|e| UpstreamAnswer::Refused {
+            reason: format!("{}{path}: {e}", self.base),
+        })?;
+        let authorizer = Authorizer {
+            client: &self.client,
+            cache,
+            upstream: &self.base,
+            credentials: &self.credentials,
+        };
+        let known = self.last_challenge();
+        let mut authorization = authorizer
+            .authorization(known.as_ref(), scope, false)
+            .await?;
+        let mut challenged = false;
+        loop {
+            let response = self
+                .follow(&method, url.clone(), accept, authorization.clone())
+                .await?;
+            if response.status() != StatusCode::UNAUTHORIZED || challenged {
+                return Ok(response);
+            }
+            challenged = true;
+            let Some(challenge) = response
+                .headers()
+                .get(WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(Challenge::parse)
+            else {
+                return Ok(response);
+            };
+            *self.challenge.lock().unwrap_or_else(|p| p.into_inner()) = Some(challenge.clone());
+            authorization = authorizer
+                .authorization(Some(&challenge), scope, true)
+                .await?;
+            if authorization.is_none() {
+                return Ok(response);
+            }
+        }
+    }
+
+    /// One request, following redirects; `authorization` goes only to the base URL's
+    /// origin, so a redirect elsewhere never carries it.
+    async fn follow(
+        &self,
+        method: &Method,
+        mut url: Url,
+        accept: &[&str],
+        authorization: Option<HeaderValue>,
+    ) -> Result<reqwest::Response, UpstreamAnswer> {
+        for _ in 0..=MAX_REDIRECTS {
+            let mut request = self.client.request(method.clone(), url.clone());
+            if !accept.is_empty() {
+                request = request.header(ACCEPT, accept.join(", "));
+            }
+            if url.origin() == self.base.origin()
+                && let Some(authorization) = &authorization
+            {
+                request = request.header(AUTHORIZATION, authorization.clone());
+            }
+            let response = request
+                .send()
+                .await
+                .map_err(|e| UpstreamAnswer::Unavailable {
+                    reason: format!("{}: {e}", self.base),
+                    retry_after_ms: None,
+                })?;
+            if !response.status().is_redirection() {
+                return Ok(response);
+            }
+            let next = response
+                .headers()
+                .get(LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|location| url.join(location).ok())
+                .ok_or_else(|| UpstreamAnswer::Refused {
+                    reason: format!("{url}: a redirect without a usable Location"),
+                })?;
+            url = next;
+        }
+        Err(UpstreamAnswer::Refused {
+            reason: format!("{}: more than {MAX_REDIRECTS} redirects", self.base),
+        })
+    }
+}
+
+/// The answer a status stands for, unless it is a success: `404` not found; `429` (with its
+/// `Retry-After`), `408` and `5xx` unavailable; anything else refused.
+pub(crate) fn failure(
+    status: StatusCode,
+    headers: &HeaderMap,
+    who: &str,
+) -> Option<UpstreamAnswer> {
+    if status.is_success() {
+        return None;
+    }
+    let reason = format!("{who} answered {status}");
+    Some(match status {
+        StatusCode::NOT_FOUND => UpstreamAnswer::NotFound,
+        StatusCode::TOO_MANY_REQUESTS => UpstreamAnswer::Unavailable {
+            reason,
+            retry_after_ms: retry_after(headers).map(|d| d.as_millis() as u64),
+        },
+        StatusCode::REQUEST_TIMEOUT => UpstreamAnswer::Unavailable {
+            reason,
+            retry_after_ms: None,
+        },
+        s if s.is_server_error() => UpstreamAnswer::Unavailable {
+            reason,
+            retry_after_ms: None,
+        },
+        _ => UpstreamAnswer::Refused { reason },
+    })
+}
+
+/// `Retry-After` in seconds (RFC 9110 10.2.3); a date is taken as a minute, as it cannot
+/// be compared with a clock the upstream does not share.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    match value.parse::<u64>() {
+        Ok(seconds) => Some(Duration::from_secs(seconds)),
+        Err(_) => Some(Duration::from_secs(60)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_retry_after(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn statuses_become_answers() {
+        let none = HeaderMap::new();
+        assert!(failure(StatusCode::OK, &none, "u").is_none());
+        assert!(matches!(
+            failure(StatusCode::NOT_FOUND, &none, "u"),
+            Some(UpstreamAnswer::NotFound)
+        ));
+        assert!(matches!(
+            failure(StatusCode::TOO_MANY_REQUESTS, &with_retry_after("7"), "u"),
+            Some(UpstreamAnswer::Unavailable {
+                retry_after_ms: Some(7000),
+                ..
+            })
+        ));
+        assert!(matches!(
+            failure(StatusCode::BAD_GATEWAY, &none, "u"),
+            Some(UpstreamAnswer::Unavailable {
+                retry_after_ms: None,
+                ..
+            })
+        ));
+        assert!(matches!(
+            failure(StatusCode::FORBIDDEN, &none, "u"),
+            Some(UpstreamAnswer::Refused { .. })
+        ));
+    }
+}

@@ -1,0 +1,213 @@
+"""Stowage as a pull-through mirror (issue 21): cold pulls byte-identical to the upstream's,
+one upstream fetch for concurrent misses across replicas, nothing kept from a lying upstream,
+stale tags served while the upstream is down or rate-limiting, tags re-checked after their
+TTL, pushes refused, and the token flow."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+sys.path.append(str(Path(__file__).resolve().parents[1] / "clients"))
+
+from clientharness.tools import ContainerTool  # noqa: E402
+from conftest import mirror_toml  # noqa: E402
+
+ACCEPT = "application/vnd.oci.image.manifest.v1+json"
+
+
+def pull_dir(reference: str, out: Path, creds: str | None = None) -> dict[str, bytes]:
+    """`skopeo copy` of `reference` to a `dir:`; its files by name."""
+    argv = ["skopeo", "copy", "--quiet", "--src-tls-verify=false"]
+    if creds:
+        argv += ["--src-creds", creds]
+    run = subprocess.run(argv + [f"docker://{reference}", f"dir:{out}"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    return {p.name: p.read_bytes() for p in out.iterdir() if p.name != "version"}
+
+
+def manifest(mirror, name: str, reference: str, method: str = "GET") -> requests.Response:
+    return requests.request(method, f"{mirror.url}/v2/{name}/manifests/{reference}",
+                            headers={"Accept": ACCEPT}, timeout=30)
+
+
+def blob(mirror, name: str, digest: str) -> requests.Response:
+    return requests.get(f"{mirror.url}/v2/{name}/blobs/{digest}", timeout=60)
+
+
+def stored_blobs(root: Path) -> set[str]:
+    """Every blob file under a filesystem store, by hex digest."""
+    return {p.parent.name for p in root.rglob("data") if len(p.parent.name) == 64}
+
+
+@pytest.mark.parametrize("runtime,store", [("tokio", "fs"), ("smol", "fs"), ("tokio", "s3"), ("smol", "s3")])
+def test_a_cold_pull_is_byte_identical_and_pushes_are_refused(upstream, start, tmp_path, runtime, store):
+    image = upstream.push("team/app", "v1", [os.urandom(300_000), os.urandom(70_000)])
+    mirror = start(mirror_toml(upstream), runtime=runtime, store=store)
+    through_mirror = pull_dir(f"{mirror.host}/hub/team/app:v1", tmp_path / "mirror")
+    direct = pull_dir(f"127.0.0.1:{upstream.registry.port}/team/app:v1", tmp_path / "direct",
+                      creds="mirror-user:mirror-secret")
+    assert through_mirror == direct
+    assert hashlib.sha256(through_mirror["manifest.json"]).hexdigest() == image["digest"].split(":")[1]
+    # Warm: served from the store, the upstream not asked for the blobs again.
+    gets = upstream.proxy.blob_gets(image["layers"][0]["digest"])
+    assert gets == 1
+    assert pull_dir(f"{mirror.host}/hub/team/app@{image['digest']}", tmp_path / "warm") == direct
+    assert upstream.proxy.blob_gets(image["layers"][0]["digest"]) == 1
+    r = requests.put(f"{mirror.url}/v2/hub/team/app/manifests/v2", data=through_mirror["manifest.json"],
+                     headers={"Content-Type": ACCEPT}, timeout=10)
+    assert r.status_code == 403 and r.json()["errors"][0]["code"] == "DENIED", r.text
+    assert "allow_push" in r.text
+    r = requests.post(f"{mirror.url}/v2/hub/team/app/blobs/uploads/", timeout=10)
+    assert r.status_code == 403, r.text
+
+
+def test_concurrent_cold_pulls_through_three_replicas_fetch_once(upstream, start, redis):
+    data = os.urandom(24 * 1024 * 1024)
+    image = upstream.push("big/app", "v1", [data])
+    digest = image["layers"][0]["digest"]
+    replicas = start(mirror_toml(upstream), replicas=3, redis=redis)
+    for r in replicas:
+        assert manifest(r, "hub/big/app", "v1").status_code == 200
+
+    def pull(n: int) -> str:
+        with requests.get(f"{replicas[n % 3].url}/v2/hub/big/app/blobs/{digest}", stream=True, timeout=120) as r:
+            assert r.status_code == 200, r.text
+            h = hashlib.sha256()
+            for chunk in r.iter_content(1 << 20):
+                h.update(chunk)
+            return "sha256:" + h.hexdigest()
+
+    with concurrent.futures.ThreadPoolExecutor(24) as pool:
+        digests = list(pool.map(pull, range(24)))
+    assert digests == [digest] * 24
+    assert upstream.proxy.blob_gets(digest) == 1
+
+
+@pytest.mark.parametrize("mode", ["corrupt", "truncate"])
+def test_a_broken_upstream_leaves_nothing_and_the_next_pull_refetches(upstream, start, tmp_path, mode):
+    image = upstream.push("team/app", "v1", [os.urandom(600_000)])
+    digest = image["layers"][0]["digest"]
+    mirror = start(mirror_toml(upstream))
+    root = tmp_path / "mirror-0" / "data"
+    assert manifest(mirror, "hub/team/app", "v1").status_code == 200
+    upstream.proxy.mode = mode
+    r = blob(mirror, "hub/team/app", digest)
+    assert r.status_code in (502, 503), r.text
+    assert digest.split(":")[1] not in stored_blobs(root)
+    assert blob(mirror, "hub/team/app", digest).status_code in (502, 503)
+    upstream.proxy.mode = "pass"
+    r = blob(mirror, "hub/team/app", digest)
+    assert r.status_code == 200 and hashlib.sha256(r.content).hexdigest() == digest.split(":")[1]
+    assert upstream.proxy.blob_gets(digest) == 3
+    assert digest.split(":")[1] in stored_blobs(root)
+
+
+def test_upstream_down_serves_cached_tags_stale_and_fails_uncached_clearly(upstream, start, tmp_path):
+    image = upstream.push("team/app", "v1", [os.urandom(1000)])
+    upstream.push("team/other", "v1", [os.urandom(1000)])
+    mirror = start(mirror_toml(upstream, ttl=1))
+    assert pull_dir(f"{mirror.host}/hub/team/app:v1", tmp_path / "cold")
+    upstream.proxy.mode = "down"
+    time.sleep(1.2)
+    r = manifest(mirror, "hub/team/app", "v1")
+    assert r.status_code == 200 and r.headers["Docker-Content-Digest"] == image["digest"]
+    assert "Stale" in r.headers.get("Warning", "")
+    assert pull_dir(f"{mirror.host}/hub/team/app:v1", tmp_path / "stale")
+    r = manifest(mirror, "hub/team/other", "v1")
+    assert r.status_code == 503, r.text
+    assert "not cached and the upstream is unavailable" in r.json()["errors"][0]["message"]
+
+
+def test_a_429_is_honoured_and_the_cached_copy_served_meanwhile(upstream, start):
+    image = upstream.push("team/app", "v1", [os.urandom(1000)])
+    mirror = start(mirror_toml(upstream, ttl=1))
+    assert manifest(mirror, "hub/team/app", "v1").status_code == 200
+    upstream.proxy.mode, upstream.proxy.retry_after = "429", 3
+    time.sleep(1.2)
+    asked = upstream.proxy.count()
+    for _ in range(5):
+        r = manifest(mirror, "hub/team/app", "v1")
+        assert r.status_code == 200 and r.headers["Docker-Content-Digest"] == image["digest"]
+        assert "Stale" in r.headers.get("Warning", "")
+    # One 429, then silence until Retry-After has passed.
+    assert upstream.proxy.count() == asked + 1
+    upstream.proxy.mode = "pass"
+    time.sleep(3.1)
+    r = manifest(mirror, "hub/team/app", "v1")
+    assert r.status_code == 200 and "Warning" not in r.headers
+    assert upstream.proxy.count() > asked + 1
+
+
+def test_a_repointed_tag_is_seen_after_the_ttl_and_not_before(upstream, start):
+    first = upstream.push("team/app", "v1", [os.urandom(1000)])
+    mirror = start(mirror_toml(upstream, ttl=3))
+    assert manifest(mirror, "hub/team/app", "v1").headers["Docker-Content-Digest"] == first["digest"]
+    second = upstream.push("team/app", "v1", [os.urandom(1000)])
+    assert manifest(mirror, "hub/team/app", "v1").headers["Docker-Content-Digest"] == first["digest"]
+    time.sleep(3.2)
+    assert manifest(mirror, "hub/team/app", "v1").headers["Docker-Content-Digest"] == second["digest"]
+    # The first manifest stays pullable by digest.
+    assert manifest(mirror, "hub/team/app", first["digest"]).status_code == 200
+
+
+def test_the_token_flow_and_ns_selection(token_upstream, start, tmp_path):
+    image = token_upstream.push("team/app", "v1", [os.urandom(1000)])
+    host = "127.0.0.1"
+    mirror = start(mirror_toml(token_upstream, extra='allow_push = false\n'))
+    r = requests.get(f"{mirror.url}/v2/hub/team/app/manifests/v1?ns={host}", headers={"Accept": ACCEPT}, timeout=30)
+    assert r.status_code == 200 and r.headers["Docker-Content-Digest"] == image["digest"]
+    # A registry this mirror does not stand for is not asked.
+    r = requests.get(f"{mirror.url}/v2/hub/team/app/manifests/{image['digest']}?ns=quay.io", timeout=30)
+    assert r.status_code == 200  # stored already: served locally
+    r = requests.get(f"{mirror.url}/v2/hub/team/nope/manifests/v1?ns=quay.io", timeout=30)
+    assert r.status_code == 404
+    assert pull_dir(f"{mirror.host}/hub/team/app:v1", tmp_path / "pulled")
+    # One token per scope, reused from the cache for the blobs and later pulls.
+    assert token_upstream.token_server.requests.count(("repository:team/app:pull",)) == 1
+
+
+def tar_layer(name: str, content: bytes) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        info = tarfile.TarInfo(name)
+        info.size = len(content)
+        info.mtime = 0
+        tar.addfile(info, io.BytesIO(content))
+    return out.getvalue()
+
+
+def test_podman_pulls_through_a_registries_conf_mirror(upstream, start, tmp_path):
+    image = upstream.push("team/app", "v1", [tar_layer("hello.txt", b"through the mirror\n")])
+    mirror = start(mirror_toml(upstream))
+    # The location needs credentials podman is not given: only the mirror can serve it.
+    conf = tmp_path / "registries.conf"
+    conf.write_text(
+        '[[registry]]\nprefix = "upstream.test"\n'
+        f'location = "127.0.0.1:{upstream.registry.port}"\ninsecure = true\n'
+        f'[[registry.mirror]]\nlocation = "{mirror.host}/hub"\ninsecure = true\n'
+    )
+    # podman refuses a --runroot longer than 50 characters.
+    runroot = Path(tempfile.mkdtemp(prefix="pod-run-", dir="/tmp"))
+    try:
+        os.environ["CONTAINERS_REGISTRIES_CONF"] = str(conf)
+        podman = ContainerTool("podman", tmp_path / "podman-root", runroot)
+        podman("pull", "-q", "upstream.test/team/app:v1")
+        digest = podman.out("inspect", "--format", "{{.Digest}}", "upstream.test/team/app:v1")
+        assert digest == image["digest"]
+    finally:
+        os.environ.pop("CONTAINERS_REGISTRIES_CONF", None)
+        shutil.rmtree(runroot, ignore_errors=True)
+    assert upstream.proxy.blob_gets(image["layers"][0]["digest"]) == 1

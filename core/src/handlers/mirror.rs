@@ -1,0 +1,385 @@
+//! Pulls from a mirrored repository (see [`crate::mirror`]): what to ask the upstreams when a
+//! manifest or blob is missing or a tag is due for a check, and what to make of the answer.
+//!
+//! - A blob is fetched under a lock on its digest ([`keys::mirror_fetch_lock`], in the lock
+//!   store replicas share): whoever takes it fetches, the others wait for it to be released
+//!   and find the blob stored. The bytes go straight to the blob's address through a tap
+//!   expecting its digest, so a blob that does not hash to its name is never visible.
+//! - A manifest by digest is verified against the digest and kept for good. A tag is
+//!   trusted for `tag_ttl_secs` after the upstream last named its digest (a cache entry
+//!   replicas share); then a HEAD asks again, and only a new digest is fetched.
+//! - An upstream that is unreachable or answers `429`/`5xx` leaves what is stored to be
+//!   served, marked stale; a `429`'s `Retry-After` is recorded in the shared cache, and
+//!   nobody asks that upstream until it has passed.
+
+use bytes::Bytes;
+
+use super::Ctx;
+use super::blobs::{size_entry, size_in_repo};
+use super::ctx::keys;
+use super::manifests;
+use crate::digest::{Algorithm, Digest, Hasher};
+use crate::error::{ErrorCode, RegistryError};
+use crate::layout;
+use crate::manifest::Manifest;
+use crate::mirror::{Mirror, UpstreamRef, upstream_name};
+use crate::names::{Reference, RepoName, Tag};
+use crate::step::{BodyTap, Step, Store, UpstreamAnswer, UpstreamRequest};
+
+/// How long a request waits for another one fetching the same blob before giving up.
+const FETCH_WAIT_MS: u64 = 15 * 60 * 1000;
+/// How often a waiting request looks whether the fetch it waits for is done.
+const FETCH_POLL_MS: u64 = 100;
+
+/// A mirrored repository as one request sees it.
+pub(super) struct Mirrored<'a> {
+    mirror: &'a Mirror,
+    /// The upstream's name for the repository.
+    remote: String,
+    /// The upstreams this request may ask, in order (`?ns=` narrows them).
+    upstreams: Vec<&'a UpstreamRef>,
+}
+
+impl<'a> Mirrored<'a> {
+    pub(super) fn new(prefix: &str, mirror: &'a Mirror, name: &RepoName, ns: Option<&str>) -> Self {
+        Mirrored {
+            mirror,
+            remote: upstream_name(prefix, name.as_str()),
+            upstreams: mirror.candidates(ns),
+        }
+    }
+}
+
+/// The manifest a mirrored reference names, now stored; `stale` when the upstream could
+/// not confirm a tag and the stored answer was kept.
+pub(super) struct Resolved {
+    pub(super) digest: Digest,
+    pub(super) stale: bool,
+}
+
+/// Makes sure the manifest `reference` names is stored in `name`, asking the upstreams when
+/// it is missing or its tag is due for a check.
+pub(super) async fn resolve(
+    ctx: &Ctx,
+    m: &Mirrored<'_>,
+    name: &RepoName,
+    reference: &Reference,
+) -> Result<Resolved, RegistryError> {
+    match reference {
+        Reference::Digest(digest) => {
+            if manifests::load(ctx, name, digest).await?.is_none() {
+                fetch_manifest(ctx, m, name, digest, None).await?;
+            }
+            Ok(Resolved {
+                digest: digest.clone(),
+                stale: false,
+            })
+        }
+        Reference::Tag(tag) => resolve_tag(ctx, m, name, tag).await,
+    }
+}
+
+async fn resolve_tag(
+    ctx: &Ctx,
+    m: &Mirrored<'_>,
+    name: &RepoName,
+    tag: &Tag,
+) -> Result<Resolved, RegistryError> {
+    let local = manifests::resolve_tag(ctx, name, tag).await?;
+    let checked = keys::mirror_tag_checked(name, tag);
+    if let Some(digest) = &local
+        && let Some(Some(_)) = ctx.cache_get(checked.clone()).await
+    {
+        return Ok(Resolved {
+            digest: digest.clone(),
+            stale: false,
+        });
+    }
+    let head = |u: &UpstreamRef| manifest_request(m, u, tag.as_str(), false, ctx);
+    let digest = match ask(ctx, m, head).await {
+        UpstreamAnswer::Manifest {
+            digest: Some(digest),
+            ..
+        } => {
+            if local.as_ref() != Some(&digest) {
+                fetch_manifest(ctx, m, name, &digest, Some(tag)).await?;
+            }
+            digest
+        }
+        // An upstream that names no digest on a HEAD: the GET's bytes name it.
+        UpstreamAnswer::Manifest { digest: None, .. } => {
+            let get = |u: &UpstreamRef| manifest_request(m, u, tag.as_str(), true, ctx);
+            let (body, media_type) = manifest_body(ask(ctx, m, get).await, tag)?;
+            let digest = Digest::of(Algorithm::Sha256, &body);
+            store_manifest(ctx, name, &digest, body, media_type.as_deref(), Some(tag)).await?;
+            digest
+        }
+        answer => {
+            let Some(digest) = local else {
+                return Err(missing(answer, ErrorCode::ManifestUnknown, tag));
+            };
+            // Gone upstream or refused: the mirror keeps what it has. Unreachable: the same,
+            // but not trusted, so the next pull asks again.
+            let stale = matches!(answer, UpstreamAnswer::Unavailable { .. });
+            if !stale {
+                ctx.cache_remember(checked, Bytes::new(), m.mirror.tag_ttl_ms)
+                    .await;
+            }
+            return Ok(Resolved { digest, stale });
+        }
+    };
+    let record = Bytes::from(digest.to_string());
+    ctx.cache_remember(checked, record, m.mirror.tag_ttl_ms)
+        .await;
+    Ok(Resolved {
+        digest,
+        stale: false,
+    })
+}
+
+fn manifest_request(
+    m: &Mirrored<'_>,
+    upstream: &UpstreamRef,
+    reference: &str,
+    body: bool,
+    ctx: &Ctx,
+) -> UpstreamRequest {
+    UpstreamRequest::Manifest {
+        upstream: upstream.index,
+        repository: m.remote.clone(),
+        reference: reference.to_owned(),
+        body,
+        limit: ctx.limits.max_manifest_bytes,
+    }
+}
+
+/// Stores manifest `digest` in `name` (pointing `tag` at it, if given), fetching it unless
+/// it is stored already.
+async fn fetch_manifest(
+    ctx: &Ctx,
+    m: &Mirrored<'_>,
+    name: &RepoName,
+    digest: &Digest,
+    tag: Option<&Tag>,
+) -> Result<(), RegistryError> {
+    let (body, media_type) = match manifests::load(ctx, name, digest).await? {
+        Some(body) => (body, None),
+        None => {
+            let get = |u: &UpstreamRef| manifest_request(m, u, &digest.to_string(), true, ctx);
+            let (body, media_type) = manifest_body(ask(ctx, m, get).await, digest)?;
+            let actual = Digest::of(digest.algorithm(), &body);
+            if &actual != digest {
+                return Err(RegistryError::new(
+                    ErrorCode::Unavailable,
+                    format!("the upstream sent manifest {actual} for {digest}; nothing was kept"),
+                ));
+            }
+            (body, media_type)
+        }
+    };
+    store_manifest(ctx, name, digest, body, media_type.as_deref(), tag).await
+}
+
+fn manifest_body(
+    answer: UpstreamAnswer,
+    reference: &dyn std::fmt::Display,
+) -> Result<(Bytes, Option<String>), RegistryError> {
+    match answer {
+        UpstreamAnswer::Manifest {
+            body: Some(body),
+            media_type,
+            ..
+        } => Ok((body, media_type)),
+        other => Err(missing(other, ErrorCode::ManifestUnknown, reference)),
+    }
+}
+
+async fn store_manifest(
+    ctx: &Ctx,
+    name: &RepoName,
+    digest: &Digest,
+    body: Bytes,
+    media_type: Option<&str>,
+    tag: Option<&Tag>,
+) -> Result<(), RegistryError> {
+    let manifest = Manifest::parse(&body, media_type).map_err(|e| {
+        RegistryError::new(
+            ErrorCode::Unavailable,
+            format!("the upstream sent an invalid manifest {digest}: {e}"),
+        )
+    })?;
+    let mut locks = vec![keys::manifest_lock(name, digest)];
+    locks.extend(tag.map(|t| keys::tag_lock(name, t)));
+    ctx.locked(locks, async |held| {
+        let mut tags = Vec::new();
+        if let Some(tag) = tag {
+            let found = ctx
+                .read_versioned(Store::Meta, layout::tag_current(name, tag))
+                .await?;
+            tags.push((tag.clone(), found));
+        }
+        manifests::commit(ctx, name, digest, &body, &manifest, &tags, held).await
+    })
+    .await
+}
+
+/// Makes sure blob `digest` is stored and belongs to `name`, fetching it once however many
+/// requests (on however many replicas) miss it at the same time.
+pub(super) async fn fetch_blob(
+    ctx: &Ctx,
+    m: &Mirrored<'_>,
+    name: &RepoName,
+    digest: &Digest,
+) -> Result<(), RegistryError> {
+    let deadline = ctx.channel.now().plus(FETCH_WAIT_MS);
+    loop {
+        if size_in_repo(ctx, name, digest).await?.is_some() {
+            return Ok(());
+        }
+        if let Some(mut held) = ctx.try_lock(keys::mirror_fetch_lock(digest)).await? {
+            let result = fetch_blob_holding(ctx, m, name, digest, &mut held).await;
+            ctx.unlock(held).await;
+            return result;
+        }
+        if ctx.channel.now() >= deadline {
+            return Err(RegistryError::new(
+                ErrorCode::Unavailable,
+                format!("blob {digest} is still being fetched from the upstream; retry"),
+            ));
+        }
+        ctx.channel.perform(Step::Sleep { ms: FETCH_POLL_MS }).await;
+    }
+}
+
+async fn fetch_blob_holding(
+    ctx: &Ctx,
+    m: &Mirrored<'_>,
+    name: &RepoName,
+    digest: &Digest,
+    held: &mut crate::lock::Held,
+) -> Result<(), RegistryError> {
+    let key = layout::blob_data(digest);
+    // Stored already, for another repository: linked here only if the upstream has it
+    // here too, so a mirrored repository never serves a blob its upstream would not.
+    let answer = if ctx.exists(Store::Blobs, key.clone()).await? {
+        ask(ctx, m, |u| UpstreamRequest::BlobExists {
+            upstream: u.index,
+            repository: m.remote.clone(),
+            digest: digest.clone(),
+        })
+        .await
+    } else {
+        ask(ctx, m, |u| UpstreamRequest::FetchBlob {
+            upstream: u.index,
+            repository: m.remote.clone(),
+            digest: digest.clone(),
+            store: Store::Blobs,
+            key: key.clone(),
+            tap: Box::new(BodyTap::new(
+                Hasher::new(digest.algorithm()),
+                None,
+                Some(digest.clone()),
+            )),
+        })
+        .await
+    };
+    if !matches!(
+        answer,
+        UpstreamAnswer::Found | UpstreamAnswer::Fetched { error: None, .. }
+    ) {
+        return Err(missing(answer, ErrorCode::BlobUnknown, digest));
+    }
+    let size = ctx.stat(Store::Blobs, key).await?.ok_or_else(|| {
+        RegistryError::new(
+            ErrorCode::Unavailable,
+            format!("blob {digest} vanished; retry"),
+        )
+    })?;
+    ctx.ensure(held).await?;
+    ctx.create(
+        Store::Meta,
+        layout::layer_link(name, digest),
+        layout::link_content(digest),
+    )
+    .await?;
+    ctx.cache_record(keys::blob_cache(name, digest), Some(size_entry(size)))
+        .await
+}
+
+/// Asks the upstreams in order until one has what `request` asks for. An upstream in its
+/// `Retry-After` time is skipped; one answering `429` with a time is recorded as such.
+/// Without a useful answer, the most telling failure: unavailable over refused over not
+/// found.
+async fn ask(
+    ctx: &Ctx,
+    m: &Mirrored<'_>,
+    request: impl Fn(&UpstreamRef) -> UpstreamRequest,
+) -> UpstreamAnswer {
+    let mut worst = UpstreamAnswer::NotFound;
+    for upstream in &m.upstreams {
+        let backoff = keys::upstream_backoff(&upstream.url);
+        let answer = if let Some(Some(_)) = ctx.cache_get(backoff.clone()).await {
+            UpstreamAnswer::Unavailable {
+                reason: format!("{} asked us to wait (429 Retry-After)", upstream.url),
+                retry_after_ms: None,
+            }
+        } else {
+            match ctx.upstream(request(upstream)).await {
+                UpstreamAnswer::Fetched {
+                    error: Some(error), ..
+                } => UpstreamAnswer::Unavailable {
+                    reason: format!("{} sent a broken blob: {error}", upstream.url),
+                    retry_after_ms: None,
+                },
+                answer => answer,
+            }
+        };
+        if let UpstreamAnswer::Unavailable {
+            retry_after_ms: Some(ms),
+            ..
+        } = &answer
+        {
+            ctx.cache_remember(backoff, Bytes::from_static(b"429"), *ms)
+                .await;
+        }
+        worst = match answer {
+            UpstreamAnswer::NotFound => worst,
+            UpstreamAnswer::Refused { .. }
+                if matches!(worst, UpstreamAnswer::Unavailable { .. }) =>
+            {
+                worst
+            }
+            UpstreamAnswer::Refused { .. } | UpstreamAnswer::Unavailable { .. } => answer,
+            useful => return useful,
+        };
+    }
+    worst
+}
+
+/// The error for something the upstreams did not provide and the mirror does not have.
+fn missing(
+    answer: UpstreamAnswer,
+    not_found: ErrorCode,
+    what: &dyn std::fmt::Display,
+) -> RegistryError {
+    match answer {
+        UpstreamAnswer::Unavailable {
+            reason,
+            retry_after_ms,
+        } => {
+            let code = match retry_after_ms {
+                Some(_) => ErrorCode::TooManyRequests,
+                None => ErrorCode::Unavailable,
+            };
+            RegistryError::new(
+                code,
+                format!("{what} is not cached and the upstream is unavailable: {reason}"),
+            )
+        }
+        UpstreamAnswer::Refused { reason } => RegistryError::new(
+            not_found,
+            format!("{what} is not cached and the upstream refused it: {reason}"),
+        ),
+        _ => RegistryError::new(not_found, format!("{what} is unknown here and upstream")),
+    }
+}
