@@ -59,6 +59,8 @@ impl World {
             Step::Lock(request) => Outcome::Lock(self.lock(&request)),
             Step::Cache(request) => Outcome::Cache(self.cache.apply(request, self.now)),
             Step::ReadBody { limit } => Outcome::BodyBytes(body.read_all(limit)),
+            // No webhooks are subscribed in the model.
+            Step::Announce(_) => Outcome::Announced(Vec::new()),
         };
         Performed::Outcome(outcome)
     }

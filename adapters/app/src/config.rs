@@ -31,6 +31,9 @@ pub struct Config {
     pub repository: std::collections::BTreeMap<String, RepositoryEntry>,
     #[serde(default)]
     pub observability: ObservabilitySettings,
+    /// `[event_webhook.<name>]`: who hears of pushes and deletes.
+    #[serde(default)]
+    pub event_webhook: std::collections::BTreeMap<String, stowage_webhooks::WebhookSettings>,
 }
 
 /// `[observability]`: metrics, readiness and logs.
@@ -363,6 +366,10 @@ impl Config {
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&observability.log.level) {
             return Err(invalid("observability.log.level", &e.to_string()));
+        }
+        if let Err(e) = stowage_webhooks::subscriptions(&self.event_webhook) {
+            let key = format!("event_webhook.{}.{}", e.webhook, e.key);
+            return Err(invalid(&key, &e.reason));
         }
         Ok(())
     }

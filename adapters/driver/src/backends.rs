@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use stowage_core::step::{CacheRequest, IoError, LockRequest, Millis};
+use stowage_core::events::Policy;
+use stowage_core::step::{CacheRequest, IoError, LockRequest, Millis, Undelivered};
 use stowage_storage::Storage;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -48,6 +49,44 @@ pub trait Timer: Send + Sync {
     fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()>;
 }
 
+/// Where events go: the configured webhooks.
+pub trait Webhooks: Send + Sync {
+    /// Delivers `body` to each of `webhooks` now; those that did not take it.
+    fn deliver<'a>(
+        &'a self,
+        body: &'a Bytes,
+        webhooks: &'a [String],
+        policy: Policy,
+    ) -> BoxFuture<'a, Vec<Undelivered>>;
+
+    /// Events were just queued in the metadata store: deliver them soon.
+    fn queued(&self);
+
+    /// Delivers the events queued in `backends`' metadata store, forever: spawn it beside
+    /// the server.
+    fn deliver_queued(&self, backends: Backends) -> BoxFuture<'static, ()>;
+}
+
+/// No webhooks: the core asks for no delivery when none is subscribed.
+pub struct NoWebhooks;
+
+impl Webhooks for NoWebhooks {
+    fn deliver<'a>(
+        &'a self,
+        _body: &'a Bytes,
+        _webhooks: &'a [String],
+        _policy: Policy,
+    ) -> BoxFuture<'a, Vec<Undelivered>> {
+        Box::pin(std::future::ready(Vec::new()))
+    }
+
+    fn queued(&self) {}
+
+    fn deliver_queued(&self, _backends: Backends) -> BoxFuture<'static, ()> {
+        Box::pin(std::future::ready(()))
+    }
+}
+
 /// Everything an operation's steps are performed against.
 #[derive(Clone)]
 pub struct Backends {
@@ -55,4 +94,5 @@ pub struct Backends {
     pub locks: Arc<dyn LockStore>,
     pub cache: Arc<dyn Cache>,
     pub timer: Arc<dyn Timer>,
+    pub webhooks: Arc<dyn Webhooks>,
 }

@@ -1,5 +1,6 @@
 //! Request handlers: one `async fn` per API operation, run as an [`Operation`].
 
+mod announce;
 mod blobs;
 mod ctx;
 mod listing;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use crate::access::{AccessControl, Caller, Refusal, needs};
 use crate::config::Limits;
 use crate::error::RegistryError;
+use crate::events::Subscriptions;
 use crate::op::{Channel, Operation};
 use crate::repositories::Repositories;
 use crate::rng::Entropy;
@@ -59,6 +61,7 @@ pub struct Registry {
     limits: Limits,
     access: Arc<AccessControl>,
     repositories: Arc<Repositories>,
+    subscriptions: Arc<Subscriptions>,
 }
 
 impl Registry {
@@ -73,6 +76,12 @@ impl Registry {
     pub fn with_access(mut self, access: AccessControl, repositories: Repositories) -> Self {
         self.access = Arc::new(access);
         self.repositories = Arc::new(repositories);
+        self
+    }
+
+    /// Announces events to the webhooks `subscriptions` name.
+    pub fn with_events(mut self, subscriptions: Subscriptions) -> Self {
+        self.subscriptions = Arc::new(subscriptions);
         self
     }
 
@@ -105,7 +114,14 @@ impl Registry {
         entropy: Entropy,
     ) -> Operation {
         let channel = Channel::default();
-        let ctx = Ctx::new(channel.clone(), self.limits.clone(), entropy);
+        let identity = Some(caller.identity_id())
+            .filter(|id| !id.is_empty())
+            .map(str::to_owned);
+        let audience = announce::Audience {
+            subscriptions: self.subscriptions.clone(),
+            identity,
+        };
+        let ctx = Ctx::new(channel.clone(), self.limits.clone(), audience, entropy);
         let registry = self.clone();
         Operation::new(
             channel,
