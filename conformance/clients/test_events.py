@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from clientharness.auth import Client, error_code
+from clientharness.auth import Client, error_code, identities_toml
 from clientharness.layout import sha256_digest
 from clientharness.registry import free_port
 from clientharness.tools import HTTP_TIMEOUT
@@ -144,8 +144,9 @@ def test_required_webhook_gates_the_push(registries, registry_kind, tmp_path, re
                 webhook_toml("gate", refusing.url, "required", ["manifest_pushed"],
                              repository_filter="conformance/refused-.*"),
                 webhook_toml("down", f"http://127.0.0.1:{down}/hook", "required",
-                             ["manifest_pushed"], repository_filter="conformance/down-.*"))
-    client = Client(reg.url)
+                             ["manifest_pushed"], repository_filter="conformance/down-.*"),
+                identities_toml({"alice": "alice-pw"}))
+    client = Client(reg.url, basic=("alice", "alice-pw"))
     refused_repo, down_repo = f"conformance/refused-{repo[-6:]}", f"conformance/down-{repo[-6:]}"
     r, _ = client.push_image(refused_repo, "v1", b"gated")
     assert r.status_code == 403 and error_code(r) == "DENIED", r.text
@@ -161,8 +162,10 @@ def test_required_webhook_gates_the_push(registries, registry_kind, tmp_path, re
     r, digest = client.push_image(refused_repo, "v1", b"gated")
     assert r.status_code == 201, r.text
     assert client.get_manifest(refused_repo, "v1").status_code == 200
+    # Told before the response.
     event = refusing.wait_for("io.stowage.manifest.pushed", refused_repo, timeout=0.1)
     assert event["data"]["digest"] == digest and event["data"]["tags"] == ["v1"]
+    assert event["data"]["identity"] == "alice"
 
 
 def test_optional_failure_keeps_the_push_and_is_counted(registries, registry_kind, tmp_path,
@@ -183,7 +186,7 @@ def test_optional_failure_keeps_the_push_and_is_counted(registries, registry_kin
 
 def test_async_delivers_after_a_quick_response_and_retries(registries, registry_kind, tmp_path,
                                                            repo, receivers):
-    slow = receivers(delay=3.0)
+    slow = receivers(delay=2.0)
     flaky = receivers(fail_first=2)
     reg = start(registries, registry_kind, tmp_path,
                 webhook_toml("slow", slow.url, "async", ["manifest_pushed"], timeout_secs=10),
@@ -191,7 +194,7 @@ def test_async_delivers_after_a_quick_response_and_retries(registries, registry_
     started = time.monotonic()
     r, digest = Client(reg.url).push_image(repo, "v1", b"async")
     assert r.status_code == 201, r.text
-    assert time.monotonic() - started < 2.5, "the response waited for a slow async receiver"
+    assert time.monotonic() - started < 1.5, "the response waited for a slow async receiver"
     for receiver in (slow, flaky):
         event = receiver.wait_for("io.stowage.manifest.pushed", repo)
         assert event["data"]["digest"] == digest
@@ -264,6 +267,6 @@ def test_async_event_survives_sigkill_right_after_the_acknowledgement(
     event = receiver.wait_for("io.stowage.manifest.pushed", repo, timeout=30.0)
     assert event["data"]["digest"] == digest
     # Delivered once it was taken: the queue is empty, nothing arrives twice.
-    time.sleep(2.0)
+    time.sleep(1.0)
     assert len(receiver.of_type("io.stowage.manifest.pushed", repo)) == 1
     assert restarted.running()

@@ -442,6 +442,44 @@ mod tests {
     }
 
     #[test]
+    fn reads_webhooks_and_names_the_key_of_a_bad_one() {
+        let config = parse(
+            "[event_webhook.scanner]\nurl = \"http://127.0.0.1:9/hook\"\n\
+             policy = \"required\"\nevents = [\"tag_deleted\"]\n",
+        )
+        .unwrap();
+        let scanner = &config.event_webhook["scanner"];
+        assert_eq!(scanner.policy, stowage_core::events::Policy::Required);
+        assert_eq!(
+            scanner.events,
+            [stowage_core::events::EventKind::TagDeleted]
+        );
+        assert_eq!((scanner.timeout_secs, scanner.max_retries), (5, 5));
+        for (bad, key) in [
+            ("url = \"ftp://host/\"", "event_webhook.w.url"),
+            (
+                "url = \"http://h/\"\nrepository_filter = \"(\"",
+                "event_webhook.w.repository_filter",
+            ),
+            ("url = \"http://h/\"\nevents = []", "event_webhook.w.events"),
+            (
+                "url = \"http://h/\"\ntimeout_secs = 0",
+                "event_webhook.w.timeout_secs",
+            ),
+        ] {
+            let Err(ConfigError::Invalid { key: got, .. }) =
+                parse(&format!("[event_webhook.w]\n{bad}\n"))
+            else {
+                panic!("{bad} was accepted");
+            };
+            assert_eq!(got, key);
+        }
+        let err =
+            parse("[event_webhook.w]\nurl = \"http://h/\"\nevents = [\"pushed\"]\n").unwrap_err();
+        assert!(err.to_string().contains("pushed"), "{err}");
+    }
+
+    #[test]
     fn upload_max_age_defaults_to_a_day_and_is_at_least_a_second() {
         assert_eq!(parse("").unwrap().registry.upload_max_age_secs, 86400);
         let config = parse("[registry]\nupload_max_age_secs = 60\n").unwrap();

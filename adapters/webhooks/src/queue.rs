@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures_util::future::{Either, select};
+use futures_util::future::select;
 use stowage_core::events::Policy;
 use stowage_core::layout;
 use stowage_core::step::{LockRequest, Outcome, Piece, StorageRequest, Store};
@@ -46,9 +46,8 @@ pub(crate) async fn deliver_forever(webhooks: Webhooks, backends: Backends) {
         let wait = deliverer.look().await;
         let woken = deliverer.webhooks.inner.queued.notified();
         let slept = deliverer.backends.timer.sleep(wait);
-        match select(std::pin::pin!(woken), slept).await {
-            Either::Left(_) | Either::Right(_) => {}
-        }
+        // Whichever comes first: queued events, or the time to look again.
+        select(std::pin::pin!(woken), slept).await;
     }
 }
 
