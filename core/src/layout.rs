@@ -130,3 +130,24 @@ pub fn upload_claim(name: &RepoName, id: &UploadId, offset: u64) -> String {
 
 /// Where repositories live; the catalog walks below it.
 pub const REPOSITORIES: &str = "v2/repositories/";
+
+/// Events queued for webhooks with the `async` policy (in the metadata store): one object
+/// per event and webhook, holding the body to deliver, named by [`queued_event`].
+pub const EVENT_QUEUE: &str = "_events/queue/";
+
+/// Where a queued event goes once its webhook has failed it too often: kept for an
+/// operator, delivered no more.
+pub const UNDELIVERABLE_EVENTS: &str = "_events/undeliverable/";
+
+/// A queued event's name: `<time, 16 hex digits>-<event id>-<webhook>`, so a listing is
+/// oldest first.
+pub fn queued_event(time: crate::step::Millis, id: &str, webhook: &str) -> String {
+    format!("{EVENT_QUEUE}{:016x}-{id}-{webhook}", time.0)
+}
+
+/// The webhook a queued event (its name within [`EVENT_QUEUE`]) is for.
+pub fn queued_event_webhook(name: &str) -> Option<&str> {
+    let mut parts = name.splitn(3, '-');
+    let (_time, _id) = (parts.next()?, parts.next()?);
+    parts.next().filter(|webhook| !webhook.is_empty())
+}

@@ -1,8 +1,8 @@
 //! Stowage's registry logic, free of IO.
 //!
 //! A request becomes an [`Operation`](op::Operation): the driver asks it for its next
-//! [`Step`](step::Step) (a storage, lock or cache request, a request-body read, a sleep, or
-//! the final response), performs it, and feeds the [`Outcome`](step::Outcome) back. Time and
+//! [`Step`](step::Step) (a storage, lock or cache request, a request-body read, a sleep, an
+//! event for webhooks, or the final response), performs it, and feeds the [`Outcome`](step::Outcome) back. Time and
 //! randomness arrive as inputs, so every run is repeatable.
 #![forbid(unsafe_code)]
 
@@ -11,6 +11,7 @@ pub mod cache;
 pub mod config;
 pub mod digest;
 pub mod error;
+pub mod events;
 pub mod layout;
 pub mod lock;
 pub mod manifest;

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
 use crate::digest::{Digest, Hasher};
+use crate::events::Policy;
 use crate::range::Span;
 
 /// Wall-clock time in milliseconds since the Unix epoch, as the driver reports it.
@@ -345,6 +346,8 @@ pub enum Step {
     Sleep {
         ms: u64,
     },
+    /// Tell webhooks of an event (answered by [`Outcome::Announced`]).
+    Announce(Announcement),
     /// The operation is finished.
     Done(Response),
 }
@@ -389,7 +392,33 @@ pub enum Outcome {
     Lock(bool),
     Cache(Option<Bytes>),
     Upstream(UpstreamAnswer),
+    /// The webhooks of an [`Announcement::Deliver`] that did not take the event.
+    Announced(Vec<Undelivered>),
     Failed(IoError),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Announcement {
+    /// Deliver `body` (a CloudEvent) to each of `webhooks` now, retrying as each webhook's
+    /// settings say, and answer with those that did not take it.
+    Deliver {
+        body: Bytes,
+        webhooks: Vec<String>,
+        policy: Policy,
+    },
+    /// Events were just queued in the metadata store (below [`crate::layout::EVENT_QUEUE`]):
+    /// deliver them in the background.
+    Queued,
+}
+
+/// A webhook that did not take an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Undelivered {
+    pub webhook: String,
+    /// The receiver answered with a client error (4xx): it refused the event, rather
+    /// than failing to take it.
+    pub refused: bool,
+    pub reason: String,
 }
 
 /// Counts and hashes body bytes on their way to storage, and refuses them when they break

@@ -64,6 +64,8 @@ impl World {
                 reason: "the model has no upstreams".to_owned(),
                 retry_after_ms: None,
             }),
+            // No webhooks are subscribed in the model.
+            Step::Announce(_) => Outcome::Announced(Vec::new()),
         };
         Performed::Outcome(outcome)
     }

@@ -31,6 +31,9 @@ pub struct Config {
     pub repository: std::collections::BTreeMap<String, RepositoryEntry>,
     #[serde(default)]
     pub observability: ObservabilitySettings,
+    /// `[event_webhook.<name>]`: who hears of pushes and deletes.
+    #[serde(default)]
+    pub event_webhook: std::collections::BTreeMap<String, stowage_webhooks::WebhookSettings>,
 }
 
 /// `[observability]`: metrics, readiness and logs.
@@ -364,6 +367,10 @@ impl Config {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&observability.log.level) {
             return Err(invalid("observability.log.level", &e.to_string()));
         }
+        if let Err(e) = stowage_webhooks::subscriptions(&self.event_webhook) {
+            let key = format!("event_webhook.{}.{}", e.webhook, e.key);
+            return Err(invalid(&key, &e.reason));
+        }
         Ok(())
     }
 
@@ -432,6 +439,44 @@ mod tests {
         assert!(err.contains("port"), "{err}");
         let err = parse("[blob_store]\n").unwrap_err().to_string();
         assert!(err.contains("blob_store"), "{err}");
+    }
+
+    #[test]
+    fn reads_webhooks_and_names_the_key_of_a_bad_one() {
+        let config = parse(
+            "[event_webhook.scanner]\nurl = \"http://127.0.0.1:9/hook\"\n\
+             policy = \"required\"\nevents = [\"tag_deleted\"]\n",
+        )
+        .unwrap();
+        let scanner = &config.event_webhook["scanner"];
+        assert_eq!(scanner.policy, stowage_core::events::Policy::Required);
+        assert_eq!(
+            scanner.events,
+            [stowage_core::events::EventKind::TagDeleted]
+        );
+        assert_eq!((scanner.timeout_secs, scanner.max_retries), (5, 5));
+        for (bad, key) in [
+            ("url = \"ftp://host/\"", "event_webhook.w.url"),
+            (
+                "url = \"http://h/\"\nrepository_filter = \"(\"",
+                "event_webhook.w.repository_filter",
+            ),
+            ("url = \"http://h/\"\nevents = []", "event_webhook.w.events"),
+            (
+                "url = \"http://h/\"\ntimeout_secs = 0",
+                "event_webhook.w.timeout_secs",
+            ),
+        ] {
+            let Err(ConfigError::Invalid { key: got, .. }) =
+                parse(&format!("[event_webhook.w]\n{bad}\n"))
+            else {
+                panic!("{bad} was accepted");
+            };
+            assert_eq!(got, key);
+        }
+        let err =
+            parse("[event_webhook.w]\nurl = \"http://h/\"\nevents = [\"pushed\"]\n").unwrap_err();
+        assert!(err.to_string().contains("pushed"), "{err}");
     }
 
     #[test]

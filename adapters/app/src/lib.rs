@@ -26,7 +26,8 @@ use stowage_core::config::LockSettings;
 use stowage_core::step::Store;
 use stowage_core::{Limits, Registry};
 use stowage_driver::{
-    Backends, Cache, LockStore, MemoryCacheStore, MemoryLockStore, NoUpstreams, Timer, Upstreams,
+    Backends, Cache, LockStore, MemoryCacheStore, MemoryLockStore, NoUpstreams, NoWebhooks, Timer,
+    Upstreams, Webhooks,
 };
 use stowage_http::{BodyPace, Observability, Service};
 use stowage_redis::{Redis, RedisCache, RedisLocks};
@@ -76,6 +77,8 @@ pub enum StartError {
     Hash(String),
     #[error("cannot set up metrics: {0}")]
     Metrics(String),
+    #[error(transparent)]
+    Webhooks(#[from] stowage_webhooks::WebhookError),
 }
 
 /// A server binary's `main` around its runtime: logging, the command line, the configuration
@@ -243,22 +246,37 @@ pub fn build(config: &Config, timer: Arc<dyn Timer>) -> Result<(Registry, Backen
             cache.clone(),
         )?),
     };
+    let webhooks: Arc<dyn Webhooks> = match config.event_webhook.is_empty() {
+        true => Arc::new(NoWebhooks),
+        false => Arc::new(stowage_webhooks::Webhooks::new(
+            &config.event_webhook,
+            timer.clone(),
+        )?),
+    };
+    let subscriptions = stowage_webhooks::subscriptions(&config.event_webhook)
+        .map_err(stowage_webhooks::WebhookError::from)?;
     let backends = Backends {
         storage,
         locks,
         cache,
         timer,
         upstreams,
+        webhooks,
     };
     let access = AccessControl {
         challenge: config.auth.settings().challenge(),
         global_policy: config.global.policy().map_err(invalid_at_start)?,
     };
     let repositories = access::repositories(&config.repository).map_err(invalid_at_start)?;
-    Ok((
-        Registry::new(limits).with_access(access, repositories),
-        backends,
-    ))
+    let registry = Registry::new(limits)
+        .with_access(access, repositories)
+        .with_events(subscriptions);
+    Ok((registry, backends))
+}
+
+/// Delivers the events queued for `async` webhooks, forever: spawn it beside the server.
+pub fn deliver_queued_events(backends: &Backends) -> stowage_driver::BoxFuture<'static, ()> {
+    backends.webhooks.deliver_queued(backends.clone())
 }
 
 /// Settings are checked when the file loads; this is for a configuration built in code.

@@ -43,6 +43,7 @@ pub(crate) fn install() -> Result<RenderMetrics, StartError> {
     stowage_http::describe_metrics();
     stowage_driver::describe_metrics();
     stowage_storage::describe_metrics();
+    stowage_webhooks::describe_metrics();
     let upkeep = handle.clone();
     std::thread::Builder::new()
         .name("stowage-metrics-upkeep".into())

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use stowage_core::events::Policy;
 use stowage_core::step::{
-    CacheRequest, IoError, LockRequest, Millis, UpstreamAnswer, UpstreamRequest,
+    CacheRequest, IoError, LockRequest, Millis, Undelivered, UpstreamAnswer, UpstreamRequest,
 };
 use stowage_storage::Storage;
 
@@ -78,6 +79,44 @@ pub trait Timer: Send + Sync {
     fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()>;
 }
 
+/// Where events go: the configured webhooks.
+pub trait Webhooks: Send + Sync {
+    /// Delivers `body` to each of `webhooks` now; those that did not take it.
+    fn deliver<'a>(
+        &'a self,
+        body: &'a Bytes,
+        webhooks: &'a [String],
+        policy: Policy,
+    ) -> BoxFuture<'a, Vec<Undelivered>>;
+
+    /// Events were just queued in the metadata store: deliver them soon.
+    fn queued(&self);
+
+    /// Delivers the events queued in `backends`' metadata store, forever: spawn it beside
+    /// the server.
+    fn deliver_queued(&self, backends: Backends) -> BoxFuture<'static, ()>;
+}
+
+/// No webhooks: the core asks for no delivery when none is subscribed.
+pub struct NoWebhooks;
+
+impl Webhooks for NoWebhooks {
+    fn deliver<'a>(
+        &'a self,
+        _body: &'a Bytes,
+        _webhooks: &'a [String],
+        _policy: Policy,
+    ) -> BoxFuture<'a, Vec<Undelivered>> {
+        Box::pin(std::future::ready(Vec::new()))
+    }
+
+    fn queued(&self) {}
+
+    fn deliver_queued(&self, _backends: Backends) -> BoxFuture<'static, ()> {
+        Box::pin(std::future::ready(()))
+    }
+}
+
 /// Everything an operation's steps are performed against.
 #[derive(Clone)]
 pub struct Backends {
@@ -86,4 +125,5 @@ pub struct Backends {
     pub cache: Arc<dyn Cache>,
     pub timer: Arc<dyn Timer>,
     pub upstreams: Arc<dyn Upstreams>,
+    pub webhooks: Arc<dyn Webhooks>,
 }

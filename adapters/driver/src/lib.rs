@@ -11,12 +11,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use stowage_core::cache::key_kind;
 use stowage_core::op::Operation;
-use stowage_core::step::{BodyError, CacheRequest, Millis, Outcome, Response, Step};
+use stowage_core::step::{Announcement, BodyError, CacheRequest, Millis, Outcome, Response, Step};
 use stowage_storage::BodySource;
 
 use keep_alive::HeldLocks;
 
-pub use backends::{Backends, BoxFuture, Cache, LockStore, NoUpstreams, Timer, Upstreams};
+pub use backends::{
+    Backends, BoxFuture, Cache, LockStore, NoUpstreams, NoWebhooks, Timer, Upstreams, Webhooks,
+};
 pub use measure::describe_metrics;
 pub use memory::{MemoryCacheStore, MemoryLockStore};
 
@@ -81,6 +83,20 @@ pub async fn drive(mut op: Operation, backends: &Backends, body: &mut impl BodyS
             }
             Step::ReadBody { limit } => {
                 Outcome::BodyBytes(held.during(backends, read_body(body, limit)).await)
+            }
+            // A required webhook is told under the operation's locks, which must not expire
+            // while it answers.
+            Step::Announce(Announcement::Deliver {
+                body,
+                webhooks,
+                policy,
+            }) => {
+                let delivery = backends.webhooks.deliver(&body, &webhooks, policy);
+                Outcome::Announced(held.during(backends, delivery).await)
+            }
+            Step::Announce(Announcement::Queued) => {
+                backends.webhooks.queued();
+                Outcome::Done
             }
             // Waiting for one lock must not let the ones already taken expire.
             Step::Sleep { ms } => {

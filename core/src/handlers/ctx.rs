@@ -5,6 +5,7 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 
+use super::announce::Audience;
 use crate::config::Limits;
 use crate::error::{ErrorCode, RegistryError};
 use crate::lock::{Held, changed_underneath};
@@ -18,6 +19,7 @@ use crate::step::{
 pub(crate) struct Ctx {
     pub(crate) channel: Channel,
     pub(crate) limits: Limits,
+    pub(crate) audience: Audience,
     upload_id: String,
     rng: Mutex<Rng>,
 }
@@ -36,10 +38,16 @@ fn unavailable(what: &str, outcome: Outcome) -> RegistryError {
 }
 
 impl Ctx {
-    pub(crate) fn new(channel: Channel, limits: Limits, entropy: Entropy) -> Self {
+    pub(crate) fn new(
+        channel: Channel,
+        limits: Limits,
+        audience: Audience,
+        entropy: Entropy,
+    ) -> Self {
         Ctx {
             channel,
             limits,
+            audience,
             upload_id: entropy.upload_id(),
             rng: Mutex::new(Rng::new(entropy.seed)),
         }

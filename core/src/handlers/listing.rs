@@ -66,7 +66,7 @@ pub(super) async fn tags(
 
 /// Whether `name` holds manifests or layers of its own: a folder that only holds deeper
 /// repositories (`a` of `a/b`) is no repository.
-async fn repository_exists(ctx: &Ctx, name: &RepoName) -> Result<bool, RegistryError> {
+pub(super) async fn repository_exists(ctx: &Ctx, name: &RepoName) -> Result<bool, RegistryError> {
     let dir = format!("{}{name}/", layout::REPOSITORIES);
     let entries = ctx.list(Store::Meta, dir).await?;
     Ok(entries

@@ -3,12 +3,14 @@
 use bytes::Bytes;
 use http::StatusCode;
 
+use super::announce;
 use super::ctx::keys;
 use super::mirror::{self, Mirrored};
 use super::response::Reply;
 use super::{Ctx, Request};
 use crate::digest::{Algorithm, Digest};
 use crate::error::{ErrorCode, RegistryError};
+use crate::events::{EventData, EventKind};
 use crate::layout;
 use crate::lock::Held;
 use crate::manifest::{Manifest, stored_media_type};
@@ -208,27 +210,43 @@ pub(super) async fn put(
     tags.retain(|t| seen.insert(t.clone()));
     let mut lock_keys = vec![keys::manifest_lock(name, &digest)];
     lock_keys.extend(tags.iter().map(|t| keys::tag_lock(name, t)));
-    ctx.locked(lock_keys, async |held| {
-        // What each tag points at, read under its lock: its commit replaces exactly that
-        // version, so a commit whose lock was lost meanwhile cannot undo a newer one.
-        let mut current = Vec::with_capacity(tags.len());
-        for tag in &tags {
-            let found = ctx
-                .read_versioned(Store::Meta, layout::tag_current(name, tag))
-                .await?;
-            // Pushing the same manifest again leaves an immutable tag where it was.
-            if let Some(found) = &found
-                && request.tag_is_immutable(name, tag)
-                && parse_link(&found.data)? != digest
-            {
-                return Err(immutable(name, tag));
+    let events = ctx
+        .locked(lock_keys, async |held| {
+            // What each tag points at, read under its lock: its commit replaces exactly that
+            // version, so a commit whose lock was lost meanwhile cannot undo a newer one.
+            let mut current = Vec::with_capacity(tags.len());
+            for tag in &tags {
+                let found = ctx
+                    .read_versioned(Store::Meta, layout::tag_current(name, tag))
+                    .await?;
+                // Pushing the same manifest again leaves an immutable tag where it was.
+                if let Some(found) = &found
+                    && request.tag_is_immutable(name, tag)
+                    && parse_link(&found.data)? != digest
+                {
+                    return Err(immutable(name, tag));
+                }
+                current.push(found);
             }
-            current.push(found);
-        }
-        let tags: Vec<_> = tags.iter().cloned().zip(current).collect();
-        commit(ctx, name, &digest, &body, &manifest, &tags, held).await
-    })
-    .await?;
+            let mut events = Vec::new();
+            events.extend(announce::repository_created(ctx, name).await?);
+            let pushed = EventData {
+                repository: name.to_string(),
+                reference: Some(reference.to_string()),
+                tags: tags.iter().map(|t| t.to_string()).collect(),
+                digest: Some(digest.to_string()),
+                media_type: Some(stored_media_type(&body)),
+                size: Some(body.len() as u64),
+                identity: None,
+            };
+            events.extend(announce::event(ctx, EventKind::ManifestPushed, pushed));
+            announce::before(ctx, &events).await?;
+            let tags: Vec<_> = tags.iter().cloned().zip(current).collect();
+            commit(ctx, name, &digest, &body, &manifest, &tags, held).await?;
+            Ok(events)
+        })
+        .await?;
+    announce::after(ctx, events).await?;
     let mut reply = Reply::new(StatusCode::CREATED)
         .location(format!("/v2/{name}/manifests/{digest}"))
         .digest(&digest);
@@ -319,19 +337,30 @@ pub(super) async fn delete(
 }
 
 async fn delete_tag(ctx: &Ctx, name: &RepoName, tag: &Tag) -> Result<Response, RegistryError> {
-    ctx.locked(vec![keys::tag_lock(name, tag)], async |held| {
-        if !ctx
-            .exists(Store::Meta, layout::tag_current(name, tag))
-            .await?
-        {
-            return Err(manifest_unknown(tag));
-        }
-        ctx.ensure(held).await?;
-        ctx.delete_all(Store::Meta, layout::tag_dir(name, tag))
-            .await?;
-        ctx.cache_record(keys::tag_cache(name, tag), None).await
-    })
-    .await?;
+    let events = ctx
+        .locked(vec![keys::tag_lock(name, tag)], async |held| {
+            let Some(digest) = resolve_current(ctx, name, tag).await? else {
+                return Err(manifest_unknown(tag));
+            };
+            let deleted = EventData {
+                repository: name.to_string(),
+                reference: Some(tag.to_string()),
+                tags: vec![tag.to_string()],
+                digest: Some(digest.to_string()),
+                ..EventData::default()
+            };
+            let events: Vec<_> = announce::event(ctx, EventKind::TagDeleted, deleted)
+                .into_iter()
+                .collect();
+            announce::before(ctx, &events).await?;
+            ctx.ensure(held).await?;
+            ctx.delete_all(Store::Meta, layout::tag_dir(name, tag))
+                .await?;
+            ctx.cache_record(keys::tag_cache(name, tag), None).await?;
+            Ok(events)
+        })
+        .await?;
+    announce::after(ctx, events).await?;
     Ok(Reply::new(StatusCode::ACCEPTED).done())
 }
 
@@ -349,19 +378,21 @@ async fn delete_manifest(
 ) -> Result<Response, RegistryError> {
     let ctx = request.ctx;
     let manifest_lock = vec![keys::manifest_lock(name, digest)];
-    ctx.locked(manifest_lock, async |manifest_held| {
-        let pointing = tags_pointing_at(ctx, name, digest).await?;
-        // Deleting the manifest would delete its tags with it.
-        if let Some(tag) = pointing.iter().find(|t| request.tag_is_immutable(name, t)) {
-            return Err(immutable(name, tag));
-        }
-        let tag_locks = pointing.iter().map(|t| keys::tag_lock(name, t)).collect();
-        ctx.locked(tag_locks, async |tags_held| {
-            remove_manifest(ctx, name, digest, &pointing, [manifest_held, tags_held]).await
+    let events = ctx
+        .locked(manifest_lock, async |manifest_held| {
+            let pointing = tags_pointing_at(ctx, name, digest).await?;
+            // Deleting the manifest would delete its tags with it.
+            if let Some(tag) = pointing.iter().find(|t| request.tag_is_immutable(name, t)) {
+                return Err(immutable(name, tag));
+            }
+            let tag_locks = pointing.iter().map(|t| keys::tag_lock(name, t)).collect();
+            ctx.locked(tag_locks, async |tags_held| {
+                remove_manifest(ctx, name, digest, &pointing, [manifest_held, tags_held]).await
+            })
+            .await
         })
-        .await
-    })
-    .await?;
+        .await?;
+    announce::after(ctx, events).await?;
     Ok(Reply::new(StatusCode::ACCEPTED).done())
 }
 
@@ -372,11 +403,24 @@ async fn remove_manifest(
     digest: &Digest,
     pointing: &[Tag],
     held: [&mut Held; 2],
-) -> Result<(), RegistryError> {
+) -> Result<Vec<announce::Event>, RegistryError> {
     let bytes = load(ctx, name, digest)
         .await?
         .ok_or_else(|| manifest_unknown(digest))?;
     let manifest = Manifest::parse(&bytes, None).ok();
+    let deleted = EventData {
+        repository: name.to_string(),
+        reference: Some(digest.to_string()),
+        tags: pointing.iter().map(|t| t.to_string()).collect(),
+        digest: Some(digest.to_string()),
+        media_type: Some(stored_media_type(&bytes)),
+        size: Some(bytes.len() as u64),
+        identity: None,
+    };
+    let events: Vec<_> = announce::event(ctx, EventKind::ManifestDeleted, deleted)
+        .into_iter()
+        .collect();
+    announce::before(ctx, &events).await?;
     for held in held {
         ctx.ensure(held).await?;
     }
@@ -395,7 +439,8 @@ async fn remove_manifest(
     ctx.delete(Store::Meta, layout::revision_link(name, digest))
         .await?;
     ctx.cache_record(keys::manifest_cache(name, digest), None)
-        .await
+        .await?;
+    Ok(events)
 }
 
 /// A tag's current digest straight from storage (no cache).

@@ -1,5 +1,6 @@
 //! Request handlers: one `async fn` per API operation, run as an [`Operation`].
 
+mod announce;
 mod blobs;
 mod ctx;
 mod listing;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use crate::access::{AccessControl, Action, Caller, Refusal, needs};
 use crate::config::Limits;
 use crate::error::RegistryError;
+use crate::events::Subscriptions;
 use crate::op::{Channel, Operation};
 use crate::repositories::Repositories;
 use crate::rng::Entropy;
@@ -60,6 +62,7 @@ pub struct Registry {
     limits: Limits,
     access: Arc<AccessControl>,
     repositories: Arc<Repositories>,
+    subscriptions: Arc<Subscriptions>,
 }
 
 impl Registry {
@@ -100,6 +103,12 @@ impl Registry {
         Ok(())
     }
 
+    /// Announces events to the webhooks `subscriptions` name.
+    pub fn with_events(mut self, subscriptions: Subscriptions) -> Self {
+        self.subscriptions = Arc::new(subscriptions);
+        self
+    }
+
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
@@ -129,7 +138,14 @@ impl Registry {
         entropy: Entropy,
     ) -> Operation {
         let channel = Channel::default();
-        let ctx = Ctx::new(channel.clone(), self.limits.clone(), entropy);
+        let identity = Some(caller.identity_id())
+            .filter(|id| !id.is_empty())
+            .map(str::to_owned);
+        let audience = announce::Audience {
+            subscriptions: self.subscriptions.clone(),
+            identity,
+        };
+        let ctx = Ctx::new(channel.clone(), self.limits.clone(), audience, entropy);
         let registry = self.clone();
         Operation::new(
             channel,

@@ -3,12 +3,14 @@
 use bytes::Bytes;
 use http::StatusCode;
 
+use super::announce;
 use super::blobs;
 use super::ctx::keys;
 use super::response::{DOCKER_UPLOAD_UUID, Reply};
 use super::{Ctx, RequestHead};
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{ErrorCode, RegistryError};
+use crate::events::{EventData, EventKind};
 use crate::layout;
 use crate::lock::Held;
 use crate::names::RepoName;
@@ -62,14 +64,25 @@ fn body_error(error: BodyError) -> RegistryError {
 
 /// Records `digest` (of `size` bytes) as part of `name`, under the blob's lock, and in the
 /// cache, over any tombstone a delete left there: the first pull after a push then needs
-/// no storage request to learn the blob is there.
+/// no storage request to learn the blob is there. Answers with the events to announce
+/// once the locks are released ([`announce::after`]).
 async fn link(
     ctx: &Ctx,
     held: &mut Held,
     name: &RepoName,
     digest: &Digest,
     size: u64,
-) -> Result<(), RegistryError> {
+) -> Result<Vec<announce::Event>, RegistryError> {
+    let mut events = Vec::new();
+    events.extend(announce::repository_created(ctx, name).await?);
+    let uploaded = EventData {
+        repository: name.to_string(),
+        digest: Some(digest.to_string()),
+        size: Some(size),
+        ..EventData::default()
+    };
+    events.extend(announce::event(ctx, EventKind::BlobUploaded, uploaded));
+    announce::before(ctx, &events).await?;
     ctx.ensure(held).await?;
     ctx.create(
         Store::Meta,
@@ -79,7 +92,8 @@ async fn link(
     .await?;
     let entry = blobs::size_entry(size);
     ctx.cache_record(keys::blob_cache(name, digest), Some(entry))
-        .await
+        .await?;
+    Ok(events)
 }
 
 async fn link_locked(
@@ -88,10 +102,12 @@ async fn link_locked(
     digest: &Digest,
     size: u64,
 ) -> Result<(), RegistryError> {
-    ctx.locked(vec![keys::blob_lock(name, digest)], async |held| {
-        link(ctx, held, name, digest, size).await
-    })
-    .await
+    let events = ctx
+        .locked(vec![keys::blob_lock(name, digest)], async |held| {
+            link(ctx, held, name, digest, size).await
+        })
+        .await?;
+    announce::after(ctx, events).await
 }
 
 pub(super) async fn start(
@@ -451,50 +467,53 @@ pub(super) async fn finish(
         None
     };
     let lock_keys = vec![keys::upload_lock(id), keys::blob_lock(name, digest)];
-    ctx.locked(lock_keys, async |held| {
-        let record = match staged {
-            Some(staged) => {
-                let base = staged.base;
-                commit_chunk(ctx, name, id, staged)
-                    .await?
-                    .map_err(|current| out_of_order(current.offset, base))?
-                    .record
-            }
-            None => load(ctx, name, id).await?,
-        };
-        let pieces: Vec<Piece> = record.parts.iter().map(|p| p.piece(name, id)).collect();
-        let actual = if digest.algorithm() == Algorithm::Sha256 {
-            record
-                .hasher()
-                .map_err(|e| RegistryError::new(ErrorCode::BlobUploadInvalid, e.to_string()))?
-                .finish()
-        } else {
-            let tap = BodyTap::new(Hasher::new(digest.algorithm()), None, None);
-            ctx.hash_stored(Store::Blobs, pieces.clone(), tap)
-                .await?
-                .hasher()
-                .finish()
-        };
-        if &actual != digest {
-            return Err(RegistryError::new(
-                ErrorCode::DigestInvalid,
-                format!("upload has digest {actual}, not {digest}"),
-            ));
-        }
-        let data = layout::blob_data(digest);
-        if !ctx.exists(Store::Blobs, data.clone()).await? {
-            let pieces = match whole_data_file(ctx, name, id, &record).await? {
-                Some(file) => vec![file],
-                None => pieces,
+    let events = ctx
+        .locked(lock_keys, async |held| {
+            let record = match staged {
+                Some(staged) => {
+                    let base = staged.base;
+                    commit_chunk(ctx, name, id, staged)
+                        .await?
+                        .map_err(|current| out_of_order(current.offset, base))?
+                        .record
+                }
+                None => load(ctx, name, id).await?,
             };
-            ctx.concat(Store::Blobs, pieces, data).await?;
-        }
-        link(ctx, held, name, digest, record.offset).await?;
-        ctx.delete_all(Store::Blobs, layout::upload_dir(name, id))
-            .await?;
-        Ok(created(name, digest))
-    })
-    .await
+            let pieces: Vec<Piece> = record.parts.iter().map(|p| p.piece(name, id)).collect();
+            let actual = if digest.algorithm() == Algorithm::Sha256 {
+                record
+                    .hasher()
+                    .map_err(|e| RegistryError::new(ErrorCode::BlobUploadInvalid, e.to_string()))?
+                    .finish()
+            } else {
+                let tap = BodyTap::new(Hasher::new(digest.algorithm()), None, None);
+                ctx.hash_stored(Store::Blobs, pieces.clone(), tap)
+                    .await?
+                    .hasher()
+                    .finish()
+            };
+            if &actual != digest {
+                return Err(RegistryError::new(
+                    ErrorCode::DigestInvalid,
+                    format!("upload has digest {actual}, not {digest}"),
+                ));
+            }
+            let data = layout::blob_data(digest);
+            if !ctx.exists(Store::Blobs, data.clone()).await? {
+                let pieces = match whole_data_file(ctx, name, id, &record).await? {
+                    Some(file) => vec![file],
+                    None => pieces,
+                };
+                ctx.concat(Store::Blobs, pieces, data).await?;
+            }
+            let events = link(ctx, held, name, digest, record.offset).await?;
+            ctx.delete_all(Store::Blobs, layout::upload_dir(name, id))
+                .await?;
+            Ok(events)
+        })
+        .await?;
+    announce::after(ctx, events).await?;
+    Ok(created(name, digest))
 }
 
 /// The data file as the whole blob, when it may be moved to the content address instead of
@@ -532,13 +551,16 @@ async fn finish_whole(
 ) -> Result<Response, RegistryError> {
     let size = store_whole(ctx, chunk_length(head, record)?, digest).await?;
     let lock_keys = vec![keys::upload_lock(id), keys::blob_lock(name, digest)];
-    ctx.locked(lock_keys, async |held| {
-        link(ctx, held, name, digest, size).await?;
-        ctx.delete_all(Store::Blobs, layout::upload_dir(name, id))
-            .await?;
-        Ok(created(name, digest))
-    })
-    .await
+    let events = ctx
+        .locked(lock_keys, async |held| {
+            let events = link(ctx, held, name, digest, size).await?;
+            ctx.delete_all(Store::Blobs, layout::upload_dir(name, id))
+                .await?;
+            Ok(events)
+        })
+        .await?;
+    announce::after(ctx, events).await?;
+    Ok(created(name, digest))
 }
 
 pub(super) async fn status(

@@ -34,6 +34,9 @@ pub async fn serve(
             &config, &backends,
         )))
         .detach();
+    background
+        .spawn(Compat::new(stowage_app::deliver_queued_events(&backends)))
+        .detach();
     let server = &config.server;
     let (service, address) = stowage_app::http_service(&config, registry, backends)?;
     let tls = stowage_app::tls(&config)?;
