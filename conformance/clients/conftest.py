@@ -28,7 +28,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "live")]
 from clientharness import registry as regmod  # noqa: E402
 from clientharness.layout import OciLayout  # noqa: E402
 from matrix import stores_for  # noqa: E402
-from services import S3Server  # noqa: E402
+from services import S3Server, s3_server  # noqa: E402
 
 
 def pytest_configure(config):
@@ -163,7 +163,7 @@ def store_layout(tmp_path_factory, registry_kind):
     if layout != regmod.FS_LAYOUT and registry_kind != regmod.STOWAGE:
         pytest.fail(f"STOWAGE_STORE={layout} only applies to REGISTRY_UNDER_TEST=stowage",
                     pytrace=False)
-    s3 = S3Server(tmp_path_factory.mktemp("moto")) if "s3" in layout else None
+    s3 = s3_server(tmp_path_factory.mktemp("s3")) if "s3" in layout else None
     yield StoreLayout(layout, s3)
     if s3:
         s3.stop()

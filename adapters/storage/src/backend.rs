@@ -2,6 +2,7 @@
 
 use std::ops::Bound::{self, Excluded, Included, Unbounded};
 use std::ops::RangeBounds;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::future::Either;
@@ -15,8 +16,9 @@ use stowage_core::step::{
 use crate::StorageError;
 use crate::body::BodySource;
 use crate::object_writer::{Committed, ObjectWriter, PartWriter};
+use crate::s3_conditions::{Condition, Conditions, maybe_rejected_io};
 use crate::s3_multipart::MultipartUploads;
-use crate::settings::StoreSettings;
+use crate::settings::{ConditionalWrites, StoreSettings};
 use crate::{fs, fs_reader, s3};
 
 /// Stored objects read through OpenDAL on the filesystem (re-hashing, migration) are read
@@ -32,12 +34,14 @@ pub struct Backend {
     fs: Option<fs::FsTarget>,
     /// Size of each write (fs) or multipart upload part (S3).
     write_chunk: usize,
-    /// Parts uploaded at once.
+    /// Writes (fs) or part uploads (S3, [`upload_concurrency`]) at once.
     write_concurrency: usize,
     /// How objects are copied server-side; `None` on the filesystem, which renames.
     copy: Option<CopyPlan>,
     /// S3's incomplete multipart uploads, for housekeeping; `None` on the filesystem.
     multipart: Option<MultipartUploads>,
+    /// The write conditions S3 is sent (the filesystem checks create-new itself).
+    conditions: Arc<Conditions>,
 }
 
 /// One object found by [`Backend::list_objects`].
@@ -53,6 +57,14 @@ struct CopyPlan {
     threshold: u64,
     chunk: usize,
     jobs: usize,
+}
+
+/// Parts OpenDAL uploads at once for a body streamed to S3, so that at most `jobs` parts are
+/// held besides the one being filled (`object_writer.rs`): OpenDAL keeps one part back
+/// until the next arrives (the last one may finish a small object in one PutObject), so
+/// `jobs - 1` upload while it waits. With one job there is no concurrency to give up.
+fn upload_concurrency(jobs: usize) -> usize {
+    jobs.saturating_sub(1).max(1)
 }
 
 /// S3's smallest part for a multipart upload or copy (all but the last part).
@@ -150,6 +162,7 @@ impl Backend {
                     write_concurrency: IO_AHEAD,
                     copy: None,
                     multipart: None,
+                    conditions: Arc::new(Conditions::new(ConditionalWrites::Off)),
                 })
             }
             StoreSettings::S3(s3_settings) => {
@@ -165,13 +178,14 @@ impl Backend {
                     op,
                     fs: None,
                     write_chunk: s3_settings.multipart_part_size.as_u64() as usize,
-                    write_concurrency: jobs,
+                    write_concurrency: upload_concurrency(jobs),
                     copy: Some(CopyPlan {
                         threshold: s3_settings.multipart_copy_threshold.as_u64(),
                         chunk: s3_settings.multipart_copy_chunk_size.as_u64() as usize,
                         jobs,
                     }),
                     multipart: Some(multipart),
+                    conditions: Arc::new(Conditions::new(s3_settings.conditional_writes)),
                 })
             }
         }
@@ -186,6 +200,64 @@ impl Backend {
         self.multipart.as_ref()
     }
 
+    /// Finds which write conditions this S3 store enforces (`s3_conditions.rs`).
+    pub async fn probe_conditions(&self) {
+        if let Some(multipart) = &self.multipart {
+            self.conditions.probe(&self.op, &multipart.location()).await;
+        }
+    }
+
+    /// Whether `other` is this same store (one probe serves both).
+    pub(crate) fn shares_conditions(&self, other: &Backend) -> bool {
+        Arc::ptr_eq(&self.conditions, &other.conditions)
+    }
+
+    /// `condition` as S3 is sent it: one the store does not enforce becomes an overwrite,
+    /// and the lock alone guards it, as on the filesystem for [`WriteCondition::IfVersion`].
+    fn sendable(&self, condition: &WriteCondition) -> WriteCondition {
+        let sent = match condition {
+            _ if self.fs.is_some() => true,
+            WriteCondition::Overwrite => true,
+            WriteCondition::CreateNew => self.conditions.sends(Condition::CreateNew),
+            WriteCondition::IfVersion(_) => self.conditions.sends(Condition::IfMatch),
+        };
+        if sent {
+            condition.clone()
+        } else {
+            WriteCondition::Overwrite
+        }
+    }
+
+    /// After a conditional request failed: whether it may have failed for its condition
+    /// (S3 answered 400 or 501), so it is worth one attempt without it.
+    fn worth_unconditioned_retry(
+        &self,
+        condition: Option<Condition>,
+        result: &std::io::Result<Committed>,
+        key: &str,
+    ) -> bool {
+        match (condition, result) {
+            (Some(condition), Err(e)) if self.fs.is_none() && maybe_rejected_io(e) => {
+                tracing::warn!(key, ?condition, error = %e, "S3 refused a conditional write: retrying once without its condition");
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// After the retry of [`Backend::worth_unconditioned_retry`]: if it went through, the
+    /// store rejects that condition, and it is sent no more.
+    fn learn_from_retry(
+        &self,
+        condition: Option<Condition>,
+        retried: &std::io::Result<Committed>,
+        first_error: &std::io::Result<Committed>,
+    ) {
+        if let (Some(condition), Ok(_), Err(e)) = (condition, retried, first_error) {
+            self.conditions.rejected_at_run_time(condition, e);
+        }
+    }
+
     /// A writer whose object appears only when it commits, and only if `condition` holds.
     /// On S3 the condition goes with the PutObject (If-None-Match: *, If-Match: the ETag),
     /// or with CompleteMultipartUpload for a large object. The filesystem can only create
@@ -193,6 +265,7 @@ impl Backend {
     /// report no versions, so the core never asks it to): there the lock alone protects a
     /// replacement.
     async fn writer(&self, key: &str, condition: &WriteCondition) -> std::io::Result<ObjectWriter> {
+        let condition = &self.sendable(condition);
         if let Some(target) = &self.fs {
             let create_new = *condition == WriteCondition::CreateNew;
             return Ok(ObjectWriter::Fs(target.writer(key, create_new)));
@@ -265,17 +338,36 @@ impl Backend {
 
     /// Writes `data` at `key` if `condition` holds ([`Outcome::ConditionFailed`] if not).
     pub async fn write(&self, key: &str, data: Bytes, condition: &WriteCondition) -> Outcome {
-        let written = match self.writer(key, condition).await {
-            Ok(mut writer) => match writer.write(data).await {
-                Ok(()) => writer.commit().await,
-                Err(e) => {
-                    writer.abort(key).await;
-                    Err(e)
-                }
-            },
-            Err(e) => Err(e),
+        let sent = match self.sendable(condition) {
+            WriteCondition::Overwrite => None,
+            WriteCondition::CreateNew => Some(Condition::CreateNew),
+            WriteCondition::IfVersion(_) => Some(Condition::IfMatch),
         };
+        let mut written = self.write_once(key, data.clone(), condition).await;
+        if self.worth_unconditioned_retry(sent, &written, key) {
+            let retried = self
+                .write_once(key, data, &WriteCondition::Overwrite)
+                .await;
+            self.learn_from_retry(sent, &retried, &written);
+            written = retried;
+        }
         committed("write", key, written)
+    }
+
+    async fn write_once(
+        &self,
+        key: &str,
+        data: Bytes,
+        condition: &WriteCondition,
+    ) -> std::io::Result<Committed> {
+        let mut writer = self.writer(key, condition).await?;
+        match writer.write(data).await {
+            Ok(()) => writer.commit().await,
+            Err(e) => {
+                writer.abort(key).await;
+                Err(e)
+            }
+        }
     }
 
     /// Streams a body to `key`, replacing what is there: a fresh part name, or a content
@@ -345,25 +437,48 @@ impl Backend {
     /// Makes `pieces` appear at `to` as one object, unless an object is there already
     /// ([`Outcome::ConditionFailed`]; `to` is a content address): nothing, a move of a
     /// single whole piece, a server-side composition (S3, pieces large enough), or a
-    /// streamed concatenation into an atomic write. Every way is create-new: S3 checks
-    /// If-None-Match on CopyObject and CompleteMultipartUpload, the filesystem links.
+    /// streamed concatenation into an atomic write. Every way is create-new where the store
+    /// checks it: the filesystem links, S3 checks If-None-Match on CompleteMultipartUpload
+    /// and, where the probe found it enforced, on CopyObject. Where it does not, the object
+    /// is written again with the same bytes (its key is their digest).
     pub(crate) async fn concat(&self, pieces: &[Piece], to: &str) -> Outcome {
-        let result = match pieces {
+        let condition = match pieces {
             [] => {
                 return self
                     .write(to, Bytes::new(), &WriteCondition::CreateNew)
                     .await;
             }
-            [Piece { key, span: None }] => self.move_new(key, to).await,
+            [Piece { span: None, .. }] => Condition::CopyCreateNew,
+            _ => Condition::CreateNew,
+        };
+        let sent = self.conditions.sends(condition).then_some(condition);
+        let mut result = self.concat_once(pieces, to, sent.is_some()).await;
+        if self.worth_unconditioned_retry(sent, &result, to) {
+            let retried = self.concat_once(pieces, to, false).await;
+            self.learn_from_retry(sent, &retried, &result);
+            result = retried;
+        }
+        committed("commit", to, result)
+    }
+
+    /// One attempt of [`Backend::concat`]; `create_new` says whether S3 is sent the
+    /// condition (the filesystem always checks it).
+    async fn concat_once(
+        &self,
+        pieces: &[Piece],
+        to: &str,
+        create_new: bool,
+    ) -> std::io::Result<Committed> {
+        match pieces {
+            [Piece { key, span: None }] => self.move_new(key, to, create_new).await,
             many => match self.composable_sizes(many).await {
                 Some((sizes, jobs)) => self
-                    .compose(many, &sizes, to, jobs)
+                    .compose(many, &sizes, to, jobs, create_new)
                     .await
                     .map_err(std::io::Error::other),
-                None => self.concat_streamed(many, to).await,
+                None => self.concat_streamed(many, to, create_new).await,
             },
-        };
-        committed("commit", to, result)
+        }
     }
 
     /// The spans of `pieces` and the copies to run at once, when S3 can compose them
@@ -396,9 +511,10 @@ impl Backend {
         spans: &[Span],
         to: &str,
         jobs: usize,
+        create_new: bool,
     ) -> opendal::Result<Committed> {
         let writer = self.op.writer_with(to).concurrent(jobs);
-        let mut writer = writer.if_not_exists(true).await?;
+        let mut writer = writer.if_not_exists(create_new).await?;
         for (piece, span) in pieces.iter().zip(spans) {
             // One UploadPartCopy copies at most 5 GiB: a larger span goes in equal parts.
             let (size, copies) = (span.len, span.len.div_ceil(S3_MAX_COPY_PART).max(1));
@@ -416,17 +532,20 @@ impl Backend {
         conditional(writer.close().await)
     }
 
-    /// Moves (fs) or copies (S3) `from` to `to` unless something is at `to`.
-    async fn move_new(&self, from: &str, to: &str) -> std::io::Result<Committed> {
+    /// Moves (fs) or copies (S3) `from` to `to` unless something is at `to` (S3: checked
+    /// only with `create_new`).
+    async fn move_new(&self, from: &str, to: &str, create_new: bool) -> std::io::Result<Committed> {
         if let Some(target) = &self.fs {
             return target.move_new(from, to).await;
         }
-        self.copy_new(from, to).await.map_err(std::io::Error::other)
+        self.copy_new(from, to, create_new)
+            .await
+            .map_err(std::io::Error::other)
     }
 
-    async fn copy_new(&self, from: &str, to: &str) -> opendal::Result<Committed> {
+    async fn copy_new(&self, from: &str, to: &str, create_new: bool) -> opendal::Result<Committed> {
         let size = self.op.stat(from).await?.content_length();
-        let copy = self.op.copy_with(from, to).if_not_exists(true);
+        let copy = self.op.copy_with(from, to).if_not_exists(create_new);
         match self.copy {
             Some(plan) if size > plan.threshold => {
                 conditional(copy.chunk(plan.chunk).concurrent(plan.jobs).await)
@@ -435,8 +554,17 @@ impl Backend {
         }
     }
 
-    async fn concat_streamed(&self, pieces: &[Piece], to: &str) -> std::io::Result<Committed> {
-        let mut writer = self.writer(to, &WriteCondition::CreateNew).await?;
+    async fn concat_streamed(
+        &self,
+        pieces: &[Piece],
+        to: &str,
+        create_new: bool,
+    ) -> std::io::Result<Committed> {
+        let condition = match create_new || self.fs.is_some() {
+            true => WriteCondition::CreateNew,
+            false => WriteCondition::Overwrite,
+        };
+        let mut writer = self.writer(to, &condition).await?;
         for piece in pieces {
             let copied = self.copy_into(&mut writer, piece).await;
             if let Err(e) = copied {
