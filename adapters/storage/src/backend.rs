@@ -345,9 +345,7 @@ impl Backend {
         };
         let mut written = self.write_once(key, data.clone(), condition).await;
         if self.worth_unconditioned_retry(sent, &written, key) {
-            let retried = self
-                .write_once(key, data, &WriteCondition::Overwrite)
-                .await;
+            let retried = self.write_once(key, data, &WriteCondition::Overwrite).await;
             self.learn_from_retry(sent, &retried, &written);
             written = retried;
         }
