@@ -270,10 +270,11 @@ impl Backend {
             let create_new = *condition == WriteCondition::CreateNew;
             return Ok(ObjectWriter::Fs(target.writer(key, create_new)));
         }
+        // No `chunk`: the parts come gathered (`PartWriter`), and with an exact chunk size
+        // OpenDAL would hold each whole part back once more before handing it on.
         let writer = self
             .op
             .writer_with(key)
-            .chunk(self.write_chunk)
             .concurrent(self.write_concurrency);
         let writer = match condition {
             WriteCondition::Overwrite => writer,
