@@ -272,10 +272,7 @@ impl Backend {
         }
         // No `chunk`: the parts come gathered (`PartWriter`), and with an exact chunk size
         // OpenDAL would hold each whole part back once more before handing it on.
-        let writer = self
-            .op
-            .writer_with(key)
-            .concurrent(self.write_concurrency);
+        let writer = self.op.writer_with(key).concurrent(self.write_concurrency);
         let writer = match condition {
             WriteCondition::Overwrite => writer,
             WriteCondition::CreateNew => writer.if_not_exists(true),
