@@ -5,6 +5,7 @@
 #     matplotlib (for the benchmark chart, conformance/bench/chart.py), bcrypt and
 #     cryptography (htpasswd entries and token signing in the auth tests), and pyjwt (the
 #     OIDC provider of conformance/auth/), pyyaml (deploy/'s manifests, in test_deploy.py)
+#   - Garage, an S3-compatible store, with cargo (conformance/live/services.py runs it)
 # Idempotent and quick when everything is already present.
 set -euo pipefail
 
@@ -62,5 +63,15 @@ if "${VENV}/bin/python" -c "${imports}" 2>/dev/null; then
 else
     log "pip installing: ${PIP_PACKAGES[*]}"
     "${VENV}/bin/python" -m pip install -q --disable-pip-version-check "${PIP_PACKAGES[@]}"
+fi
+# --- Garage (the second S3 server of the tests) ------------------------------
+# Not packaged by Debian: built once with cargo (which also checks the crates' checksums
+# against the lock file with --locked) and reused from then on.
+GARAGE_VERSION="2.5.0"
+if command -v garage >/dev/null 2>&1 || [ -x "${HOME}/.cargo/bin/garage" ]; then
+    log "garage already installed"
+else
+    log "cargo installing garage ${GARAGE_VERSION} (takes a while, once)"
+    cargo install garage --version "${GARAGE_VERSION}" --locked --quiet
 fi
 log "done"

@@ -1,13 +1,13 @@
 """Pushes one large blob monolithically (`POST ?digest=`, 2 GiB by default) to stowage on S3
-(moto) and on the filesystem, and reports push throughput and the server's peak resident
+(moto and Garage, or those `--s3` names) and on the filesystem, and reports push throughput and the server's peak resident
 memory (VmHWM in /proc/PID/status); then pushes and pulls back a smaller blob (256 MiB by
 default) for pull throughput.
 
-    .venv/bin/python conformance/bench/s3_memory.py [--size-mib 2048] [--pull-mib 256]
+    .venv/bin/python conformance/bench/s3_memory.py [--size-mib 2048] [--pull-mib 256] [--s3 moto,garage]
 
 Blobs are generated on the fly (never whole in memory here either), so the peak RSS is the
-server's own: on S3, part size times parts in flight plus a constant, whatever the blob's
-size. Pulls use a smaller blob because moto copies the whole object for every ranged GET,
+server's own: on S3, part size times (multipart_copy_jobs + 1) plus a constant, whatever
+the blob's size. Pulls use a smaller blob because moto copies the whole object for every ranged GET,
 which makes a 2 GiB pull from moto quadratic; its pull figure is moto's speed, not S3's."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "live"))
 
-from services import REPO, Registry, S3Server, fs_toml, remove, scratch_dir  # noqa: E402
+from services import REPO, S3_SERVERS, Registry, fs_toml, remove, scratch_dir  # noqa: E402
 
 MiB = 1024 * 1024
 CHUNK = MiB
@@ -124,35 +124,43 @@ def main() -> int:
     parser.add_argument("--size-mib", type=int, default=2048, help="the pushed blob")
     parser.add_argument("--pull-mib", type=int, default=256, help="the pulled blob")
     parser.add_argument("--part-mib", type=int, default=50, help="S3 multipart_part_size")
+    parser.add_argument("--jobs", type=int, default=4, help="S3 multipart_copy_jobs")
+    parser.add_argument("--s3", default="moto,garage", help="S3 servers, comma-separated")
     parser.add_argument("--bin", default=str(REPO / "target" / "release" / "stowage"))
     args = parser.parse_args()
 
     work = scratch_dir("stowage-s3-memory-")
-    s3 = S3Server(work)
+    servers = []
     try:
-        stores = {
-            "fs": fs_toml("blob_store", work / "fs-root"),
-            # The default S3 settings but the part size: 4 parts in flight.
-            "s3 (moto)": s3.store_toml(
-                "blob_store", s3.new_bucket(), extra=f'multipart_part_size = "{args.part_mib}MiB"\n'
-            ),
-        }
+        stores = {"fs": fs_toml("blob_store", work / "fs-root")}
+        for name in filter(None, args.s3.split(",")):
+            (work / name).mkdir()
+            servers.append(s3 := S3_SERVERS[name](work / name))
+            stores[f"s3 ({name})"] = s3.store_toml(
+                "blob_store", s3.new_bucket(),
+                extra=f'multipart_part_size = "{args.part_mib}MiB"\n'
+                f"multipart_copy_jobs = {args.jobs}\n",
+            )
         results = {
             name: measure(
-                args.bin, work / name.split()[0], toml, args.size_mib * MiB, args.pull_mib * MiB
+                args.bin, work / name.replace(" ", "").strip("()") / "registry", toml,
+                args.size_mib * MiB, args.pull_mib * MiB,
             )
             for name, toml in stores.items()
         }
     finally:
-        s3.stop()
+        for s3 in servers:
+            s3.stop()
         remove(work)
 
     print(f"push: one {args.size_mib} MiB blob, monolithic POST ?digest=; "
-          f"pull: one {args.pull_mib} MiB blob, GET; S3 parts of {args.part_mib} MiB, 4 in flight")
+          f"pull: one {args.pull_mib} MiB blob, GET; S3 parts of {args.part_mib} MiB, "
+          f"multipart_copy_jobs = {args.jobs}: bound (jobs + 1) x part = "
+          f"{(args.jobs + 1) * args.part_mib} MiB")
     columns = list(next(iter(results.values())))
-    print(f"{'store':<10}" + "".join(f"{c:>28}" for c in columns))
+    print(f"{'store':<14}" + "".join(f"{c:>28}" for c in columns))
     for name, row in results.items():
-        print(f"{name:<10}" + "".join(f"{row[c]:>28.0f}" for c in columns))
+        print(f"{name:<14}" + "".join(f"{row[c]:>28.0f}" for c in columns))
     return 0
 
 

@@ -29,7 +29,7 @@ from clientharness import registry as regmod  # noqa: E402
 from clientharness.layout import OciLayout  # noqa: E402
 from clientharness.tools import private_tool  # noqa: E402
 from matrix import stores_for  # noqa: E402
-from services import S3Server  # noqa: E402
+from services import S3Server, s3_server  # noqa: E402
 
 
 def pytest_configure(config):
@@ -164,7 +164,7 @@ def store_layout(tmp_path_factory, registry_kind):
     if layout != regmod.FS_LAYOUT and registry_kind != regmod.STOWAGE:
         pytest.fail(f"STOWAGE_STORE={layout} only applies to REGISTRY_UNDER_TEST=stowage",
                     pytrace=False)
-    s3 = S3Server(tmp_path_factory.mktemp("moto")) if "s3" in layout else None
+    s3 = s3_server(tmp_path_factory.mktemp("s3")) if "s3" in layout else None
     yield StoreLayout(layout, s3)
     if s3:
         s3.stop()

@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from services import Registry, S3Server, fs_toml, remove, scratch_dir
+from services import Registry, S3Server, fs_toml, remove, s3_server, scratch_dir
 
 LAYOUTS = ["fs", "s3", "s3-blobs+fs-meta", "fs-blobs+s3-meta"]
 
@@ -146,7 +146,7 @@ def main() -> int:
     todo = cells(args.bin, layouts, args.auth)
 
     work = scratch_dir("stowage-matrix-")
-    s3 = S3Server(work) if any("s3" in cell.layout for cell in todo) else None
+    s3 = s3_server(work) if any("s3" in cell.layout for cell in todo) else None
     auth = AuthSetup(work) if args.auth else None
     passed = failed = 0
     try:
@@ -173,7 +173,8 @@ def main() -> int:
         if s3:
             s3.stop()
         remove(work)
-    print(f"matrix: {passed} passed, {failed} failed")
+    on = f" (S3 cells on {s3.name})" if s3 else ""
+    print(f"matrix: {passed} passed, {failed} failed{on}")
     return 1 if failed else 0
 
 

@@ -1,5 +1,5 @@
 """Real services the live suites need, started on free loopback ports and stopped by PID:
-the server under test, an S3 server (moto), Redis, and CNCF Distribution as a reference."""
+the server under test, an S3 server (moto or Garage), Redis, and CNCF Distribution as a reference."""
 
 import json
 import os
@@ -72,8 +72,51 @@ class Process:
         return "\n".join(text[-lines:])
 
 
-class S3Server:
-    """moto's S3 server; each store gets a bucket of its own."""
+# The S3 credentials every test store uses; the Garage launcher imports them as its key
+# (Garage wants an ID of 8 characters or more and a secret of 16 or more; moto takes any).
+S3_ACCESS_KEY = "stowage-test"
+S3_SECRET_KEY = "stowage-test-secret"
+S3_REGION = "us-east-1"
+
+
+class _S3Store:
+    """What both S3 servers offer the tests: a client, fresh buckets, store tables."""
+
+    name = ""
+    endpoint = ""
+
+    def client(self):
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=S3_ACCESS_KEY,
+            aws_secret_access_key=S3_SECRET_KEY,
+            region_name=S3_REGION,
+            config=Config(s3={"addressing_style": "path"}),
+        )
+
+    def new_bucket(self) -> str:
+        self.buckets = getattr(self, "buckets", 0) + 1
+        name = f"stowage-{os.getpid()}-{self.buckets}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def store_toml(self, table: str, bucket: str, prefix: str = "", extra: str = "") -> str:
+        return (
+            f"[{table}.s3]\n"
+            f'access_key_id = "{S3_ACCESS_KEY}"\nsecret_key = "{S3_SECRET_KEY}"\n'
+            f'endpoint = "{self.endpoint}"\nbucket = "{bucket}"\nregion = "{S3_REGION}"\n'
+            f'key_prefix = "{prefix}"\n{extra}'
+        )
+
+
+class MotoServer(_S3Store):
+    """moto's S3 server, a Python mock of AWS S3."""
+
+    name = "moto"
 
     def __init__(self, workdir: Path):
         self.port = free_port()
@@ -83,35 +126,96 @@ class S3Server:
             workdir / "moto.log",
         )
         wait_until(lambda: http_ok(f"{self.endpoint}/moto-api/"), "moto_server")
-        self.buckets = 0
-
-    def client(self):
-        import boto3
-
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            aws_access_key_id="stowage",
-            aws_secret_access_key="stowage-secret",
-            region_name="us-east-1",
-        )
-
-    def new_bucket(self) -> str:
-        self.buckets += 1
-        name = f"stowage-{os.getpid()}-{self.buckets}"
-        self.client().create_bucket(Bucket=name)
-        return name
-
-    def store_toml(self, table: str, bucket: str, prefix: str = "", extra: str = "") -> str:
-        return (
-            f"[{table}.s3]\n"
-            f'access_key_id = "stowage"\nsecret_key = "stowage-secret"\n'
-            f'endpoint = "{self.endpoint}"\nbucket = "{bucket}"\nregion = "us-east-1"\n'
-            f'key_prefix = "{prefix}"\n{extra}'
-        )
 
     def stop(self):
         self.process.stop()
+
+
+def garage_binary() -> str:
+    """Garage from PATH, or where `cargo install` puts it (conformance/install-deps.sh)."""
+    found = shutil.which("garage") or str(Path.home() / ".cargo" / "bin" / "garage")
+    if not Path(found).is_file():
+        raise RuntimeError("no garage binary: run conformance/install-deps.sh")
+    return found
+
+
+class GarageServer(_S3Store):
+    """Garage, a real S3-compatible store: a single-node cluster on free loopback ports with
+    its layout assigned and the tests' key imported, allowed to create buckets (so
+    `new_bucket` is S3's CreateBucket, as on moto). Data and config live in `workdir`."""
+
+    name = "garage"
+
+    def __init__(self, workdir: Path):
+        self.binary = garage_binary()
+        self.workdir = workdir
+        self.port, rpc_port = free_port(), free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.config = workdir / "garage.toml"
+        self.config.write_text(
+            f'metadata_dir = "{workdir}/garage-meta"\n'
+            f'data_dir = "{workdir}/garage-data"\n'
+            'db_engine = "lmdb"\n'
+            "replication_factor = 1\n"
+            # Stored as sent: blobs are compressed already, and zstd would only take CPU
+            # from the servers being measured on the same cores.
+            'compression_level = "none"\n'
+            f'rpc_bind_addr = "127.0.0.1:{rpc_port}"\n'
+            f'rpc_public_addr = "127.0.0.1:{rpc_port}"\n'
+            f'rpc_secret = "{os.urandom(32).hex()}"\n'
+            f'[s3_api]\ns3_region = "{S3_REGION}"\napi_bind_addr = "127.0.0.1:{self.port}"\n'
+        )
+        env = {**os.environ, "RUST_LOG": "warn"}
+        self.process = Process(
+            [self.binary, "-c", str(self.config), "server"], workdir / "garage.log", env=env
+        )
+        try:
+            wait_until(lambda: self._cli_ok("status"), "garage's RPC")
+            node = self._cli("node", "id", "-q")[:64]
+            self._cli("layout", "assign", "-z", "dc1", "-c", "1G", node)
+            self._cli("layout", "apply", "--version", "1")
+            self._cli("key", "import", "--yes", "-n", "stowage-tests", S3_ACCESS_KEY, S3_SECRET_KEY)
+            self._cli("key", "allow", "--create-bucket", S3_ACCESS_KEY)
+            wait_until(self._s3_up, "garage's S3 API")
+        except Exception:
+            self.process.stop()
+            raise RuntimeError(f"garage did not start:\n{self.process.tail()}")
+
+    def _cli(self, *args: str) -> str:
+        argv = [self.binary, "-c", str(self.config), *args]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        if done.returncode != 0:
+            raise RuntimeError(f"garage {' '.join(args)}: {done.stderr.strip()}")
+        return done.stdout.strip()
+
+    def _cli_ok(self, *args: str) -> bool:
+        try:
+            self._cli(*args)
+            return True
+        except RuntimeError:
+            return False
+
+    def _s3_up(self) -> bool:
+        try:
+            self.client().list_buckets()
+            return True
+        except Exception:  # noqa: BLE001 - not answering yet, whatever the error
+            return False
+
+    def stop(self):
+        self.process.stop()
+
+
+S3Server = MotoServer | GarageServer
+S3_SERVERS = {"moto": MotoServer, "garage": GarageServer}
+
+
+def s3_server(workdir: Path) -> S3Server:
+    """The S3 server `STOWAGE_S3_SERVER` names (moto, the default, or garage)."""
+    name = os.environ.get("STOWAGE_S3_SERVER", "moto").strip().lower() or "moto"
+    if name not in S3_SERVERS:
+        raise RuntimeError(f"STOWAGE_S3_SERVER={name!r} is not one of {', '.join(S3_SERVERS)}")
+    return S3_SERVERS[name](workdir)
 
 
 def fs_toml(table: str, root: Path) -> str:

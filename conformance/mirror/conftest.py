@@ -20,7 +20,7 @@ sys.path.insert(0, str(HERE.parent / "live"))
 sys.path.insert(0, str(HERE))
 
 from oci_client import CONFIG_TYPE, LAYER_TYPE, MANIFEST_TYPE, Blob  # noqa: E402
-from services import REPO, Distribution, RedisServer, Registry, S3Server, fs_toml  # noqa: E402
+from services import REPO, Distribution, RedisServer, Registry, fs_toml, s3_server  # noqa: E402
 from token_server import TokenServer  # noqa: E402
 from upstream_proxy import UpstreamProxy  # noqa: E402
 
@@ -39,7 +39,7 @@ BINARIES = {"tokio": ("stowage", "STOWAGE_BIN"), "smol": ("stowage-smol", "STOWA
 
 @pytest.fixture(scope="session")
 def s3(tmp_path_factory):
-    server = S3Server(tmp_path_factory.mktemp("moto"))
+    server = s3_server(tmp_path_factory.mktemp("s3"))
     yield server
     server.stop()
 

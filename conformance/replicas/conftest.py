@@ -23,6 +23,7 @@ from services import (  # noqa: E402
     RedisServer,
     Registry,
     S3Server,
+    s3_server,
     fs_toml,
     remove,
     scratch_dir,
@@ -62,7 +63,7 @@ def summary():
 @pytest.fixture(scope="session")
 def s3():
     workdir = scratch_dir("stowage-replicas-s3-")
-    server = S3Server(workdir)
+    server = s3_server(workdir)
     yield server
     server.stop()
     remove(workdir)

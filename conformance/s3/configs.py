@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import json
 
-ACCESS_KEY = "stowage"
-SECRET_KEY = "stowage-secret"
+from services import S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY
 
 
 def s3_toml(table: str, endpoint: str, bucket: str, prefix: str = "", **settings) -> str:
     """`[<table>.s3]` on `endpoint` (the S3 server, or the fault proxy in front of it);
     `settings` are further keys of the table, e.g. max_attempts=2, multipart_part_size="5MiB"."""
     keys = {
-        "access_key_id": ACCESS_KEY,
-        "secret_key": SECRET_KEY,
+        "access_key_id": S3_ACCESS_KEY,
+        "secret_key": S3_SECRET_KEY,
         "endpoint": endpoint,
         "bucket": bucket,
-        "region": "us-east-1",
+        "region": S3_REGION,
         "key_prefix": prefix,
         **settings,
     }

@@ -13,7 +13,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "live")]
 
 from faultproxy import FaultProxy  # noqa: E402
-from services import REPO, Registry, S3Server  # noqa: E402
+from services import REPO, Registry, s3_server  # noqa: E402
 
 # Figures the tests measured, printed after the summary.
 FIGURES: list[str] = []
@@ -35,7 +35,7 @@ def stowage_bin() -> str:
 
 @pytest.fixture(scope="session")
 def s3(tmp_path_factory):
-    server = S3Server(tmp_path_factory.mktemp("moto"))
+    server = s3_server(tmp_path_factory.mktemp("s3"))
     yield server
     server.stop()
 

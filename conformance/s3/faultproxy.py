@@ -3,7 +3,12 @@
 It forwards every request, logs it (method, key, S3 action), and on purpose fails some with
 S3's retryable answers (500 InternalError, 503 ServiceUnavailable, 503 SlowDown) or holds
 them back longer than the client's attempt timeout. Faults are drawn from a seeded random
-source (`Faults`), or scripted for the next requests of one S3 action (`inject`)."""
+source (`Faults`), or scripted for the next requests of one S3 action (`inject`).
+
+It can also play a store that does not do conditional writes (`conditions`): one that
+ignores If-Match / If-None-Match on writes (the proxy strips them and signs the request
+again, which moto takes; Garage answers 403 "Invalid signature", and ignores them itself), or one that rejects them with
+`501 NotImplemented`."""
 
 from __future__ import annotations
 
@@ -22,6 +27,11 @@ ERRORS = {
     "ServiceUnavailable": 503,
     "SlowDown": 503,
 }
+# What the proxy does with a write's conditional headers.
+FORWARD, STRIP, REJECT = "forward", "strip", "reject"
+CONDITIONAL = ("if-match", "if-none-match")
+# Headers a new signature replaces.
+SIGNATURE = {"authorization", "x-amz-date", "x-amz-content-sha256", "x-amz-security-token"}
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade"}
 COPY_BUFFER = 1 << 20
 
@@ -94,6 +104,7 @@ class FaultProxy:
         parts = urlsplit(upstream)
         self.upstream = (parts.hostname, parts.port)
         self.faults = Faults()
+        self.conditions = FORWARD
         self._scripted: list[Scripted] = []
         self._log: list[Logged] = []
         self._lock = threading.Lock()
@@ -118,6 +129,11 @@ class FaultProxy:
             self.faults = faults
             self._random = random.Random(faults.seed)
 
+    def set_conditions(self, mode: str) -> None:
+        """FORWARD, STRIP (a store that ignores them) or REJECT (one that answers 501)."""
+        assert mode in (FORWARD, STRIP, REJECT), mode
+        self.conditions = mode
+
     def inject(self, scripted: Scripted) -> None:
         with self._lock:
             self._scripted.append(scripted)
@@ -126,6 +142,7 @@ class FaultProxy:
         """No faults, nothing scripted, an empty log."""
         with self._lock:
             self.faults = Faults()
+            self.conditions = FORWARD
             self._scripted.clear()
             self._log.clear()
 
@@ -227,10 +244,15 @@ class FaultProxy:
                 error, delay = proxy._decide(action)
                 conditions = tuple(
                     (name.lower(), value) for name, value in self.headers.items()
-                    if name.lower() in ("if-match", "if-none-match")
+                    if name.lower() in CONDITIONAL
                 )
                 entry = dict(method=self.command, bucket=bucket, key=key, query=query,
                              action=action, conditions=conditions)
+                mode = proxy.conditions if conditions and self.command in ("PUT", "POST") else FORWARD
+                if mode == REJECT:
+                    proxy._record(Logged(**entry, fault="condition rejected", status=501))
+                    self._answer_error("NotImplemented", 501)
+                    return
                 # Every entry is logged before the client hears the answer, so a test that
                 # reads the log after its request finished sees every attempt.
                 if error:
@@ -247,29 +269,31 @@ class FaultProxy:
                         return
                 upstream = http.client.HTTPConnection(*proxy.upstream, timeout=120)
                 try:
-                    response = self._forward(upstream, body)
-                    fault = "delayed" if delay else None
+                    response = self._forward(upstream, body, strip=mode == STRIP)
+                    fault = "delayed" if delay else ("condition stripped" if mode == STRIP else None)
                     proxy._record(Logged(**entry, fault=fault, status=response.status))
                     self._relay(response)
                 finally:
                     upstream.close()
 
-            def _answer_error(self, code: str) -> None:
+            def _answer_error(self, code: str, status: int | None = None) -> None:
                 payload = (
                     '<?xml version="1.0" encoding="UTF-8"?>'
                     f"<Error><Code>{code}</Code><Message>injected by the test proxy</Message>"
                     "<RequestId>fault-proxy</RequestId></Error>"
                 ).encode()
-                self.send_response(ERRORS[code])
+                self.send_response(status or ERRORS[code])
                 self.send_header("Content-Type", "application/xml")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(payload)
 
-            def _forward(self, upstream, body: bytes) -> http.client.HTTPResponse:
+            def _forward(self, upstream, body: bytes, strip: bool) -> http.client.HTTPResponse:
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
                 headers["Content-Length"] = str(len(body))
+                if strip:
+                    headers = resigned(self.command, self.path, headers, body)
                 upstream.request(self.command, self.path, body=body, headers=headers)
                 return upstream.getresponse()
 
@@ -309,3 +333,19 @@ class ActionCount:
     def __str__(self) -> str:
         detail = ", ".join(f"{action} {n}" for action, n in self.counts.items())
         return f"{self.total} requests ({detail})"
+
+
+def resigned(method: str, path: str, headers: dict, body: bytes) -> dict:
+    """`headers` without the conditional ones, signed again (SigV4, the tests' key) so the S3
+    server takes the request as the client's."""
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+    from services import S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY
+
+    kept = {k: v for k, v in headers.items()
+            if k.lower() not in CONDITIONAL and k.lower() not in SIGNATURE}
+    host = next(v for k, v in headers.items() if k.lower() == "host")
+    request = AWSRequest(method=method, url=f"http://{host}{path}", data=body, headers=kept)
+    S3SigV4Auth(Credentials(S3_ACCESS_KEY, S3_SECRET_KEY), "s3", S3_REGION).add_auth(request)
+    return dict(request.headers.items())

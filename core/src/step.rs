@@ -186,8 +186,9 @@ impl Piece {
 
 /// Which state of the object a [`StorageRequest::Write`] may replace. A write whose condition
 /// does not hold changes nothing: that is how a commit whose lock was lost while it paused
-/// is kept from overwriting a newer commit, where the backend can check (S3 checks all
-/// three; the filesystem checks [`WriteCondition::CreateNew`] only).
+/// is kept from overwriting a newer commit, where the backend can check (an S3 store that
+/// enforces the conditions checks all three, one that does not none; the filesystem checks
+/// [`WriteCondition::CreateNew`] only). Where it cannot, the lock alone guards the write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteCondition {
     /// Whatever is there, if anything.

@@ -37,8 +37,9 @@ pub struct Capabilities {
     /// `DeleteAll` removes it (the filesystem); otherwise it is gone with its last object.
     pub lists_emptied_folders: bool,
     /// A concatenation of one whole piece (a move) onto an existing object is refused. Every
-    /// backend does so, where its server honours the condition: moto 5.2 ignores
-    /// `If-None-Match` on CopyObject and replaces the object (see [`S3Endpoint`]).
+    /// backend does so, where its server honours the condition (the S3 backend probes it
+    /// and sends it only then): moto 5.2 ignores `If-None-Match` on CopyObject and replaces
+    /// the object (see [`S3Endpoint`]).
     pub create_new_moves: bool,
 }
 

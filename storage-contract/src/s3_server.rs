@@ -20,8 +20,10 @@ pub struct S3Endpoint {
     pub secret_key: String,
     pub region: String,
     /// Whether the server honours `If-None-Match: *` on CopyObject (AWS S3 does; moto 5.2
-    /// ignores it and replaces the object). Where it does not, a move onto an existing
-    /// object replaces it, and the suite checks that it does exactly that.
+    /// ignores it and replaces the object). The backend's startup probe finds the same and
+    /// sends the condition only where it is honoured (`s3_conditions.rs`); where it is not,
+    /// a move onto an existing object replaces it, and the suite checks that it does exactly
+    /// that (a content address, so the same bytes in the registry's use).
     pub honours_conditional_copy: bool,
 }
 

@@ -8,7 +8,9 @@ use futures_util::TryStreamExt;
 use stowage_core::range::Span;
 use stowage_core::step::{Outcome, StorageRequest, Store};
 use stowage_proofs::store::ObjectStore;
-use stowage_storage::{FsSettings, InlineCalls, S3Settings, Storage, StoreSettings};
+use stowage_storage::{
+    ConditionalWrites, FsSettings, InlineCalls, S3Settings, Storage, StoreSettings,
+};
 
 use crate::{Capabilities, S3Endpoint, Target, TestBody};
 
@@ -79,8 +81,9 @@ impl Backend {
         }
     }
 
-    /// The S3 backend at `endpoint`, below a key prefix of its own for `case`.
-    pub fn s3(endpoint: &S3Endpoint, case: &str) -> Self {
+    /// The S3 backend at `endpoint`, below a key prefix of its own for `case`, with the
+    /// write conditions probed as the servers do at startup.
+    pub async fn s3(endpoint: &S3Endpoint, case: &str) -> Self {
         let settings = S3Settings {
             access_key_id: endpoint.access_key_id.clone(),
             secret_key: endpoint.secret_key.clone(),
@@ -96,10 +99,13 @@ impl Backend {
             max_attempts: 2,
             operation_timeout_secs: 60,
             operation_attempt_timeout_secs: 30,
+            conditional_writes: ConditionalWrites::Auto,
             redis: None,
         };
+        let storage = open(&StoreSettings::S3(settings));
+        storage.probe_conditions().await;
         Backend {
-            storage: open(&StoreSettings::S3(settings)),
+            storage,
             capabilities: Capabilities {
                 versions: true,
                 in_place: false,

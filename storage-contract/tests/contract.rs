@@ -21,7 +21,7 @@ async fn the_filesystem() {
 async fn s3_on_moto() {
     let moto = S3Server::moto();
     run("the S3 backend on moto", async |case| {
-        Backend::s3(moto.endpoint(), case)
+        Backend::s3(moto.endpoint(), case).await
     })
     .await;
 }

@@ -58,18 +58,15 @@ pub(crate) async fn write_whole(
     writer: std::io::Result<ObjectWriter>,
     key: &str,
     data: Bytes,
-) -> Outcome {
-    let written = match writer {
-        Ok(mut writer) => match writer.write(data).await {
-            Ok(()) => writer.commit().await,
-            Err(e) => {
-                writer.abort(key).await;
-                Err(e)
-            }
-        },
-        Err(e) => Err(e),
-    };
-    committed("write", key, written)
+) -> std::io::Result<Committed> {
+    let mut writer = writer?;
+    match writer.write(data).await {
+        Ok(()) => writer.commit().await,
+        Err(e) => {
+            writer.abort(key).await;
+            Err(e)
+        }
+    }
 }
 
 /// Feeds the request body through `tap` into `writer`, then commits it, or aborts it when
@@ -139,6 +136,22 @@ impl Backend {
         }
     }
 
+    /// Finds which write conditions an S3 store enforces (`s3_conditions.rs`); the
+    /// filesystem checks create-new itself.
+    pub async fn probe_conditions(&self) {
+        if let Backend::S3(s3) = self {
+            s3.probe_conditions().await;
+        }
+    }
+
+    /// Whether `other` is this same S3 store (one probe serves both).
+    pub(crate) fn shares_conditions(&self, other: &Backend) -> bool {
+        match (self, other) {
+            (Backend::S3(a), Backend::S3(b)) => a.shares_conditions(b),
+            _ => false,
+        }
+    }
+
     /// Whether [`Backend::write_body_at`] works here.
     pub fn writes_in_place(&self) -> bool {
         matches!(self, Backend::Fs(_))
@@ -168,8 +181,11 @@ impl Backend {
     /// Writes `data` at `key` if `condition` holds ([`Outcome::ConditionFailed`] if not).
     pub async fn write(&self, key: &str, data: Bytes, condition: &WriteCondition) -> Outcome {
         match self {
-            Backend::Fs(fs) => write_whole(Ok(fs.writer(key, condition)), key, data).await,
-            Backend::S3(s3) => write_whole(s3.writer(key, condition).await, key, data).await,
+            Backend::Fs(fs) => {
+                let written = write_whole(Ok(fs.writer(key, condition)), key, data).await;
+                committed("write", key, written)
+            }
+            Backend::S3(s3) => s3.write(key, data, condition).await,
         }
     }
 

@@ -11,6 +11,7 @@ mod fs_writer;
 mod object_writer;
 mod purge;
 mod s3;
+mod s3_conditions;
 mod s3_multipart;
 mod s3_store;
 mod settings;
@@ -26,7 +27,9 @@ pub use fs::FsStore;
 pub use purge::PurgeReport;
 pub use s3_multipart::MultipartError;
 pub use s3_store::S3Store;
-pub use settings::{FsSettings, InlineCalls, RedisLockSettings, S3Settings, StoreSettings};
+pub use settings::{
+    ConditionalWrites, FsSettings, InlineCalls, RedisLockSettings, S3Settings, StoreSettings,
+};
 
 /// Describes the metrics this crate records, once a recorder is installed.
 pub fn describe_metrics() {
@@ -70,6 +73,15 @@ impl Storage {
             None => blob_backend.clone(),
         };
         Ok(Storage::new(blob_backend, meta_backend))
+    }
+
+    /// Finds which write conditions each S3 store enforces (`conditional_writes = "auto"`);
+    /// to be awaited once at startup, before serving.
+    pub async fn probe_conditions(&self) {
+        self.blobs.probe_conditions().await;
+        if !self.meta.shares_conditions(&self.blobs) {
+            self.meta.probe_conditions().await;
+        }
     }
 
     pub fn backend(&self, store: Store) -> &Backend {

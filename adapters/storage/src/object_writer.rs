@@ -34,7 +34,8 @@ pub(crate) struct PartWriter {
 }
 
 impl PartWriter {
-    /// `writer` must upload parts of `part_size` bytes, so each gathered part goes out as is.
+    /// Each gathered part of `part_size` bytes goes to `writer` (set without a chunk size) as
+    /// is: one part of the multipart upload.
     pub(crate) fn new(writer: opendal::Writer, part_size: usize) -> Self {
         PartWriter {
             writer,

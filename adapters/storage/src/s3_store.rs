@@ -1,9 +1,11 @@
 //! The S3 store: objects through OpenDAL's s3 service (with the retry and timeout layers of
 //! `s3.rs`), server-side copies and compositions, and the multipart uploads housekeeping
-//! aborts (`s3_multipart.rs`).
+//! aborts (`s3_multipart.rs`). Commits carry the write conditions the store enforces
+//! (`s3_conditions.rs`).
 
 use std::ops::Bound::{self, Excluded, Included, Unbounded};
 use std::ops::RangeBounds;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::{Stream, TryStreamExt};
@@ -12,9 +14,10 @@ use stowage_core::range::Span;
 use stowage_core::step::{Outcome, Piece, Version, Versioned, WriteCondition};
 
 use crate::StorageError;
-use crate::backend::{StoredObject, failed};
+use crate::backend::{StoredObject, committed, failed, write_whole};
 use crate::object_writer::{Committed, ObjectWriter, PartWriter};
 use crate::s3;
+use crate::s3_conditions::{Condition, Conditions, maybe_rejected_io};
 use crate::s3_multipart::MultipartUploads;
 use crate::settings::S3Settings;
 
@@ -23,11 +26,13 @@ pub struct S3Store {
     op: Operator,
     /// Size of each multipart upload part.
     write_chunk: usize,
-    /// Parts uploaded at once.
+    /// Parts uploaded at once ([`upload_concurrency`]).
     write_concurrency: usize,
     copy: CopyPlan,
     /// Incomplete multipart uploads, for housekeeping.
     multipart: MultipartUploads,
+    /// The write conditions this store is sent, shared by the clones of this store.
+    conditions: Arc<Conditions>,
 }
 
 /// Server-side copies: whole below `threshold`, else in `chunk` pieces, `jobs` at a time.
@@ -36,6 +41,14 @@ struct CopyPlan {
     threshold: u64,
     chunk: usize,
     jobs: usize,
+}
+
+/// Parts OpenDAL uploads at once for a body streamed to S3, so that at most `jobs` parts are
+/// held besides the one being filled (`object_writer.rs`): OpenDAL keeps one part back
+/// until the next arrives (the last one may finish a small object in one PutObject), so
+/// `jobs - 1` upload while it waits. With one job there is no concurrency to give up.
+fn upload_concurrency(jobs: usize) -> usize {
+    jobs.saturating_sub(1).max(1)
 }
 
 /// S3's smallest part for a multipart upload or copy (all but the last part).
@@ -74,13 +87,14 @@ impl S3Store {
         Ok(S3Store {
             op,
             write_chunk: settings.multipart_part_size.as_u64() as usize,
-            write_concurrency: jobs,
+            write_concurrency: upload_concurrency(jobs),
             copy: CopyPlan {
                 threshold: settings.multipart_copy_threshold.as_u64(),
                 chunk: settings.multipart_copy_chunk_size.as_u64() as usize,
                 jobs,
             },
             multipart,
+            conditions: Arc::new(Conditions::new(settings.conditional_writes)),
         })
     }
 
@@ -88,19 +102,95 @@ impl S3Store {
         &self.multipart
     }
 
-    /// A writer whose object appears only when it commits, and only if `condition` holds:
-    /// the condition goes with the PutObject (If-None-Match: *, If-Match: the ETag), or with
-    /// CompleteMultipartUpload for a large object.
+    /// Finds which write conditions this store enforces (`s3_conditions.rs`).
+    pub(crate) async fn probe_conditions(&self) {
+        self.conditions
+            .probe(&self.op, &self.multipart.location())
+            .await;
+    }
+
+    /// Whether `other` is this same store (one probe serves both).
+    pub(crate) fn shares_conditions(&self, other: &S3Store) -> bool {
+        Arc::ptr_eq(&self.conditions, &other.conditions)
+    }
+
+    /// The condition S3 is sent for `condition`, if any: one the store does not enforce is
+    /// left out, and the lock alone guards the write, as on the filesystem for
+    /// [`WriteCondition::IfVersion`].
+    fn sent(&self, condition: &WriteCondition) -> Option<Condition> {
+        let sent = match condition {
+            WriteCondition::Overwrite => None,
+            WriteCondition::CreateNew => Some(Condition::CreateNew),
+            WriteCondition::IfVersion(_) => Some(Condition::IfMatch),
+        };
+        sent.filter(|&condition| self.conditions.sends(condition))
+    }
+
+    /// After a conditional request failed: whether it may have failed for its condition
+    /// (S3 answered 400 or 501), so it is worth one attempt without it.
+    fn worth_unconditioned_retry(
+        &self,
+        condition: Option<Condition>,
+        result: &std::io::Result<Committed>,
+        key: &str,
+    ) -> bool {
+        match (condition, result) {
+            (Some(condition), Err(e)) if maybe_rejected_io(e) => {
+                tracing::warn!(key, ?condition, error = %e, "S3 refused a conditional write: retrying once without its condition");
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// After the retry of [`S3Store::worth_unconditioned_retry`]: if it went through, the
+    /// store rejects that condition, and it is sent no more.
+    fn learn_from_retry(
+        &self,
+        condition: Option<Condition>,
+        retried: &std::io::Result<Committed>,
+        first_error: &std::io::Result<Committed>,
+    ) {
+        if let (Some(condition), Ok(_), Err(e)) = (condition, retried, first_error) {
+            self.conditions.rejected_at_run_time(condition, e);
+        }
+    }
+
+    /// Writes `data` at `key` if `condition` holds, where the store checks it
+    /// ([`Outcome::ConditionFailed`] if not); once more without the condition if S3
+    /// refused the request for it.
+    pub(crate) async fn write(
+        &self,
+        key: &str,
+        data: Bytes,
+        condition: &WriteCondition,
+    ) -> Outcome {
+        let sent = self.sent(condition);
+        let mut written = write_whole(self.writer(key, condition).await, key, data.clone()).await;
+        if self.worth_unconditioned_retry(sent, &written, key) {
+            let unconditioned = self.writer(key, &WriteCondition::Overwrite).await;
+            let retried = write_whole(unconditioned, key, data).await;
+            self.learn_from_retry(sent, &retried, &written);
+            written = retried;
+        }
+        committed("write", key, written)
+    }
+
+    /// A writer whose object appears only when it commits, and only if `condition` holds
+    /// where the store enforces it: the condition goes with the PutObject (If-None-Match: *,
+    /// If-Match: the ETag), or with CompleteMultipartUpload for a large object.
     pub(crate) async fn writer(
         &self,
         key: &str,
         condition: &WriteCondition,
     ) -> std::io::Result<ObjectWriter> {
-        let writer = self
-            .op
-            .writer_with(key)
-            .chunk(self.write_chunk)
-            .concurrent(self.write_concurrency);
+        // No `chunk`: the parts come gathered (`PartWriter`), and with an exact chunk size
+        // OpenDAL would hold each whole part back once more before handing it on.
+        let writer = self.op.writer_with(key).concurrent(self.write_concurrency);
+        let condition = match self.sent(condition) {
+            Some(_) => condition,
+            None => &WriteCondition::Overwrite,
+        };
         let writer = match condition {
             WriteCondition::Overwrite => writer,
             WriteCondition::CreateNew => writer.if_not_exists(true),
@@ -149,18 +239,45 @@ impl S3Store {
 
     /// Makes `pieces` (at least one) appear at `to` as one object, unless an object is there
     /// already: a copy of a single whole piece, a server-side composition (pieces large
-    /// enough), or a streamed concatenation into a write. Every way is create-new: S3 checks
-    /// If-None-Match on CopyObject and CompleteMultipartUpload.
+    /// enough), or a streamed concatenation into a write. Every way is create-new where the
+    /// store checks it: If-None-Match on CompleteMultipartUpload and PutObject and, where the
+    /// probe found it enforced, on CopyObject. Where it is not, the object is written again
+    /// with the same bytes (its key is their digest).
     pub(crate) async fn concat(&self, pieces: &[Piece], to: &str) -> std::io::Result<Committed> {
+        let condition = match pieces {
+            [Piece { span: None, .. }] => Condition::CopyCreateNew,
+            _ => Condition::CreateNew,
+        };
+        let sent = self.conditions.sends(condition).then_some(condition);
+        let result = self.concat_once(pieces, to, sent.is_some()).await;
+        if !self.worth_unconditioned_retry(sent, &result, to) {
+            return result;
+        }
+        let retried = self.concat_once(pieces, to, false).await;
+        self.learn_from_retry(sent, &retried, &result);
+        retried
+    }
+
+    /// One attempt of [`S3Store::concat`]; `create_new` says whether S3 is sent the
+    /// condition.
+    async fn concat_once(
+        &self,
+        pieces: &[Piece],
+        to: &str,
+        create_new: bool,
+    ) -> std::io::Result<Committed> {
         if let [Piece { key, span: None }] = pieces {
-            return self.copy_new(key, to).await.map_err(std::io::Error::other);
+            return self
+                .copy_new(key, to, create_new)
+                .await
+                .map_err(std::io::Error::other);
         }
         match self.composable_sizes(pieces).await {
             Some(sizes) => self
-                .compose(pieces, &sizes, to)
+                .compose(pieces, &sizes, to, create_new)
                 .await
                 .map_err(std::io::Error::other),
-            None => self.concat_streamed(pieces, to).await,
+            None => self.concat_streamed(pieces, to, create_new).await,
         }
     }
 
@@ -192,9 +309,10 @@ impl S3Store {
         pieces: &[Piece],
         spans: &[Span],
         to: &str,
+        create_new: bool,
     ) -> opendal::Result<Committed> {
         let writer = self.op.writer_with(to).concurrent(self.copy.jobs);
-        let mut writer = writer.if_not_exists(true).await?;
+        let mut writer = writer.if_not_exists(create_new).await?;
         for (piece, span) in pieces.iter().zip(spans) {
             // One UploadPartCopy copies at most 5 GiB: a larger span goes in equal parts.
             let (size, copies) = (span.len, span.len.div_ceil(S3_MAX_COPY_PART).max(1));
@@ -212,10 +330,10 @@ impl S3Store {
         conditional(writer.close().await)
     }
 
-    /// Copies `from` to `to` unless something is at `to`.
-    async fn copy_new(&self, from: &str, to: &str) -> opendal::Result<Committed> {
+    /// Copies `from` to `to`, unless something is at `to` when `create_new`.
+    async fn copy_new(&self, from: &str, to: &str, create_new: bool) -> opendal::Result<Committed> {
         let size = self.op.stat(from).await?.content_length();
-        let copy = self.op.copy_with(from, to).if_not_exists(true);
+        let copy = self.op.copy_with(from, to).if_not_exists(create_new);
         if size > self.copy.threshold {
             conditional(copy.chunk(self.copy.chunk).concurrent(self.copy.jobs).await)
         } else {
@@ -223,8 +341,17 @@ impl S3Store {
         }
     }
 
-    async fn concat_streamed(&self, pieces: &[Piece], to: &str) -> std::io::Result<Committed> {
-        let mut writer = self.writer(to, &WriteCondition::CreateNew).await?;
+    async fn concat_streamed(
+        &self,
+        pieces: &[Piece],
+        to: &str,
+        create_new: bool,
+    ) -> std::io::Result<Committed> {
+        let condition = match create_new {
+            true => WriteCondition::CreateNew,
+            false => WriteCondition::Overwrite,
+        };
+        let mut writer = self.writer(to, &condition).await?;
         for piece in pieces {
             if let Err(e) = self.copy_into(&mut writer, piece).await {
                 writer.abort(to).await;

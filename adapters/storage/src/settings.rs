@@ -63,9 +63,25 @@ pub struct S3Settings {
     pub operation_timeout_secs: u64,
     #[serde(default = "defaults::attempt_timeout")]
     pub operation_attempt_timeout_secs: u64,
+    /// Which write conditions (If-None-Match, If-Match) are sent (`s3_conditions.rs`).
+    #[serde(default)]
+    pub conditional_writes: ConditionalWrites,
     /// `[metadata_store.s3.redis]`: the lock store (carried here for the file's shape;
     /// storage ignores it).
     pub redis: Option<RedisLockSettings>,
+}
+
+/// `conditional_writes`: whether commits on S3 carry conditions the store checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConditionalWrites {
+    /// Probe the store at startup and send the conditions it enforces.
+    #[default]
+    Auto,
+    /// Send the conditions AWS documents without probing.
+    On,
+    /// Send none: locks alone guard commits.
+    Off,
 }
 
 /// `[metadata_store.<fs|s3>.redis]`: locks on Redis, for several replicas on one store.

@@ -29,6 +29,7 @@ pub async fn serve(
     // Inside tokio's context: the Redis client binds to the runtime it is created in.
     let (registry, backends) =
         Compat::new(async { stowage_app::build(&config, Arc::new(SmolSleep)) }).await?;
+    Compat::new(backends.storage.probe_conditions()).await;
     background
         .spawn(Compat::new(stowage_app::purge_stale_uploads(
             &config, &backends,

@@ -46,6 +46,7 @@ fn main() -> ExitCode {
 
 async fn serve(config: Config, workers: &Workers) -> Result<(), StartError> {
     let (registry, backends) = stowage_app::build(&config, Arc::new(TokioSleep))?;
+    backends.storage.probe_conditions().await;
     tokio::spawn(stowage_app::purge_stale_uploads(&config, &backends));
     tokio::spawn(stowage_app::deliver_queued_events(&backends));
     let server = &config.server;
