@@ -52,6 +52,27 @@ pub(super) fn size_entry(size: u64) -> Bytes {
     Bytes::from(size.to_string())
 }
 
+/// Links `digest` (of `size` bytes, stored) into `name` while `held` (the blob's lock) still
+/// holds, and records it in the cache over any tombstone a delete left there: the first
+/// pull after a push or a mirror's fetch then needs no storage request to find it.
+pub(super) async fn link_into(
+    ctx: &Ctx,
+    held: &mut crate::lock::Held,
+    name: &RepoName,
+    digest: &Digest,
+    size: u64,
+) -> Result<(), RegistryError> {
+    ctx.ensure(held).await?;
+    ctx.create(
+        Store::Meta,
+        layout::layer_link(name, digest),
+        layout::link_content(digest),
+    )
+    .await?;
+    ctx.cache_record(keys::blob_cache(name, digest), Some(size_entry(size)))
+        .await
+}
+
 /// The size of a blob that belongs to `name`, from the cache when it can be.
 pub(super) async fn size_in_repo(
     ctx: &Ctx,

@@ -15,7 +15,7 @@
 use bytes::Bytes;
 
 use super::Ctx;
-use super::blobs::{size_entry, size_in_repo};
+use super::blobs::{link_into, size_in_repo};
 use super::ctx::keys;
 use super::manifests;
 use crate::digest::{Algorithm, Digest, Hasher};
@@ -295,15 +295,7 @@ async fn fetch_blob_holding(
             format!("blob {digest} vanished; retry"),
         )
     })?;
-    ctx.ensure(held).await?;
-    ctx.create(
-        Store::Meta,
-        layout::layer_link(name, digest),
-        layout::link_content(digest),
-    )
-    .await?;
-    ctx.cache_record(keys::blob_cache(name, digest), Some(size_entry(size)))
-        .await
+    link_into(ctx, held, name, digest, size).await
 }
 
 /// Asks the upstreams in order until one has what `request` asks for. An upstream in its

@@ -62,10 +62,9 @@ fn body_error(error: BodyError) -> RegistryError {
     RegistryError::new(code, error.to_string())
 }
 
-/// Records `digest` (of `size` bytes) as part of `name`, under the blob's lock, and in the
-/// cache, over any tombstone a delete left there: the first pull after a push then needs
-/// no storage request to learn the blob is there. Answers with the events to announce
-/// once the locks are released ([`announce::after`]).
+/// Records `digest` (of `size` bytes) as part of `name`, under the blob's lock
+/// ([`blobs::link_into`]), after the webhooks that must hear of it first did. Answers with
+/// the events to announce once the locks are released ([`announce::after`]).
 async fn link(
     ctx: &Ctx,
     held: &mut Held,
@@ -83,15 +82,21 @@ async fn link(
     };
     events.extend(announce::event(ctx, EventKind::BlobUploaded, uploaded));
     announce::before(ctx, &events).await?;
-    ctx.ensure(held).await?;
-    ctx.create(
-        Store::Meta,
-        layout::layer_link(name, digest),
-        layout::link_content(digest),
-    )
-    .await?;
-    let entry = blobs::size_entry(size);
-    ctx.cache_record(keys::blob_cache(name, digest), Some(entry))
+    blobs::link_into(ctx, held, name, digest, size).await?;
+    Ok(events)
+}
+
+/// Completes upload `id`: its blob, stored, is linked ([`link`]) and the session removed.
+async fn link_and_end(
+    ctx: &Ctx,
+    held: &mut Held,
+    name: &RepoName,
+    id: &UploadId,
+    digest: &Digest,
+    size: u64,
+) -> Result<Vec<announce::Event>, RegistryError> {
+    let events = link(ctx, held, name, digest, size).await?;
+    ctx.delete_all(Store::Blobs, layout::upload_dir(name, id))
         .await?;
     Ok(events)
 }
@@ -506,10 +511,7 @@ pub(super) async fn finish(
                 };
                 ctx.concat(Store::Blobs, pieces, data).await?;
             }
-            let events = link(ctx, held, name, digest, record.offset).await?;
-            ctx.delete_all(Store::Blobs, layout::upload_dir(name, id))
-                .await?;
-            Ok(events)
+            link_and_end(ctx, held, name, id, digest, record.offset).await
         })
         .await?;
     announce::after(ctx, events).await?;
@@ -553,10 +555,7 @@ async fn finish_whole(
     let lock_keys = vec![keys::upload_lock(id), keys::blob_lock(name, digest)];
     let events = ctx
         .locked(lock_keys, async |held| {
-            let events = link(ctx, held, name, digest, size).await?;
-            ctx.delete_all(Store::Blobs, layout::upload_dir(name, id))
-                .await?;
-            Ok(events)
+            link_and_end(ctx, held, name, id, digest, size).await
         })
         .await?;
     announce::after(ctx, events).await?;
