@@ -11,6 +11,7 @@ pub mod cache;
 pub mod config;
 pub mod digest;
 pub mod error;
+pub mod gc;
 pub mod layout;
 pub mod lock;
 pub mod manifest;

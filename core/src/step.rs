@@ -36,6 +36,12 @@ pub enum StorageRequest {
         store: Store,
         key: String,
     },
+    /// An object's size and when it was last written, or `None` when absent (the collector
+    /// spares what is younger than its grace period).
+    Inspect {
+        store: Store,
+        key: String,
+    },
     /// A small object's whole content, or `None` when absent.
     Read {
         store: Store,
@@ -114,6 +120,7 @@ impl StorageRequest {
     pub fn kind(&self) -> &'static str {
         match self {
             StorageRequest::Stat { .. } => "stat",
+            StorageRequest::Inspect { .. } => "inspect",
             StorageRequest::Read { .. } => "read",
             StorageRequest::ReadVersioned { .. } => "read_versioned",
             StorageRequest::Write { .. } => "write",
@@ -131,6 +138,7 @@ impl StorageRequest {
     pub fn store(&self) -> Store {
         match self {
             StorageRequest::Stat { store, .. }
+            | StorageRequest::Inspect { store, .. }
             | StorageRequest::Read { store, .. }
             | StorageRequest::ReadVersioned { store, .. }
             | StorageRequest::Write { store, .. }
@@ -202,6 +210,14 @@ impl WriteCondition {
             Some(_) => WriteCondition::Overwrite,
         }
     }
+}
+
+/// What [`StorageRequest::Inspect`] tells of an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub size: u64,
+    /// When the object was last written, by the store's clock.
+    pub modified: Millis,
 }
 
 /// An object's version as its backend names it (on S3, its ETag).
@@ -288,6 +304,8 @@ pub enum BodyError {
 pub enum Outcome {
     Done,
     Stat(Option<u64>),
+    /// What a [`StorageRequest::Inspect`] found.
+    Inspected(Option<ObjectInfo>),
     Read(Option<Bytes>),
     /// What a [`StorageRequest::ReadVersioned`] found.
     Versioned(Option<Versioned>),

@@ -55,7 +55,7 @@ impl World {
         let outcome = match step {
             Step::Done(response) => return Performed::Done(response),
             Step::Sleep { ms } => return Performed::Sleep(ms),
-            Step::Storage(request) => self.store.perform(request, body),
+            Step::Storage(request) => self.store.perform(request, body, self.now),
             Step::Lock(request) => Outcome::Lock(self.lock(&request)),
             Step::Cache(request) => Outcome::Cache(self.cache.apply(request, self.now)),
             Step::ReadBody { limit } => Outcome::BodyBytes(body.read_all(limit)),

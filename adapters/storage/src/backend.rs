@@ -9,7 +9,8 @@ use futures_util::{Stream, StreamExt, TryStreamExt};
 use opendal::{ErrorKind, Operator};
 use stowage_core::range::Span;
 use stowage_core::step::{
-    BodyError, BodyTap, IoError, Outcome, Piece, Version, Versioned, WriteCondition,
+    BodyError, BodyTap, IoError, Millis, ObjectInfo, Outcome, Piece, Version, Versioned,
+    WriteCondition,
 };
 
 use crate::StorageError;
@@ -218,6 +219,25 @@ impl Backend {
             Ok(meta) => Outcome::Stat(Some(meta.content_length())),
             Err(e) if e.kind() == ErrorKind::NotFound => Outcome::Stat(None),
             Err(e) => failed("stat", key, e),
+        }
+    }
+
+    pub async fn inspect(&self, key: &str) -> Outcome {
+        match self.op.stat(key).await {
+            Ok(meta) => {
+                // Stores that report no time make the object look new: the collector then
+                // spares it rather than guess its age.
+                let modified = meta
+                    .last_modified()
+                    .and_then(|t| u64::try_from(t.into_inner().as_millisecond()).ok())
+                    .unwrap_or(u64::MAX);
+                Outcome::Inspected(Some(ObjectInfo {
+                    size: meta.content_length(),
+                    modified: Millis(modified),
+                }))
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => Outcome::Inspected(None),
+            Err(e) => failed("inspect", key, e),
         }
     }
 

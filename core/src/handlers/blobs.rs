@@ -141,15 +141,28 @@ pub(super) async fn delete(
     name: &RepoName,
     digest: &Digest,
 ) -> Result<Response, RegistryError> {
+    if !unlink(ctx, name, digest).await? {
+        return Err(blob_unknown(digest));
+    }
+    Ok(Reply::new(StatusCode::ACCEPTED).digest(digest).done())
+}
+
+/// Removes `digest` from `name` under the blob's lock; `false` when it was not there.
+pub(crate) async fn unlink(
+    ctx: &Ctx,
+    name: &RepoName,
+    digest: &Digest,
+) -> Result<bool, RegistryError> {
     ctx.locked(vec![keys::blob_lock(name, digest)], async |held| {
         let link = layout::layer_link(name, digest);
         if !ctx.exists(Store::Meta, link.clone()).await? {
-            return Err(blob_unknown(digest));
+            return Ok(false);
         }
         ctx.ensure(held).await?;
         ctx.delete(Store::Meta, link).await?;
-        ctx.cache_record(keys::blob_cache(name, digest), None).await
+        ctx.cache_record(keys::blob_cache(name, digest), None)
+            .await?;
+        Ok(true)
     })
-    .await?;
-    Ok(Reply::new(StatusCode::ACCEPTED).digest(digest).done())
+    .await
 }

@@ -11,8 +11,8 @@ use crate::lock::{Held, changed_underneath};
 use crate::op::Channel;
 use crate::rng::{Entropy, Rng};
 use crate::step::{
-    BodyError, BodyTap, CacheRequest, Outcome, Piece, Step, StorageRequest, Store, Versioned,
-    WriteCondition,
+    BodyError, BodyTap, CacheRequest, ObjectInfo, Outcome, Piece, Step, StorageRequest, Store,
+    Versioned, WriteCondition,
 };
 
 pub(crate) struct Ctx {
@@ -67,6 +67,18 @@ impl Ctx {
         match self.storage(StorageRequest::Stat { store, key }).await {
             Outcome::Stat(size) => Ok(size),
             other => Err(unavailable("stat", other)),
+        }
+    }
+
+    /// An object's size and when it was written, or `None` when absent.
+    pub(crate) async fn inspect(
+        &self,
+        store: Store,
+        key: String,
+    ) -> Result<Option<ObjectInfo>, RegistryError> {
+        match self.storage(StorageRequest::Inspect { store, key }).await {
+            Outcome::Inspected(info) => Ok(info),
+            other => Err(unavailable("inspect", other)),
         }
     }
 
@@ -368,6 +380,9 @@ pub(crate) mod keys {
     pub(crate) fn tag_lock(name: &RepoName, tag: &Tag) -> String {
         format!("tag/{name}/{tag}")
     }
+
+    /// The collector's lease: one collector at a time per store.
+    pub(crate) const GC_LOCK: &str = "gc";
 
     pub(crate) fn upload_lock(id: &UploadId) -> String {
         format!("upload/{}", id.as_str())

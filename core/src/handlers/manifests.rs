@@ -8,6 +8,7 @@ use super::response::Reply;
 use super::{Ctx, Request};
 use crate::digest::{Algorithm, Digest};
 use crate::error::{ErrorCode, RegistryError};
+use crate::gc::fence::{self, Named};
 use crate::layout;
 use crate::lock::Held;
 use crate::manifest::{Manifest, stored_media_type};
@@ -137,6 +138,27 @@ async fn check_references(
     Ok(())
 }
 
+/// What a pushed manifest makes referenced: itself, its blobs and its child manifests, each
+/// through its link in `name`.
+fn named_by<'a>(name: &RepoName, digest: &'a Digest, manifest: &'a Manifest) -> Vec<Named<'a>> {
+    let this = Named {
+        store: Store::Meta,
+        digest,
+        link: layout::revision_link(name, digest),
+    };
+    let blobs = manifest.blobs.iter().map(|d| Named {
+        store: Store::Blobs,
+        digest: d,
+        link: layout::layer_link(name, d),
+    });
+    let children = manifest.manifests.iter().map(|d| Named {
+        store: Store::Meta,
+        digest: d,
+        link: layout::revision_link(name, d),
+    });
+    std::iter::once(this).chain(blobs).chain(children).collect()
+}
+
 fn immutable(name: &RepoName, tag: &Tag) -> RegistryError {
     RegistryError::new(
         ErrorCode::TagImmutable,
@@ -185,6 +207,7 @@ pub(super) async fn put(
     }
     let manifest =
         Manifest::parse(&body, head.header("content-type")).map_err(|e| invalid(e.to_string()))?;
+    let watched = fence::watch(ctx).await?;
     check_references(ctx, name, &manifest).await?;
     let mut tags = extra_tags;
     if let Reference::Tag(tag) = reference {
@@ -254,7 +277,9 @@ pub(super) async fn put(
             ctx.cache_record(keys::tag_cache(name, tag), Some(Bytes::from(link.clone())))
                 .await?;
         }
-        Ok(())
+        // After every write the push makes, tags included: a collector's second mark that
+        // misses them comes after this check's read (see `fence`).
+        fence::confirm(ctx, watched, &named_by(name, &digest, &manifest)).await
     })
     .await?;
     let mut reply = Reply::new(StatusCode::CREATED)
@@ -328,7 +353,14 @@ async fn delete_manifest(
         }
         let tag_locks = pointing.iter().map(|t| keys::tag_lock(name, t)).collect();
         ctx.locked(tag_locks, async |tags_held| {
-            remove_manifest(ctx, name, digest, &pointing, [manifest_held, tags_held]).await
+            remove_manifest(
+                ctx,
+                name,
+                digest,
+                &pointing,
+                &mut [manifest_held, tags_held],
+            )
+            .await
         })
         .await
     })
@@ -336,19 +368,20 @@ async fn delete_manifest(
     Ok(Reply::new(StatusCode::ACCEPTED).done())
 }
 
-/// The removal itself, holding the manifest's lock and those of the tags `pointing` at it.
-async fn remove_manifest(
+/// The removal itself, holding the manifest's lock and those of the tags `pointing` at it
+/// (`held`).
+pub(crate) async fn remove_manifest(
     ctx: &Ctx,
     name: &RepoName,
     digest: &Digest,
     pointing: &[Tag],
-    held: [&mut Held; 2],
+    held: &mut [&mut Held],
 ) -> Result<(), RegistryError> {
     let bytes = load(ctx, name, digest)
         .await?
         .ok_or_else(|| manifest_unknown(digest))?;
     let manifest = Manifest::parse(&bytes, None).ok();
-    for held in held {
+    for held in held.iter_mut() {
         ctx.ensure(held).await?;
     }
     for tag in pointing {
@@ -384,7 +417,7 @@ async fn resolve_current(
     }
 }
 
-async fn tags_pointing_at(
+pub(crate) async fn tags_pointing_at(
     ctx: &Ctx,
     name: &RepoName,
     digest: &Digest,

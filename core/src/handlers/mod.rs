@@ -1,9 +1,9 @@
 //! Request handlers: one `async fn` per API operation, run as an [`Operation`].
 
-mod blobs;
+pub(crate) mod blobs;
 mod ctx;
 mod listing;
-mod manifests;
+pub(crate) mod manifests;
 mod referrers;
 mod response;
 mod uploads;
@@ -21,7 +21,7 @@ use crate::rng::Entropy;
 use crate::route::Route;
 use crate::step::Response;
 
-pub(crate) use ctx::Ctx;
+pub(crate) use ctx::{Ctx, keys};
 use response::Reply;
 pub(crate) use response::error_response;
 

@@ -9,6 +9,7 @@ use super::response::{DOCKER_UPLOAD_UUID, Reply};
 use super::{Ctx, RequestHead};
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{ErrorCode, RegistryError};
+use crate::gc::fence::{self, Named, Watch};
 use crate::layout;
 use crate::lock::Held;
 use crate::names::RepoName;
@@ -62,34 +63,41 @@ fn body_error(error: BodyError) -> RegistryError {
 
 /// Records `digest` (of `size` bytes) as part of `name`, under the blob's lock, and in the
 /// cache, over any tombstone a delete left there: the first pull after a push then needs
-/// no storage request to learn the blob is there.
+/// no storage request to learn the blob is there. `watched` is the collector's state read
+/// before the blob was found or stored: the link is confirmed against it (see
+/// [`fence`]), so a blob the collector deletes meanwhile is answered 503, not 201.
 async fn link(
     ctx: &Ctx,
     held: &mut Held,
+    watched: Watch,
     name: &RepoName,
     digest: &Digest,
     size: u64,
 ) -> Result<(), RegistryError> {
     ctx.ensure(held).await?;
-    ctx.create(
-        Store::Meta,
-        layout::layer_link(name, digest),
-        layout::link_content(digest),
-    )
-    .await?;
+    let link = layout::layer_link(name, digest);
+    ctx.create(Store::Meta, link.clone(), layout::link_content(digest))
+        .await?;
     let entry = blobs::size_entry(size);
     ctx.cache_record(keys::blob_cache(name, digest), Some(entry))
-        .await
+        .await?;
+    let named = Named {
+        store: Store::Blobs,
+        digest,
+        link,
+    };
+    fence::confirm(ctx, watched, &[named]).await
 }
 
 async fn link_locked(
     ctx: &Ctx,
+    watched: Watch,
     name: &RepoName,
     digest: &Digest,
     size: u64,
 ) -> Result<(), RegistryError> {
     ctx.locked(vec![keys::blob_lock(name, digest)], async |held| {
-        link(ctx, held, name, digest, size).await
+        link(ctx, held, watched, name, digest, size).await
     })
     .await
 }
@@ -102,11 +110,12 @@ pub(super) async fn start(
     mount: Option<Digest>,
     from: Option<MountSource>,
 ) -> Result<Response, RegistryError> {
-    if let (Some(mount), Some(from)) = (mount, from)
-        && let Some(size) = mountable(ctx, &mount, &from).await?
-    {
-        link_locked(ctx, name, &mount, size).await?;
-        return Ok(created(name, &mount));
+    if let (Some(mount), Some(from)) = (mount, from) {
+        let watched = fence::watch(ctx).await?;
+        if let Some(size) = mountable(ctx, &mount, &from).await? {
+            link_locked(ctx, watched, name, &mount, size).await?;
+            return Ok(created(name, &mount));
+        }
     }
     if let Some(digest) = digest {
         return monolithic(ctx, head, name, &digest).await;
@@ -172,8 +181,9 @@ async fn monolithic(
     name: &RepoName,
     digest: &Digest,
 ) -> Result<Response, RegistryError> {
+    let watched = fence::watch(ctx).await?;
     let size = store_whole(ctx, head.content_length(), digest).await?;
-    link_locked(ctx, name, digest, size).await?;
+    link_locked(ctx, watched, name, digest, size).await?;
     Ok(created(name, digest))
 }
 
@@ -441,10 +451,11 @@ pub(super) async fn finish(
     id: &UploadId,
     digest: &Digest,
 ) -> Result<Response, RegistryError> {
+    let watched = fence::watch(ctx).await?;
     let staged = if head.has_body() {
         let record = load(ctx, name, id).await?;
         if record.offset == 0 {
-            return finish_whole(ctx, head, name, id, &record, digest).await;
+            return finish_whole(ctx, head, watched, name, id, &record, digest).await;
         }
         Some(stage_chunk(ctx, head, name, id, &record).await?)
     } else {
@@ -489,7 +500,7 @@ pub(super) async fn finish(
             };
             ctx.concat(Store::Blobs, pieces, data).await?;
         }
-        link(ctx, held, name, digest, record.offset).await?;
+        link(ctx, held, watched, name, digest, record.offset).await?;
         ctx.delete_all(Store::Blobs, layout::upload_dir(name, id))
             .await?;
         Ok(created(name, digest))
@@ -525,6 +536,7 @@ async fn whole_data_file(
 async fn finish_whole(
     ctx: &Ctx,
     head: &RequestHead,
+    watched: Watch,
     name: &RepoName,
     id: &UploadId,
     record: &UploadRecord,
@@ -533,7 +545,7 @@ async fn finish_whole(
     let size = store_whole(ctx, chunk_length(head, record)?, digest).await?;
     let lock_keys = vec![keys::upload_lock(id), keys::blob_lock(name, digest)];
     ctx.locked(lock_keys, async |held| {
-        link(ctx, held, name, digest, size).await?;
+        link(ctx, held, watched, name, digest, size).await?;
         ctx.delete_all(Store::Blobs, layout::upload_dir(name, id))
             .await?;
         Ok(created(name, digest))
