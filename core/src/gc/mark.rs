@@ -226,8 +226,16 @@ async fn mark_repository(
         let link = ctx
             .inspect(Store::Meta, layout::layer_link(name, &digest))
             .await?;
-        if link.is_some_and(|info| older_than_grace(info.modified, now, settings)) {
-            marking.links.insert((name.clone(), digest));
+        match link {
+            Some(info) if older_than_grace(info.modified, now, settings) => {
+                marking.links.insert((name.clone(), digest));
+            }
+            // A link that stays keeps its bytes: a push in progress uploaded them, and its
+            // manifest, checked against the link, will name them.
+            Some(_) => {
+                marking.live.insert(digest);
+            }
+            None => {}
         }
     }
     marking.manifests.extend(

@@ -110,7 +110,8 @@ fn invalid(message: impl Into<String>) -> RegistryError {
 }
 
 /// With `allow_missing_manifest_references = false`, every blob and manifest named must
-/// already belong to the repository.
+/// already belong to the repository, and its bytes be stored: a link can outlive its bytes
+/// when the collector deleted them under a push it then refused (see `gc::fence`).
 async fn check_references(
     ctx: &Ctx,
     name: &RepoName,
@@ -119,16 +120,13 @@ async fn check_references(
     if ctx.limits.allow_missing_manifest_references {
         return Ok(());
     }
-    let blobs = manifest
-        .blobs
-        .iter()
-        .map(|d| (d, layout::layer_link(name, d)));
-    let manifests = manifest
-        .manifests
-        .iter()
-        .map(|d| (d, layout::revision_link(name, d)));
-    for (digest, link) in blobs.chain(manifests) {
-        if !ctx.exists(Store::Meta, link).await? {
+    for named in named_by(name, None, manifest) {
+        if !ctx.exists(Store::Meta, named.link).await?
+            || !ctx
+                .exists(named.store, layout::blob_data(named.digest))
+                .await?
+        {
+            let digest = named.digest;
             return Err(RegistryError::new(
                 ErrorCode::ManifestBlobUnknown,
                 format!("manifest names {digest}, which is not in {name}"),
@@ -138,14 +136,18 @@ async fn check_references(
     Ok(())
 }
 
-/// What a pushed manifest makes referenced: itself, its blobs and its child manifests, each
-/// through its link in `name`.
-fn named_by<'a>(name: &RepoName, digest: &'a Digest, manifest: &'a Manifest) -> Vec<Named<'a>> {
-    let this = Named {
+/// What a pushed manifest makes referenced: itself (`digest`, if given), its blobs and its
+/// child manifests, each through its link in `name`.
+fn named_by<'a>(
+    name: &RepoName,
+    digest: Option<&'a Digest>,
+    manifest: &'a Manifest,
+) -> Vec<Named<'a>> {
+    let this = digest.map(|digest| Named {
         store: Store::Meta,
         digest,
         link: layout::revision_link(name, digest),
-    };
+    });
     let blobs = manifest.blobs.iter().map(|d| Named {
         store: Store::Blobs,
         digest: d,
@@ -156,7 +158,7 @@ fn named_by<'a>(name: &RepoName, digest: &'a Digest, manifest: &'a Manifest) -> 
         digest: d,
         link: layout::revision_link(name, d),
     });
-    std::iter::once(this).chain(blobs).chain(children).collect()
+    this.into_iter().chain(blobs).chain(children).collect()
 }
 
 fn immutable(name: &RepoName, tag: &Tag) -> RegistryError {
@@ -279,7 +281,7 @@ pub(super) async fn put(
         }
         // After every write the push makes, tags included: a collector's second mark that
         // misses them comes after this check's read (see `fence`).
-        fence::confirm(ctx, watched, &named_by(name, &digest, &manifest)).await
+        fence::confirm(ctx, watched, &named_by(name, Some(&digest), &manifest)).await
     })
     .await?;
     let mut reply = Reply::new(StatusCode::CREATED)

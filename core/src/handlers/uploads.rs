@@ -78,15 +78,18 @@ async fn link(
     let link = layout::layer_link(name, digest);
     ctx.create(Store::Meta, link.clone(), layout::link_content(digest))
         .await?;
-    let entry = blobs::size_entry(size);
-    ctx.cache_record(keys::blob_cache(name, digest), Some(entry))
-        .await?;
+    // Refused, the link stays (another push may rely on it), its bytes perhaps gone: reads
+    // and manifest pushes check the bytes too, and the next collection removes it. The
+    // cache is not told of it.
     let named = Named {
         store: Store::Blobs,
         digest,
         link,
     };
-    fence::confirm(ctx, watched, &[named]).await
+    fence::confirm(ctx, watched, &[named]).await?;
+    let entry = blobs::size_entry(size);
+    ctx.cache_record(keys::blob_cache(name, digest), Some(entry))
+        .await
 }
 
 async fn link_locked(

@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use http::StatusCode;
 use stowage_core::config::LockSettings;
 use stowage_core::digest::Digest;
-use stowage_core::step::{BodyError, IoError, LockRequest, Outcome, Step};
+use stowage_core::gc::GcSettings;
+use stowage_core::step::{BodyError, IoError, LockRequest, Outcome, Response, Step};
 use stowage_core::{Limits, Registry};
 
 use super::Violation;
@@ -61,6 +62,31 @@ pub struct Config {
     /// Whether the store checks versions (S3) or only create-new (the filesystem): with
     /// clock jumps, locks are lost and conditional writes refuse stale commits.
     pub versioned: bool,
+    /// A garbage collector running beside the clients, if any.
+    pub gc: Option<GcPlan>,
+}
+
+/// The collector of a run: how many collections it runs, one after another, and how.
+#[derive(Debug, Clone)]
+pub struct GcPlan {
+    pub runs: u32,
+    pub settings: GcSettings,
+}
+
+impl GcPlan {
+    /// Half the runs collect; the grace period is short enough (in simulated
+    /// milliseconds) that blobs of pushes in progress get collected.
+    fn draw(rng: &mut SimRng) -> Option<GcPlan> {
+        rng.chance(500).then(|| GcPlan {
+            runs: 1 + rng.below(4) as u32,
+            settings: GcSettings {
+                grace_ms: [0, 5, 50][rng.index(3)],
+                delete_untagged: rng.chance(500),
+                dry_run: false,
+                separate_meta_store: true,
+            },
+        })
+    }
 }
 
 impl Config {
@@ -93,6 +119,7 @@ impl Config {
             },
             faults,
             versioned,
+            gc: GcPlan::draw(rng),
         }
     }
 }
@@ -139,6 +166,14 @@ impl Client {
     }
 }
 
+/// The collector actor: collections one after another, each on a replica drawn at start.
+struct Collector {
+    runs_left: u32,
+    /// Not before this tick does the next collection start.
+    next_start: u64,
+    inflight: Option<InFlight>,
+}
+
 /// An injected fault in one step.
 #[derive(Debug, Clone, Copy)]
 enum Fault {
@@ -155,6 +190,7 @@ pub(super) struct Cluster {
     pub(super) world: World,
     pub(super) history: History,
     clients: Vec<Client>,
+    collector: Option<Collector>,
     tick: u64,
     /// Lock token -> the request that used it.
     pub(super) lock_owners: BTreeMap<String, usize>,
@@ -179,7 +215,13 @@ impl Cluster {
         } else {
             ObjectStore::without_versions()
         };
+        let collector = config.gc.as_ref().map(|plan| Collector {
+            runs_left: plan.runs,
+            next_start: rng.below(300),
+            inflight: None,
+        });
         Cluster {
+            collector,
             registry: Registry::new(config.limits.clone()),
             rng,
             config,
@@ -209,14 +251,18 @@ impl Cluster {
                 let replica = self.rng.index(self.config.replicas);
                 self.crash(replica);
             }
-            let runnable: Vec<usize> = (0..self.clients.len())
+            // The collector is actor `clients.len()`.
+            let runnable: Vec<usize> = (0..=self.clients.len())
                 .filter(|&c| self.runnable(c))
                 .collect();
             if runnable.is_empty() {
+                let collecting = self.collector.as_ref().and_then(|c| c.inflight.as_ref());
                 let sleeping = self
                     .clients
                     .iter()
-                    .filter_map(|c| c.inflight.as_ref().map(|f| f.actor.wake_at()))
+                    .filter_map(|c| c.inflight.as_ref())
+                    .chain(collecting)
+                    .map(|f| f.actor.wake_at())
                     .min();
                 match sleeping {
                     Some(wake) => self.world.now = self.world.now.max(wake),
@@ -231,14 +277,25 @@ impl Cluster {
                 }
                 continue;
             }
-            let client = runnable[self.rng.index(runnable.len())];
-            self.advance(client)?;
+            let actor = runnable[self.rng.index(runnable.len())];
+            if actor == self.clients.len() {
+                self.advance_collector()?;
+            } else {
+                self.advance(actor)?;
+            }
         }
         Err(Violation::Stuck { ticks: MAX_TICKS })
     }
 
     fn runnable(&self, c: usize) -> bool {
-        let client = &self.clients[c];
+        let Some(client) = self.clients.get(c) else {
+            return self.collector.as_ref().is_some_and(|collector| {
+                match &collector.inflight {
+                    Some(inflight) => inflight.actor.ready(self.world.now),
+                    None => collector.runs_left > 0 && self.tick >= collector.next_start,
+                }
+            });
+        };
         match &client.inflight {
             Some(inflight) => inflight.actor.ready(self.world.now),
             None => !client.finished,
@@ -247,14 +304,76 @@ impl Cluster {
 
     /// Starts the client's next request, or takes one step of the one in flight.
     fn advance(&mut self, c: usize) -> Result<(), Violation> {
-        if self.clients[c].inflight.is_none() {
+        let Some(mut inflight) = self.clients[c].inflight.take() else {
             self.send(c);
             return Ok(());
-        }
-        let now = self.world.now;
-        let Some(inflight) = self.clients[c].inflight.as_mut() else {
+        };
+        let Some(response) = self.step(&mut inflight) else {
+            self.clients[c].inflight = Some(inflight);
             return Ok(());
         };
+        let reply = self.world.reply(response);
+        self.history
+            .end(inflight.record, self.tick, Ending::Answered(reply.status));
+        self.check_reply(inflight.record, &reply)?;
+        self.clients[c].answered(&Answer::Replied(reply));
+        Ok(())
+    }
+
+    /// Starts the next collection, or takes one step of the one in flight. A collection
+    /// succeeds, or fails with 503 when faults were injected.
+    fn advance_collector(&mut self) -> Result<(), Violation> {
+        let Some(collector) = self.collector.as_mut() else {
+            return Ok(());
+        };
+        let Some(mut inflight) = collector.inflight.take() else {
+            collector.runs_left -= 1;
+            let replica = self.rng.index(self.config.replicas);
+            let record = self
+                .history
+                .start(usize::MAX, replica, Kind::Collect, self.tick);
+            let settings = self.config.gc.as_ref().map(|plan| plan.settings.clone());
+            let Some(settings) = settings else {
+                return Ok(());
+            };
+            let actor = Actor::collect(&self.registry, settings, self.rng.next_u64());
+            collector.inflight = Some(InFlight {
+                actor,
+                replica,
+                record,
+            });
+            return Ok(());
+        };
+        let Some(response) = self.step(&mut inflight) else {
+            if let Some(collector) = self.collector.as_mut() {
+                collector.inflight = Some(inflight);
+            }
+            return Ok(());
+        };
+        let reply = self.world.reply(response);
+        self.history
+            .end(inflight.record, self.tick, Ending::Answered(reply.status));
+        let pause = self.rng.below(300);
+        if let Some(collector) = self.collector.as_mut() {
+            collector.next_start = self.tick + pause;
+        }
+        let failed_with_faults =
+            reply.status == StatusCode::SERVICE_UNAVAILABLE && self.config.faults.any();
+        if reply.status != StatusCode::OK && !failed_with_faults {
+            let body = String::from_utf8_lossy(reply.body.as_deref().unwrap_or_default());
+            return Err(Violation::BadReply {
+                path: self.history.records[inflight.record].describe(),
+                status: reply.status,
+                detail: format!("collection failed: {body}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// One step of an operation in flight, with the faults drawn for it; its response once
+    /// it answered.
+    fn step(&mut self, inflight: &mut InFlight) -> Option<Response> {
+        let now = self.world.now;
         let (step, record) = (inflight.actor.poll(now), inflight.record);
         if let Step::Lock(request) = &step {
             let (key, token) = match request {
@@ -273,9 +392,6 @@ impl Cluster {
             }
         }
         let failure = failure_for(&step);
-        let Some(inflight) = self.clients[c].inflight.as_mut() else {
-            return Ok(());
-        };
         let executed = match fault {
             None => inflight.actor.execute(&mut self.world, step),
             Some(Fault::Error) => Executed::Outcome(failure),
@@ -285,16 +401,12 @@ impl Cluster {
             },
         };
         match executed {
-            Executed::Outcome(outcome) => inflight.actor.answer(outcome),
-            Executed::Done(response) => {
-                let reply = self.world.reply(response);
-                self.history
-                    .end(record, self.tick, Ending::Answered(reply.status));
-                self.check_reply(record, &reply)?;
-                self.clients[c].answered(&Answer::Replied(reply));
+            Executed::Outcome(outcome) => {
+                inflight.actor.answer(outcome);
+                None
             }
+            Executed::Done(response) => Some(response),
         }
-        Ok(())
     }
 
     fn send(&mut self, c: usize) {
@@ -331,6 +443,14 @@ impl Cluster {
                     .end(inflight.record, self.tick, Ending::Crashed);
                 client.answered(&Answer::Crashed);
             }
+        }
+        let collecting = self.collector.as_mut().and_then(|c| {
+            c.inflight
+                .take_if(|inflight| inflight.replica == replica)
+        });
+        if let Some(inflight) = collecting {
+            self.history
+                .end(inflight.record, self.tick, Ending::Crashed);
         }
         if self.config.replicas == 1 {
             self.world.forget_cache();

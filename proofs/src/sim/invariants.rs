@@ -67,6 +67,11 @@ fn any_after(cluster: &Cluster, tick: u64, is_target: impl Fn(&Kind) -> bool) ->
         .any(|r| is_target(&r.kind) && r.may_act_after(tick))
 }
 
+/// Whether a garbage collection may have acted after `tick`.
+fn collected_after(cluster: &Cluster, tick: u64) -> bool {
+    any_after(cluster, tick, |k| *k == Kind::Collect)
+}
+
 fn acknowledged(cluster: &Cluster) -> Vec<Record> {
     cluster
         .history
@@ -97,6 +102,11 @@ fn check_blobs(cluster: &mut Cluster) -> Result<(), Violation> {
             _ => false,
         };
         if any_after(cluster, record.started, |k| same_blob(k, is_write)) {
+            continue;
+        }
+        // The collector deletes what no manifest names: `check_references` holds it to
+        // keeping the rest.
+        if is_write && collected_after(cluster, record.started) {
             continue;
         }
         let expected = if is_write {
@@ -142,6 +152,14 @@ fn check_manifests(cluster: &mut Cluster) -> Result<(), Violation> {
             _ => false,
         };
         if any_after(cluster, record.started, |k| same_manifest(k, is_write)) {
+            continue;
+        }
+        let deletes_untagged = cluster
+            .config
+            .gc
+            .as_ref()
+            .is_some_and(|plan| plan.settings.delete_untagged);
+        if is_write && deletes_untagged && collected_after(cluster, record.started) {
             continue;
         }
         let expected = if is_write {
@@ -235,7 +253,9 @@ fn allowed_tag_answers(cluster: &Cluster, repo: &str, tag: &str) -> Vec<String> 
 }
 
 /// With `allow_missing_manifest_references = false`, every manifest in a repository names
-/// only blobs that are stored and (unless someone deleted them) linked into it.
+/// only blobs that are stored and (unless someone deleted them) linked into it. With a
+/// collector, every acknowledged one: a push the fence refused (503) may have left its
+/// revision naming bytes the collector deleted.
 fn check_references(cluster: &Cluster) -> Result<(), Violation> {
     let meta = cluster.world.store.objects(Store::Meta);
     let blobs = cluster.world.store.objects(Store::Blobs);
@@ -247,7 +267,22 @@ fn check_references(cluster: &Cluster) -> Result<(), Violation> {
             .filter(|(key, _)| key.starts_with(&prefix))
             .filter_map(|(_, link)| std::str::from_utf8(link).ok()?.parse::<Digest>().ok());
         for manifest_digest in revisions {
+            let acknowledged = cluster.history.iter().any(|r| {
+                r.acknowledged()
+                    && matches!(&r.kind, Kind::ManifestPush { repo: pr, digest, .. }
+                        if *pr == repo && *digest == manifest_digest)
+            });
+            if cluster.config.gc.is_some() && !acknowledged {
+                continue;
+            }
             let Some(bytes) = meta.get(&layout::blob_data(&manifest_digest)) else {
+                if acknowledged {
+                    return Err(Violation::MissingReference {
+                        repo: repo.into(),
+                        manifest: manifest_digest.clone(),
+                        blob: manifest_digest,
+                    });
+                }
                 continue;
             };
             let Ok(manifest) = Manifest::parse(bytes, None) else {
@@ -321,8 +356,13 @@ fn check_cache_agrees(cluster: &mut Cluster) -> Result<(), Violation> {
             ));
         }
         for digest in mentioned_digests(cluster) {
-            let manifest = meta.get(&layout::revision_link(&name, &digest)).is_some();
-            let blob = meta.get(&layout::layer_link(&name, &digest)).is_some();
+            // A link whose bytes are gone answers 404: the collector deleted them under a
+            // push it refused.
+            let data = layout::blob_data(&digest);
+            let manifest = meta.get(&layout::revision_link(&name, &digest)).is_some()
+                && meta.get(&data).is_some();
+            let blob = meta.get(&layout::layer_link(&name, &digest)).is_some()
+                && cluster.world.store.objects(Store::Blobs).get(&data).is_some();
             let answer = |present: bool| {
                 if present {
                     digest.to_string()

@@ -34,6 +34,11 @@ pub async fn serve(
             &config, &backends,
         )))
         .detach();
+    background
+        .spawn(Compat::new(stowage_app::collect_periodically(
+            &config, &registry, &backends,
+        )))
+        .detach();
     let server = &config.server;
     let (service, address) = stowage_app::http_service(&config, registry, backends)?;
     let tls = stowage_app::tls(&config)?;

@@ -47,6 +47,9 @@ fn main() -> ExitCode {
 async fn serve(config: Config, workers: &Workers) -> Result<(), StartError> {
     let (registry, backends) = stowage_app::build(&config, Arc::new(TokioSleep))?;
     tokio::spawn(stowage_app::purge_stale_uploads(&config, &backends));
+    tokio::spawn(stowage_app::collect_periodically(
+        &config, &registry, &backends,
+    ));
     let server = &config.server;
     let (service, address) = stowage_app::http_service(&config, registry, backends)?;
     let tls = stowage_app::tls(&config)?;
