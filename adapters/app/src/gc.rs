@@ -3,7 +3,6 @@
 //! lease is a lock, shared through Redis by replicas); this drives it and reports.
 
 use std::future::Future;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -111,18 +110,17 @@ impl Timer for TokioTimer {
 
 /// `stowage gc --config FILE [--dry-run] [--delete-untagged]`, beside the servers.
 pub(crate) fn collect_once(
-    file: &Path,
+    config: &Config,
     dry_run: bool,
     delete_untagged: bool,
 ) -> Result<(), StartError> {
-    let config = Config::load(Some(file))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(StartError::Runtime)?;
     let report = runtime.block_on(async {
-        let (registry, backends) = crate::build(&config, Arc::new(TokioTimer))?;
-        let settings = settings(&config, dry_run, delete_untagged);
+        let (registry, backends) = crate::build(config, Arc::new(TokioTimer))?;
+        let settings = settings(config, dry_run, delete_untagged);
         collect(&registry, &backends, settings)
             .await
             .map_err(StartError::Gc)

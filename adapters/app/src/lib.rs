@@ -87,7 +87,7 @@ pub fn run(program: &str, serve: impl FnOnce(Config) -> Result<(), StartError>) 
     // it is printed below); the other commands log as the default configuration says.
     let config = match &command {
         Command::Serve { config } => Config::load(config.as_deref()),
-        Command::Gc { config, .. } => Config::load(Some(config)),
+        Command::Gc { config, .. } => Config::load(Some(config.as_path())),
         Command::Migrate { .. } | Command::HashPassword => Ok(Config::default()),
     };
     let log_settings = config
@@ -100,10 +100,12 @@ pub fn run(program: &str, serve: impl FnOnce(Config) -> Result<(), StartError>) 
         Command::Migrate { from, to } => migrate::migrate(&from, &to),
         Command::HashPassword => print_password_hash(),
         Command::Gc {
-            config,
             dry_run,
             delete_untagged,
-        } => gc::collect_once(&config, dry_run, delete_untagged),
+            ..
+        } => config
+            .map_err(StartError::from)
+            .and_then(|config| gc::collect_once(&config, dry_run, delete_untagged)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

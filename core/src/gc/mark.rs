@@ -9,6 +9,7 @@ use crate::digest::Digest;
 use crate::error::RegistryError;
 use crate::handlers::Ctx;
 use crate::layout;
+use crate::lock::Held;
 use crate::manifest::Manifest;
 use crate::names::{RepoName, Tag};
 use crate::step::{Millis, Store};
@@ -31,16 +32,18 @@ pub(super) struct Marking {
     pub(super) unreadable: u64,
 }
 
-/// Marks every repository at `now`.
+/// Marks every repository at `now`, keeping the collector's `lease` (a mark may take
+/// longer than its TTL).
 pub(super) async fn mark(
     ctx: &Ctx,
     settings: &GcSettings,
+    lease: &mut Held,
     now: Millis,
 ) -> Result<Marking, RegistryError> {
     let mut marking = Marking::default();
     for name in repositories(ctx).await? {
         marking.repositories += 1;
-        mark_repository(ctx, settings, now, &name, &mut marking).await?;
+        mark_repository(ctx, settings, lease, now, &name, &mut marking).await?;
     }
     Ok(marking)
 }
@@ -166,6 +169,7 @@ fn older_than_grace(written: Millis, now: Millis, settings: &GcSettings) -> bool
 async fn mark_repository(
     ctx: &Ctx,
     settings: &GcSettings,
+    lease: &mut Held,
     now: Millis,
     name: &RepoName,
     marking: &mut Marking,
@@ -197,6 +201,7 @@ async fn mark_repository(
         if !kept.insert(digest.clone()) {
             continue;
         }
+        ctx.ensure(lease).await?;
         let manifest = ctx
             .read(Store::Meta, layout::blob_data(&digest))
             .await?
@@ -223,6 +228,7 @@ async fn mark_repository(
         if named_blobs.contains(&digest) {
             continue;
         }
+        ctx.ensure(lease).await?;
         let link = ctx
             .inspect(Store::Meta, layout::layer_link(name, &digest))
             .await?;

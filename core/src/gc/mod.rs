@@ -121,12 +121,12 @@ async fn run(ctx: &Ctx, settings: &GcSettings) -> Result<GcReport, RegistryError
     let started = ctx.channel.now();
     let report = ctx
         .locked(vec![keys::GC_LOCK.to_owned()], async |lease| {
-            let marking = mark::mark(ctx, settings, started).await?;
+            let marking = mark::mark(ctx, settings, lease, started).await?;
             let mut blobs = Vec::new();
             for store in sweep::swept_stores(settings) {
-                blobs.extend(
-                    sweep::unreferenced(ctx, *store, &marking.live, settings, started).await?,
-                );
+                let found =
+                    sweep::unreferenced(ctx, *store, &marking.live, settings, lease, started);
+                blobs.extend(found.await?);
             }
             let garbage = sweep::Garbage { marking, blobs };
             if settings.dry_run || garbage.is_empty() || garbage.marking.unreadable > 0 {

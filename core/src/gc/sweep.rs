@@ -38,6 +38,7 @@ pub(super) async fn unreferenced(
     store: Store,
     live: &HashSet<Digest>,
     settings: &GcSettings,
+    lease: &mut Held,
     now: Millis,
 ) -> Result<Vec<UnreferencedBlob>, RegistryError> {
     let mut found = Vec::new();
@@ -45,6 +46,7 @@ pub(super) async fn unreferenced(
         let by_algorithm = format!("{}{algorithm}/", layout::BLOBS);
         for prefix in folders(ctx.list(store, by_algorithm.clone()).await?) {
             let folder = format!("{by_algorithm}{prefix}/");
+            ctx.ensure(lease).await?;
             for hex in folders(ctx.list(store, folder).await?) {
                 let Ok(digest) = format!("{algorithm}:{hex}").parse::<Digest>() else {
                     continue;
@@ -161,7 +163,7 @@ async fn publish_and_delete(
         ctx.create(Store::Meta, layout::gc_doomed(digest), digest.to_string())
             .await?;
     }
-    let second = mark::mark(ctx, settings, ctx.channel.now()).await?;
+    let second = mark::mark(ctx, settings, lease, ctx.channel.now()).await?;
     let mut report = GcReport {
         repositories: second.repositories,
         manifests_kept: second.manifests_kept,
@@ -176,6 +178,10 @@ async fn publish_and_delete(
         ctx.ensure(lease).await?;
         if remove_untagged(ctx, name, digest).await? {
             report.manifests_deleted += 1;
+        } else {
+            // It stays (tagged meanwhile, or not found through a stale cache entry): what
+            // it names was found garbage only because it was not kept. This run stops.
+            return Ok(report);
         }
     }
     for (name, digest) in garbage.marking.links.intersection(&second.links) {
