@@ -147,13 +147,13 @@ fn deletes_what_no_manifest_references_and_keeps_shared_layers() {
 
     let dry = r.collect(settings(false, true));
     assert!(dry.dry_run);
-    assert_eq!(
-        r.blob(&stray),
-        StatusCode::OK,
-        "a dry run deletes nothing"
-    );
+    assert_eq!(r.blob(&stray), StatusCode::OK, "a dry run deletes nothing");
     let real = r.collect(settings(false, false));
-    assert_eq!(planned(&dry), planned(&real), "the dry run tells the real run");
+    assert_eq!(
+        planned(&dry),
+        planned(&real),
+        "the dry run tells the real run"
+    );
     // The bytes of `only_deleted`, of `stray` and of the deleted manifest; their two links.
     assert_eq!((real.blobs_deleted, real.layer_links_deleted), (3, 2));
     assert_eq!(real.manifests_deleted, 0);

@@ -289,12 +289,13 @@ impl Cluster {
 
     fn runnable(&self, c: usize) -> bool {
         let Some(client) = self.clients.get(c) else {
-            return self.collector.as_ref().is_some_and(|collector| {
-                match &collector.inflight {
+            return self
+                .collector
+                .as_ref()
+                .is_some_and(|collector| match &collector.inflight {
                     Some(inflight) => inflight.actor.ready(self.world.now),
                     None => collector.runs_left > 0 && self.tick >= collector.next_start,
-                }
-            });
+                });
         };
         match &client.inflight {
             Some(inflight) => inflight.actor.ready(self.world.now),
@@ -444,10 +445,10 @@ impl Cluster {
                 client.answered(&Answer::Crashed);
             }
         }
-        let collecting = self.collector.as_mut().and_then(|c| {
-            c.inflight
-                .take_if(|inflight| inflight.replica == replica)
-        });
+        let collecting = self
+            .collector
+            .as_mut()
+            .and_then(|c| c.inflight.take_if(|inflight| inflight.replica == replica));
         if let Some(inflight) = collecting {
             self.history
                 .end(inflight.record, self.tick, Ending::Crashed);

@@ -370,7 +370,12 @@ fn check_cache_agrees(cluster: &mut Cluster) -> Result<(), Violation> {
             let manifest = meta.get(&layout::revision_link(&name, &digest)).is_some()
                 && meta.get(&data).is_some();
             let blob = meta.get(&layout::layer_link(&name, &digest)).is_some()
-                && cluster.world.store.objects(Store::Blobs).get(&data).is_some();
+                && cluster
+                    .world
+                    .store
+                    .objects(Store::Blobs)
+                    .get(&data)
+                    .is_some();
             let answer = |present: bool| {
                 if present {
                     digest.to_string()
