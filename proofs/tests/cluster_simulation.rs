@@ -8,6 +8,20 @@ const SEEDS: u64 = 10_000;
 
 #[test]
 fn cluster_simulation() {
+    run_seeds(sim::run);
+}
+
+/// The same with a garbage collector among the replicas (docs/gc.md). Known to fail: in
+/// about 0.7 % of the seeds the cache disagrees with storage after a write the collector's
+/// fence refused, or an acknowledged manifest names a blob that is gone. `SIM_SEED` and
+/// `cargo nextest run --release -p stowage-proofs --run-ignored only` replay them.
+#[test]
+#[ignore = "the collector breaks invariants in about 0.7 % of seeds: see docs/gc.md"]
+fn cluster_simulation_with_collector() {
+    run_seeds(sim::run_with_collector);
+}
+
+fn run_seeds(run: fn(u64) -> Result<sim::Summary, sim::Violation>) {
     let seeds: Vec<u64> = match std::env::var("SIM_SEED") {
         Ok(seed) => vec![seed.trim().parse().expect("SIM_SEED is a number")],
         Err(_) => (0..SEEDS).collect(),
@@ -15,7 +29,7 @@ fn cluster_simulation() {
     let mut failures = Vec::new();
     let mut totals = sim::Summary::default();
     for &seed in &seeds {
-        match sim::run(seed) {
+        match run(seed) {
             Ok(summary) => {
                 totals.requests += summary.requests;
                 totals.acknowledged += summary.acknowledged;

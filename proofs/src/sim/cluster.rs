@@ -92,7 +92,7 @@ impl GcPlan {
 impl Config {
     /// A configuration drawn from the run's generator: cluster size, strictness and how
     /// faulty the world is (a quarter of the runs have no faults at all).
-    fn draw(rng: &mut SimRng) -> Config {
+    fn draw(rng: &mut SimRng, collector: bool) -> Config {
         let faulty = !rng.chance(250);
         let rate = |rng: &mut SimRng, max: u64| if faulty { rng.below(max + 1) } else { 0 };
         let faults = Faults {
@@ -119,7 +119,7 @@ impl Config {
             },
             faults,
             versioned,
-            gc: GcPlan::draw(rng),
+            gc: if collector { GcPlan::draw(rng) } else { None },
         }
     }
 }
@@ -199,9 +199,10 @@ pub(super) struct Cluster {
 }
 
 impl Cluster {
-    pub(super) fn new(seed: u64) -> Self {
+    /// The run of `seed`; with `collector`, half the runs have a garbage collector too.
+    pub(super) fn new(seed: u64, collector: bool) -> Self {
         let mut rng = SimRng::new(seed);
-        let config = Config::draw(&mut rng);
+        let config = Config::draw(&mut rng, collector);
         let clients = (0..config.clients)
             .map(|_| Client {
                 intents: workload::script(&mut rng).into(),
