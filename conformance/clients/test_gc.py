@@ -3,8 +3,8 @@
 A Stowage filesystem root is Distribution's layout, so Debian's ``docker-registry
 garbage-collect`` (Distribution 2.8) can collect a copy of the same tree that ``stowage gc``
 collects: both must delete the same blobs, except that with ``--delete-untagged``
-Distribution deletes the child manifests of a multi-platform index (and their layers) and
-Stowage keeps them, and still serves the index completely.
+Distribution deletes some of what only the child manifests of a multi-platform index hold
+and Stowage keeps all of it, and still serves the index completely.
 """
 
 from __future__ import annotations
@@ -109,7 +109,10 @@ def test_stowage_gc_deletes_what_distribution_deletes_and_keeps_index_children(r
     by_stowage = before - stored_blobs(ours)
     children = index_children(multi)
     assert by_stowage == doomed_only, out
-    assert by_distribution - by_stowage == children & before, "Distribution's known bug changed"
+    assert by_stowage <= by_distribution
+    # Distribution 2.8 removes some of what only the index's children hold; Stowage none.
+    only_distribution = by_distribution - by_stowage
+    assert only_distribution and only_distribution <= children, only_distribution
 
     # And the index still pulls completely from what Stowage left.
     reg = registries.start(regmod.STOWAGE, ours)
