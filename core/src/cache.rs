@@ -70,6 +70,10 @@ impl MemoryCache {
                 self.entries.put(key, (value, now.plus(ttl_ms)));
                 None
             }
+            CacheRequest::Remove { key } => {
+                self.remove(&key);
+                None
+            }
         }
     }
 

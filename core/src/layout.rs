@@ -10,6 +10,61 @@ fn repo(name: &RepoName) -> String {
     format!("v2/repositories/{name}")
 }
 
+/// The folder below which blob and manifest bytes live, one folder per digest.
+pub const BLOBS: &str = "v2/blobs/";
+
+/// The folder of one digest's bytes (what the collector removes).
+pub fn blob_dir(d: &Digest) -> String {
+    format!(
+        "{BLOBS}{}/{}/{}/",
+        d.algorithm().name(),
+        &d.hex()[..2],
+        d.hex()
+    )
+}
+
+/// A repository's own folder.
+pub fn repository_dir(name: &RepoName) -> String {
+    format!("{}/", repo(name))
+}
+
+/// The folder of a repository's layer links: `<alg>/<hex>/link` below it.
+pub fn layers_dir(name: &RepoName) -> String {
+    format!("{}/_layers/", repo(name))
+}
+
+/// The folder of a repository's manifest revision links: `<alg>/<hex>/link` below it.
+pub fn revisions_dir(name: &RepoName) -> String {
+    format!("{}/_manifests/revisions/", repo(name))
+}
+
+/// The folder of a manifest's revision link.
+pub fn revision_dir(name: &RepoName, d: &Digest) -> String {
+    format!(
+        "{}{}/{}/",
+        revisions_dir(name),
+        d.algorithm().name(),
+        d.hex()
+    )
+}
+
+/// The folder of a repository's referrers: `<alg>/<hex>/` of each subject below it.
+pub fn referrers_root(name: &RepoName) -> String {
+    format!("{}/_referrers/", repo(name))
+}
+
+/// The collector's state (epoch, whether it is deleting), read by writers around their
+/// commits (see `gc::fence`). Outside `v2/`, so Distribution ignores it.
+pub const GC_STATE: &str = "_stowage/gc/state";
+
+/// The folder of the digests the collector is about to delete.
+pub const GC_DOOMED: &str = "_stowage/gc/doomed/";
+
+/// Marks `d` as about to be deleted (its bytes, links to it, or manifest revisions of it).
+pub fn gc_doomed(d: &Digest) -> String {
+    format!("{GC_DOOMED}{}/{}", d.algorithm().name(), d.hex())
+}
+
 /// The bytes of a blob or manifest, addressed by digest.
 pub fn blob_data(d: &Digest) -> String {
     format!(

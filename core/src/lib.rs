@@ -12,6 +12,7 @@ pub mod config;
 pub mod digest;
 pub mod error;
 pub mod events;
+pub mod gc;
 pub mod layout;
 pub mod lock;
 pub mod manifest;

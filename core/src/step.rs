@@ -42,6 +42,12 @@ pub enum StorageRequest {
         store: Store,
         key: String,
     },
+    /// An object's size and when it was last written, or `None` when absent (the collector
+    /// spares what is younger than its grace period).
+    Inspect {
+        store: Store,
+        key: String,
+    },
     /// A small object's whole content, or `None` when absent.
     Read {
         store: Store,
@@ -124,6 +130,7 @@ impl StorageRequest {
     pub fn kind(&self) -> &'static str {
         match self {
             StorageRequest::Stat { .. } => "stat",
+            StorageRequest::Inspect { .. } => "inspect",
             StorageRequest::Read { .. } => "read",
             StorageRequest::ReadVersioned { .. } => "read_versioned",
             StorageRequest::Write { .. } => "write",
@@ -141,6 +148,7 @@ impl StorageRequest {
     pub fn store(&self) -> Store {
         match self {
             StorageRequest::Stat { store, .. }
+            | StorageRequest::Inspect { store, .. }
             | StorageRequest::Read { store, .. }
             | StorageRequest::ReadVersioned { store, .. }
             | StorageRequest::Write { store, .. }
@@ -215,6 +223,14 @@ impl WriteCondition {
     }
 }
 
+/// What [`StorageRequest::Inspect`] tells of an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub size: u64,
+    /// When the object was last written, by the store's clock.
+    pub modified: Millis,
+}
+
 /// An object's version as its backend names it (on S3, its ETag).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Version(pub String);
@@ -255,6 +271,10 @@ pub enum CacheRequest {
         value: Bytes,
         ttl_ms: u64,
         only_if_absent: bool,
+    },
+    /// Forget `key`: the next reader asks storage.
+    Remove {
+        key: String,
     },
 }
 
@@ -377,6 +397,8 @@ pub enum BodyError {
 pub enum Outcome {
     Done,
     Stat(Option<u64>),
+    /// What a [`StorageRequest::Inspect`] found.
+    Inspected(Option<ObjectInfo>),
     Read(Option<Bytes>),
     /// What a [`StorageRequest::ReadVersioned`] found.
     Versioned(Option<Versioned>),

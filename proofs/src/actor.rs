@@ -2,6 +2,7 @@
 //! operations (the lock checks and the simulated cluster).
 
 use stowage_core::Registry;
+use stowage_core::gc::GcSettings;
 use stowage_core::op::Operation;
 use stowage_core::step::{Millis, Outcome, Response, Step};
 
@@ -34,6 +35,15 @@ impl Actor {
                 stowage_core::Entropy::from_seed(seed),
             ),
             body: request.body,
+            wake_at: Millis(0),
+        }
+    }
+
+    /// A garbage collection run (it answers like a request: see [`Registry::collect`]).
+    pub fn collect(registry: &Registry, settings: GcSettings, seed: u64) -> Self {
+        Actor {
+            op: registry.collect(settings, stowage_core::Entropy::from_seed(seed)),
+            body: RequestBody::default(),
             wake_at: Millis(0),
         }
     }

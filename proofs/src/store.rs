@@ -17,8 +17,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use bytes::{Bytes, BytesMut};
 use stowage_core::range::Span;
 use stowage_core::step::{
-    BodyError, BodyTap, IoError, Outcome, Piece, StorageRequest, Store, Version, Versioned,
-    WriteCondition,
+    BodyError, BodyTap, IoError, Millis, ObjectInfo, Outcome, Piece, StorageRequest, Store,
+    Version, Versioned, WriteCondition,
 };
 
 /// A request body as the client sends it: chunks, then possibly a failure (a client that
@@ -88,29 +88,39 @@ fn feed(
 }
 
 /// One store's objects by key, each with the number of the write that stored it (its
-/// version), and every folder an object was ever stored below (until deleted with its
-/// contents).
+/// version) and the time of that write, and every folder an object was ever stored below
+/// (until deleted with its contents).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Objects {
-    objects: BTreeMap<String, (Bytes, u64)>,
+    objects: BTreeMap<String, (Bytes, u64, Millis)>,
     writes: u64,
     folders: BTreeSet<String>,
+    /// The store's clock: what a write records as its time.
+    now: Millis,
 }
 
 impl Objects {
     pub fn get(&self, key: &str) -> Option<&Bytes> {
-        self.objects.get(key).map(|(data, _)| data)
+        self.objects.get(key).map(|(data, ..)| data)
+    }
+
+    fn inspect(&self, key: &str) -> Option<ObjectInfo> {
+        self.objects.get(key).map(|(data, _, modified)| ObjectInfo {
+            size: data.len() as u64,
+            modified: *modified,
+        })
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Bytes)> {
-        self.objects.iter().map(|(key, (data, _))| (key, data))
+        self.objects.iter().map(|(key, (data, ..))| (key, data))
     }
 
     pub fn put(&mut self, key: &str, data: Bytes) {
         let folders = key.match_indices('/').map(|(slash, _)| &key[..=slash]);
         self.folders.extend(folders.map(str::to_owned));
         self.writes += 1;
-        self.objects.insert(key.to_owned(), (data, self.writes));
+        self.objects
+            .insert(key.to_owned(), (data, self.writes, self.now));
     }
 
     fn remove(&mut self, key: &str) {
@@ -118,7 +128,7 @@ impl Objects {
     }
 
     fn read_versioned(&self, key: &str, versioned: bool) -> Option<Versioned> {
-        self.objects.get(key).map(|(data, version)| Versioned {
+        self.objects.get(key).map(|(data, version, _)| Versioned {
             data: data.clone(),
             version: versioned.then(|| Version(version.to_string())),
         })
@@ -133,7 +143,7 @@ impl Objects {
             // As the filesystem: no compare-and-swap, the lock alone protects.
             WriteCondition::IfVersion(_) if !versioned => true,
             WriteCondition::IfVersion(Version(expected)) => {
-                current.is_some_and(|(_, version)| version.to_string() == *expected)
+                current.is_some_and(|(_, version, _)| version.to_string() == *expected)
             }
         }
     }
@@ -326,12 +336,22 @@ impl ObjectStore {
         }
     }
 
-    /// Performs one storage request; `body` is the request body for the requests that
-    /// stream it.
-    pub fn perform(&mut self, request: StorageRequest, body: &mut RequestBody) -> Outcome {
+    /// Performs one storage request at `now` (the time writes record); `body` is the
+    /// request body for the requests that stream it.
+    pub fn perform(
+        &mut self,
+        request: StorageRequest,
+        body: &mut RequestBody,
+        now: Millis,
+    ) -> Outcome {
+        self.blobs.now = now;
+        self.meta.now = now;
         match request {
             StorageRequest::Stat { store, key } => {
                 Outcome::Stat(self.objects(store).get(&key).map(|d| d.len() as u64))
+            }
+            StorageRequest::Inspect { store, key } => {
+                Outcome::Inspected(self.objects(store).inspect(&key))
             }
             StorageRequest::Read { store, key } => {
                 Outcome::Read(self.objects(store).get(&key).cloned())

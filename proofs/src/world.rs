@@ -5,6 +5,7 @@
 use bytes::Bytes;
 use stowage_core::access::Caller;
 use stowage_core::cache::MemoryCache;
+use stowage_core::gc::{GcError, GcReport, GcSettings};
 use stowage_core::lock::MemoryLocks;
 use stowage_core::op::Operation;
 use stowage_core::step::{Body, LockRequest, Millis, Outcome, Response, Step, UpstreamAnswer};
@@ -55,7 +56,7 @@ impl World {
         let outcome = match step {
             Step::Done(response) => return Performed::Done(response),
             Step::Sleep { ms } => return Performed::Sleep(ms),
-            Step::Storage(request) => self.store.perform(request, body),
+            Step::Storage(request) => self.store.perform(request, body, self.now),
             Step::Lock(request) => Outcome::Lock(self.lock(&request)),
             Step::Cache(request) => Outcome::Cache(self.cache.apply(request, self.now)),
             Step::ReadBody { limit } => Outcome::BodyBytes(body.read_all(limit)),
@@ -101,8 +102,14 @@ impl World {
         caller: Caller,
         entropy: Entropy,
     ) -> Reply {
-        let Request { head, mut body } = request;
-        let mut op: Operation = registry.handle(head, caller, entropy);
+        let Request { head, body } = request;
+        let op = registry.handle(head, caller, entropy);
+        let response = self.drive(op, body);
+        self.reply(response)
+    }
+
+    /// Runs an operation to its response with no faults; sleeps move the clock.
+    fn drive(&mut self, mut op: Operation, mut body: RequestBody) -> Response {
         for _ in 0..MAX_STEPS {
             let step = op.poll(self.now);
             match self.perform(step, &mut body) {
@@ -111,10 +118,23 @@ impl World {
                     self.now = self.now.plus(ms);
                     op.on_result(Outcome::Done);
                 }
-                Performed::Done(response) => return self.reply(response),
+                Performed::Done(response) => return response,
             }
         }
         panic!("an operation did not finish within {MAX_STEPS} steps");
+    }
+
+    /// Runs one garbage collection to its end with no faults; its report.
+    pub fn collect(
+        &mut self,
+        registry: &Registry,
+        settings: GcSettings,
+        seed: u64,
+    ) -> Result<GcReport, GcError> {
+        let op = registry.collect(settings, Entropy::from_seed(seed));
+        let reply = self.drive(op, RequestBody::default());
+        let reply = self.reply(reply);
+        GcReport::from_response(reply.status, reply.bytes())
     }
 
     /// The response with its body as a client would receive it.

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use stowage_core::digest::{Algorithm, Digest, Hasher};
 use stowage_core::range::Span;
 use stowage_core::step::{
-    BodyError, BodyTap, Outcome, Piece, StorageRequest, Store, TapError, WriteCondition,
+    BodyError, BodyTap, ObjectInfo, Outcome, Piece, StorageRequest, Store, TapError, WriteCondition,
 };
 
 use crate::{Target, TestBody};
@@ -84,7 +84,31 @@ async fn content<T: Target>(target: &mut T, key: &str) -> Result<Option<Bytes>, 
         size == read_size,
         "stat of {key} says {size:?} bytes, a read found {read_size:?}"
     );
+    let inspected = inspect(target, key).await?.map(|info| info.size);
+    ensure!(
+        inspected == read_size,
+        "inspecting {key} says {inspected:?} bytes, a read found {read_size:?}"
+    );
     Ok(data)
+}
+
+async fn inspect<T: Target>(target: &mut T, key: &str) -> Result<Option<ObjectInfo>, String> {
+    let request = StorageRequest::Inspect {
+        store: STORE,
+        key: key.to_owned(),
+    };
+    match perform(target, request).await {
+        Outcome::Inspected(info) => Ok(info),
+        other => Err(format!("inspecting {key} answered {other:?}")),
+    }
+}
+
+/// Milliseconds since the epoch on this machine's clock, the one every target stamps its
+/// writes with here.
+pub(crate) fn wall_clock() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 async fn expect_content<T: Target>(target: &mut T, key: &str, expected: Option<&[u8]>) -> Check {
@@ -245,6 +269,29 @@ pub(crate) async fn write_read_stat<T: Target>(target: &mut T) -> Check {
     expect_content(target, "w/deep/folder/object", Some(b"hello again")).await?;
     put(target, "w/empty", b"").await?;
     expect_content(target, "w/empty", Some(b"")).await
+}
+
+/// The collector's grace period reads when an object was written: within the write's own
+/// time (S3 keeps whole seconds, hence the slack).
+pub(crate) async fn inspect_tells_when_written<T: Target>(target: &mut T) -> Check {
+    const SLACK_MS: u64 = 2_000;
+    let before = wall_clock();
+    put(target, "i/object", b"hello").await?;
+    let after = wall_clock();
+    let Some(info) = inspect(target, "i/object").await? else {
+        return Err("inspecting i/object found nothing".into());
+    };
+    let modified = info.modified.0;
+    ensure!(
+        info.size == 5,
+        "inspecting i/object says {} bytes",
+        info.size
+    );
+    ensure!(
+        modified + SLACK_MS >= before && modified <= after + SLACK_MS,
+        "i/object was written between {before} and {after}, inspecting says {modified}"
+    );
+    Ok(())
 }
 
 pub(crate) async fn create_new<T: Target>(target: &mut T) -> Check {

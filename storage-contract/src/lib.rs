@@ -71,6 +71,7 @@ pub async fn run<T: Target>(backend: &str, mut fresh: impl AsyncFnMut(&str) -> T
     cases!(
         missing_keys,
         write_read_stat,
+        inspect_tells_when_written,
         create_new,
         if_version,
         write_body,

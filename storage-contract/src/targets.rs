@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use bytes::{Bytes, BytesMut};
 use futures_util::TryStreamExt;
 use stowage_core::range::Span;
-use stowage_core::step::{Outcome, StorageRequest, Store};
+use stowage_core::step::{Millis, Outcome, StorageRequest, Store};
 use stowage_proofs::store::ObjectStore;
 use stowage_storage::{
     ConditionalWrites, FsSettings, InlineCalls, S3Settings, Storage, StoreSettings,
@@ -40,7 +40,9 @@ impl Target for Model {
     }
 
     async fn perform(&mut self, request: StorageRequest, body: TestBody) -> Outcome {
-        self.0.perform(request, &mut body.for_model())
+        // The model's writes are stamped with this machine's clock, as a backend's are.
+        let now = Millis(crate::cases::wall_clock());
+        self.0.perform(request, &mut body.for_model(), now)
     }
 
     async fn read_span(&mut self, key: &str, span: Span) -> Result<Bytes, String> {

@@ -30,6 +30,19 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         to: PathBuf,
     },
+    /// Collect garbage beside live servers: delete the blobs no manifest references and
+    /// the layer links no manifest of their repository names, once older than `[gc]
+    /// grace_period_secs`. Safe while replicas push (see docs/gc.md).
+    Gc {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Print what would be deleted, and delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Delete manifests too that no tag, index or referrer keeps.
+        #[arg(long)]
+        delete_untagged: bool,
+    },
     /// Read a password from standard input and print its argon2 hash, for
     /// `[auth.identity.<name>] password`.
     HashPassword,

@@ -34,6 +34,32 @@ pub struct Config {
     /// `[event_webhook.<name>]`: who hears of pushes and deletes.
     #[serde(default)]
     pub event_webhook: std::collections::BTreeMap<String, stowage_webhooks::WebhookSettings>,
+    #[serde(default)]
+    pub gc: GcSection,
+}
+
+/// `[gc]`: garbage collection, by `stowage gc` or inside the server.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GcSection {
+    /// Unreferenced blobs, links and untagged manifests younger than this are kept (pushes
+    /// in progress upload their blobs before their manifest).
+    pub grace_period_secs: u64,
+    /// Collect inside the server this often (0: never); whichever replica takes the
+    /// collector's lease collects.
+    pub interval_secs: u64,
+    /// Whether the collections inside the server delete untagged manifests too.
+    pub delete_untagged: bool,
+}
+
+impl Default for GcSection {
+    fn default() -> Self {
+        GcSection {
+            grace_period_secs: 3600,
+            interval_secs: 0,
+            delete_untagged: false,
+        }
+    }
 }
 
 /// `[observability]`: metrics, readiness and logs.

@@ -6,6 +6,7 @@ mod access;
 mod allocator;
 mod cli;
 mod config;
+mod gc;
 mod housekeeping;
 mod log_writer;
 mod logging;
@@ -36,6 +37,7 @@ use stowage_storage::Storage;
 pub use accept::AcceptBackoff;
 pub use cli::{Cli, Command};
 pub use config::{ClientAuth, Config, ConfigError, ServerSettings, TlsSettings};
+pub use gc::collect_periodically;
 pub use housekeeping::purge_stale_uploads;
 pub use spread::{Serving, Spread};
 pub use tls::{Tls, TlsError, tls_peer};
@@ -79,6 +81,8 @@ pub enum StartError {
     Metrics(String),
     #[error(transparent)]
     Webhooks(#[from] stowage_webhooks::WebhookError),
+    #[error("garbage collection: {0}")]
+    Gc(#[from] stowage_core::gc::GcError),
 }
 
 /// A server binary's `main` around its runtime: logging, the command line, the configuration
@@ -91,6 +95,7 @@ pub fn run(program: &str, serve: impl FnOnce(Config) -> Result<(), StartError>) 
     // it is printed below); the other commands log as the default configuration says.
     let config = match &command {
         Command::Serve { config } => Config::load(config.as_deref()),
+        Command::Gc { config, .. } => Config::load(Some(config.as_path())),
         Command::Migrate { .. } | Command::HashPassword => Ok(Config::default()),
     };
     let log_settings = config
@@ -102,6 +107,13 @@ pub fn run(program: &str, serve: impl FnOnce(Config) -> Result<(), StartError>) 
         Command::Serve { .. } => config.map_err(StartError::from).and_then(serve),
         Command::Migrate { from, to } => migrate::migrate(&from, &to),
         Command::HashPassword => print_password_hash(),
+        Command::Gc {
+            dry_run,
+            delete_untagged,
+            ..
+        } => config
+            .map_err(StartError::from)
+            .and_then(|config| gc::collect_once(&config, dry_run, delete_untagged)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

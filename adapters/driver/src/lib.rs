@@ -61,7 +61,7 @@ pub async fn drive(mut op: Operation, backends: &Backends, body: &mut impl BodyS
             Step::Cache(request) => {
                 let lookup = match &request {
                     CacheRequest::Get { key } => Some(key_kind(key)),
-                    CacheRequest::Put { .. } => None,
+                    CacheRequest::Put { .. } | CacheRequest::Remove { .. } => None,
                 };
                 let result = backends.cache.apply(request, now).await;
                 if let Some(kind) = lookup {

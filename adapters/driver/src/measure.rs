@@ -78,7 +78,10 @@ pub(crate) fn storage(
 
 fn storage_outcome(outcome: &Outcome) -> &'static str {
     match outcome {
-        Outcome::Stat(None) | Outcome::Read(None) | Outcome::Versioned(None) => "not_found",
+        Outcome::Stat(None)
+        | Outcome::Inspected(None)
+        | Outcome::Read(None)
+        | Outcome::Versioned(None) => "not_found",
         Outcome::ConditionFailed => "condition_failed",
         Outcome::Body { error: Some(_), .. } => "refused",
         Outcome::Failed(_) => "error",

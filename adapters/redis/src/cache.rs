@@ -50,6 +50,12 @@ impl RedisCache {
                 let _: Option<String> = self.query("cache set", set).await?;
                 Ok(None)
             }
+            CacheRequest::Remove { key } => {
+                let mut del = redis::cmd("DEL");
+                del.arg(self.redis.key("cache", &key));
+                let _: u64 = self.query("cache remove", del).await?;
+                Ok(None)
+            }
         }
     }
 }

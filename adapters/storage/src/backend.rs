@@ -164,6 +164,14 @@ impl Backend {
         }
     }
 
+    /// An object's size and time of writing (what the collector's grace period reads).
+    pub async fn inspect(&self, key: &str) -> Outcome {
+        match self {
+            Backend::Fs(fs) => fs.inspect(key).await,
+            Backend::S3(s3) => s3.inspect(key).await,
+        }
+    }
+
     pub async fn read(&self, key: &str) -> Outcome {
         match self {
             Backend::Fs(fs) => fs.read_outcome(key).await,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use futures_util::Stream;
 use stowage_core::range::Span;
-use stowage_core::step::{Outcome, Piece, Versioned, WriteCondition};
+use stowage_core::step::{Millis, ObjectInfo, Outcome, Piece, Versioned, WriteCondition};
 
 use crate::backend::{StoredObject, failed};
 use crate::fs_calls::{FsCalls, always_offloads};
@@ -127,6 +127,35 @@ impl FsStore {
         match self.size(key).await {
             Ok(size) => Outcome::Stat(size),
             Err(e) => failed("stat", key, e),
+        }
+    }
+
+    /// The file's size and time of last write (what the collector's grace period reads).
+    pub(crate) async fn inspect(&self, key: &str) -> Outcome {
+        let path = self.path(key);
+        let info = self
+            .calls
+            .run(move || {
+                let meta = absent_is(std::fs::metadata(path).map(Some), None)?;
+                Ok(meta.filter(|meta| meta.is_file()).map(|meta| {
+                    // A time before the epoch or none at all makes the file look new: the
+                    // collector then spares it rather than guess its age.
+                    let modified = meta
+                        .modified()
+                        .ok()
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .and_then(|d| u64::try_from(d.as_millis()).ok())
+                        .unwrap_or(u64::MAX);
+                    ObjectInfo {
+                        size: meta.len(),
+                        modified: Millis(modified),
+                    }
+                }))
+            })
+            .await;
+        match info {
+            Ok(info) => Outcome::Inspected(info),
+            Err(e) => failed("inspect", key, e),
         }
     }
 

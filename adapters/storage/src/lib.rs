@@ -96,6 +96,7 @@ impl Storage {
     pub async fn perform(&self, request: StorageRequest, body: &mut impl BodySource) -> Outcome {
         match request {
             StorageRequest::Stat { store, key } => self.backend(store).stat(&key).await,
+            StorageRequest::Inspect { store, key } => self.backend(store).inspect(&key).await,
             StorageRequest::Read { store, key } => self.backend(store).read(&key).await,
             StorageRequest::ReadVersioned { store, key } => {
                 self.backend(store).read_versioned(&key).await

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures_util::{Stream, TryStreamExt};
 use opendal::{ErrorKind, Operator};
 use stowage_core::range::Span;
-use stowage_core::step::{Outcome, Piece, Version, Versioned, WriteCondition};
+use stowage_core::step::{Millis, ObjectInfo, Outcome, Piece, Version, Versioned, WriteCondition};
 
 use crate::StorageError;
 use crate::backend::{StoredObject, committed, failed, write_whole};
@@ -207,6 +207,25 @@ impl S3Store {
             Ok(meta) => Outcome::Stat(Some(meta.content_length())),
             Err(e) if e.kind() == ErrorKind::NotFound => Outcome::Stat(None),
             Err(e) => failed("stat", key, e),
+        }
+    }
+
+    pub(crate) async fn inspect(&self, key: &str) -> Outcome {
+        match self.op.stat(key).await {
+            Ok(meta) => {
+                // A store that reports no time makes the object look new: the collector
+                // then spares it rather than guess its age.
+                let modified = meta
+                    .last_modified()
+                    .and_then(|t| u64::try_from(t.into_inner().as_millisecond()).ok())
+                    .unwrap_or(u64::MAX);
+                Outcome::Inspected(Some(ObjectInfo {
+                    size: meta.content_length(),
+                    modified: Millis(modified),
+                }))
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => Outcome::Inspected(None),
+            Err(e) => failed("inspect", key, e),
         }
     }
 

@@ -9,6 +9,7 @@ use super::response::Reply;
 use super::{Ctx, RequestHead};
 use crate::digest::Digest;
 use crate::error::{ErrorCode, RegistryError};
+use crate::gc::fence::{self, Named, Watch};
 use crate::layout;
 use crate::names::RepoName;
 use crate::range::{ByteRange, Span};
@@ -55,22 +56,35 @@ pub(super) fn size_entry(size: u64) -> Bytes {
 /// Links `digest` (of `size` bytes, stored) into `name` while `held` (the blob's lock) still
 /// holds, and records it in the cache over any tombstone a delete left there: the first
 /// pull after a push or a mirror's fetch then needs no storage request to find it.
+/// `watched` is the collector's state read before the blob was found or stored: the link is
+/// confirmed against it ([`fence`]), so a blob the collector deletes meanwhile is answered
+/// 503, not acknowledged.
 pub(super) async fn link_into(
     ctx: &Ctx,
     held: &mut crate::lock::Held,
+    watched: Watch,
     name: &RepoName,
     digest: &Digest,
     size: u64,
 ) -> Result<(), RegistryError> {
     ctx.ensure(held).await?;
-    ctx.create(
-        Store::Meta,
-        layout::layer_link(name, digest),
-        layout::link_content(digest),
-    )
-    .await?;
-    ctx.cache_record(keys::blob_cache(name, digest), Some(size_entry(size)))
-        .await
+    let link = layout::layer_link(name, digest);
+    ctx.create(Store::Meta, link.clone(), layout::link_content(digest))
+        .await?;
+    let cache_key = keys::blob_cache(name, digest);
+    let named = Named {
+        store: Store::Blobs,
+        digest,
+        link,
+    };
+    if let Err(refused) = fence::confirm(ctx, watched, &[named]).await {
+        // The link stays (another push may rely on it) while its bytes may go: reads check
+        // the bytes too, and the next collection removes the link. The cache forgets the
+        // blob, so no replica answers from it what storage may no longer hold.
+        ctx.cache_forget(cache_key).await;
+        return Err(refused);
+    }
+    ctx.cache_record(cache_key, Some(size_entry(size))).await
 }
 
 /// The size of a blob that belongs to `name`, from the cache when it can be.
@@ -167,15 +181,31 @@ pub(super) async fn delete(
     name: &RepoName,
     digest: &Digest,
 ) -> Result<Response, RegistryError> {
-    ctx.locked(vec![keys::blob_lock(name, digest)], async |held| {
-        let link = layout::layer_link(name, digest);
-        if !ctx.exists(Store::Meta, link.clone()).await? {
-            return Err(blob_unknown(digest));
-        }
-        ctx.ensure(held).await?;
-        ctx.delete(Store::Meta, link).await?;
-        ctx.cache_record(keys::blob_cache(name, digest), None).await
-    })
-    .await?;
+    let lock = vec![keys::blob_lock(name, digest)];
+    let unlinked = ctx
+        .locked(lock, async |held| unlink(ctx, held, name, digest).await)
+        .await?;
+    if !unlinked {
+        return Err(blob_unknown(digest));
+    }
     Ok(Reply::new(StatusCode::ACCEPTED).digest(digest).done())
+}
+
+/// Removes `digest` from `name` while `held` (the blob's lock) holds; `false` when it was
+/// not there.
+pub(crate) async fn unlink(
+    ctx: &Ctx,
+    held: &mut crate::lock::Held,
+    name: &RepoName,
+    digest: &Digest,
+) -> Result<bool, RegistryError> {
+    let link = layout::layer_link(name, digest);
+    if !ctx.exists(Store::Meta, link.clone()).await? {
+        return Ok(false);
+    }
+    ctx.ensure(held).await?;
+    ctx.delete(Store::Meta, link).await?;
+    ctx.cache_record(keys::blob_cache(name, digest), None)
+        .await?;
+    Ok(true)
 }

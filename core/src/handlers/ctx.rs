@@ -12,8 +12,8 @@ use crate::lock::{Held, changed_underneath};
 use crate::op::Channel;
 use crate::rng::{Entropy, Rng};
 use crate::step::{
-    BodyError, BodyTap, CacheRequest, Outcome, Piece, Step, StorageRequest, Store, UpstreamAnswer,
-    UpstreamRequest, Versioned, WriteCondition,
+    BodyError, BodyTap, CacheRequest, ObjectInfo, Outcome, Piece, Step, StorageRequest, Store,
+    UpstreamAnswer, UpstreamRequest, Versioned, WriteCondition,
 };
 
 pub(crate) struct Ctx {
@@ -80,6 +80,18 @@ impl Ctx {
         match self.storage(StorageRequest::Stat { store, key }).await {
             Outcome::Stat(size) => Ok(size),
             other => Err(unavailable("stat", other)),
+        }
+    }
+
+    /// An object's size and when it was written, or `None` when absent.
+    pub(crate) async fn inspect(
+        &self,
+        store: Store,
+        key: String,
+    ) -> Result<Option<ObjectInfo>, RegistryError> {
+        match self.storage(StorageRequest::Inspect { store, key }).await {
+            Outcome::Inspected(info) => Ok(info),
+            other => Err(unavailable("inspect", other)),
         }
     }
 
@@ -336,6 +348,14 @@ impl Ctx {
         self.channel.perform(Step::Cache(request)).await;
     }
 
+    /// A writer that cannot tell what storage holds makes every reader ask it. Like a
+    /// reader's fill, only a shortcut: a failure is ignored (the entry then lives out its
+    /// TTL).
+    pub(crate) async fn cache_forget(&self, key: String) {
+        let request = CacheRequest::Remove { key };
+        self.channel.perform(Step::Cache(request)).await;
+    }
+
     async fn cache_put(&self, key: String, value: Bytes, only_if_absent: bool) -> Outcome {
         let ttl_ms = self.limits.cache_ttl_ms;
         let request = CacheRequest::Put {
@@ -393,6 +413,21 @@ impl Ctx {
         self.unlock(held).await;
         result
     }
+
+    /// Runs `body` holding the lock on `key` if it is free, and releases it; `None`,
+    /// without running `body`, when someone else holds it.
+    pub(crate) async fn try_locked<T>(
+        &self,
+        key: String,
+        body: impl AsyncFnOnce(&mut Held) -> Result<T, RegistryError>,
+    ) -> Result<Option<T>, RegistryError> {
+        let Some(mut held) = self.try_lock(key).await? else {
+            return Ok(None);
+        };
+        let result = body(&mut held).await;
+        self.unlock(held).await;
+        result.map(Some)
+    }
 }
 
 /// Lock and cache key names, one place for all of them.
@@ -412,6 +447,9 @@ pub(crate) mod keys {
     pub(crate) fn tag_lock(name: &RepoName, tag: &Tag) -> String {
         format!("tag/{name}/{tag}")
     }
+
+    /// The collector's lease: one collector at a time per store.
+    pub(crate) const GC_LOCK: &str = "gc";
 
     pub(crate) fn upload_lock(id: &UploadId) -> String {
         format!("upload/{}", id.as_str())

@@ -11,6 +11,7 @@ use super::{Ctx, Request};
 use crate::digest::{Algorithm, Digest};
 use crate::error::{ErrorCode, RegistryError};
 use crate::events::{EventData, EventKind};
+use crate::gc::fence::{self, Named};
 use crate::layout;
 use crate::lock::Held;
 use crate::manifest::{Manifest, stored_media_type};
@@ -124,7 +125,8 @@ fn invalid(message: impl Into<String>) -> RegistryError {
 }
 
 /// With `allow_missing_manifest_references = false`, every blob and manifest named must
-/// already belong to the repository.
+/// already belong to the repository, and its bytes be stored: a link can outlive its bytes
+/// when the collector deleted them under a push it then refused (see `gc::fence`).
 async fn check_references(
     ctx: &Ctx,
     name: &RepoName,
@@ -133,16 +135,13 @@ async fn check_references(
     if ctx.limits.allow_missing_manifest_references {
         return Ok(());
     }
-    let blobs = manifest
-        .blobs
-        .iter()
-        .map(|d| (d, layout::layer_link(name, d)));
-    let manifests = manifest
-        .manifests
-        .iter()
-        .map(|d| (d, layout::revision_link(name, d)));
-    for (digest, link) in blobs.chain(manifests) {
-        if !ctx.exists(Store::Meta, link).await? {
+    for named in named_by(name, None, manifest) {
+        if !ctx.exists(Store::Meta, named.link).await?
+            || !ctx
+                .exists(named.store, layout::blob_data(named.digest))
+                .await?
+        {
+            let digest = named.digest;
             return Err(RegistryError::new(
                 ErrorCode::ManifestBlobUnknown,
                 format!("manifest names {digest}, which is not in {name}"),
@@ -150,6 +149,31 @@ async fn check_references(
         }
     }
     Ok(())
+}
+
+/// What a pushed manifest makes referenced: itself (`digest`, if given), its blobs and its
+/// child manifests, each through its link in `name`.
+fn named_by<'a>(
+    name: &RepoName,
+    digest: Option<&'a Digest>,
+    manifest: &'a Manifest,
+) -> Vec<Named<'a>> {
+    let this = digest.map(|digest| Named {
+        store: Store::Meta,
+        digest,
+        link: layout::revision_link(name, digest),
+    });
+    let blobs = manifest.blobs.iter().map(|d| Named {
+        store: Store::Blobs,
+        digest: d,
+        link: layout::layer_link(name, d),
+    });
+    let children = manifest.manifests.iter().map(|d| Named {
+        store: Store::Meta,
+        digest: d,
+        link: layout::revision_link(name, d),
+    });
+    this.into_iter().chain(blobs).chain(children).collect()
 }
 
 fn immutable(name: &RepoName, tag: &Tag) -> RegistryError {
@@ -200,6 +224,7 @@ pub(super) async fn put(
     }
     let manifest =
         Manifest::parse(&body, head.header("content-type")).map_err(|e| invalid(e.to_string()))?;
+    let watched = fence::watch(ctx).await?;
     check_references(ctx, name, &manifest).await?;
     let mut tags = extra_tags;
     if let Reference::Tag(tag) = reference {
@@ -243,6 +268,18 @@ pub(super) async fn put(
             announce::before(ctx, &events).await?;
             let tags: Vec<_> = tags.iter().cloned().zip(current).collect();
             commit(ctx, name, &digest, &body, &manifest, &tags, held).await?;
+            // After every write the push makes, tags included: a collector's second mark
+            // that misses them comes after this check's read (see `fence`).
+            let named = named_by(name, Some(&digest), &manifest);
+            if let Err(refused) = fence::confirm(ctx, watched, &named).await {
+                // What the push wrote stays, naming what the collector may delete: the cache
+                // forgets it, so readers ask storage.
+                ctx.cache_forget(keys::manifest_cache(name, &digest)).await;
+                for (tag, _) in &tags {
+                    ctx.cache_forget(keys::tag_cache(name, tag)).await;
+                }
+                return Err(refused);
+            }
             Ok(events)
         })
         .await?;
@@ -387,7 +424,14 @@ async fn delete_manifest(
             }
             let tag_locks = pointing.iter().map(|t| keys::tag_lock(name, t)).collect();
             ctx.locked(tag_locks, async |tags_held| {
-                remove_manifest(ctx, name, digest, &pointing, [manifest_held, tags_held]).await
+                remove_manifest(
+                    ctx,
+                    name,
+                    digest,
+                    &pointing,
+                    &mut [manifest_held, tags_held],
+                )
+                .await
             })
             .await
         })
@@ -396,13 +440,14 @@ async fn delete_manifest(
     Ok(Reply::new(StatusCode::ACCEPTED).done())
 }
 
-/// The removal itself, holding the manifest's lock and those of the tags `pointing` at it.
-async fn remove_manifest(
+/// The removal itself, holding the manifest's lock and those of the tags `pointing` at it
+/// (`held`).
+pub(crate) async fn remove_manifest(
     ctx: &Ctx,
     name: &RepoName,
     digest: &Digest,
     pointing: &[Tag],
-    held: [&mut Held; 2],
+    held: &mut [&mut Held],
 ) -> Result<Vec<announce::Event>, RegistryError> {
     let bytes = load(ctx, name, digest)
         .await?
@@ -421,7 +466,7 @@ async fn remove_manifest(
         .into_iter()
         .collect();
     announce::before(ctx, &events).await?;
-    for held in held {
+    for held in held.iter_mut() {
         ctx.ensure(held).await?;
     }
     for tag in pointing {
@@ -458,7 +503,7 @@ async fn resolve_current(
     }
 }
 
-async fn tags_pointing_at(
+pub(crate) async fn tags_pointing_at(
     ctx: &Ctx,
     name: &RepoName,
     digest: &Digest,

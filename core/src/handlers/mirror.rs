@@ -20,6 +20,7 @@ use super::ctx::keys;
 use super::manifests;
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{ErrorCode, RegistryError};
+use crate::gc::fence;
 use crate::layout;
 use crate::manifest::Manifest;
 use crate::mirror::{Mirror, UpstreamRef, upstream_name};
@@ -258,6 +259,7 @@ async fn fetch_blob_holding(
     digest: &Digest,
     held: &mut crate::lock::Held,
 ) -> Result<(), RegistryError> {
+    let watched = fence::watch(ctx).await?;
     let key = layout::blob_data(digest);
     // Stored already, for another repository: linked here only if the upstream has it
     // here too, so a mirrored repository never serves a blob its upstream would not.
@@ -295,7 +297,7 @@ async fn fetch_blob_holding(
             format!("blob {digest} vanished; retry"),
         )
     })?;
-    link_into(ctx, held, name, digest, size).await
+    link_into(ctx, held, watched, name, digest, size).await
 }
 
 /// Asks the upstreams in order until one has what `request` asks for. An upstream in its

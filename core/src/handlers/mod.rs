@@ -1,10 +1,10 @@
 //! Request handlers: one `async fn` per API operation, run as an [`Operation`].
 
-mod announce;
-mod blobs;
+pub(crate) mod announce;
+pub(crate) mod blobs;
 mod ctx;
 mod listing;
-mod manifests;
+pub(crate) mod manifests;
 mod mirror;
 mod referrers;
 mod response;
@@ -24,7 +24,7 @@ use crate::rng::Entropy;
 use crate::route::Route;
 use crate::step::Response;
 
-pub(crate) use ctx::Ctx;
+pub(crate) use ctx::{Ctx, keys};
 use response::Reply;
 pub(crate) use response::error_response;
 
@@ -62,7 +62,7 @@ pub struct Registry {
     limits: Limits,
     access: Arc<AccessControl>,
     repositories: Arc<Repositories>,
-    subscriptions: Arc<Subscriptions>,
+    pub(crate) subscriptions: Arc<Subscriptions>,
 }
 
 impl Registry {

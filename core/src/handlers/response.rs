@@ -5,7 +5,7 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, LOCATION};
 use http::{HeaderMap, HeaderValue, StatusCode};
 
 use crate::digest::Digest;
-use crate::error::RegistryError;
+use crate::error::{ErrorCode, RegistryError};
 use crate::step::{Body, Response};
 
 pub(crate) const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
@@ -86,8 +86,16 @@ impl Reply {
     }
 }
 
+/// Seconds a client is asked to wait before retrying a 503: every one is transient (a
+/// backend failed, a lock was busy or lost, the collector is deleting what it names).
+const RETRY_AFTER_SECS: &str = "1";
+
 pub(crate) fn error_response(error: &RegistryError) -> Response {
-    Reply::new(error.code.status())
+    let mut reply = Reply::new(error.code.status());
+    if error.code == ErrorCode::Unavailable {
+        reply = reply.header("retry-after", RETRY_AFTER_SECS);
+    }
+    reply
         .content_type("application/json")
         .bytes(error.body())
         .done()

@@ -11,6 +11,7 @@ use super::{Ctx, RequestHead};
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{ErrorCode, RegistryError};
 use crate::events::{EventData, EventKind};
+use crate::gc::fence::{self, Watch};
 use crate::layout;
 use crate::lock::Held;
 use crate::names::RepoName;
@@ -63,11 +64,13 @@ fn body_error(error: BodyError) -> RegistryError {
 }
 
 /// Records `digest` (of `size` bytes) as part of `name`, under the blob's lock
-/// ([`blobs::link_into`]), after the webhooks that must hear of it first did. Answers with
-/// the events to announce once the locks are released ([`announce::after`]).
+/// ([`blobs::link_into`], confirmed against the collector's state `watched` read before the
+/// blob was found or stored), after the webhooks that must hear of it first did. Answers
+/// with the events to announce once the locks are released ([`announce::after`]).
 async fn link(
     ctx: &Ctx,
     held: &mut Held,
+    watched: Watch,
     name: &RepoName,
     digest: &Digest,
     size: u64,
@@ -82,7 +85,7 @@ async fn link(
     };
     events.extend(announce::event(ctx, EventKind::BlobUploaded, uploaded));
     announce::before(ctx, &events).await?;
-    blobs::link_into(ctx, held, name, digest, size).await?;
+    blobs::link_into(ctx, held, watched, name, digest, size).await?;
     Ok(events)
 }
 
@@ -90,12 +93,13 @@ async fn link(
 async fn link_and_end(
     ctx: &Ctx,
     held: &mut Held,
+    watched: Watch,
     name: &RepoName,
     id: &UploadId,
     digest: &Digest,
     size: u64,
 ) -> Result<Vec<announce::Event>, RegistryError> {
-    let events = link(ctx, held, name, digest, size).await?;
+    let events = link(ctx, held, watched, name, digest, size).await?;
     ctx.delete_all(Store::Blobs, layout::upload_dir(name, id))
         .await?;
     Ok(events)
@@ -103,13 +107,14 @@ async fn link_and_end(
 
 async fn link_locked(
     ctx: &Ctx,
+    watched: Watch,
     name: &RepoName,
     digest: &Digest,
     size: u64,
 ) -> Result<(), RegistryError> {
     let events = ctx
         .locked(vec![keys::blob_lock(name, digest)], async |held| {
-            link(ctx, held, name, digest, size).await
+            link(ctx, held, watched, name, digest, size).await
         })
         .await?;
     announce::after(ctx, events).await
@@ -123,11 +128,12 @@ pub(super) async fn start(
     mount: Option<Digest>,
     from: Option<MountSource>,
 ) -> Result<Response, RegistryError> {
-    if let (Some(mount), Some(from)) = (mount, from)
-        && let Some(size) = mountable(ctx, &mount, &from).await?
-    {
-        link_locked(ctx, name, &mount, size).await?;
-        return Ok(created(name, &mount));
+    if let (Some(mount), Some(from)) = (mount, from) {
+        let watched = fence::watch(ctx).await?;
+        if let Some(size) = mountable(ctx, &mount, &from).await? {
+            link_locked(ctx, watched, name, &mount, size).await?;
+            return Ok(created(name, &mount));
+        }
     }
     if let Some(digest) = digest {
         return monolithic(ctx, head, name, &digest).await;
@@ -193,8 +199,9 @@ async fn monolithic(
     name: &RepoName,
     digest: &Digest,
 ) -> Result<Response, RegistryError> {
+    let watched = fence::watch(ctx).await?;
     let size = store_whole(ctx, head.content_length(), digest).await?;
-    link_locked(ctx, name, digest, size).await?;
+    link_locked(ctx, watched, name, digest, size).await?;
     Ok(created(name, digest))
 }
 
@@ -462,10 +469,11 @@ pub(super) async fn finish(
     id: &UploadId,
     digest: &Digest,
 ) -> Result<Response, RegistryError> {
+    let watched = fence::watch(ctx).await?;
     let staged = if head.has_body() {
         let record = load(ctx, name, id).await?;
         if record.offset == 0 {
-            return finish_whole(ctx, head, name, id, &record, digest).await;
+            return finish_whole(ctx, head, watched, name, id, &record, digest).await;
         }
         Some(stage_chunk(ctx, head, name, id, &record).await?)
     } else {
@@ -511,7 +519,7 @@ pub(super) async fn finish(
                 };
                 ctx.concat(Store::Blobs, pieces, data).await?;
             }
-            link_and_end(ctx, held, name, id, digest, record.offset).await
+            link_and_end(ctx, held, watched, name, id, digest, record.offset).await
         })
         .await?;
     announce::after(ctx, events).await?;
@@ -546,6 +554,7 @@ async fn whole_data_file(
 async fn finish_whole(
     ctx: &Ctx,
     head: &RequestHead,
+    watched: Watch,
     name: &RepoName,
     id: &UploadId,
     record: &UploadRecord,
@@ -555,7 +564,7 @@ async fn finish_whole(
     let lock_keys = vec![keys::upload_lock(id), keys::blob_lock(name, digest)];
     let events = ctx
         .locked(lock_keys, async |held| {
-            link_and_end(ctx, held, name, id, digest, size).await
+            link_and_end(ctx, held, watched, name, id, digest, size).await
         })
         .await?;
     announce::after(ctx, events).await?;

@@ -78,6 +78,12 @@ impl Held {
                         let jitter = rng.below(settings.retry_delay_ms + 1);
                         let ms = settings.retry_delay_ms + jitter;
                         channel.perform(Step::Sleep { ms }).await;
+                        // The keys taken so far must outlive the wait for this one, which
+                        // may be longer than their TTL.
+                        if let Err(e) = held.ensure(channel, settings).await {
+                            held.release(channel).await;
+                            return Err(e);
+                        }
                     }
                     Ok(false) => {
                         held.release(channel).await;

@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use http::StatusCode;
 use stowage_core::config::LockSettings;
 use stowage_core::digest::Digest;
-use stowage_core::step::{BodyError, IoError, LockRequest, Outcome, Step};
+use stowage_core::gc::GcSettings;
+use stowage_core::step::{BodyError, IoError, LockRequest, Outcome, Response, Step};
 use stowage_core::{Limits, Registry};
 
 use super::Violation;
@@ -61,12 +62,37 @@ pub struct Config {
     /// Whether the store checks versions (S3) or only create-new (the filesystem): with
     /// clock jumps, locks are lost and conditional writes refuse stale commits.
     pub versioned: bool,
+    /// A garbage collector running beside the clients, if any.
+    pub gc: Option<GcPlan>,
+}
+
+/// The collector of a run: how many collections it runs, one after another, and how.
+#[derive(Debug, Clone)]
+pub struct GcPlan {
+    pub runs: u32,
+    pub settings: GcSettings,
+}
+
+impl GcPlan {
+    /// Half the runs collect; the grace period is short enough (in simulated
+    /// milliseconds) that blobs of pushes in progress get collected.
+    fn draw(rng: &mut SimRng) -> Option<GcPlan> {
+        rng.chance(500).then(|| GcPlan {
+            runs: 1 + rng.below(4) as u32,
+            settings: GcSettings {
+                grace_ms: [0, 5, 50][rng.index(3)],
+                delete_untagged: rng.chance(500),
+                dry_run: false,
+                separate_meta_store: true,
+            },
+        })
+    }
 }
 
 impl Config {
     /// A configuration drawn from the run's generator: cluster size, strictness and how
     /// faulty the world is (a quarter of the runs have no faults at all).
-    fn draw(rng: &mut SimRng) -> Config {
+    fn draw(rng: &mut SimRng, collector: bool) -> Config {
         let faulty = !rng.chance(250);
         let rate = |rng: &mut SimRng, max: u64| if faulty { rng.below(max + 1) } else { 0 };
         let faults = Faults {
@@ -93,6 +119,7 @@ impl Config {
             },
             faults,
             versioned,
+            gc: if collector { GcPlan::draw(rng) } else { None },
         }
     }
 }
@@ -139,6 +166,14 @@ impl Client {
     }
 }
 
+/// The collector actor: collections one after another, each on a replica drawn at start.
+struct Collector {
+    runs_left: u32,
+    /// Not before this tick does the next collection start.
+    next_start: u64,
+    inflight: Option<InFlight>,
+}
+
 /// An injected fault in one step.
 #[derive(Debug, Clone, Copy)]
 enum Fault {
@@ -155,6 +190,7 @@ pub(super) struct Cluster {
     pub(super) world: World,
     pub(super) history: History,
     clients: Vec<Client>,
+    collector: Option<Collector>,
     tick: u64,
     /// Lock token -> the request that used it.
     pub(super) lock_owners: BTreeMap<String, usize>,
@@ -163,9 +199,10 @@ pub(super) struct Cluster {
 }
 
 impl Cluster {
-    pub(super) fn new(seed: u64) -> Self {
+    /// The run of `seed`; with `collector`, half the runs have a garbage collector too.
+    pub(super) fn new(seed: u64, collector: bool) -> Self {
         let mut rng = SimRng::new(seed);
-        let config = Config::draw(&mut rng);
+        let config = Config::draw(&mut rng, collector);
         let clients = (0..config.clients)
             .map(|_| Client {
                 intents: workload::script(&mut rng).into(),
@@ -179,7 +216,13 @@ impl Cluster {
         } else {
             ObjectStore::without_versions()
         };
+        let collector = config.gc.as_ref().map(|plan| Collector {
+            runs_left: plan.runs,
+            next_start: rng.below(300),
+            inflight: None,
+        });
         Cluster {
+            collector,
             registry: Registry::new(config.limits.clone()),
             rng,
             config,
@@ -209,14 +252,18 @@ impl Cluster {
                 let replica = self.rng.index(self.config.replicas);
                 self.crash(replica);
             }
-            let runnable: Vec<usize> = (0..self.clients.len())
+            // The collector is actor `clients.len()`.
+            let runnable: Vec<usize> = (0..=self.clients.len())
                 .filter(|&c| self.runnable(c))
                 .collect();
             if runnable.is_empty() {
+                let collecting = self.collector.as_ref().and_then(|c| c.inflight.as_ref());
                 let sleeping = self
                     .clients
                     .iter()
-                    .filter_map(|c| c.inflight.as_ref().map(|f| f.actor.wake_at()))
+                    .filter_map(|c| c.inflight.as_ref())
+                    .chain(collecting)
+                    .map(|f| f.actor.wake_at())
                     .min();
                 match sleeping {
                     Some(wake) => self.world.now = self.world.now.max(wake),
@@ -225,20 +272,40 @@ impl Cluster {
                         self.summary.requests = self.history.records.len();
                         self.summary.acknowledged =
                             self.history.iter().filter(|r| r.acknowledged()).count();
-                        invariants::check(&mut self)?;
+                        if let Err(v) = invariants::check(&mut self) {
+                            // A replay with SIM_TRACE set shows what led there.
+                            if std::env::var_os("SIM_TRACE").is_some() {
+                                for r in self.history.iter() {
+                                    eprintln!("{}", r.describe());
+                                }
+                            }
+                            return Err(v);
+                        }
                         return Ok(self.summary);
                     }
                 }
                 continue;
             }
-            let client = runnable[self.rng.index(runnable.len())];
-            self.advance(client)?;
+            let actor = runnable[self.rng.index(runnable.len())];
+            if actor == self.clients.len() {
+                self.advance_collector()?;
+            } else {
+                self.advance(actor)?;
+            }
         }
         Err(Violation::Stuck { ticks: MAX_TICKS })
     }
 
     fn runnable(&self, c: usize) -> bool {
-        let client = &self.clients[c];
+        let Some(client) = self.clients.get(c) else {
+            return self
+                .collector
+                .as_ref()
+                .is_some_and(|collector| match &collector.inflight {
+                    Some(inflight) => inflight.actor.ready(self.world.now),
+                    None => collector.runs_left > 0 && self.tick >= collector.next_start,
+                });
+        };
         match &client.inflight {
             Some(inflight) => inflight.actor.ready(self.world.now),
             None => !client.finished,
@@ -247,14 +314,76 @@ impl Cluster {
 
     /// Starts the client's next request, or takes one step of the one in flight.
     fn advance(&mut self, c: usize) -> Result<(), Violation> {
-        if self.clients[c].inflight.is_none() {
+        let Some(mut inflight) = self.clients[c].inflight.take() else {
             self.send(c);
             return Ok(());
-        }
-        let now = self.world.now;
-        let Some(inflight) = self.clients[c].inflight.as_mut() else {
+        };
+        let Some(response) = self.step(&mut inflight) else {
+            self.clients[c].inflight = Some(inflight);
             return Ok(());
         };
+        let reply = self.world.reply(response);
+        self.history
+            .end(inflight.record, self.tick, Ending::Answered(reply.status));
+        self.check_reply(inflight.record, &reply)?;
+        self.clients[c].answered(&Answer::Replied(reply));
+        Ok(())
+    }
+
+    /// Starts the next collection, or takes one step of the one in flight. A collection
+    /// succeeds, or fails with 503 when faults were injected.
+    fn advance_collector(&mut self) -> Result<(), Violation> {
+        let Some(collector) = self.collector.as_mut() else {
+            return Ok(());
+        };
+        let Some(mut inflight) = collector.inflight.take() else {
+            collector.runs_left -= 1;
+            let replica = self.rng.index(self.config.replicas);
+            let record = self
+                .history
+                .start(usize::MAX, replica, Kind::Collect, self.tick);
+            let settings = self.config.gc.as_ref().map(|plan| plan.settings.clone());
+            let Some(settings) = settings else {
+                return Ok(());
+            };
+            let actor = Actor::collect(&self.registry, settings, self.rng.next_u64());
+            collector.inflight = Some(InFlight {
+                actor,
+                replica,
+                record,
+            });
+            return Ok(());
+        };
+        let Some(response) = self.step(&mut inflight) else {
+            if let Some(collector) = self.collector.as_mut() {
+                collector.inflight = Some(inflight);
+            }
+            return Ok(());
+        };
+        let reply = self.world.reply(response);
+        self.history
+            .end(inflight.record, self.tick, Ending::Answered(reply.status));
+        let pause = self.rng.below(300);
+        if let Some(collector) = self.collector.as_mut() {
+            collector.next_start = self.tick + pause;
+        }
+        let failed_with_faults =
+            reply.status == StatusCode::SERVICE_UNAVAILABLE && self.config.faults.any();
+        if reply.status != StatusCode::OK && !failed_with_faults {
+            let body = String::from_utf8_lossy(reply.body.as_deref().unwrap_or_default());
+            return Err(Violation::BadReply {
+                path: self.history.records[inflight.record].describe(),
+                status: reply.status,
+                detail: format!("collection failed: {body}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// One step of an operation in flight, with the faults drawn for it; its response once
+    /// it answered.
+    fn step(&mut self, inflight: &mut InFlight) -> Option<Response> {
+        let now = self.world.now;
         let (step, record) = (inflight.actor.poll(now), inflight.record);
         if let Step::Lock(request) = &step {
             let (key, token) = match request {
@@ -273,9 +402,6 @@ impl Cluster {
             }
         }
         let failure = failure_for(&step);
-        let Some(inflight) = self.clients[c].inflight.as_mut() else {
-            return Ok(());
-        };
         let executed = match fault {
             None => inflight.actor.execute(&mut self.world, step),
             Some(Fault::Error) => Executed::Outcome(failure),
@@ -285,16 +411,12 @@ impl Cluster {
             },
         };
         match executed {
-            Executed::Outcome(outcome) => inflight.actor.answer(outcome),
-            Executed::Done(response) => {
-                let reply = self.world.reply(response);
-                self.history
-                    .end(record, self.tick, Ending::Answered(reply.status));
-                self.check_reply(record, &reply)?;
-                self.clients[c].answered(&Answer::Replied(reply));
+            Executed::Outcome(outcome) => {
+                inflight.actor.answer(outcome);
+                None
             }
+            Executed::Done(response) => Some(response),
         }
-        Ok(())
     }
 
     fn send(&mut self, c: usize) {
@@ -332,6 +454,14 @@ impl Cluster {
                 client.answered(&Answer::Crashed);
             }
         }
+        let collecting = self
+            .collector
+            .as_mut()
+            .and_then(|c| c.inflight.take_if(|inflight| inflight.replica == replica));
+        if let Some(inflight) = collecting {
+            self.history
+                .end(inflight.record, self.tick, Ending::Crashed);
+        }
         if self.config.replicas == 1 {
             self.world.forget_cache();
         }
@@ -344,10 +474,13 @@ impl Cluster {
             status: reply.status,
             detail,
         };
+        let body = String::from_utf8_lossy(reply.body.as_deref().unwrap_or_default());
+        // The collector's fence refuses writes naming what it may be deleting.
+        let fenced = self.config.gc.is_some() && body.contains("being garbage collected");
         if reply.status.is_server_error()
-            && (reply.status != StatusCode::SERVICE_UNAVAILABLE || !self.config.faults.any())
+            && (reply.status != StatusCode::SERVICE_UNAVAILABLE
+                || !(self.config.faults.any() || fenced))
         {
-            let body = String::from_utf8_lossy(reply.body.as_deref().unwrap_or_default());
             return Err(bad(format!("server error without injected faults: {body}")));
         }
         let ok = reply.status == StatusCode::OK;

@@ -67,6 +67,11 @@ fn any_after(cluster: &Cluster, tick: u64, is_target: impl Fn(&Kind) -> bool) ->
         .any(|r| is_target(&r.kind) && r.may_act_after(tick))
 }
 
+/// Whether a garbage collection may have acted after `tick`.
+fn collected_after(cluster: &Cluster, tick: u64) -> bool {
+    any_after(cluster, tick, |k| *k == Kind::Collect)
+}
+
 fn acknowledged(cluster: &Cluster) -> Vec<Record> {
     cluster
         .history
@@ -97,6 +102,11 @@ fn check_blobs(cluster: &mut Cluster) -> Result<(), Violation> {
             _ => false,
         };
         if any_after(cluster, record.started, |k| same_blob(k, is_write)) {
+            continue;
+        }
+        // The collector deletes what no manifest names: `check_references` holds it to
+        // keeping the rest.
+        if is_write && collected_after(cluster, record.started) {
             continue;
         }
         let expected = if is_write {
@@ -142,6 +152,14 @@ fn check_manifests(cluster: &mut Cluster) -> Result<(), Violation> {
             _ => false,
         };
         if any_after(cluster, record.started, |k| same_manifest(k, is_write)) {
+            continue;
+        }
+        let deletes_untagged = cluster
+            .config
+            .gc
+            .as_ref()
+            .is_some_and(|plan| plan.settings.delete_untagged);
+        if is_write && deletes_untagged && collected_after(cluster, record.started) {
             continue;
         }
         let expected = if is_write {
@@ -228,14 +246,23 @@ fn allowed_tag_answers(cluster: &Cluster, repo: &str, tag: &str) -> Vec<String> 
             _ => false,
         })
     });
-    if gone_allowed {
+    // A push the collector's fence refused (503) may have left the tag at a manifest whose
+    // bytes the collector then deleted: it reads 404 until a push succeeds.
+    let refused_left_it = cluster.config.gc.is_some()
+        && pushes
+            .iter()
+            .any(|(p, _)| !p.acknowledged() && !overwritten(p));
+    if gone_allowed || refused_left_it {
         allowed.push("404".to_owned());
     }
     allowed
 }
 
 /// With `allow_missing_manifest_references = false`, every manifest in a repository names
-/// only blobs that are stored and (unless someone deleted them) linked into it.
+/// only blobs that are stored and (unless someone deleted them) linked into it. With a
+/// collector, every acknowledged and undeleted one: a push the fence refused (503) may
+/// have left its revision naming bytes the collector deleted, also after an acknowledged
+/// push of the same manifest was deleted (by a client, or as untagged by the collector).
 fn check_references(cluster: &Cluster) -> Result<(), Violation> {
     let meta = cluster.world.store.objects(Store::Meta);
     let blobs = cluster.world.store.objects(Store::Blobs);
@@ -247,7 +274,24 @@ fn check_references(cluster: &Cluster) -> Result<(), Violation> {
             .filter(|(key, _)| key.starts_with(&prefix))
             .filter_map(|(_, link)| std::str::from_utf8(link).ok()?.parse::<Digest>().ok());
         for manifest_digest in revisions {
+            let acknowledged = cluster.history.iter().any(|r| {
+                r.acknowledged()
+                    && matches!(&r.kind, Kind::ManifestPush { repo: pr, digest, .. }
+                        if *pr == repo && *digest == manifest_digest)
+            });
+            if cluster.config.gc.is_some()
+                && (!acknowledged || refused_since_deleted(cluster, repo, &manifest_digest))
+            {
+                continue;
+            }
             let Some(bytes) = meta.get(&layout::blob_data(&manifest_digest)) else {
+                if acknowledged {
+                    return Err(Violation::MissingReference {
+                        repo: repo.into(),
+                        manifest: manifest_digest.clone(),
+                        blob: manifest_digest,
+                    });
+                }
                 continue;
             };
             let Ok(manifest) = Manifest::parse(bytes, None) else {
@@ -270,6 +314,45 @@ fn check_references(cluster: &Cluster) -> Result<(), Violation> {
         }
     }
     Ok(())
+}
+
+/// Whether, after the last acknowledged push of `digest` to `repo` started, it may have
+/// been deleted and then pushed again by a push that was not acknowledged: the revision
+/// now there may be that push's.
+fn refused_since_deleted(cluster: &Cluster, repo: &str, digest: &Digest) -> bool {
+    let is_push = |k: &Kind| matches!(k, Kind::ManifestPush { repo: r, digest: d, .. } if *r == repo && d == digest);
+    let collects_untagged = cluster
+        .config
+        .gc
+        .as_ref()
+        .is_some_and(|plan| plan.settings.delete_untagged);
+    let deletes = |k: &Kind| match k {
+        Kind::Op(Op::DeleteManifest { repo: r, digest: d }) => *r == repo && d == digest,
+        Kind::Collect => collects_untagged,
+        _ => false,
+    };
+    let Some(acknowledged) = cluster
+        .history
+        .iter()
+        .filter(|r| r.acknowledged() && is_push(&r.kind))
+        .map(|r| r.started)
+        .max()
+    else {
+        return false;
+    };
+    let deleted = cluster
+        .history
+        .iter()
+        .filter(|r| deletes(&r.kind) && r.may_act_after(acknowledged))
+        .map(|r| r.started)
+        .min();
+    deleted.is_some_and(|deleted| {
+        any_after(cluster, deleted, |k| is_push(k))
+            && cluster
+                .history
+                .iter()
+                .any(|r| is_push(&r.kind) && !r.acknowledged() && r.may_act_after(deleted))
+    })
 }
 
 /// Every tag in storage points at a manifest of its repository.
@@ -311,8 +394,10 @@ fn check_cache_agrees(cluster: &mut Cluster) -> Result<(), Violation> {
     for repo in REPOS {
         let name: RepoName = repo.parse().expect("valid repository name");
         for tag in TAGS {
-            let truth = stored_tag(cluster, &name, tag)
-                .filter(|d| meta.get(&layout::revision_link(&name, d)).is_some());
+            let truth = stored_tag(cluster, &name, tag).filter(|d| {
+                meta.get(&layout::revision_link(&name, d)).is_some()
+                    && meta.get(&layout::blob_data(d)).is_some()
+            });
             let expected = truth.map_or("404".to_owned(), |d| d.to_string());
             reads.push((
                 format!("/v2/{repo}/manifests/{tag}"),
@@ -321,8 +406,18 @@ fn check_cache_agrees(cluster: &mut Cluster) -> Result<(), Violation> {
             ));
         }
         for digest in mentioned_digests(cluster) {
-            let manifest = meta.get(&layout::revision_link(&name, &digest)).is_some();
-            let blob = meta.get(&layout::layer_link(&name, &digest)).is_some();
+            // A link whose bytes are gone answers 404: the collector deleted them under a
+            // push it refused.
+            let data = layout::blob_data(&digest);
+            let manifest = meta.get(&layout::revision_link(&name, &digest)).is_some()
+                && meta.get(&data).is_some();
+            let blob = meta.get(&layout::layer_link(&name, &digest)).is_some()
+                && cluster
+                    .world
+                    .store
+                    .objects(Store::Blobs)
+                    .get(&data)
+                    .is_some();
             let answer = |present: bool| {
                 if present {
                     digest.to_string()

@@ -27,7 +27,12 @@ pub fn replay_command(seed: u64) -> String {
 
 /// Runs the simulation for `seed` and checks its invariants.
 pub fn run(seed: u64) -> Result<Summary, Violation> {
-    cluster::Cluster::new(seed).run()
+    cluster::Cluster::new(seed, false).run()
+}
+
+/// As [`run`], with a garbage collector among the replicas in half the runs.
+pub fn run_with_collector(seed: u64) -> Result<Summary, Violation> {
+    cluster::Cluster::new(seed, true).run()
 }
 
 /// A broken invariant.

@@ -120,6 +120,8 @@ pub enum Kind {
     Op(Op),
     /// Opening, feeding or cancelling an upload.
     UploadStep,
+    /// A garbage collection (by the collector actor, not a client).
+    Collect,
 }
 
 /// How a request ended for its client.

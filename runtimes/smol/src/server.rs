@@ -38,6 +38,11 @@ pub async fn serve(
     background
         .spawn(Compat::new(stowage_app::deliver_queued_events(&backends)))
         .detach();
+    background
+        .spawn(Compat::new(stowage_app::collect_periodically(
+            &config, &registry, &backends,
+        )))
+        .detach();
     let server = &config.server;
     let (service, address) = stowage_app::http_service(&config, registry, backends)?;
     let tls = stowage_app::tls(&config)?;

@@ -49,6 +49,9 @@ async fn serve(config: Config, workers: &Workers) -> Result<(), StartError> {
     backends.storage.probe_conditions().await;
     tokio::spawn(stowage_app::purge_stale_uploads(&config, &backends));
     tokio::spawn(stowage_app::deliver_queued_events(&backends));
+    tokio::spawn(stowage_app::collect_periodically(
+        &config, &registry, &backends,
+    ));
     let server = &config.server;
     let (service, address) = stowage_app::http_service(&config, registry, backends)?;
     let tls = stowage_app::tls(&config)?;

@@ -1,0 +1,156 @@
+//! Garbage collection from the command line (`stowage gc`) and inside a server (`[gc]
+//! interval_secs`). The core decides and keeps one collector at a time per store (its
+//! lease is a lock, shared through Redis by replicas); this drives it and reports.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ring::rand::{SecureRandom, SystemRandom};
+use stowage_core::gc::{GcError, GcReport, GcSettings};
+use stowage_core::step::Body;
+use stowage_core::{Entropy, Registry};
+use stowage_driver::{Backends, BoxFuture, Timer};
+
+use crate::{Config, StartError};
+
+/// What the collector is told by `[gc]` and the command line.
+fn settings(config: &Config, dry_run: bool, delete_untagged: bool) -> GcSettings {
+    GcSettings {
+        grace_ms: config.gc.grace_period_secs.saturating_mul(1000),
+        delete_untagged,
+        dry_run,
+        separate_meta_store: config.metadata_store_settings().is_some(),
+    }
+}
+
+/// Lock tokens of two collectors must differ: from the operating system's random source.
+fn entropy() -> Result<Entropy, GcError> {
+    let mut bytes = [0u8; 24];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| GcError::Report("no randomness from the operating system".to_owned()))?;
+    let (id, seed) = bytes.split_at(16);
+    let mut upload_id = [0u8; 16];
+    upload_id.copy_from_slice(id);
+    let mut seed_bytes = [0u8; 8];
+    seed_bytes.copy_from_slice(seed);
+    Ok(Entropy {
+        upload_id: u128::from_le_bytes(upload_id),
+        seed: u64::from_le_bytes(seed_bytes),
+    })
+}
+
+/// One collection, driven against `backends`.
+pub async fn collect(
+    registry: &Registry,
+    backends: &Backends,
+    settings: GcSettings,
+) -> Result<GcReport, GcError> {
+    let op = registry.collect(settings, entropy()?);
+    let response = stowage_driver::drive(op, backends, &mut ()).await;
+    let body = match &response.body {
+        Body::Bytes(bytes) => bytes.as_ref(),
+        _ => &[],
+    };
+    GcReport::from_response(response.status, body)
+}
+
+fn log(report: &GcReport) {
+    tracing::info!(
+        dry_run = report.dry_run,
+        repositories = report.repositories,
+        manifests_kept = report.manifests_kept,
+        blobs_deleted = report.blobs_deleted,
+        bytes_deleted = report.bytes_deleted,
+        layer_links_deleted = report.layer_links_deleted,
+        manifests_deleted = report.manifests_deleted,
+        spared = report.spared,
+        unreadable_manifests = report.unreadable_manifests,
+        elapsed_ms = report.elapsed_ms,
+        "garbage collection finished"
+    );
+}
+
+/// What `stowage gc` prints.
+fn summary(report: &GcReport) -> String {
+    let verb = if report.dry_run {
+        "would delete"
+    } else {
+        "deleted"
+    };
+    let mut text = format!(
+        "{} repositories, {} manifests kept; {verb} {} blobs ({} bytes), {} layer links, \
+         {} untagged manifests; {} spared by the re-check; {:.1} s",
+        report.repositories,
+        report.manifests_kept,
+        report.blobs_deleted,
+        report.bytes_deleted,
+        report.layer_links_deleted,
+        report.manifests_deleted,
+        report.spared,
+        report.elapsed_ms as f64 / 1000.0,
+    );
+    if report.unreadable_manifests > 0 {
+        text.push_str(&format!(
+            "; nothing deleted: {} manifests could not be read",
+            report.unreadable_manifests
+        ));
+    }
+    text
+}
+
+struct TokioTimer;
+
+impl Timer for TokioTimer {
+    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
+        Box::pin(tokio::time::sleep(duration))
+    }
+}
+
+/// `stowage gc --config FILE [--dry-run] [--delete-untagged]`, beside the servers.
+pub(crate) fn collect_once(
+    config: &Config,
+    dry_run: bool,
+    delete_untagged: bool,
+) -> Result<(), StartError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(StartError::Runtime)?;
+    let report = runtime.block_on(async {
+        let (registry, backends) = crate::build(config, Arc::new(TokioTimer))?;
+        let settings = settings(config, dry_run, delete_untagged);
+        collect(&registry, &backends, settings)
+            .await
+            .map_err(StartError::Gc)
+    })?;
+    log(&report);
+    println!("{}", summary(&report));
+    Ok(())
+}
+
+/// Collects every `[gc] interval_secs`, forever, when set: spawn it beside the server.
+/// Every replica may run it; the lease lets one collect at a time, the others find it
+/// taken and wait for the next interval.
+pub fn collect_periodically(
+    config: &Config,
+    registry: &Registry,
+    backends: &Backends,
+) -> impl Future<Output = ()> + Send + 'static {
+    let interval = Duration::from_secs(config.gc.interval_secs);
+    let settings = settings(config, false, config.gc.delete_untagged);
+    let (registry, backends) = (registry.clone(), backends.clone());
+    async move {
+        if interval.is_zero() {
+            return;
+        }
+        loop {
+            backends.timer.sleep(interval).await;
+            match collect(&registry, &backends, settings.clone()).await {
+                Ok(report) => log(&report),
+                Err(e) => tracing::warn!(error = %e, "garbage collection did not run"),
+            }
+        }
+    }
+}

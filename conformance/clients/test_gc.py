@@ -1,0 +1,122 @@
+"""Garbage collection against CNCF Distribution's own.
+
+A Stowage filesystem root is Distribution's layout, so Debian's ``docker-registry
+garbage-collect`` (Distribution 2.8) can collect a copy of the same tree that ``stowage gc``
+collects: both must delete the same blobs, except that with ``--delete-untagged``
+Distribution deletes some of what only the child manifests of a multi-platform index hold
+and Stowage keeps all of it, and still serves the index completely.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from clientharness import registry as regmod
+from clientharness.layout import OciLayout, gzip_image, multi_arch_index, multi_layer_image
+from clientharness.tools import (
+    assert_layout_images_identical,
+    docker_ref,
+    pull_image,
+    push_image,
+    run,
+    skopeo_delete,
+)
+
+
+def stored_blobs(data_root: Path) -> set[str]:
+    """The digests whose bytes a layout root (the folder holding ``v2/``) stores."""
+    return {f"sha256:{p.parent.name}" for p in (data_root / "v2" / "blobs").glob("sha256/*/*/data")}
+
+
+def distribution_collect(tree: Path, workdir: Path, delete_untagged: bool) -> Path:
+    """``docker-registry garbage-collect`` over a copy of ``tree`` at ``workdir/root``."""
+    data_root = workdir / "root" / "docker" / "registry"
+    shutil.copytree(tree, data_root)
+    config = workdir / "distribution.yml"
+    config.write_text(
+        "version: 0.1\n"
+        "storage:\n"
+        f"  filesystem:\n    rootdirectory: {json.dumps(str(workdir / 'root'))}\n"
+        "  delete:\n    enabled: true\n"
+    )
+    flags = ["--delete-untagged"] if delete_untagged else []
+    run(["docker-registry", "garbage-collect", *flags, str(config)])
+    return data_root
+
+
+def stowage_collect(tree: Path, workdir: Path, delete_untagged: bool) -> tuple[Path, str]:
+    """``stowage gc`` (no grace period) over a copy of ``tree``; the copy and its output."""
+    data_root = workdir / "root"
+    shutil.copytree(tree, data_root)
+    config = workdir / "stowage.toml"
+    config.write_text(
+        f"[blob_store.fs]\nroot_dir = {json.dumps(str(data_root))}\n"
+        "[gc]\ngrace_period_secs = 0\n"
+    )
+    flags = ["--delete-untagged"] if delete_untagged else []
+    out = run([str(regmod.stowage_bin()), "gc", "--config", str(config), *flags]).stdout.decode()
+    return data_root, out
+
+
+def index_children(image) -> set[str]:
+    """The digests only the child manifests of an index hold: themselves and what they name."""
+    index = json.loads(image.layout.blob(image.digest))
+    children: set[str] = set()
+    for child in index["manifests"]:
+        children |= set(image.layout.graph(child))
+    return children
+
+
+@pytest.mark.fs_only  # both collectors run over the same filesystem tree
+@pytest.mark.stowage_only
+def test_stowage_gc_deletes_what_distribution_deletes_and_keeps_index_children(registries, tmp_path):
+    src = OciLayout(tmp_path / "src")
+    storage = tmp_path / "storage"
+    reg = registries.start(regmod.STOWAGE, storage)
+    app = multi_layer_image(src, tag="app", big_layer_mib=1)
+    small = gzip_image(src, tag="small")
+    multi = multi_arch_index(src, tag="multi")
+    doomed = gzip_image(src, tag="doomed")
+    push_image(app, reg, "gc/app", "v1")
+    push_image(app, reg, "gc/shared", "v1")  # the same layers in a second repository
+    push_image(small, reg, "gc/app", "v2")
+    push_image(small, reg, "gc/app", "v3")
+    push_image(multi, reg, "gc/multi", "v1")
+    push_image(doomed, reg, "gc/app", "old")
+    skopeo_delete(docker_ref(reg, "gc/app", "old"))
+    reg.stop()
+    before = stored_blobs(storage)
+    doomed_only = set(doomed.layout.graph(doomed.desc)) - set(small.layout.graph(small.desc))
+    assert doomed_only <= before
+
+    # Every manifest kept: exactly the deleted image's own blobs go, on both.
+    dist_root = distribution_collect(storage, tmp_path / "dist", delete_untagged=False)
+    ours, out = stowage_collect(storage, tmp_path / "ours", delete_untagged=False)
+    by_distribution = before - stored_blobs(dist_root)
+    by_stowage = before - stored_blobs(ours)
+    assert by_distribution == doomed_only, "Distribution deleted something else"
+    assert by_stowage == by_distribution, out
+    assert f"deleted {len(doomed_only)} blobs" in out, out
+
+    # Untagged manifests too: Distribution deletes the index's children, Stowage keeps them.
+    dist_root = distribution_collect(storage, tmp_path / "dist-untagged", delete_untagged=True)
+    ours, out = stowage_collect(storage, tmp_path / "ours-untagged", delete_untagged=True)
+    by_distribution = before - stored_blobs(dist_root)
+    by_stowage = before - stored_blobs(ours)
+    children = index_children(multi)
+    assert by_stowage == doomed_only, out
+    assert by_stowage <= by_distribution
+    # Distribution 2.8 removes some of what only the index's children hold; Stowage none.
+    only_distribution = by_distribution - by_stowage
+    assert only_distribution and only_distribution <= children, only_distribution
+
+    # And the index still pulls completely from what Stowage left.
+    reg = registries.start(regmod.STOWAGE, ours)
+    for repo, tag, image in (("gc/multi", "v1", multi), ("gc/app", "v1", app), ("gc/shared", "v1", app),
+                             ("gc/app", "v3", small)):
+        pulled = pull_image(reg, repo, tag, tmp_path / "pulled" / repo / tag, all_images=image.is_index)
+        assert_layout_images_identical(image.layout, image.tag, pulled, tag)

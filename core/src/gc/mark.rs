@@ -1,0 +1,302 @@
+//! The mark: which digests every repository still needs, and which of a repository's own
+//! links and revisions nothing keeps. Manifests are read one at a time and forgotten: what
+//! stays in memory is digests (the live set, per repository the blobs its kept manifests
+//! name) and the candidates found.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use crate::digest::Digest;
+use crate::error::RegistryError;
+use crate::handlers::Ctx;
+use crate::layout;
+use crate::lock::Held;
+use crate::manifest::Manifest;
+use crate::names::{RepoName, Tag};
+use crate::step::{Millis, Store};
+
+use super::GcSettings;
+
+/// What one mark found.
+#[derive(Debug, Default)]
+pub(super) struct Marking {
+    /// Every digest a kept manifest is or names, in any repository.
+    pub(super) live: HashSet<Digest>,
+    /// Layer links no kept manifest of their repository names, older than the grace period.
+    pub(super) links: BTreeSet<(RepoName, Digest)>,
+    /// Manifests nothing keeps (only with `delete_untagged`), older than the grace period.
+    pub(super) manifests: BTreeSet<(RepoName, Digest)>,
+    pub(super) repositories: u64,
+    pub(super) manifests_kept: u64,
+    /// Revisions whose manifest could not be read or parsed: what they name is unknown,
+    /// so nothing may be swept.
+    pub(super) unreadable: u64,
+}
+
+/// What a mark may find deletable: anything (the first mark), or only what the first mark
+/// found so (the second). A manifest or a layer link the second mark sees for the first
+/// time stays whatever it is, so what it names must stay with it.
+#[derive(Clone, Copy)]
+pub(super) enum Deletable<'a> {
+    Any,
+    FoundBy(&'a Marking),
+}
+
+impl Deletable<'_> {
+    fn manifest(&self, name: &RepoName, digest: &Digest) -> bool {
+        match self {
+            Deletable::Any => true,
+            Deletable::FoundBy(first) => first.manifests.contains(&(name.clone(), digest.clone())),
+        }
+    }
+
+    fn link(&self, name: &RepoName, digest: &Digest) -> bool {
+        match self {
+            Deletable::Any => true,
+            Deletable::FoundBy(first) => first.links.contains(&(name.clone(), digest.clone())),
+        }
+    }
+}
+
+/// Marks every repository at `now`, keeping the collector's `lease` (a mark may take
+/// longer than its TTL).
+pub(super) async fn mark(
+    ctx: &Ctx,
+    settings: &GcSettings,
+    lease: &mut Held,
+    now: Millis,
+    deletable: Deletable<'_>,
+) -> Result<Marking, RegistryError> {
+    let mut marking = Marking::default();
+    for name in repositories(ctx).await? {
+        marking.repositories += 1;
+        let repository = Repository {
+            name: &name,
+            now,
+            deletable,
+        };
+        mark_repository(ctx, settings, lease, repository, &mut marking).await?;
+    }
+    Ok(marking)
+}
+
+/// One repository, as a mark sees it.
+struct Repository<'a> {
+    name: &'a RepoName,
+    now: Millis,
+    deletable: Deletable<'a>,
+}
+
+fn folders(entries: Vec<String>) -> impl Iterator<Item = String> {
+    entries
+        .into_iter()
+        .filter_map(|e| e.strip_suffix('/').map(str::to_owned))
+}
+
+/// Every repository: the folders below `v2/repositories/` holding `_manifests/` or
+/// `_layers/`, at any depth (as the catalog finds them).
+async fn repositories(ctx: &Ctx) -> Result<Vec<RepoName>, RegistryError> {
+    let mut found = Vec::new();
+    let mut pending = vec![String::new()];
+    while let Some(prefix) = pending.pop() {
+        let entries = ctx
+            .list(Store::Meta, format!("{}{prefix}", layout::REPOSITORIES))
+            .await?;
+        let own = entries
+            .iter()
+            .any(|e| e == "_manifests/" || e == "_layers/");
+        if own && let Ok(name) = prefix.trim_end_matches('/').parse::<RepoName>() {
+            found.push(name);
+        }
+        pending.extend(
+            folders(entries)
+                .filter(|e| !e.starts_with('_'))
+                .map(|e| format!("{prefix}{e}/")),
+        );
+    }
+    Ok(found)
+}
+
+/// The digests of a `<alg>/<hex>/` tree below `dir`.
+pub(super) async fn digests_below(
+    ctx: &Ctx,
+    store: Store,
+    dir: &str,
+) -> Result<Vec<Digest>, RegistryError> {
+    let mut digests = Vec::new();
+    for algorithm in folders(ctx.list(store, dir.to_owned()).await?) {
+        let below = ctx.list(store, format!("{dir}{algorithm}/")).await?;
+        digests.extend(folders(below).filter_map(|hex| format!("{algorithm}:{hex}").parse().ok()));
+    }
+    Ok(digests)
+}
+
+/// A revision: a manifest of the repository, with when its link was written.
+struct Revision {
+    written: Millis,
+}
+
+/// The manifests of a repository, by digest (those whose link exists).
+async fn revisions(
+    ctx: &Ctx,
+    name: &RepoName,
+) -> Result<BTreeMap<Digest, Revision>, RegistryError> {
+    let mut found = BTreeMap::new();
+    for digest in digests_below(ctx, Store::Meta, &layout::revisions_dir(name)).await? {
+        if let Some(info) = ctx
+            .inspect(Store::Meta, layout::revision_link(name, &digest))
+            .await?
+        {
+            found.insert(
+                digest,
+                Revision {
+                    written: info.modified,
+                },
+            );
+        }
+    }
+    Ok(found)
+}
+
+/// The manifests the repository's tags point at.
+async fn tagged(ctx: &Ctx, name: &RepoName) -> Result<BTreeSet<Digest>, RegistryError> {
+    let mut found = BTreeSet::new();
+    for tag in folders(ctx.list(Store::Meta, layout::tags_dir(name)).await?) {
+        let Ok(tag) = tag.parse::<Tag>() else {
+            continue;
+        };
+        let current = ctx
+            .read(Store::Meta, layout::tag_current(name, &tag))
+            .await?;
+        if let Some(digest) = current
+            .as_deref()
+            .and_then(|link| std::str::from_utf8(link).ok())
+            .and_then(|link| link.trim().parse().ok())
+        {
+            found.insert(digest);
+        }
+    }
+    Ok(found)
+}
+
+/// Subject -> the manifests referring to it, from the repository's referrer entries.
+async fn referrers(
+    ctx: &Ctx,
+    name: &RepoName,
+) -> Result<BTreeMap<Digest, Vec<Digest>>, RegistryError> {
+    let mut found = BTreeMap::new();
+    for subject in digests_below(ctx, Store::Meta, &layout::referrers_root(name)).await? {
+        let entries = ctx
+            .list(Store::Meta, layout::referrers_dir(name, &subject))
+            .await?;
+        let referring: Vec<Digest> = entries
+            .iter()
+            .filter_map(|entry| entry.split_once('-'))
+            .filter_map(|(algorithm, hex)| format!("{algorithm}:{hex}").parse().ok())
+            .collect();
+        if !referring.is_empty() {
+            found.insert(subject, referring);
+        }
+    }
+    Ok(found)
+}
+
+fn older_than_grace(written: Millis, now: Millis, settings: &GcSettings) -> bool {
+    now.since(written) >= settings.grace_ms
+}
+
+async fn mark_repository(
+    ctx: &Ctx,
+    settings: &GcSettings,
+    lease: &mut Held,
+    repository: Repository<'_>,
+    marking: &mut Marking,
+) -> Result<(), RegistryError> {
+    let Repository {
+        name,
+        now,
+        deletable,
+    } = repository;
+    let revisions = revisions(ctx, name).await?;
+    let referrers = referrers(ctx, name).await?;
+    let roots: Vec<Digest> = if settings.delete_untagged {
+        // Tagged, young (a push in progress names its children before its index is
+        // tagged), pointed at by a referrer, or not deletable by this run.
+        let tagged = tagged(ctx, name).await?;
+        revisions
+            .iter()
+            .filter(|(digest, revision)| {
+                tagged.contains(*digest)
+                    || !older_than_grace(revision.written, now, settings)
+                    || referrers.contains_key(*digest)
+                    || !deletable.manifest(name, digest)
+            })
+            .map(|(digest, _)| digest.clone())
+            .collect()
+    } else {
+        revisions.keys().cloned().collect()
+    };
+    // Kept: the roots and, recursively, their children, subjects and referrers that are
+    // manifests of this repository.
+    let mut kept: HashSet<Digest> = HashSet::new();
+    let mut named_blobs: HashSet<Digest> = HashSet::new();
+    let mut pending = roots;
+    while let Some(digest) = pending.pop() {
+        if !kept.insert(digest.clone()) {
+            continue;
+        }
+        ctx.ensure(lease).await?;
+        let manifest = ctx
+            .read(Store::Meta, layout::blob_data(&digest))
+            .await?
+            .and_then(|bytes| Manifest::parse(&bytes, None).ok());
+        let Some(manifest) = manifest else {
+            marking.unreadable += 1;
+            continue;
+        };
+        let related = manifest
+            .manifests
+            .iter()
+            .chain(&manifest.subject)
+            .chain(referrers.get(&digest).into_iter().flatten());
+        for other in related {
+            marking.live.insert(other.clone());
+            if revisions.contains_key(other) {
+                pending.push(other.clone());
+            }
+        }
+        named_blobs.extend(manifest.blobs);
+    }
+    marking.manifests_kept += kept.len() as u64;
+    for digest in digests_below(ctx, Store::Meta, &layout::layers_dir(name)).await? {
+        if named_blobs.contains(&digest) {
+            continue;
+        }
+        ctx.ensure(lease).await?;
+        let link = ctx
+            .inspect(Store::Meta, layout::layer_link(name, &digest))
+            .await?;
+        match link {
+            Some(info)
+                if older_than_grace(info.modified, now, settings)
+                    && deletable.link(name, &digest) =>
+            {
+                marking.links.insert((name.clone(), digest));
+            }
+            // A link that stays keeps its bytes: a push in progress uploaded them, and its
+            // manifest, checked against the link, will name them.
+            Some(_) => {
+                marking.live.insert(digest);
+            }
+            None => {}
+        }
+    }
+    marking.manifests.extend(
+        revisions
+            .keys()
+            .filter(|digest| !kept.contains(*digest))
+            .map(|digest| (name.clone(), digest.clone())),
+    );
+    marking.live.extend(named_blobs);
+    marking.live.extend(kept);
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! Garbage collection, online: run beside live replicas, it deletes the bytes no manifest
+//! references, the layer links no manifest of their repository names, and (asked to) the
+//! manifests nothing keeps, never what an acknowledged push needs.
+//!
+//! One run, holding the collector's lease (a lock: one collector per store at a time):
+//! 1. mark ([`mark`]): every repository's manifests (all, or with `delete_untagged` those
+//!    tagged, younger than the grace period or referred to) and, recursively, their child
+//!    manifests, subjects and referrers are kept; what they are and name is live;
+//! 2. find the content addresses not live and older than the grace period ([`sweep`]);
+//! 3. unless a dry run: publish the fence, mark again, delete what both marks agree on,
+//!    lift the fence ([`fence`] holds the safety argument).
+//!
+//! The grace period spares pushes in progress (blobs uploaded, manifest not yet pushed);
+//! safety does not rest on it, nor on any clock: only on the fence and the second mark.
+
+pub(crate) mod fence;
+mod mark;
+mod sweep;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use serde::{Deserialize, Serialize};
+
+use crate::handlers::{Ctx, announce, error_response, keys};
+use crate::op::{Channel, Operation};
+use crate::rng::Entropy;
+use crate::step::{Body, Response};
+use crate::{Registry, error::RegistryError};
+
+pub use fence::GcState;
+
+/// How a run collects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GcSettings {
+    /// Unreferenced bytes, links and untagged manifests younger than this are kept.
+    pub grace_ms: u64,
+    /// Whether manifests no tag, index or referrer keeps are deleted too.
+    pub delete_untagged: bool,
+    /// Report what would be deleted, and delete nothing.
+    pub dry_run: bool,
+    /// Whether the metadata store is a backend of its own (its manifest bytes are then
+    /// swept as well; otherwise they live among the blobs).
+    pub separate_meta_store: bool,
+}
+
+/// What a run did (or, in a dry run, would do).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcReport {
+    pub dry_run: bool,
+    pub repositories: u64,
+    pub manifests_kept: u64,
+    /// Digests found referenced (manifests, configs, layers).
+    pub live_digests: u64,
+    pub blobs_deleted: u64,
+    pub bytes_deleted: u64,
+    pub layer_links_deleted: u64,
+    pub manifests_deleted: u64,
+    /// Found garbage by the first mark, kept by the second: a push named them meanwhile.
+    pub spared: u64,
+    /// Manifests that could not be read or parsed: nothing was deleted, since what they
+    /// name is unknown.
+    pub unreadable_manifests: u64,
+    pub elapsed_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GcError {
+    #[error("collection failed ({status}): {message}")]
+    Failed { status: StatusCode, message: String },
+    #[error("collection answered an unreadable report: {0}")]
+    Report(String),
+}
+
+impl GcReport {
+    /// The report a collection's operation answered with ([`Registry::collect`]).
+    pub fn from_response(status: StatusCode, body: &[u8]) -> Result<GcReport, GcError> {
+        if status != StatusCode::OK {
+            return Err(GcError::Failed {
+                status,
+                message: String::from_utf8_lossy(body).into_owned(),
+            });
+        }
+        serde_json::from_slice(body).map_err(|e| GcError::Report(e.to_string()))
+    }
+}
+
+impl Registry {
+    /// A collection, run by a driver like a request: it answers `200` with its [`GcReport`]
+    /// as JSON, or the error that stopped it (`503` while another collector holds the
+    /// lease).
+    pub fn collect(&self, settings: GcSettings, entropy: Entropy) -> Operation {
+        let channel = Channel::default();
+        // Manifests it deletes are announced like any deletion, by no identity.
+        let audience = announce::Audience {
+            subscriptions: self.subscriptions.clone(),
+            identity: None,
+        };
+        let ctx = Ctx::new(channel.clone(), self.limits().clone(), audience, entropy);
+        Operation::new(
+            channel,
+            Box::pin(async move {
+                match run(&ctx, &settings).await {
+                    Ok(report) => report_response(&report),
+                    Err(e) => error_response(&e),
+                }
+            }),
+        )
+    }
+}
+
+fn report_response(report: &GcReport) -> Response {
+    let json = serde_json::to_vec(report).unwrap_or_default();
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response {
+        status: StatusCode::OK,
+        headers,
+        body: Body::Bytes(Bytes::from(json)),
+    }
+}
+
+async fn run(ctx: &Ctx, settings: &GcSettings) -> Result<GcReport, RegistryError> {
+    let started = ctx.channel.now();
+    let report = ctx
+        .locked(vec![keys::GC_LOCK.to_owned()], async |lease| {
+            let marking = mark::mark(ctx, settings, lease, started, mark::Deletable::Any).await?;
+            let mut blobs = Vec::new();
+            for store in sweep::swept_stores(settings) {
+                let found =
+                    sweep::unreferenced(ctx, *store, &marking.live, settings, lease, started);
+                blobs.extend(found.await?);
+            }
+            let garbage = sweep::Garbage { marking, blobs };
+            if settings.dry_run || garbage.is_empty() || garbage.marking.unreadable > 0 {
+                return Ok(garbage.report(settings.dry_run));
+            }
+            sweep::delete(ctx, settings, lease, garbage).await
+        })
+        .await?;
+    Ok(GcReport {
+        elapsed_ms: ctx.channel.now().since(started),
+        ..report
+    })
+}
