@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from clientharness import registry as regmod
 from clientharness.layout import OciLayout, gzip_image, multi_arch_index, multi_layer_image
@@ -48,18 +51,23 @@ def distribution_collect(tree: Path, workdir: Path, delete_untagged: bool) -> Pa
     return data_root
 
 
+def stowage_gc(data_root: Path, workdir: Path, *flags: str, grace_secs: int = 0) -> str:
+    """``stowage gc`` over the filesystem root ``data_root``; what it printed."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "stowage.toml"
+    config.write_text(
+        f"[blob_store.fs]\nroot_dir = {json.dumps(str(data_root))}\n"
+        f"[gc]\ngrace_period_secs = {grace_secs}\n"
+    )
+    return run([str(regmod.stowage_bin()), "gc", "--config", str(config), *flags]).stdout.decode()
+
+
 def stowage_collect(tree: Path, workdir: Path, delete_untagged: bool) -> tuple[Path, str]:
     """``stowage gc`` (no grace period) over a copy of ``tree``; the copy and its output."""
     data_root = workdir / "root"
     shutil.copytree(tree, data_root)
-    config = workdir / "stowage.toml"
-    config.write_text(
-        f"[blob_store.fs]\nroot_dir = {json.dumps(str(data_root))}\n"
-        "[gc]\ngrace_period_secs = 0\n"
-    )
     flags = ["--delete-untagged"] if delete_untagged else []
-    out = run([str(regmod.stowage_bin()), "gc", "--config", str(config), *flags]).stdout.decode()
-    return data_root, out
+    return data_root, stowage_gc(data_root, workdir, *flags)
 
 
 def index_children(image) -> set[str]:
@@ -120,3 +128,58 @@ def test_stowage_gc_deletes_what_distribution_deletes_and_keeps_index_children(r
                              ("gc/app", "v3", small)):
         pulled = pull_image(reg, repo, tag, tmp_path / "pulled" / repo / tag, all_images=image.is_index)
         assert_layout_images_identical(image.layout, image.tag, pulled, tag)
+
+
+def temp_files(data_root: Path) -> list[Path]:
+    """The temporary files of uncommitted writes below a filesystem root."""
+    return [p for p in (data_root / ".stowage-tmp").glob("*/*") if p.is_file()]
+
+
+@pytest.mark.fs_only  # the filesystem's temporary files; S3 multipart uploads: conformance/s3
+@pytest.mark.stowage_only
+def test_gc_reclaims_the_temporary_file_of_a_push_killed_midway(registries, tmp_path):
+    storage = tmp_path / "storage"
+    reg = registries.start(regmod.STOWAGE, storage)
+    mib = 1 << 20
+    stalled = threading.Event()
+
+    def body():
+        for i in range(64):
+            yield b"\0" * mib
+            if i == 15:
+                stalled.set()
+                time.sleep(60)  # the server dies first
+
+    url = f"{reg.url}/v2/gc/crash/blobs/uploads/?digest=sha256:{'0' * 64}"
+    pushing = threading.Thread(target=lambda: _ignore_errors(lambda: requests.post(url, data=body(), timeout=90)),
+                               daemon=True)
+    pushing.start()
+    assert stalled.wait(30)
+    deadline = time.monotonic() + 30
+    while sum(p.stat().st_size for p in temp_files(storage)) < 8 * mib:
+        assert time.monotonic() < deadline, "the push's temporary file never reached 8 MiB"
+        time.sleep(0.05)
+    reg.kill()
+    left = temp_files(storage)
+    assert len(left) == 1, left
+    size = left[0].stat().st_size
+
+    # Younger than the grace period: kept.
+    out = stowage_gc(storage, tmp_path / "gc", grace_secs=3600)
+    assert "deleted 0 temporary files (0 bytes)" in out, out
+    assert temp_files(storage) == left
+    # A dry run tells, and keeps it.
+    out = stowage_gc(storage, tmp_path / "gc", "--dry-run")
+    assert f"would delete 1 temporary files ({size} bytes)" in out, out
+    assert temp_files(storage) == left
+    # A real run removes it.
+    out = stowage_gc(storage, tmp_path / "gc")
+    assert f"deleted 1 temporary files ({size} bytes)" in out, out
+    assert temp_files(storage) == []
+
+
+def _ignore_errors(call) -> None:
+    try:
+        call()
+    except requests.RequestException:
+        pass

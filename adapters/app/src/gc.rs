@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use ring::rand::{SecureRandom, SystemRandom};
 use stowage_core::gc::{GcError, GcReport, GcSettings};
-use stowage_core::step::Body;
+use stowage_core::step::{Body, Millis};
 use stowage_core::{Entropy, Registry};
 use stowage_driver::{Backends, BoxFuture, Timer};
+use stowage_storage::Leftovers;
 
 use crate::{Config, StartError};
 
@@ -41,22 +42,33 @@ fn entropy() -> Result<Entropy, GcError> {
     })
 }
 
-/// One collection, driven against `backends`.
-pub async fn collect(
+/// What one collection did: the core's report, and the leftovers of writes that never
+/// committed (temporary files, multipart uploads) older than the grace period.
+struct Collected {
+    report: GcReport,
+    leftovers: Leftovers,
+}
+
+/// One collection, driven against `backends`, then the leftovers of crashed writes (a
+/// storage matter below the keys the core sees, so reclaimed here).
+async fn collect(
     registry: &Registry,
     backends: &Backends,
     settings: GcSettings,
-) -> Result<GcReport, GcError> {
-    let op = registry.collect(settings, entropy()?);
+) -> Result<Collected, GcError> {
+    let op = registry.collect(settings.clone(), entropy()?);
     let response = stowage_driver::drive(op, backends, &mut ()).await;
     let body = match &response.body {
         Body::Bytes(bytes) => bytes.as_ref(),
         _ => &[],
     };
-    GcReport::from_response(response.status, body)
+    let report = GcReport::from_response(response.status, body)?;
+    let cutoff = Millis(stowage_driver::now().0.saturating_sub(settings.grace_ms));
+    let leftovers = backends.storage.leftovers(cutoff, !settings.dry_run).await;
+    Ok(Collected { report, leftovers })
 }
 
-fn log(report: &GcReport) {
+fn log(Collected { report, leftovers }: &Collected) {
     tracing::info!(
         dry_run = report.dry_run,
         repositories = report.repositories,
@@ -68,12 +80,16 @@ fn log(report: &GcReport) {
         spared = report.spared,
         unreadable_manifests = report.unreadable_manifests,
         elapsed_ms = report.elapsed_ms,
+        temp_files = leftovers.temp_files,
+        temp_bytes = leftovers.temp_bytes,
+        multipart_uploads = leftovers.multipart_uploads,
+        leftover_failures = leftovers.failures,
         "garbage collection finished"
     );
 }
 
 /// What `stowage gc` prints.
-fn summary(report: &GcReport) -> String {
+fn summary(Collected { report, leftovers }: &Collected) -> String {
     let verb = if report.dry_run {
         "would delete"
     } else {
@@ -91,6 +107,17 @@ fn summary(report: &GcReport) -> String {
         report.spared,
         report.elapsed_ms as f64 / 1000.0,
     );
+    text.push_str(&format!(
+        "; left by writes that never committed, {verb} {} temporary files ({} bytes) and {} \
+         multipart uploads",
+        leftovers.temp_files, leftovers.temp_bytes, leftovers.multipart_uploads
+    ));
+    if leftovers.failures > 0 {
+        text.push_str(&format!(
+            " ({} stores could not be searched: see the log)",
+            leftovers.failures
+        ));
+    }
     if report.unreadable_manifests > 0 {
         text.push_str(&format!(
             "; nothing deleted: {} manifests could not be read",
@@ -118,15 +145,15 @@ pub(crate) fn collect_once(
         .enable_all()
         .build()
         .map_err(StartError::Runtime)?;
-    let report = runtime.block_on(async {
+    let collected = runtime.block_on(async {
         let (registry, backends) = crate::build(config, Arc::new(TokioTimer))?;
         let settings = settings(config, dry_run, delete_untagged);
         collect(&registry, &backends, settings)
             .await
             .map_err(StartError::Gc)
     })?;
-    log(&report);
-    println!("{}", summary(&report));
+    log(&collected);
+    println!("{}", summary(&collected));
     Ok(())
 }
 
@@ -148,7 +175,7 @@ pub fn collect_periodically(
         loop {
             backends.timer.sleep(interval).await;
             match collect(&registry, &backends, settings.clone()).await {
-                Ok(report) => log(&report),
+                Ok(collected) => log(&collected),
                 Err(e) => tracing::warn!(error = %e, "garbage collection did not run"),
             }
         }

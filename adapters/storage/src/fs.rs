@@ -98,6 +98,10 @@ impl FsStore {
         ObjectWriter::Fs(self.fs_writer(key, *condition == WriteCondition::CreateNew))
     }
 
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
+    }
+
     fn fs_writer(&self, key: &str, create_new: bool) -> FsWriter {
         let (temp_dir, target) = (self.root.join(TEMP_DIR), self.path(key));
         FsWriter::new(&temp_dir, target, create_new, self.calls.clone())
@@ -157,6 +161,55 @@ impl FsStore {
             Ok(info) => Outcome::Inspected(info),
             Err(e) => failed("inspect", key, e),
         }
+    }
+
+    /// The temporary files written before `cutoff`: writes that never committed, their
+    /// process having died (a live write's file is younger: every chunk touches it). With
+    /// `remove`, they are removed. Answers how many and their bytes.
+    pub(crate) async fn temp_leftovers(
+        &self,
+        cutoff: Millis,
+        remove: bool,
+    ) -> std::io::Result<(usize, u64)> {
+        let temp = self.root.join(TEMP_DIR);
+        self.calls
+            .run(move || {
+                let mut found = (0, 0);
+                // `<TEMP_DIR>/<two characters>/<file>`, as `FsWriter::new` names them.
+                for folder in absent_is(std::fs::read_dir(&temp).map(Some), None)?
+                    .into_iter()
+                    .flatten()
+                {
+                    let folder = folder?;
+                    if !folder.file_type()?.is_dir() {
+                        continue;
+                    }
+                    for file in absent_is(std::fs::read_dir(folder.path()).map(Some), None)?
+                        .into_iter()
+                        .flatten()
+                    {
+                        let file = file?;
+                        let Some(meta) = absent_is(file.metadata().map(Some), None)? else {
+                            continue;
+                        };
+                        let modified = meta
+                            .modified()
+                            .ok()
+                            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                            .and_then(|d| u64::try_from(d.as_millis()).ok());
+                        if !meta.is_file() || modified.is_none_or(|m| m >= cutoff.0) {
+                            continue;
+                        }
+                        if remove {
+                            absent_is(std::fs::remove_file(file.path()), ())?;
+                        }
+                        found.0 += 1;
+                        found.1 += meta.len();
+                    }
+                }
+                Ok(found)
+            })
+            .await
     }
 
     /// A small object's whole content in one call, or `None` when absent.

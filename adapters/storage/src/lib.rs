@@ -24,7 +24,7 @@ use stowage_core::step::{Outcome, StorageRequest, Store};
 pub use backend::{Backend, StoredObject};
 pub use body::BodySource;
 pub use fs::FsStore;
-pub use purge::PurgeReport;
+pub use purge::{Leftovers, PurgeReport};
 pub use s3_multipart::MultipartError;
 pub use s3_store::S3Store;
 pub use settings::{

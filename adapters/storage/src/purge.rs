@@ -1,5 +1,6 @@
 //! Housekeeping: removes upload sessions that started before a cutoff, and aborts the S3
-//! multipart uploads initiated before it (parts of writes whose process died).
+//! multipart uploads initiated before it (parts of writes whose process died); and for the
+//! garbage collector, the leftovers of writes that never committed.
 
 use stowage_core::layout;
 use stowage_core::step::{Millis, Outcome};
@@ -15,6 +16,16 @@ pub struct PurgeReport {
     pub failures: usize,
 }
 
+/// What writes that never committed left behind, older than a collection's grace period:
+/// found (a dry run) or removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Leftovers {
+    pub temp_files: usize,
+    pub temp_bytes: u64,
+    pub multipart_uploads: usize,
+    pub failures: usize,
+}
+
 impl Storage {
     /// Removes upload sessions started before `cutoff` and aborts S3 multipart uploads
     /// initiated before it, below each store's key prefix.
@@ -22,25 +33,67 @@ impl Storage {
         let mut report = PurgeReport::default();
         // Upload sessions live in the blob store; multipart uploads in either.
         self.blobs.purge_stale_sessions(cutoff, &mut report).await;
-        let mut purged = Vec::new();
+        let (aborted, failures) = self.stale_multipart_uploads(cutoff, true).await;
+        report.multipart_uploads_aborted = aborted;
+        report.failures += failures;
+        report
+    }
+
+    /// The leftovers of writes begun before `cutoff` that never committed: temporary files
+    /// on a filesystem, multipart uploads on S3. With `remove`, they are removed (aborted).
+    pub async fn leftovers(&self, cutoff: Millis, remove: bool) -> Leftovers {
+        let mut found = Leftovers::default();
+        let mut done = Vec::new();
+        for backend in [&self.blobs, &self.meta] {
+            // The two stores may be one folder.
+            let Backend::Fs(fs) = backend else {
+                continue;
+            };
+            if done.contains(&fs.root()) {
+                continue;
+            }
+            done.push(fs.root());
+            match fs.temp_leftovers(cutoff, remove).await {
+                Ok((files, bytes)) => {
+                    found.temp_files += files;
+                    found.temp_bytes += bytes;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "reclaiming temporary files failed");
+                    found.failures += 1;
+                }
+            }
+        }
+        let (uploads, failures) = self.stale_multipart_uploads(cutoff, remove).await;
+        found.multipart_uploads = uploads;
+        found.failures += failures;
+        found
+    }
+
+    /// Counts (with `abort`, aborts) the multipart uploads initiated before `cutoff` below
+    /// each S3 store's prefix, once per bucket and prefix; how many, and how many stores
+    /// failed.
+    async fn stale_multipart_uploads(&self, cutoff: Millis, abort: bool) -> (usize, usize) {
+        let (mut stale, mut failures) = (0, 0);
+        let mut done = Vec::new();
         for backend in [&self.blobs, &self.meta] {
             let Some(uploads) = backend.multipart_uploads() else {
                 continue;
             };
             let location = uploads.location();
-            if purged.contains(&location) {
+            if done.contains(&location) {
                 continue;
             }
-            match uploads.abort_stale(cutoff).await {
-                Ok(aborted) => report.multipart_uploads_aborted += aborted,
+            match uploads.stale(cutoff, abort).await {
+                Ok(found) => stale += found,
                 Err(e) => {
                     tracing::warn!(location, error = %e, "purging multipart uploads failed");
-                    report.failures += 1;
+                    failures += 1;
                 }
             }
-            purged.push(location);
+            done.push(location);
         }
-        report
+        (stale, failures)
     }
 }
 

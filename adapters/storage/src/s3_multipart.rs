@@ -146,16 +146,19 @@ impl MultipartUploads {
         format!("{}{}", self.bucket_url, self.prefix)
     }
 
-    /// Aborts every upload below the prefix initiated before `cutoff`; returns how many.
-    pub(crate) async fn abort_stale(&self, cutoff: Millis) -> Result<usize, MultipartError> {
-        let mut aborted = 0;
+    /// Counts every upload below the prefix initiated before `cutoff` and, with `abort`,
+    /// aborts it; returns how many.
+    pub(crate) async fn stale(&self, cutoff: Millis, abort: bool) -> Result<usize, MultipartError> {
+        let mut stale = 0;
         for upload in self.list().await? {
             if upload.initiated < cutoff {
-                self.abort(&upload).await?;
-                aborted += 1;
+                if abort {
+                    self.abort(&upload).await?;
+                }
+                stale += 1;
             }
         }
-        Ok(aborted)
+        Ok(stale)
     }
 
     async fn list(&self) -> Result<Vec<PendingUpload>, MultipartError> {

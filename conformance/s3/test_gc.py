@@ -1,0 +1,103 @@
+"""`stowage gc` on S3: the blob no manifest references goes, what the tagged image needs
+stays and still pulls, and the multipart uploads of writes that never committed are
+aborted; a dry run only tells."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+
+import requests
+
+from configs import s3_toml
+from s3_client import TIMEOUT
+from trees import BucketTree
+
+PREFIX = "collected"
+REPO = "house/app"
+
+
+def push_blob(url: str, data: bytes) -> str:
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    response = requests.post(
+        f"{url}/v2/{REPO}/blobs/uploads/?digest={digest}",
+        data=data,
+        headers={"Content-Type": "application/octet-stream"},
+        timeout=TIMEOUT,
+    )
+    assert response.status_code == 201, response.text
+    return digest
+
+
+def push_image(url: str, tag: str, config: bytes, layer: bytes) -> bytes:
+    """A one-layer image tagged `tag`: its manifest."""
+    manifest = json.dumps({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": push_blob(url, config), "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": push_blob(url, layer), "size": len(layer)}],
+    }).encode()
+    response = requests.put(
+        f"{url}/v2/{REPO}/manifests/{tag}",
+        data=manifest,
+        headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
+        timeout=TIMEOUT,
+    )
+    assert response.status_code == 201, response.text
+    return manifest
+
+
+def stored(tree: BucketTree, digest: str) -> bool:
+    hexdigest = digest.split(":", 1)[1]
+    return f"v2/blobs/sha256/{hexdigest[:2]}/{hexdigest}/data" in tree.keys()
+
+
+def test_gc_on_s3_deletes_the_unreferenced_and_aborts_crashed_multipart_uploads(
+        s3, registries, stowage_bin, tmp_path):
+    bucket = s3.new_bucket()
+    client = s3.client()
+    stores = s3_toml("blob_store", s3.endpoint, bucket, PREFIX)
+    registry = registries.start(stores)
+    manifest = push_image(registry.url, "v1", b"{}", b"the kept layer")
+    orphan = push_blob(registry.url, b"a layer no manifest names")
+    registry.stop()
+    # A write whose process died: moto reports every multipart upload as initiated in 2010.
+    crashed = f"{PREFIX}/v2/blobs/sha256/00/{'0' * 64}/data"
+    upload = client.create_multipart_upload(Bucket=bucket, Key=crashed)
+    client.upload_part(Bucket=bucket, Key=crashed, UploadId=upload["UploadId"], PartNumber=1,
+                       Body=b"x" * 1024)
+    tree = BucketTree(client, bucket, PREFIX)
+    config = tmp_path / "gc.toml"
+    config.write_text(f"{stores}\n[gc]\ngrace_period_secs = 0\n")
+
+    def collect(*flags: str) -> str:
+        done = subprocess.run([stowage_bin, "gc", "--config", str(config), *flags],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    out = collect("--dry-run")
+    assert "would delete 1 blobs" in out and "and 1 multipart uploads" in out, out
+    assert stored(tree, orphan)
+    assert tree.pending_multipart_uploads() == [crashed]
+
+    out = collect()
+    assert "deleted 1 blobs" in out and "and 1 multipart uploads" in out, out
+    assert not stored(tree, orphan)
+    assert tree.pending_multipart_uploads() == []
+
+    registry = registries.start(stores)
+    pulled = requests.get(
+        f"{registry.url}/v2/{REPO}/manifests/v1",
+        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+        timeout=TIMEOUT,
+    )
+    assert pulled.status_code == 200 and pulled.content == manifest
+    for layer in json.loads(manifest)["layers"] + [json.loads(manifest)["config"]]:
+        response = requests.get(f"{registry.url}/v2/{REPO}/blobs/{layer['digest']}", timeout=TIMEOUT)
+        assert response.status_code == 200, layer
+        assert "sha256:" + hashlib.sha256(response.content).hexdigest() == layer["digest"]
+    assert requests.head(f"{registry.url}/v2/{REPO}/blobs/{orphan}", timeout=TIMEOUT).status_code == 404
