@@ -11,6 +11,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -76,13 +77,21 @@ def redis(tmp_path):
     server.stop()
 
 
-def shared_store(kind: str, workdir: Path, request) -> tuple[str, str]:
+def shared_store(kind: str, workdir: Path, request) -> tuple[str, str, Callable[[], list[str]]]:
     """One store every replica of a cluster uses: (its TOML, the table its `.redis` lock
-    settings go under)."""
+    settings go under, what lists every key it holds)."""
     if kind == "fs":
-        return fs_toml("blob_store", workdir / "store"), "blob_store.fs"
+        root = workdir / "store"
+        keys = lambda: [str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()]  # noqa: E731
+        return fs_toml("blob_store", root), "blob_store.fs", keys
     s3: S3Server = request.getfixturevalue("s3")
-    return s3.store_toml("blob_store", s3.new_bucket()), "blob_store.s3"
+    bucket = s3.new_bucket()
+
+    def bucket_keys() -> list[str]:
+        pages = s3.client().get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+    return s3.store_toml("blob_store", bucket), "blob_store.s3", bucket_keys
 
 
 @dataclass
@@ -90,6 +99,8 @@ class Cluster:
     replicas: list[Registry]
     redis: RedisServer
     prefix: str
+    # Every key the shared store holds (files below the root, or the bucket's objects).
+    store_keys: Callable[[], list[str]]
     killed: set[int] = field(default_factory=set)
 
     @property
@@ -120,12 +131,12 @@ def start_cluster(tmp_path, redis, request):
     def start(kind: str, count: int = 3, registry_toml: str = "", **lock_settings) -> Cluster:
         # The test's name without glob characters, so SCAN patterns on it stay literal.
         prefix = re.sub(r"[^A-Za-z0-9_-]+", "-", request.node.name) + ":"
-        store, lock_table = shared_store(kind, tmp_path, request)
+        store, lock_table, store_keys = shared_store(kind, tmp_path, request)
         stores = store + redis.lock_toml(lock_table, prefix, **lock_settings)
         extra = registry_toml + redis.cache_toml(prefix)
         binaries = replica_binaries()
         replicas = []
-        cluster = Cluster(replicas, redis, prefix)
+        cluster = Cluster(replicas, redis, prefix, store_keys)
         clusters.append(cluster)
         for i in range(count):
             binary = binaries[i % len(binaries)]
