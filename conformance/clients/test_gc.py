@@ -183,3 +183,34 @@ def _ignore_errors(call) -> None:
         call()
     except requests.RequestException:
         pass
+
+
+@pytest.mark.fs_only  # the command line over a filesystem root; the decisions: proofs/tests/gc.rs
+@pytest.mark.stowage_only
+def test_retention_untags_exactly_what_its_dry_run_named(registries, tmp_path):
+    storage = tmp_path / "storage"
+    reg = registries.start(regmod.STOWAGE, storage)
+    src = OciLayout(tmp_path / "src")
+    tags = ["v1", "release-1", "v2", "v3", "v4"]
+    for tag in tags:
+        push_image(gzip_image(src, tag=tag), reg, "gc/kept", tag)
+        time.sleep(0.05)  # distinct push times
+    reg.stop()
+    workdir = tmp_path / "gc"
+    retention = ('[repository."gc/"]\nretention = { keep_last = 2, keep_tags = ["^release-"] }\n')
+
+    def collect(*flags: str) -> str:
+        workdir.mkdir(parents=True, exist_ok=True)
+        config = workdir / "stowage.toml"
+        config.write_text(f"[blob_store.fs]\nroot_dir = {json.dumps(str(storage))}\n"
+                          f"[gc]\ngrace_period_secs = 0\n{retention}")
+        return run([str(regmod.stowage_bin()), "gc", "--config", str(config), *flags]).stdout.decode()
+
+    dry = collect("--dry-run", "--delete-untagged")
+    named = [line.removeprefix("would untag ") for line in dry.splitlines() if line.startswith("would untag ")]
+    assert named == ["gc/kept:v1", "gc/kept:v2"], dry
+    done = collect("--delete-untagged")
+    untagged = [line.removeprefix("untagged ") for line in done.splitlines() if line.startswith("untagged ")]
+    assert untagged == named, done
+    assert sorted(p.name for p in (storage / "v2/repositories/gc/kept/_manifests/tags").iterdir()) == \
+        ["release-1", "v3", "v4"]

@@ -1,10 +1,12 @@
 //! Settings that apply to a repository by its name or a prefix of it
 //! (`[repository."<name or prefix>"]`): its access policy, whether its tags are immutable,
-//! and whether it mirrors other registries. The most specific entry wins.
+//! whether it mirrors other registries, and which tags a collection keeps. The most
+//! specific entry wins.
 
 use regex::Regex;
 
 use crate::access::Policy;
+use crate::gc::Retention;
 use crate::mirror::Mirror;
 
 /// Tags that, once pushed, may not be re-pointed or deleted.
@@ -27,6 +29,8 @@ pub struct RepositorySettings {
     pub immutable_tags: Option<ImmutableTags>,
     /// Its upstreams, when the repositories under the prefix mirror other registries.
     pub mirror: Option<Mirror>,
+    /// Which tags a collection keeps; without, all.
+    pub retention: Option<Retention>,
 }
 
 /// Every repository table, by prefix.
@@ -99,6 +103,7 @@ mod tests {
                 exclusions: exclusions.iter().map(|e| Regex::new(e).unwrap()).collect(),
             }),
             mirror: None,
+            retention: None,
         }
     }
 

@@ -4,10 +4,12 @@
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use serde_json::json;
+use stowage_core::access::AccessControl;
 use stowage_core::digest::Digest;
-use stowage_core::gc::{GcReport, GcSettings, GcState};
+use stowage_core::gc::{GcReport, GcSettings, GcState, Retention};
 use stowage_core::layout;
 use stowage_core::manifest::{OCI_INDEX, OCI_MANIFEST};
+use stowage_core::repositories::{Repositories, RepositorySettings};
 use stowage_core::step::Store;
 use stowage_core::{Limits, Registry};
 use stowage_proofs::fixtures;
@@ -281,4 +283,67 @@ fn writers_refuse_a_doomed_digest_with_retry_after() {
         .header("content-type", OCI_MANIFEST)
         .body(vec![named]);
     assert_eq!(r.send(put), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+/// Retention keeps the two newest tags and the `release-` ones; the rest are untagged and
+/// their manifests reclaimed. A dry run names exactly what the real run then does.
+#[test]
+fn retention_untags_what_no_rule_keeps_and_a_dry_run_tells_exactly_that() {
+    let retention = Retention {
+        keep_last: Some(2),
+        keep_tags: vec![regex::Regex::new("^release-").unwrap()],
+        keep_within_ms: None,
+    };
+    let settings_for = |prefix: &str| {
+        (
+            prefix.to_owned(),
+            RepositorySettings {
+                retention: Some(retention.clone()),
+                ..RepositorySettings::default()
+            },
+        )
+    };
+    let mut r = Harness::new();
+    r.registry = r.registry.clone().with_access(
+        AccessControl::default(),
+        Repositories::new([settings_for("lib/")]),
+    );
+    let mut pushed = Vec::new();
+    for (i, tag) in ["v1", "release-1", "v2", "v3", "v4"]
+        .into_iter()
+        .enumerate()
+    {
+        let config = fixtures::blob(10 + i as u64);
+        let layer = fixtures::blob(20 + i as u64);
+        pushed.push((tag, r.push_image(Some(tag), &config, &[layer]), config));
+        r.world.now = r.world.now.plus(1_000);
+    }
+    r.age_past_grace();
+    let dry = r.collect(settings(true, true));
+    assert_eq!(dry.tags_untagged, ["lib/app:v1", "lib/app:v2"]);
+    for (tag, ..) in &pushed {
+        assert_eq!(r.manifest(tag), StatusCode::OK, "a dry run keeps {tag}");
+    }
+    let real = r.collect(settings(true, false));
+    assert_eq!(real.tags_untagged, dry.tags_untagged);
+    assert_eq!(planned(&real), planned(&dry));
+    for (tag, digest, config) in &pushed {
+        let kept = !dry.tags_untagged.contains(&format!("{REPO}:{tag}"));
+        let expected = if kept {
+            StatusCode::OK
+        } else {
+            StatusCode::NOT_FOUND
+        };
+        assert_eq!(r.manifest(tag), expected, "{tag}");
+        assert_eq!(
+            r.manifest(&digest.to_string()),
+            expected,
+            "{tag}'s manifest"
+        );
+        assert_eq!(
+            r.stored(Store::Blobs, &sha256(config)),
+            kept,
+            "{tag}'s config"
+        );
+    }
 }

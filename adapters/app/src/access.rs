@@ -9,6 +9,7 @@ use regex::Regex;
 use serde::Deserialize;
 use stowage_auth::{AuthSettings, ExternalTokenSettings, OidcSettings, TokenServiceSettings};
 use stowage_core::access::{Policy, PolicyDefault};
+use stowage_core::gc::Retention;
 use stowage_core::repositories::{ImmutableTags, Repositories, RepositorySettings};
 
 /// `[auth]`: every way callers can prove who they are. Absent: nobody logs in.
@@ -168,6 +169,21 @@ pub struct RepositoryEntry {
     /// Whether a mirrored prefix takes pushes and deletes.
     #[serde(default)]
     pub allow_push: bool,
+    /// `[repository."<prefix>".retention]`: which tags a collection keeps.
+    pub retention: Option<RetentionEntry>,
+}
+
+/// `[repository."<prefix>".retention]`: a tag is kept when any rule keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionEntry {
+    /// Keep this many of the most recently pushed tags.
+    pub keep_last: Option<usize>,
+    /// Keep the tags matching any of these regexes.
+    #[serde(default)]
+    pub keep_tags: Vec<String>,
+    /// Keep the tags pushed within this many seconds.
+    pub keep_within_secs: Option<u64>,
 }
 
 /// A setting that does not compile, with the key it is under.
@@ -197,6 +213,35 @@ impl GlobalSection {
     }
 }
 
+/// Regexes of a setting at `key`, compiled.
+fn regexes(key: &str, patterns: &[String]) -> Result<Vec<Regex>, Invalid> {
+    patterns
+        .iter()
+        .map(|pattern| {
+            Regex::new(pattern).map_err(|e| Invalid {
+                key: key.to_owned(),
+                reason: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// A retention table, compiled; one without a rule is refused (it would keep every tag,
+/// surely not what was meant).
+fn retention(key: &str, entry: &RetentionEntry) -> Result<Retention, Invalid> {
+    if entry.keep_last.is_none() && entry.keep_tags.is_empty() && entry.keep_within_secs.is_none() {
+        return Err(Invalid {
+            key: key.to_owned(),
+            reason: "no rule: set keep_last, keep_tags or keep_within_secs".to_owned(),
+        });
+    }
+    Ok(Retention {
+        keep_last: entry.keep_last,
+        keep_tags: regexes(&format!("{key}.keep_tags"), &entry.keep_tags)?,
+        keep_within_ms: entry.keep_within_secs.map(|s| s.saturating_mul(1000)),
+    })
+}
+
 /// Every `[repository."<prefix>"]` table, compiled.
 pub fn repositories(entries: &BTreeMap<String, RepositoryEntry>) -> Result<Repositories, Invalid> {
     let mut compiled = Vec::with_capacity(entries.len());
@@ -208,24 +253,24 @@ pub fn repositories(entries: &BTreeMap<String, RepositoryEntry>) -> Result<Repos
             .as_ref()
             .map(|p| compile(format!("{key}.access_policy"), p))
             .transpose()?;
-        let exclusions = entry
-            .immutable_tags_exclusions
-            .iter()
-            .map(|pattern| {
-                Regex::new(pattern).map_err(|e| Invalid {
-                    key: format!("{key}.immutable_tags_exclusions"),
-                    reason: e.to_string(),
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let exclusions = regexes(
+            &format!("{key}.immutable_tags_exclusions"),
+            &entry.immutable_tags_exclusions,
+        )?;
         let immutable_tags = entry.immutable_tags.then_some(ImmutableTags { exclusions });
         let mirror = crate::mirror::compile(&key, entry, &mut next_upstream)?;
+        let retention = entry
+            .retention
+            .as_ref()
+            .map(|r| retention(&format!("{key}.retention"), r))
+            .transpose()?;
         compiled.push((
             prefix.clone(),
             RepositorySettings {
                 access_policy,
                 immutable_tags,
                 mirror,
+                retention,
             },
         ));
     }

@@ -84,6 +84,7 @@ fn log(Collected { report, leftovers }: &Collected) {
         temp_bytes = leftovers.temp_bytes,
         multipart_uploads = leftovers.multipart_uploads,
         leftover_failures = leftovers.failures,
+        tags_untagged = report.tags_untagged.len(),
         "garbage collection finished"
     );
 }
@@ -95,18 +96,30 @@ fn summary(Collected { report, leftovers }: &Collected) -> String {
     } else {
         "deleted"
     };
-    let mut text = format!(
-        "{} repositories, {} manifests kept; {verb} {} blobs ({} bytes), {} layer links, \
-         {} untagged manifests; {} spared by the re-check; {:.1} s",
+    let untag = if report.dry_run {
+        "would untag"
+    } else {
+        "untagged"
+    };
+    // One line a tag retention judged, then the counts.
+    let mut text: String = report
+        .tags_untagged
+        .iter()
+        .map(|tag| format!("{untag} {tag}\n"))
+        .collect();
+    text.push_str(&format!(
+        "{} repositories, {} manifests kept; {untag} {} tags by retention; {verb} {} blobs \
+         ({} bytes), {} layer links, {} untagged manifests; {} spared by the re-check; {:.1} s",
         report.repositories,
         report.manifests_kept,
+        report.tags_untagged.len(),
         report.blobs_deleted,
         report.bytes_deleted,
         report.layer_links_deleted,
         report.manifests_deleted,
         report.spared,
         report.elapsed_ms as f64 / 1000.0,
-    );
+    ));
     text.push_str(&format!(
         "; left by writes that never committed, {verb} {} temporary files ({} bytes) and {} \
          multipart uploads",

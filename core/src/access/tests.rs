@@ -173,6 +173,7 @@ fn grants_are_what_the_policy_allows_of_what_was_asked() {
             )),
             immutable_tags: None,
             mirror: None,
+            retention: None,
         },
     )]);
     let asked = |s: &str| vec![Access::parse(s).unwrap()];

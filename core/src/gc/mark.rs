@@ -57,33 +57,29 @@ impl Deletable<'_> {
     }
 }
 
-/// Marks every repository at `now`, keeping the collector's `lease` (a mark may take
-/// longer than its TTL).
+/// How a mark looks: at `now`, deleting what `deletable` allows, as if the tags retention
+/// untags (`untagged`) were gone (a dry run leaves them).
+#[derive(Clone, Copy)]
+pub(super) struct Mark<'a> {
+    pub(super) now: Millis,
+    pub(super) deletable: Deletable<'a>,
+    pub(super) untagged: &'a BTreeSet<(RepoName, Tag)>,
+}
+
+/// Marks every repository, keeping the collector's `lease` (a mark may take longer than
+/// its TTL).
 pub(super) async fn mark(
     ctx: &Ctx,
     settings: &GcSettings,
     lease: &mut Held,
-    now: Millis,
-    deletable: Deletable<'_>,
+    how: Mark<'_>,
 ) -> Result<Marking, RegistryError> {
     let mut marking = Marking::default();
     for name in repositories(ctx).await? {
         marking.repositories += 1;
-        let repository = Repository {
-            name: &name,
-            now,
-            deletable,
-        };
-        mark_repository(ctx, settings, lease, repository, &mut marking).await?;
+        mark_repository(ctx, settings, lease, &name, how, &mut marking).await?;
     }
     Ok(marking)
-}
-
-/// One repository, as a mark sees it.
-struct Repository<'a> {
-    name: &'a RepoName,
-    now: Millis,
-    deletable: Deletable<'a>,
 }
 
 fn folders(entries: Vec<String>) -> impl Iterator<Item = String> {
@@ -94,7 +90,7 @@ fn folders(entries: Vec<String>) -> impl Iterator<Item = String> {
 
 /// Every repository: the folders below `v2/repositories/` holding `_manifests/` or
 /// `_layers/`, at any depth (as the catalog finds them).
-async fn repositories(ctx: &Ctx) -> Result<Vec<RepoName>, RegistryError> {
+pub(super) async fn repositories(ctx: &Ctx) -> Result<Vec<RepoName>, RegistryError> {
     let mut found = Vec::new();
     let mut pending = vec![String::new()];
     while let Some(prefix) = pending.pop() {
@@ -157,13 +153,20 @@ async fn revisions(
     Ok(found)
 }
 
-/// The manifests the repository's tags point at.
-async fn tagged(ctx: &Ctx, name: &RepoName) -> Result<BTreeSet<Digest>, RegistryError> {
+/// The manifests the repository's tags point at, but for the tags in `untagged`.
+async fn tagged(
+    ctx: &Ctx,
+    name: &RepoName,
+    untagged: &BTreeSet<(RepoName, Tag)>,
+) -> Result<BTreeSet<Digest>, RegistryError> {
     let mut found = BTreeSet::new();
     for tag in folders(ctx.list(Store::Meta, layout::tags_dir(name)).await?) {
         let Ok(tag) = tag.parse::<Tag>() else {
             continue;
         };
+        if untagged.contains(&(name.clone(), tag.clone())) {
+            continue;
+        }
         let current = ctx
             .read(Store::Meta, layout::tag_current(name, &tag))
             .await?;
@@ -208,20 +211,21 @@ async fn mark_repository(
     ctx: &Ctx,
     settings: &GcSettings,
     lease: &mut Held,
-    repository: Repository<'_>,
+    name: &RepoName,
+    how: Mark<'_>,
     marking: &mut Marking,
 ) -> Result<(), RegistryError> {
-    let Repository {
-        name,
+    let Mark {
         now,
         deletable,
-    } = repository;
+        untagged,
+    } = how;
     let revisions = revisions(ctx, name).await?;
     let referrers = referrers(ctx, name).await?;
     let roots: Vec<Digest> = if settings.delete_untagged {
         // Tagged, young (a push in progress names its children before its index is
         // tagged), pointed at by a referrer, or not deletable by this run.
-        let tagged = tagged(ctx, name).await?;
+        let tagged = tagged(ctx, name, untagged).await?;
         revisions
             .iter()
             .filter(|(digest, revision)| {

@@ -15,19 +15,25 @@
 
 pub(crate) mod fence;
 mod mark;
+mod retention;
 mod sweep;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeSet;
+
 use crate::handlers::{Ctx, announce, error_response, keys};
+use crate::names::{RepoName, Tag};
 use crate::op::{Channel, Operation};
+use crate::repositories::Repositories;
 use crate::rng::Entropy;
 use crate::step::{Body, Response};
 use crate::{Registry, error::RegistryError};
 
 pub use fence::GcState;
+pub use retention::{Retention, TagPush};
 
 /// How a run collects.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +66,8 @@ pub struct GcReport {
     /// Manifests that could not be read or parsed: nothing was deleted, since what they
     /// name is unknown.
     pub unreadable_manifests: u64,
+    /// `repository:tag` of every tag retention untagged, in order.
+    pub tags_untagged: Vec<String>,
     pub elapsed_ms: u64,
 }
 
@@ -96,10 +104,11 @@ impl Registry {
             identity: None,
         };
         let ctx = Ctx::new(channel.clone(), self.limits().clone(), audience, entropy);
+        let repositories = self.repositories.clone();
         Operation::new(
             channel,
             Box::pin(async move {
-                match run(&ctx, &settings).await {
+                match run(&ctx, &settings, &repositories).await {
                     Ok(report) => report_response(&report),
                     Err(e) => error_response(&e),
                 }
@@ -122,11 +131,29 @@ fn report_response(report: &GcReport) -> Response {
     }
 }
 
-async fn run(ctx: &Ctx, settings: &GcSettings) -> Result<GcReport, RegistryError> {
+async fn run(
+    ctx: &Ctx,
+    settings: &GcSettings,
+    repositories: &Repositories,
+) -> Result<GcReport, RegistryError> {
     let started = ctx.channel.now();
     let report = ctx
         .locked(vec![keys::GC_LOCK.to_owned()], async |lease| {
-            let marking = mark::mark(ctx, settings, lease, started, mark::Deletable::Any).await?;
+            let names = mark::repositories(ctx).await?;
+            let untagged =
+                retention::apply(ctx, repositories, &names, started, settings.dry_run, lease)
+                    .await?;
+            // A dry run leaves the tags, and marks as if they were gone.
+            let gone: BTreeSet<(RepoName, Tag)> = untagged
+                .iter()
+                .map(|u| (u.name.clone(), u.tag.clone()))
+                .collect();
+            let first = mark::Mark {
+                now: started,
+                deletable: mark::Deletable::Any,
+                untagged: &gone,
+            };
+            let marking = mark::mark(ctx, settings, lease, first).await?;
             let mut blobs = Vec::new();
             for store in sweep::swept_stores(settings) {
                 let found =
@@ -134,10 +161,20 @@ async fn run(ctx: &Ctx, settings: &GcSettings) -> Result<GcReport, RegistryError
                 blobs.extend(found.await?);
             }
             let garbage = sweep::Garbage { marking, blobs };
-            if settings.dry_run || garbage.is_empty() || garbage.marking.unreadable > 0 {
-                return Ok(garbage.report(settings.dry_run));
-            }
-            sweep::delete(ctx, settings, lease, garbage).await
+            let report = if settings.dry_run || garbage.is_empty() || garbage.marking.unreadable > 0
+            {
+                garbage.report(settings.dry_run)
+            } else {
+                sweep::delete(ctx, settings, lease, garbage, &gone).await?
+            };
+            let tags_untagged = untagged
+                .iter()
+                .map(|u| format!("{}:{}", u.name, u.tag))
+                .collect();
+            Ok(GcReport {
+                tags_untagged,
+                ..report
+            })
         })
         .await?;
     Ok(GcReport {

@@ -10,7 +10,7 @@ use crate::handlers::manifests::{remove_manifest, tags_pointing_at};
 use crate::handlers::{Ctx, announce, keys};
 use crate::layout;
 use crate::lock::Held;
-use crate::names::RepoName;
+use crate::names::{RepoName, Tag};
 use crate::step::{Millis, Store};
 
 use super::fence::{self, GcState};
@@ -123,6 +123,7 @@ pub(super) async fn delete(
     settings: &GcSettings,
     lease: &mut Held,
     garbage: Garbage,
+    untagged: &BTreeSet<(RepoName, Tag)>,
 ) -> Result<GcReport, RegistryError> {
     let previous = fence::read_state(ctx).await?;
     let state = GcState {
@@ -131,7 +132,7 @@ pub(super) async fn delete(
     };
     ctx.ensure(lease).await?;
     fence::write_state(ctx, state).await?;
-    let deleted = publish_and_delete(ctx, settings, lease, &garbage).await;
+    let deleted = publish_and_delete(ctx, settings, lease, &garbage, untagged).await;
     // Every deletion above has finished, so the markers may go; unless the lease was lost:
     // then another collector may be deleting behind markers of its own.
     ctx.ensure(lease).await?;
@@ -157,6 +158,7 @@ async fn publish_and_delete(
     settings: &GcSettings,
     lease: &mut Held,
     garbage: &Garbage,
+    untagged: &BTreeSet<(RepoName, Tag)>,
 ) -> Result<GcReport, RegistryError> {
     for digest in garbage.doomed() {
         ctx.ensure(lease).await?;
@@ -165,8 +167,12 @@ async fn publish_and_delete(
     }
     // Only what the first mark found deletable may be deleted: a manifest or a link first
     // seen now stays, and keeps what it names.
-    let deletable = mark::Deletable::FoundBy(&garbage.marking);
-    let second = mark::mark(ctx, settings, lease, ctx.channel.now(), deletable).await?;
+    let second = mark::Mark {
+        now: ctx.channel.now(),
+        deletable: mark::Deletable::FoundBy(&garbage.marking),
+        untagged,
+    };
+    let second = mark::mark(ctx, settings, lease, second).await?;
     let mut report = GcReport {
         repositories: second.repositories,
         manifests_kept: second.manifests_kept,

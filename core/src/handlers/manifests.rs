@@ -25,7 +25,7 @@ fn manifest_unknown(reference: &dyn std::fmt::Display) -> RegistryError {
     )
 }
 
-fn parse_link(bytes: &[u8]) -> Result<Digest, RegistryError> {
+pub(crate) fn parse_link(bytes: &[u8]) -> Result<Digest, RegistryError> {
     std::str::from_utf8(bytes)
         .ok()
         .and_then(|s| s.trim().parse().ok())
@@ -379,26 +379,38 @@ async fn delete_tag(ctx: &Ctx, name: &RepoName, tag: &Tag) -> Result<Response, R
             let Some(digest) = resolve_current(ctx, name, tag).await? else {
                 return Err(manifest_unknown(tag));
             };
-            let deleted = EventData {
-                repository: name.to_string(),
-                reference: Some(tag.to_string()),
-                tags: vec![tag.to_string()],
-                digest: Some(digest.to_string()),
-                ..EventData::default()
-            };
-            let events: Vec<_> = announce::event(ctx, EventKind::TagDeleted, deleted)
-                .into_iter()
-                .collect();
-            announce::before(ctx, &events).await?;
-            ctx.ensure(held).await?;
-            ctx.delete_all(Store::Meta, layout::tag_dir(name, tag))
-                .await?;
-            ctx.cache_record(keys::tag_cache(name, tag), None).await?;
-            Ok(events)
+            untag(ctx, held, name, tag, &digest).await
         })
         .await?;
     announce::after(ctx, events).await?;
     Ok(Reply::new(StatusCode::ACCEPTED).done())
+}
+
+/// Removes `tag` (pointing at `digest`) while `held` (its lock) holds, after the webhooks
+/// that must hear of it first did; answers with the events to announce once it is released.
+pub(crate) async fn untag(
+    ctx: &Ctx,
+    held: &mut Held,
+    name: &RepoName,
+    tag: &Tag,
+    digest: &Digest,
+) -> Result<Vec<announce::Event>, RegistryError> {
+    let deleted = EventData {
+        repository: name.to_string(),
+        reference: Some(tag.to_string()),
+        tags: vec![tag.to_string()],
+        digest: Some(digest.to_string()),
+        ..EventData::default()
+    };
+    let events: Vec<_> = announce::event(ctx, EventKind::TagDeleted, deleted)
+        .into_iter()
+        .collect();
+    announce::before(ctx, &events).await?;
+    ctx.ensure(held).await?;
+    ctx.delete_all(Store::Meta, layout::tag_dir(name, tag))
+        .await?;
+    ctx.cache_record(keys::tag_cache(name, tag), None).await?;
+    Ok(events)
 }
 
 /// Removes a manifest from the repository with every tag pointing at it and its referrer

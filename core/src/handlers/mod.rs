@@ -61,7 +61,7 @@ impl RequestHead {
 pub struct Registry {
     limits: Limits,
     access: Arc<AccessControl>,
-    repositories: Arc<Repositories>,
+    pub(crate) repositories: Arc<Repositories>,
     pub(crate) subscriptions: Arc<Subscriptions>,
 }
 
