@@ -18,6 +18,8 @@ use stowage_driver::Traced;
 
 use crate::labels;
 
+const TRACEPARENT: &str = "traceparent";
+
 /// Where the service's spans go: a tracer of the app's exporting tracer provider.
 #[derive(Clone)]
 pub struct Tracing {
@@ -51,7 +53,12 @@ impl Tracing {
         client: IpAddr,
         request_id: &HeaderValue,
     ) -> Option<RequestSpan> {
-        let parent = self.propagator.extract(&HeaderExtractor(headers));
+        let parent = match headers.get(TRACEPARENT) {
+            Some(sent) if well_formed(sent.as_bytes()) => {
+                self.propagator.extract(&HeaderExtractor(headers))
+            }
+            _ => Context::new(),
+        };
         let method = labels::method(method);
         let mut span = self
             .tracer
@@ -130,5 +137,76 @@ impl RequestSpan {
             None => span.set_status(Status::error("the client left before the answer")),
         }
         span.end();
+    }
+}
+
+/// Whether a `traceparent` has the shape W3C Trace Context gives it, which the SDK's parser
+/// checks only in part (it takes a short or signed id): a version, trace id, parent id and
+/// flags of 2, 32, 16 and 2 lowercase hex digits, then whatever a later version adds. The
+/// parser checks the rest (no all-zero id, no version `ff`, nothing added by version `00`).
+fn well_formed(traceparent: &[u8]) -> bool {
+    let mut fields = traceparent.split(|&b| b == b'-');
+    [2, 32, 16, 2].into_iter().all(|length| {
+        fields.next().is_some_and(|field| {
+            field.len() == length && field.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::TracerProvider as _;
+
+    use super::*;
+
+    const TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+    const PARENT: &str = "b7ad6b7169203331";
+
+    #[test]
+    fn a_traceparent_has_four_fields_of_lowercase_hex_digits() {
+        assert!(well_formed(format!("00-{TRACE}-{PARENT}-01").as_bytes()));
+        assert!(well_formed(format!("01-{TRACE}-{PARENT}-00-later").as_bytes()));
+        for bad in [
+            format!("00-{}-{PARENT}-01", &TRACE[1..]),
+            format!("00-+{}-{PARENT}-01", &TRACE[1..]),
+            format!("00-{TRACE}-{}-01", &PARENT[2..]),
+            format!("00-{}-{PARENT}-01", TRACE.to_uppercase()),
+            format!("0-{TRACE}-{PARENT}-01"),
+            format!("00-{TRACE}-{PARENT}-1"),
+            format!("00-{TRACE}-{PARENT}"),
+            format!("00 {TRACE} {PARENT} 01"),
+            String::new(),
+        ] {
+            assert!(!well_formed(bad.as_bytes()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn requests_continue_a_valid_traceparent_and_start_a_trace_otherwise() {
+        let provider = SdkTracerProvider::builder().build();
+        let tracing = Tracing::new(provider.tracer("test"), provider);
+        let id = HeaderValue::from_static("r");
+        let client = IpAddr::from([127, 0, 0, 1]);
+        let trace_of = |traceparent: Option<String>| {
+            let mut headers = HeaderMap::new();
+            if let Some(value) = traceparent {
+                headers.insert(TRACEPARENT, HeaderValue::from_str(&value).unwrap());
+            }
+            let span = tracing.start(&Method::GET, &headers, client, &id).unwrap();
+            let context = span.context.span().span_context().clone();
+            (context.trace_id().to_string(), context.is_valid())
+        };
+        let (continued, _) = trace_of(Some(format!("00-{TRACE}-{PARENT}-01")));
+        assert_eq!(continued, TRACE);
+        for bad in [
+            Some(format!("00-{}-{PARENT}-01", &TRACE[2..])),
+            Some(format!("00-{}-{PARENT}-01", "0".repeat(32))),
+            Some(format!("ff-{TRACE}-{PARENT}-01")),
+            Some("nonsense".to_owned()),
+            None,
+        ] {
+            let (trace, valid) = trace_of(bad.clone());
+            assert!(valid && trace != TRACE && !trace.contains(&TRACE[2..]), "{bad:?}");
+        }
     }
 }
