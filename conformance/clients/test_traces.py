@@ -2,7 +2,8 @@
 OTLP/HTTP to a collector (a receiver in the test, decoding the protobuf exports), with its
 storage, lock and cache steps as child spans naming what they touched. A client's W3C
 `traceparent` is continued, an invalid one starts a new trace (the request is served all
-the same), and `sampling_rate` decides for requests whose client did not."""
+the same), and `sampling_rate` decides for requests whose client did not. Only the push's
+trace depends on the store; the rest runs in the suite's fs run."""
 
 from __future__ import annotations
 
@@ -109,6 +110,7 @@ def test_a_push_is_a_trace_whose_spans_name_its_storage_writes(
     assert ("cache.get", "hit") in lookups, lookups
 
 
+@pytest.mark.fs_only
 def test_a_clients_traceparent_is_continued_and_a_bad_one_starts_a_new_trace(
         registries, registry_kind, tmp_path, collector, quick_export, repo):
     reg = start(registries, registry_kind, tmp_path, collector.url)
@@ -152,6 +154,7 @@ def test_a_clients_traceparent_is_continued_and_a_bad_one_starts_a_new_trace(
     assert by_request_id("unsampled")(collector.received()) is None
 
 
+@pytest.mark.fs_only
 def test_sampling_rate_zero_traces_only_what_clients_ask_for(
         registries, registry_kind, tmp_path, collector, quick_export):
     reg = start(registries, registry_kind, tmp_path, collector.url, rate=0.0)
@@ -166,6 +169,7 @@ def test_sampling_rate_zero_traces_only_what_clients_ask_for(
     assert [s.attributes["stowage.request_id"] for s in requests] == ["asked"]
 
 
+@pytest.mark.fs_only
 def test_an_unreachable_collector_costs_the_requests_nothing(
         registries, registry_kind, tmp_path, quick_export, repo):
     reg = start(registries, registry_kind, tmp_path, f"http://127.0.0.1:{free_port()}/v1/traces")
