@@ -46,10 +46,7 @@ pub(crate) fn start(settings: &TracingSettings) -> Result<Option<Tracing>, Start
         .with_sampler(sampler)
         .with_resource(resource())
         .build();
-    Ok(Some(Tracing::new(
-        provider.tracer(SERVICE_NAME),
-        provider,
-    )))
+    Ok(Some(Tracing::new(provider.tracer(SERVICE_NAME), provider)))
 }
 
 /// Who the spans come from: the SDK's defaults (and `OTEL_RESOURCE_ATTRIBUTES`), named

@@ -112,7 +112,11 @@ pub async fn drive(
                 let mut span = trace::span(trace, || trace::webhooks(&webhooks));
                 let delivery = backends.webhooks.deliver(&body, &webhooks, policy);
                 let undelivered = held.during(backends, delivery).await;
-                let outcome = if undelivered.is_empty() { "ok" } else { "undelivered" };
+                let outcome = if undelivered.is_empty() {
+                    "ok"
+                } else {
+                    "undelivered"
+                };
                 span.outcome(outcome, undelivered.first().map(|u| u.reason.as_str()));
                 Outcome::Announced(undelivered)
             }

@@ -137,7 +137,11 @@ pub(crate) fn lock_wait(waited: Duration) {
 }
 
 /// Counts one upstream request of `kind` and what came of it; its result's label.
-pub(crate) fn upstream(kind: &'static str, answer: &UpstreamAnswer, took: Duration) -> &'static str {
+pub(crate) fn upstream(
+    kind: &'static str,
+    answer: &UpstreamAnswer,
+    took: Duration,
+) -> &'static str {
     let result = match answer {
         UpstreamAnswer::Manifest { .. }
         | UpstreamAnswer::Found

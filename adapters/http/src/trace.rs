@@ -165,7 +165,9 @@ mod tests {
     #[test]
     fn a_traceparent_has_four_fields_of_lowercase_hex_digits() {
         assert!(well_formed(format!("00-{TRACE}-{PARENT}-01").as_bytes()));
-        assert!(well_formed(format!("01-{TRACE}-{PARENT}-00-later").as_bytes()));
+        assert!(well_formed(
+            format!("01-{TRACE}-{PARENT}-00-later").as_bytes()
+        ));
         for bad in [
             format!("00-{}-{PARENT}-01", &TRACE[1..]),
             format!("00-+{}-{PARENT}-01", &TRACE[1..]),
@@ -206,7 +208,10 @@ mod tests {
             None,
         ] {
             let (trace, valid) = trace_of(bad.clone());
-            assert!(valid && trace != TRACE && !trace.contains(&TRACE[2..]), "{bad:?}");
+            assert!(
+                valid && trace != TRACE && !trace.contains(&TRACE[2..]),
+                "{bad:?}"
+            );
         }
     }
 }
