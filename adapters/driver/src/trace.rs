@@ -3,6 +3,8 @@
 //! upstream request and webhook delivery. A request that is not traced (tracing off, or not
 //! sampled) has no [`Traced`], and its steps make no span and pay nothing.
 
+use std::borrow::Cow;
+
 use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::{SdkTracer, Span};
@@ -17,7 +19,7 @@ pub struct Traced<'a> {
 
 /// What a step's span is called and says.
 pub(crate) struct Described {
-    name: String,
+    name: Cow<'static, str>,
     kind: SpanKind,
     attributes: Vec<KeyValue>,
 }
@@ -66,7 +68,7 @@ pub(crate) fn storage(
         Store::Meta => "metadata",
     };
     Described {
-        name: format!("storage.{kind}"),
+        name: format!("storage.{kind}").into(),
         kind: SpanKind::Client,
         attributes: vec![
             KeyValue::new("stowage.storage.backend", backend),
@@ -83,7 +85,7 @@ pub(crate) fn lock(request: &LockRequest) -> Described {
         LockRequest::Release { key, .. } => ("lock.release", key),
     };
     Described {
-        name: name.to_owned(),
+        name: name.into(),
         kind: SpanKind::Client,
         attributes: vec![KeyValue::new("stowage.lock.key", key.clone())],
     }
@@ -92,7 +94,7 @@ pub(crate) fn lock(request: &LockRequest) -> Described {
 /// A back-off wait for a held lock.
 pub(crate) fn lock_wait(ms: u64) -> Described {
     Described {
-        name: "lock.wait".to_owned(),
+        name: "lock.wait".into(),
         kind: SpanKind::Internal,
         attributes: vec![KeyValue::new("stowage.wait_ms", ms as i64)],
     }
@@ -104,7 +106,7 @@ pub(crate) fn cache(request: &CacheRequest) -> Described {
         CacheRequest::Put { key, .. } => ("cache.put", key),
     };
     Described {
-        name: name.to_owned(),
+        name: name.into(),
         kind: SpanKind::Client,
         attributes: vec![
             KeyValue::new("stowage.cache.kind", key_kind(key)),
@@ -115,7 +117,7 @@ pub(crate) fn cache(request: &CacheRequest) -> Described {
 
 pub(crate) fn upstream(kind: &'static str) -> Described {
     Described {
-        name: format!("upstream.{kind}"),
+        name: format!("upstream.{kind}").into(),
         kind: SpanKind::Client,
         attributes: Vec::new(),
     }
@@ -123,7 +125,7 @@ pub(crate) fn upstream(kind: &'static str) -> Described {
 
 pub(crate) fn webhooks(webhooks: &[String]) -> Described {
     Described {
-        name: "webhook.deliver".to_owned(),
+        name: "webhook.deliver".into(),
         kind: SpanKind::Client,
         attributes: vec![KeyValue::new("stowage.webhooks", webhooks.join(","))],
     }
