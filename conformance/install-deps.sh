@@ -4,7 +4,8 @@
 #   - a Python venv at <repo>/.venv with pytest, oras, requests, moto, boto3,
 #     matplotlib (for the benchmark chart, conformance/bench/chart.py), bcrypt and
 #     cryptography (htpasswd entries and token signing in the auth tests), and pyjwt (the
-#     OIDC provider of conformance/auth/), pyyaml (deploy/'s manifests, in test_deploy.py)
+#     OIDC provider of conformance/auth/), pyyaml (deploy/'s manifests, in test_deploy.py),
+#     opentelemetry-proto (the OTLP trace exports the test collector decodes, conformance/live/otlp_receiver.py)
 #   - Garage, an S3-compatible store, with cargo (conformance/live/services.py runs it)
 # Idempotent and quick when everything is already present.
 set -euo pipefail
@@ -16,9 +17,11 @@ VENV="${REPO_ROOT}/.venv"
 # prometheus: its promtool checks the PromQL of deploy/ (no Prometheus server is started).
 APT_PACKAGES=(skopeo podman runc umoci buildah docker-registry docker.io redis-server wrk hey
               prometheus python3 python3-venv)
-PIP_PACKAGES=(pytest oras requests "moto[server]" boto3 matplotlib bcrypt cryptography pyjwt pyyaml)
+PIP_PACKAGES=(pytest oras requests "moto[server]" boto3 matplotlib bcrypt cryptography pyjwt pyyaml
+              opentelemetry-proto)
 # Module names used to check whether the pip packages are already installed.
-PIP_MODULES=(pytest oras requests moto boto3 flask matplotlib bcrypt cryptography jwt yaml)
+PIP_MODULES=(pytest oras requests moto boto3 flask matplotlib bcrypt cryptography jwt yaml
+             opentelemetry.proto.collector.trace.v1.trace_service_pb2)
 
 log() { echo "install-deps: $*" >&2; }
 

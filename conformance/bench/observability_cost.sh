@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
-# What metrics and the access log cost: manifest GETs (wrk, 2 threads, 32 connections, 5 s, the
-# same request as runtimes.sh) against one binary with metrics and the access log on, off, and
-# each alone, taking turns for ROUNDS rounds; each run prints req/s and the server's CPU per
-# request (/proc/PID/stat), which moves less than req/s when other work shares the machine.
+# What metrics, the access log and traces cost: manifest GETs (wrk, 2 threads, 32 connections,
+# 5 s, the same request as runtimes.sh) against one binary with metrics and the access log on,
+# off, and each alone, and with both on plus traces (every request sampled, and 1 in 100) sent
+# to a collector (conformance/live/otlp_receiver.py, which takes each export without decoding
+# it), taking turns for ROUNDS rounds; each run prints req/s and the server's CPU per request
+# (/proc/PID/stat), which moves less than req/s when other work shares the machine.
 # Usage: conformance/bench/observability_cost.sh [BIN] [ROUNDS]
 set -euo pipefail
-bin=${1:-target/release/stowage}; rounds=${2:-3}; work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+root=$(cd "$(dirname "$0")/../.." && pwd)
+bin=${1:-target/release/stowage}; rounds=${2:-3}; work=$(mktemp -d)
+collector_port=$((20000 + RANDOM % 20000))
+"$root/.venv/bin/python" "$root/conformance/live/otlp_receiver.py" $collector_port & collector=$!
+trap 'kill $collector; rm -rf "$work"' EXIT
+traces=$(printf '[observability.tracing]\nendpoint="http://127.0.0.1:%s/v1/traces"' $collector_port)
 cat > $work/manifest <<JSON
 {"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}
 JSON
@@ -28,4 +35,6 @@ for r in $(seq $rounds); do
   run log $'[observability.metrics]\nenabled=false'
   run on ''
   run off $'[observability.metrics]\nenabled=false\n[observability.log]\naccess_log=false'
+  run traced "$traces"
+  run sampled "$traces"$'\nsampling_rate=0.01'
 done

@@ -162,6 +162,29 @@ impl StorageRequest {
         }
     }
 
+    /// The object or folder the request is about, as a trace names it: the key read, written
+    /// or deleted, the folder listed or emptied, a concatenation's target, or the first of
+    /// the pieces hashed.
+    pub fn subject(&self) -> &str {
+        match self {
+            StorageRequest::Stat { key, .. }
+            | StorageRequest::Inspect { key, .. }
+            | StorageRequest::Read { key, .. }
+            | StorageRequest::ReadVersioned { key, .. }
+            | StorageRequest::Write { key, .. }
+            | StorageRequest::WriteBody { key, .. }
+            | StorageRequest::WriteBodyAt { key, .. }
+            | StorageRequest::Delete { key, .. } => key,
+            StorageRequest::DeleteAll { prefix, .. } | StorageRequest::List { prefix, .. } => {
+                prefix
+            }
+            StorageRequest::Concat { to, .. } => to,
+            StorageRequest::HashStored { pieces, .. } => {
+                pieces.first().map_or("", |piece| piece.key.as_str())
+            }
+        }
+    }
+
     /// Whether the request streams the request body into storage (an upload in flight).
     pub fn streams_body(&self) -> bool {
         matches!(

@@ -62,14 +62,15 @@ impl Default for GcSection {
     }
 }
 
-/// `[observability]`: metrics, readiness and logs.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// `[observability]`: metrics, readiness, logs and traces.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ObservabilitySettings {
     /// How long each `/readyz` check (the metadata store, Redis) may take.
     pub readiness_timeout_ms: u64,
     pub metrics: MetricsSettings,
     pub log: LogSettings,
+    pub tracing: TracingSettings,
 }
 
 impl Default for ObservabilitySettings {
@@ -78,7 +79,29 @@ impl Default for ObservabilitySettings {
             readiness_timeout_ms: 2000,
             metrics: MetricsSettings::default(),
             log: LogSettings::default(),
+            tracing: TracingSettings::default(),
         }
+    }
+}
+
+/// `[observability.tracing]`: a span per registry request, with its storage, lock and cache
+/// steps as children, sent to an OpenTelemetry collector over OTLP/HTTP. Off (and free)
+/// without an `endpoint`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingSettings {
+    /// The collector's OTLP/HTTP traces URL, used as given
+    /// (`http://127.0.0.1:4318/v1/traces`).
+    pub endpoint: Option<String>,
+    /// The share of requests traced, 0.0 to 1.0 (default 1.0), for requests whose client
+    /// did not decide it in its `traceparent`.
+    pub sampling_rate: Option<f64>,
+}
+
+impl TracingSettings {
+    /// The share of requests traced.
+    pub fn sampling_rate(&self) -> f64 {
+        self.sampling_rate.unwrap_or(1.0)
     }
 }
 
@@ -393,6 +416,27 @@ impl Config {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&observability.log.level) {
             return Err(invalid("observability.log.level", &e.to_string()));
         }
+        let tracing = &observability.tracing;
+        if let Some(endpoint) = &tracing.endpoint {
+            let scheme = url::Url::parse(endpoint).map(|url| url.scheme().to_owned());
+            if !matches!(scheme.as_deref(), Ok("http" | "https")) {
+                return Err(invalid(
+                    "observability.tracing.endpoint",
+                    "must be an http:// or https:// URL",
+                ));
+            }
+        } else if tracing.sampling_rate.is_some() {
+            return Err(invalid(
+                "observability.tracing.sampling_rate",
+                "needs observability.tracing.endpoint",
+            ));
+        }
+        if !(0.0..=1.0).contains(&tracing.sampling_rate()) {
+            return Err(invalid(
+                "observability.tracing.sampling_rate",
+                "must be between 0.0 and 1.0",
+            ));
+        }
         if let Err(e) = stowage_webhooks::subscriptions(&self.event_webhook) {
             let key = format!("event_webhook.{}.{}", e.webhook, e.key);
             return Err(invalid(&key, &e.reason));
@@ -552,6 +596,7 @@ mod tests {
         assert_eq!(config.metrics.port, None);
         assert_eq!(config.log.format, LogFormat::Text);
         assert_eq!(config.readiness_timeout_ms, 2000);
+        assert_eq!(config.tracing.endpoint, None);
         let config = parse(
             r#"
             [observability]
@@ -563,10 +608,18 @@ mod tests {
             format = "json"
             level = "warn,stowage::access=info"
             access_log = false
+            [observability.tracing]
+            endpoint = "http://127.0.0.1:4318/v1/traces"
+            sampling_rate = 0.25
             "#,
         )
         .unwrap()
         .observability;
+        assert_eq!(
+            config.tracing.endpoint.as_deref(),
+            Some("http://127.0.0.1:4318/v1/traces")
+        );
+        assert_eq!(config.tracing.sampling_rate(), 0.25);
         assert_eq!(config.metrics.port, Some(9100));
         assert_eq!(config.log.format, LogFormat::Json);
         assert!(!config.log.access_log);
@@ -576,6 +629,12 @@ mod tests {
             "[observability.metrics]\nbind_address = \"0.0.0.0\"\n",
             "[observability]\nreadiness_timeout_ms = 0\n",
             "[observability.metrics]\npath = \"/m\"\n",
+            "[observability.tracing]\nsampling_rate = 0.5\n",
+            "[observability.tracing]\nendpoint = \"127.0.0.1:4318\"\n",
+            "[observability.tracing]\nendpoint = \"grpc://c:4317\"\n",
+            "[observability.tracing]\nendpoint = \"http://c:4318\"\nsampling_rate = 1.5\n",
+            "[observability.tracing]\nendpoint = \"http://c:4318\"\nsampling_rate = nan\n",
+            "[observability.tracing]\nendpoint = \"http://c:4318\"\nsampling_rate = -0.1\n",
         ] {
             let err = parse(bad).unwrap_err().to_string();
             assert!(

@@ -57,7 +57,7 @@ async fn collect(
     settings: GcSettings,
 ) -> Result<Collected, GcError> {
     let op = registry.collect(settings.clone(), entropy()?);
-    let response = stowage_driver::drive(op, backends, &mut ()).await;
+    let response = stowage_driver::drive(op, backends, &mut (), None).await;
     let body = match &response.body {
         Body::Bytes(bytes) => bytes.as_ref(),
         _ => &[],

@@ -15,6 +15,7 @@ mod mirror;
 mod prometheus;
 mod spread;
 mod tls;
+mod traces;
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
@@ -79,6 +80,8 @@ pub enum StartError {
     Hash(String),
     #[error("cannot set up metrics: {0}")]
     Metrics(String),
+    #[error("cannot set up tracing: {0}")]
+    Tracing(String),
     #[error(transparent)]
     Webhooks(#[from] stowage_webhooks::WebhookError),
     #[error("garbage collection: {0}")]
@@ -181,7 +184,7 @@ pub fn tls(config: &Config) -> Result<Option<Tls>, StartError> {
 }
 
 /// What the service tells about itself, from `[observability]`; starts the metrics
-/// recorder, and the metrics listener when it has a port of its own.
+/// recorder, the metrics listener when it has a port of its own, and the trace exporter.
 fn observability(config: &Config) -> Result<Observability, StartError> {
     let settings = &config.observability;
     let metrics = match settings.metrics.enabled {
@@ -200,6 +203,7 @@ fn observability(config: &Config) -> Result<Observability, StartError> {
         metrics,
         access_log: settings.log.access_log,
         readiness_timeout: Duration::from_millis(settings.readiness_timeout_ms),
+        tracing: traces::start(&settings.tracing)?,
     })
 }
 

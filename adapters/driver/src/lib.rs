@@ -5,6 +5,7 @@ mod backends;
 mod keep_alive;
 mod measure;
 mod memory;
+mod trace;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -21,6 +22,7 @@ pub use backends::{
 };
 pub use measure::describe_metrics;
 pub use memory::{MemoryCacheStore, MemoryLockStore};
+pub use trace::Traced;
 
 /// Wall-clock time as the core counts it.
 pub fn now() -> Millis {
@@ -30,8 +32,14 @@ pub fn now() -> Millis {
     Millis(since_epoch.as_millis() as u64)
 }
 
-/// Runs `op` to completion. `body` is the request body.
-pub async fn drive(mut op: Operation, backends: &Backends, body: &mut impl BodySource) -> Response {
+/// Runs `op` to completion. `body` is the request body; `trace`, when the request is traced,
+/// gets a span for each step.
+pub async fn drive(
+    mut op: Operation,
+    backends: &Backends,
+    body: &mut impl BodySource,
+    trace: Option<&Traced<'_>>,
+) -> Response {
     let mut held = HeldLocks::default();
     loop {
         let now = now();
@@ -40,16 +48,22 @@ pub async fn drive(mut op: Operation, backends: &Backends, body: &mut impl BodyS
             Step::Storage(request) => {
                 let backend = backends.storage.backend(request.store()).kind();
                 let kind = request.kind();
+                let mut span = trace::span(trace, || {
+                    trace::storage(backend, kind, request.store(), request.subject())
+                });
                 let _upload = request.streams_body().then(measure::UploadInFlight::start);
                 let started = Instant::now();
                 let work = backends.storage.perform(request, body);
                 let outcome = held.during(backends, work).await;
-                measure::storage(backend, kind, &outcome, started.elapsed());
+                let label = measure::storage(backend, kind, &outcome, started.elapsed());
+                span.outcome(label, failure(&outcome));
                 outcome
             }
             Step::Lock(request) => {
+                let mut span = trace::span(trace, || trace::lock(&request));
                 let result = backends.locks.apply(&request, now).await;
-                measure::lock(&request, &result);
+                let label = measure::lock(&request, &result);
+                span.outcome(label, result.as_ref().err().map(|e| e.message.as_str()));
                 match result {
                     Ok(taken) => {
                         held.track(&request, taken);
@@ -63,9 +77,12 @@ pub async fn drive(mut op: Operation, backends: &Backends, body: &mut impl BodyS
                     CacheRequest::Get { key } => Some(key_kind(key)),
                     CacheRequest::Put { .. } | CacheRequest::Remove { .. } => None,
                 };
+                let mut span = trace::span(trace, || trace::cache(&request));
                 let result = backends.cache.apply(request, now).await;
-                if let Some(kind) = lookup {
-                    measure::cache_lookup(kind, &result);
+                let error = result.as_ref().err().map(|e| e.message.as_str());
+                match lookup {
+                    Some(kind) => span.outcome(measure::cache_lookup(kind, &result), error),
+                    None => span.outcome(if error.is_some() { "error" } else { "ok" }, error),
                 }
                 match result {
                     Ok(value) => Outcome::Cache(value),
@@ -75,10 +92,11 @@ pub async fn drive(mut op: Operation, backends: &Backends, body: &mut impl BodyS
             // A fetch runs as long as the blob is large: the fetch lock must outlive it.
             Step::Upstream(request) => {
                 let kind = request.kind();
+                let mut span = trace::span(trace, || trace::upstream(kind));
                 let started = Instant::now();
                 let work = backends.upstreams.perform(request, &backends.storage);
                 let answer = held.during(backends, work).await;
-                measure::upstream(kind, &answer, started.elapsed());
+                span.outcome(measure::upstream(kind, &answer, started.elapsed()), None);
                 Outcome::Upstream(answer)
             }
             Step::ReadBody { limit } => {
@@ -91,8 +109,16 @@ pub async fn drive(mut op: Operation, backends: &Backends, body: &mut impl BodyS
                 webhooks,
                 policy,
             }) => {
+                let mut span = trace::span(trace, || trace::webhooks(&webhooks));
                 let delivery = backends.webhooks.deliver(&body, &webhooks, policy);
-                Outcome::Announced(held.during(backends, delivery).await)
+                let undelivered = held.during(backends, delivery).await;
+                let outcome = if undelivered.is_empty() {
+                    "ok"
+                } else {
+                    "undelivered"
+                };
+                span.outcome(outcome, undelivered.first().map(|u| u.reason.as_str()));
+                Outcome::Announced(undelivered)
             }
             Step::Announce(Announcement::Queued) => {
                 backends.webhooks.queued();
@@ -100,6 +126,7 @@ pub async fn drive(mut op: Operation, backends: &Backends, body: &mut impl BodyS
             }
             // Waiting for one lock must not let the ones already taken expire.
             Step::Sleep { ms } => {
+                let _span = trace::span(trace, || trace::lock_wait(ms));
                 let waited = Duration::from_millis(ms);
                 held.during(backends, backends.timer.sleep(waited)).await;
                 measure::lock_wait(waited);
@@ -107,6 +134,15 @@ pub async fn drive(mut op: Operation, backends: &Backends, body: &mut impl BodyS
             }
         };
         op.on_result(outcome);
+    }
+}
+
+/// The backend's message when a storage operation failed (a refused body is the client's
+/// doing, not a failure).
+fn failure(outcome: &Outcome) -> Option<&str> {
+    match outcome {
+        Outcome::Failed(e) => Some(&e.message),
+        _ => None,
     }
 }
 

@@ -62,18 +62,20 @@ pub fn describe_metrics() {
     );
 }
 
-/// Counts one storage operation of `kind` on a `backend`, with its latency.
+/// Counts one storage operation of `kind` on a `backend`, with its latency; its outcome's
+/// label.
 pub(crate) fn storage(
     backend: &'static str,
     kind: &'static str,
     outcome: &Outcome,
     took: Duration,
-) {
+) -> &'static str {
     let outcome = storage_outcome(outcome);
     metrics::counter!(STORAGE_OPERATIONS, "backend" => backend, "operation" => kind, "outcome" => outcome)
         .increment(1);
     metrics::histogram!(STORAGE_DURATION, "backend" => backend, "operation" => kind)
         .record(took.as_secs_f64());
+    outcome
 }
 
 fn storage_outcome(outcome: &Outcome) -> &'static str {
@@ -105,13 +107,14 @@ impl Drop for UploadInFlight {
     }
 }
 
-/// Counts one lock request and what came of it.
-pub(crate) fn lock(request: &LockRequest, result: &Result<bool, IoError>) {
+/// Counts one lock request and what came of it; its outcome's label.
+pub(crate) fn lock(request: &LockRequest, result: &Result<bool, IoError>) -> &'static str {
     let (request, outcome, lost) = lock_labels(request, result);
     metrics::counter!(LOCK_REQUESTS, "request" => request, "outcome" => outcome).increment(1);
     if lost {
         metrics::counter!(LOCK_LOSSES).increment(1);
     }
+    outcome
 }
 
 /// The request's label, its outcome's, and whether it found the lock lost.
@@ -136,8 +139,12 @@ pub(crate) fn lock_wait(waited: Duration) {
     metrics::histogram!(LOCK_WAITS).record(waited.as_secs_f64());
 }
 
-/// Counts one upstream request of `kind` and what came of it.
-pub(crate) fn upstream(kind: &'static str, answer: &UpstreamAnswer, took: Duration) {
+/// Counts one upstream request of `kind` and what came of it; its result's label.
+pub(crate) fn upstream(
+    kind: &'static str,
+    answer: &UpstreamAnswer,
+    took: Duration,
+) -> &'static str {
     let result = match answer {
         UpstreamAnswer::Manifest { .. }
         | UpstreamAnswer::Found
@@ -149,16 +156,21 @@ pub(crate) fn upstream(kind: &'static str, answer: &UpstreamAnswer, took: Durati
     };
     metrics::counter!(UPSTREAM_REQUESTS, "request" => kind, "result" => result).increment(1);
     metrics::histogram!(UPSTREAM_DURATION, "request" => kind).record(took.as_secs_f64());
+    result
 }
 
-/// Counts one cache lookup of a key of `kind`.
-pub(crate) fn cache_lookup(kind: &'static str, result: &Result<Option<Bytes>, IoError>) {
+/// Counts one cache lookup of a key of `kind`; its result's label.
+pub(crate) fn cache_lookup(
+    kind: &'static str,
+    result: &Result<Option<Bytes>, IoError>,
+) -> &'static str {
     let result = match result {
         Ok(Some(_)) => "hit",
         Ok(None) => "miss",
         Err(_) => "error",
     };
     metrics::counter!(CACHE_LOOKUPS, "kind" => kind, "result" => result).increment(1);
+    result
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use stowage_core::names::RepoName;
 
+use crate::trace::RequestSpan;
 use crate::{ResponseBody, measure};
 
 /// The target of access log lines, so they can be filtered (`RUST_LOG=stowage::access=off`).
@@ -35,6 +36,8 @@ pub(crate) struct Exchange {
     /// The answer's status, once there is one.
     status: Option<StatusCode>,
     sent: u64,
+    /// The request's span, when it is traced.
+    trace: Option<RequestSpan>,
 }
 
 impl Exchange {
@@ -43,6 +46,7 @@ impl Exchange {
         client: IpAddr,
         request_id: HeaderValue,
         access_log: bool,
+        trace: Option<RequestSpan>,
     ) -> Self {
         measure::request_started();
         Exchange {
@@ -57,11 +61,15 @@ impl Exchange {
             access_log,
             status: None,
             sent: 0,
+            trace,
         }
     }
 
     pub(crate) fn route(&mut self, template: &'static str, repository: Option<&RepoName>) {
         self.route = template;
+        if let Some(trace) = &self.trace {
+            trace.route(&self.method, template, repository);
+        }
         if self.access_log {
             self.repository = repository.cloned();
         }
@@ -75,6 +83,11 @@ impl Exchange {
 
     pub(crate) fn received(&mut self, bytes: u64) {
         self.received = bytes;
+    }
+
+    /// The request's span, when it is traced.
+    pub(crate) fn trace(&self) -> Option<&RequestSpan> {
+        self.trace.as_ref()
     }
 
     /// Hands the response on with a body that completes the exchange when it ends.
@@ -104,6 +117,9 @@ impl Drop for Exchange {
             self.sent,
             took,
         );
+        if let Some(trace) = &self.trace {
+            trace.finish(self.status, self.received, self.sent);
+        }
         if !self.access_log {
             return;
         }

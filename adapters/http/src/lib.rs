@@ -11,6 +11,7 @@ mod measure;
 mod peer;
 mod request_body;
 mod request_id;
+mod trace;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -38,6 +39,7 @@ pub use exchange::ACCESS_LOG_TARGET;
 pub use measure::describe_metrics;
 pub use peer::Peer;
 pub use request_body::{BodyPace, RequestBody};
+pub use trace::Tracing;
 
 /// Renders the metrics in Prometheus' text format.
 pub type RenderMetrics = Arc<dyn Fn() -> String + Send + Sync>;
@@ -52,6 +54,8 @@ pub struct Observability {
     pub access_log: bool,
     /// How long each `/readyz` check may take.
     pub readiness_timeout: Duration,
+    /// A span for each registry request; `None` when tracing is off.
+    pub tracing: Option<Tracing>,
 }
 
 pub type ResponseBody = UnsyncBoxBody<Bytes, std::io::Error>;
@@ -91,6 +95,7 @@ struct Inner {
     access_log: bool,
     readiness: Probe,
     request_ids: RequestIds,
+    tracing: Option<Tracing>,
 }
 
 /// The server's own endpoints, outside the Distribution API and its authentication.
@@ -129,7 +134,15 @@ impl Service {
                 metrics: observability.metrics,
                 access_log: observability.access_log,
                 request_ids: RequestIds::new(u64::from_le_bytes(prefix)),
+                tracing: observability.tracing,
             }),
+        }
+    }
+
+    /// Called once the server has stopped serving: sends the spans not exported yet.
+    pub fn shutdown(&self) {
+        if let Some(tracing) = &self.inner.tracing {
+            tracing.shutdown();
         }
     }
 
@@ -200,14 +213,23 @@ impl Service {
         let request_id = inner
             .request_ids
             .for_request(parts.headers.get(X_REQUEST_ID));
+        let path = parts.uri.path();
+        let own = self.own_endpoint(path);
+        // The server's own endpoints (probes, scrapes) are not traced.
+        let trace = match (&own, &inner.tracing) {
+            (None, Some(tracing)) => {
+                tracing.start(&parts.method, &parts.headers, peer.address, &request_id)
+            }
+            _ => None,
+        };
         let mut exchange = Exchange::start(
             parts.method.clone(),
             peer.address,
             request_id.clone(),
             inner.access_log,
+            trace,
         );
-        let path = parts.uri.path();
-        let response = match self.own_endpoint(path) {
+        let response = match own {
             Some(own) => {
                 exchange.route(labels::unrouted(path), None);
                 self.serve_own(own).await
@@ -290,7 +312,8 @@ impl Service {
             (Ok(caller), Some(entropy)) => {
                 exchange.identity(caller.identity_id());
                 let op = inner.registry.handle_route(route, head, caller, entropy);
-                drive(op, &inner.backends, &mut body).await
+                let traced = exchange.trace().map(|trace| trace.traced());
+                drive(op, &inner.backends, &mut body, traced.as_ref()).await
             }
             (Err(answer), _) => answer,
             (Ok(_), None) => stowage_auth::error_response(

@@ -117,5 +117,6 @@ pub async fn serve(
     if !finished {
         tracing::warn!("in-flight requests still running after {timeout:?}; stopping anyway");
     }
+    service.shutdown();
     Ok(())
 }

@@ -112,6 +112,7 @@ async fn serve(config: Config, workers: &Workers) -> Result<(), StartError> {
     {
         tracing::warn!("in-flight requests still running after {timeout:?}; stopping anyway");
     }
+    service.shutdown();
     Ok(())
 }
 
