@@ -206,3 +206,10 @@ pub fn queued_event_webhook(name: &str) -> Option<&str> {
     let (_time, _id) = (parts.next()?, parts.next()?);
     parts.next().filter(|webhook| !webhook.is_empty())
 }
+
+/// The folders of a listing (the entries ending in `/`, as every store lists them), by name.
+pub fn folders(entries: Vec<String>) -> impl Iterator<Item = String> {
+    entries
+        .into_iter()
+        .filter_map(|e| e.strip_suffix('/').map(str::to_owned))
+}

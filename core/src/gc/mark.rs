@@ -82,12 +82,6 @@ pub(super) async fn mark(
     Ok(marking)
 }
 
-fn folders(entries: Vec<String>) -> impl Iterator<Item = String> {
-    entries
-        .into_iter()
-        .filter_map(|e| e.strip_suffix('/').map(str::to_owned))
-}
-
 /// Every repository: the folders below `v2/repositories/` holding `_manifests/` or
 /// `_layers/`, at any depth (as the catalog finds them).
 pub(super) async fn repositories(ctx: &Ctx) -> Result<Vec<RepoName>, RegistryError> {
@@ -104,7 +98,7 @@ pub(super) async fn repositories(ctx: &Ctx) -> Result<Vec<RepoName>, RegistryErr
             found.push(name);
         }
         pending.extend(
-            folders(entries)
+            layout::folders(entries)
                 .filter(|e| !e.starts_with('_'))
                 .map(|e| format!("{prefix}{e}/")),
         );
@@ -119,9 +113,11 @@ pub(super) async fn digests_below(
     dir: &str,
 ) -> Result<Vec<Digest>, RegistryError> {
     let mut digests = Vec::new();
-    for algorithm in folders(ctx.list(store, dir.to_owned()).await?) {
+    for algorithm in layout::folders(ctx.list(store, dir.to_owned()).await?) {
         let below = ctx.list(store, format!("{dir}{algorithm}/")).await?;
-        digests.extend(folders(below).filter_map(|hex| format!("{algorithm}:{hex}").parse().ok()));
+        digests.extend(
+            layout::folders(below).filter_map(|hex| format!("{algorithm}:{hex}").parse().ok()),
+        );
     }
     Ok(digests)
 }
@@ -160,7 +156,7 @@ async fn tagged(
     untagged: &BTreeSet<(RepoName, Tag)>,
 ) -> Result<BTreeSet<Digest>, RegistryError> {
     let mut found = BTreeSet::new();
-    for tag in folders(ctx.list(Store::Meta, layout::tags_dir(name)).await?) {
+    for tag in layout::folders(ctx.list(Store::Meta, layout::tags_dir(name)).await?) {
         let Ok(tag) = tag.parse::<Tag>() else {
             continue;
         };

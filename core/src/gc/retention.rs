@@ -84,8 +84,8 @@ async fn tags_of(
     name: &RepoName,
 ) -> Result<Vec<(TagPush, Option<Digest>)>, RegistryError> {
     let mut found = Vec::new();
-    for entry in ctx.list(Store::Meta, layout::tags_dir(name)).await? {
-        let Some(Ok(tag)) = entry.strip_suffix('/').map(str::parse::<Tag>) else {
+    for folder in layout::folders(ctx.list(Store::Meta, layout::tags_dir(name)).await?) {
+        let Ok(tag) = folder.parse::<Tag>() else {
             continue;
         };
         let current = layout::tag_current(name, &tag);

@@ -25,12 +25,6 @@ pub(super) struct UnreferencedBlob {
     size: u64,
 }
 
-fn folders(entries: Vec<String>) -> impl Iterator<Item = String> {
-    entries
-        .into_iter()
-        .filter_map(|e| e.strip_suffix('/').map(str::to_owned))
-}
-
 /// The content addresses of `store` not in `live` and written before the grace period,
 /// one `<alg>/<xx>/` folder in memory at a time.
 pub(super) async fn unreferenced(
@@ -42,12 +36,12 @@ pub(super) async fn unreferenced(
     now: Millis,
 ) -> Result<Vec<UnreferencedBlob>, RegistryError> {
     let mut found = Vec::new();
-    for algorithm in folders(ctx.list(store, layout::BLOBS.to_owned()).await?) {
+    for algorithm in layout::folders(ctx.list(store, layout::BLOBS.to_owned()).await?) {
         let by_algorithm = format!("{}{algorithm}/", layout::BLOBS);
-        for prefix in folders(ctx.list(store, by_algorithm.clone()).await?) {
+        for prefix in layout::folders(ctx.list(store, by_algorithm.clone()).await?) {
             let folder = format!("{by_algorithm}{prefix}/");
             ctx.ensure(lease).await?;
-            for hex in folders(ctx.list(store, folder).await?) {
+            for hex in layout::folders(ctx.list(store, folder).await?) {
                 let Ok(digest) = format!("{algorithm}:{hex}").parse::<Digest>() else {
                     continue;
                 };

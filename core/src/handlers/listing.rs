@@ -36,18 +36,13 @@ fn next_link(path: &str, items: &[String], page: &Page) -> Option<String> {
     Some(format!("<{path}?{query}>; rel=\"next\""))
 }
 
-fn folders(entries: Vec<String>) -> impl Iterator<Item = String> {
-    entries
-        .into_iter()
-        .filter_map(|e| e.strip_suffix('/').map(str::to_owned))
-}
-
 pub(super) async fn tags(
     ctx: &Ctx,
     name: &RepoName,
     page: Page,
 ) -> Result<Response, RegistryError> {
-    let tags: Vec<String> = folders(ctx.list(Store::Meta, layout::tags_dir(name)).await?).collect();
+    let tags: Vec<String> =
+        layout::folders(ctx.list(Store::Meta, layout::tags_dir(name)).await?).collect();
     if tags.is_empty() && !repository_exists(ctx, name).await? {
         return Err(RegistryError::new(
             ErrorCode::NameUnknown,
