@@ -379,6 +379,12 @@ pub enum UpstreamAnswer {
 #[derive(Debug)]
 pub enum Step {
     Storage(StorageRequest),
+    /// Storage requests independent of one another (a manifest's existence checks, a
+    /// collector's wave of deletions): the driver may perform them at once and in any
+    /// order, and answers with [`Outcome::Batch`]. None streams the request body. An
+    /// operation that needs one answer before asking another must not batch them. On S3
+    /// this is what keeps an image with many layers from costing a round trip per layer.
+    StorageBatch(Vec<StorageRequest>),
     Lock(LockRequest),
     Cache(CacheRequest),
     Upstream(UpstreamRequest),
@@ -440,6 +446,8 @@ pub enum Outcome {
     Upstream(UpstreamAnswer),
     /// The webhooks of an [`Announcement::Deliver`] that did not take the event.
     Announced(Vec<Undelivered>),
+    /// The outcomes of a [`Step::StorageBatch`], in the order its requests were asked.
+    Batch(Vec<Outcome>),
     Failed(IoError),
 }
 

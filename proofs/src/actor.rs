@@ -4,9 +4,10 @@
 use stowage_core::Registry;
 use stowage_core::gc::GcSettings;
 use stowage_core::op::Operation;
-use stowage_core::step::{Millis, Outcome, Response, Step};
+use stowage_core::step::{Millis, Outcome, Response, Step, StorageRequest};
 
 use crate::request::Request;
+use crate::rng::SimRng;
 use crate::store::RequestBody;
 use crate::world::MAX_STEPS;
 use crate::world::{Performed, World};
@@ -24,6 +25,19 @@ pub struct Actor {
     body: RequestBody,
     /// A sleeping operation is not polled before this time.
     wake_at: Millis,
+    /// The storage batch in flight: its requests go out one step at a time, in a random
+    /// order, interleaved with other actors' steps, as a driver performing them at once may.
+    batch: Option<Batch>,
+    rng: SimRng,
+}
+
+/// A [`Step::StorageBatch`] being performed member by member.
+struct Batch {
+    /// Not yet asked, with their places in the batch; the next one is popped.
+    waiting: Vec<(usize, StorageRequest)>,
+    /// The place of the member last asked.
+    asked: usize,
+    outcomes: Vec<Option<Outcome>>,
 }
 
 impl Actor {
@@ -36,6 +50,8 @@ impl Actor {
             ),
             body: request.body,
             wake_at: Millis(0),
+            batch: None,
+            rng: SimRng::new(seed),
         }
     }
 
@@ -45,6 +61,8 @@ impl Actor {
             op: registry.collect(settings, stowage_core::Entropy::from_seed(seed)),
             body: RequestBody::default(),
             wake_at: Millis(0),
+            batch: None,
+            rng: SimRng::new(seed),
         }
     }
 
@@ -57,9 +75,34 @@ impl Actor {
         self.wake_at
     }
 
-    /// The operation's next step.
+    /// The operation's next step; a member of its storage batch while one is in flight.
     pub fn poll(&mut self, now: Millis) -> Step {
-        self.op.poll(now)
+        if let Some(batch) = &mut self.batch
+            && let Some((place, request)) = batch.waiting.pop()
+        {
+            batch.asked = place;
+            return Step::Storage(request);
+        }
+        match self.op.poll(now) {
+            Step::StorageBatch(requests) if requests.is_empty() => {
+                self.op.on_result(Outcome::Batch(Vec::new()));
+                self.poll(now)
+            }
+            Step::StorageBatch(requests) => {
+                let mut waiting: Vec<_> = requests.into_iter().enumerate().collect();
+                for i in (1..waiting.len()).rev() {
+                    waiting.swap(i, self.rng.index(i + 1));
+                }
+                let outcomes = waiting.iter().map(|_| None).collect();
+                self.batch = Some(Batch {
+                    waiting,
+                    asked: 0,
+                    outcomes,
+                });
+                self.poll(now)
+            }
+            step => step,
+        }
     }
 
     /// Performs `step` (a sleep just sets the wake-up time) without feeding the outcome back.
@@ -85,9 +128,20 @@ impl Actor {
         }
     }
 
-    /// Feeds an outcome back (a faulty one, when the caller injects faults).
+    /// Feeds an outcome back (a faulty one, when the caller injects faults); a batch's
+    /// outcomes go back together once its last member is answered.
     pub fn answer(&mut self, outcome: Outcome) {
-        self.op.on_result(outcome);
+        let Some(batch) = &mut self.batch else {
+            self.op.on_result(outcome);
+            return;
+        };
+        batch.outcomes[batch.asked] = Some(outcome);
+        if batch.waiting.is_empty() {
+            let outcomes = std::mem::take(&mut batch.outcomes);
+            self.batch = None;
+            self.op
+                .on_result(Outcome::Batch(outcomes.into_iter().flatten().collect()));
+        }
     }
 }
 

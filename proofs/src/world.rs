@@ -57,6 +57,16 @@ impl World {
             Step::Done(response) => return Performed::Done(response),
             Step::Sleep { ms } => return Performed::Sleep(ms),
             Step::Storage(request) => self.store.perform(request, body, self.now),
+            // Performed last to first, so that no answer lands by the order asked.
+            Step::StorageBatch(requests) => {
+                let mut outcomes: Vec<Outcome> = requests
+                    .into_iter()
+                    .rev()
+                    .map(|request| self.store.perform(request, body, self.now))
+                    .collect();
+                outcomes.reverse();
+                Outcome::Batch(outcomes)
+            }
             Step::Lock(request) => Outcome::Lock(self.lock(&request)),
             Step::Cache(request) => Outcome::Cache(self.cache.apply(request, self.now)),
             Step::ReadBody { limit } => Outcome::BodyBytes(body.read_all(limit)),

@@ -1,6 +1,7 @@
 //! The simulated cluster over many seeds (see `stowage_proofs::sim`). `SIM_SEED=<n>` runs
 //! only seed `n`: every failure prints the command that replays it; `SIM_TRACE=1` with it
-//! prints the requests of a run whose end state breaks an invariant.
+//! prints the requests of a run whose end state breaks an invariant. `SIM_SEEDS=<count>`
+//! runs that many seeds instead of the default (a longer soak).
 
 use stowage_proofs::sim;
 
@@ -23,7 +24,12 @@ fn cluster_simulation_with_collector() {
 fn run_seeds(run: fn(u64) -> Result<sim::Summary, sim::Violation>) {
     let seeds: Vec<u64> = match std::env::var("SIM_SEED") {
         Ok(seed) => vec![seed.trim().parse().expect("SIM_SEED is a number")],
-        Err(_) => (0..SEEDS).collect(),
+        Err(_) => {
+            let count = std::env::var("SIM_SEEDS").map_or(SEEDS, |count| {
+                count.trim().parse().expect("SIM_SEEDS is a number")
+            });
+            (0..count).collect()
+        }
     };
     let mut failures = Vec::new();
     let mut totals = sim::Summary::default();

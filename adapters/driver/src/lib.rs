@@ -10,9 +10,12 @@ mod trace;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
+use futures_util::{StreamExt, stream};
 use stowage_core::cache::key_kind;
 use stowage_core::op::Operation;
-use stowage_core::step::{Announcement, BodyError, CacheRequest, Millis, Outcome, Response, Step};
+use stowage_core::step::{
+    Announcement, BodyError, CacheRequest, IoError, Millis, Outcome, Response, Step, StorageRequest,
+};
 use stowage_storage::BodySource;
 
 use keep_alive::HeldLocks;
@@ -46,18 +49,23 @@ pub async fn drive(
         let outcome = match op.poll(now) {
             Step::Done(response) => return response,
             Step::Storage(request) => {
-                let backend = backends.storage.backend(request.store()).kind();
-                let kind = request.kind();
-                let mut span = trace::span(trace, || {
-                    trace::storage(backend, kind, request.store(), request.subject())
-                });
-                let _upload = request.streams_body().then(measure::UploadInFlight::start);
-                let started = Instant::now();
-                let work = backends.storage.perform(request, body);
-                let outcome = held.during(backends, work).await;
-                let label = measure::storage(backend, kind, &outcome, started.elapsed());
-                span.outcome(label, failure(&outcome));
-                outcome
+                held.during(backends, storage(backends, request, body, trace))
+                    .await
+            }
+            Step::StorageBatch(requests) => {
+                let each = stream::iter(requests)
+                    .map(|request| async move {
+                        if request.streams_body() {
+                            return Outcome::Failed(IoError {
+                                message: "a storage batch cannot stream the request body"
+                                    .to_owned(),
+                            });
+                        }
+                        storage(backends, request, &mut (), trace).await
+                    })
+                    .buffered(BATCH_CONCURRENCY)
+                    .collect();
+                Outcome::Batch(held.during(backends, each).await)
             }
             Step::Lock(request) => {
                 let mut span = trace::span(trace, || trace::lock(&request));
@@ -135,6 +143,30 @@ pub async fn drive(
         };
         op.on_result(outcome);
     }
+}
+
+/// How many requests of one storage batch are in flight at once: enough that an image's
+/// layers are checked in one or two round trips, few enough not to flood the store.
+const BATCH_CONCURRENCY: usize = 32;
+
+/// Performs one storage request, measured and traced.
+async fn storage(
+    backends: &Backends,
+    request: StorageRequest,
+    body: &mut impl BodySource,
+    trace: Option<&Traced<'_>>,
+) -> Outcome {
+    let backend = backends.storage.backend(request.store()).kind();
+    let kind = request.kind();
+    let mut span = trace::span(trace, || {
+        trace::storage(backend, kind, request.store(), request.subject())
+    });
+    let _upload = request.streams_body().then(measure::UploadInFlight::start);
+    let started = Instant::now();
+    let outcome = backends.storage.perform(request, body).await;
+    let label = measure::storage(backend, kind, &outcome, started.elapsed());
+    span.outcome(label, failure(&outcome));
+    outcome
 }
 
 /// The backend's message when a storage operation failed (a refused body is the client's

@@ -14,7 +14,7 @@ use crate::manifest::Manifest;
 use crate::names::{RepoName, Tag};
 use crate::step::{Millis, Store};
 
-use super::GcSettings;
+use super::{GcSettings, PER_WAVE};
 
 /// What one mark found.
 #[derive(Debug, Default)]
@@ -132,21 +132,20 @@ async fn revisions(
     ctx: &Ctx,
     name: &RepoName,
 ) -> Result<BTreeMap<Digest, Revision>, RegistryError> {
-    let mut found = BTreeMap::new();
-    for digest in digests_below(ctx, Store::Meta, &layout::revisions_dir(name)).await? {
-        if let Some(info) = ctx
-            .inspect(Store::Meta, layout::revision_link(name, &digest))
-            .await?
-        {
-            found.insert(
-                digest,
-                Revision {
-                    written: info.modified,
-                },
-            );
-        }
-    }
-    Ok(found)
+    let digests = digests_below(ctx, Store::Meta, &layout::revisions_dir(name)).await?;
+    let links = digests
+        .iter()
+        .map(|digest| layout::revision_link(name, digest))
+        .collect();
+    let infos = ctx.inspect_each(Store::Meta, links).await?;
+    Ok(digests
+        .into_iter()
+        .zip(infos)
+        .filter_map(|(digest, info)| {
+            let written = info?.modified;
+            Some((digest, Revision { written }))
+        })
+        .collect())
 }
 
 /// The manifests the repository's tags point at, but for the tags in `untagged`.
@@ -240,54 +239,62 @@ async fn mark_repository(
     let mut kept: HashSet<Digest> = HashSet::new();
     let mut named_blobs: HashSet<Digest> = HashSet::new();
     let mut pending = roots;
-    while let Some(digest) = pending.pop() {
-        if !kept.insert(digest.clone()) {
-            continue;
-        }
+    while !pending.is_empty() {
+        let wave: Vec<Digest> = pending
+            .split_off(pending.len().saturating_sub(PER_WAVE))
+            .into_iter()
+            .filter(|digest| kept.insert(digest.clone()))
+            .collect();
         ctx.ensure(lease).await?;
-        let manifest = ctx
-            .read(Store::Meta, layout::blob_data(&digest))
-            .await?
-            .and_then(|bytes| Manifest::parse(&bytes, None).ok());
-        let Some(manifest) = manifest else {
-            marking.unreadable += 1;
-            continue;
-        };
-        let related = manifest
-            .manifests
-            .iter()
-            .chain(&manifest.subject)
-            .chain(referrers.get(&digest).into_iter().flatten());
-        for other in related {
-            marking.live.insert(other.clone());
-            if revisions.contains_key(other) {
-                pending.push(other.clone());
+        let keys = wave.iter().map(layout::blob_data).collect();
+        let bodies = ctx.read_each(Store::Meta, keys).await?;
+        for (digest, bytes) in wave.into_iter().zip(bodies) {
+            let Some(manifest) = bytes.and_then(|bytes| Manifest::parse(&bytes, None).ok()) else {
+                marking.unreadable += 1;
+                continue;
+            };
+            let related = manifest
+                .manifests
+                .iter()
+                .chain(&manifest.subject)
+                .chain(referrers.get(&digest).into_iter().flatten());
+            for other in related {
+                marking.live.insert(other.clone());
+                if revisions.contains_key(other) {
+                    pending.push(other.clone());
+                }
             }
+            named_blobs.extend(manifest.blobs);
         }
-        named_blobs.extend(manifest.blobs);
     }
     marking.manifests_kept += kept.len() as u64;
-    for digest in digests_below(ctx, Store::Meta, &layout::layers_dir(name)).await? {
-        if named_blobs.contains(&digest) {
-            continue;
-        }
+    let unnamed: Vec<Digest> = digests_below(ctx, Store::Meta, &layout::layers_dir(name))
+        .await?
+        .into_iter()
+        .filter(|digest| !named_blobs.contains(digest))
+        .collect();
+    for wave in unnamed.chunks(PER_WAVE) {
         ctx.ensure(lease).await?;
-        let link = ctx
-            .inspect(Store::Meta, layout::layer_link(name, &digest))
-            .await?;
-        match link {
-            Some(info)
-                if older_than_grace(info.modified, now, settings)
-                    && deletable.link(name, &digest) =>
-            {
-                marking.links.insert((name.clone(), digest));
+        let links = wave
+            .iter()
+            .map(|digest| layout::layer_link(name, digest))
+            .collect();
+        let infos = ctx.inspect_each(Store::Meta, links).await?;
+        for (digest, link) in wave.iter().zip(infos) {
+            match link {
+                Some(info)
+                    if older_than_grace(info.modified, now, settings)
+                        && deletable.link(name, digest) =>
+                {
+                    marking.links.insert((name.clone(), digest.clone()));
+                }
+                // A link that stays keeps its bytes: a push in progress uploaded them, and
+                // its manifest, checked against the link, will name them.
+                Some(_) => {
+                    marking.live.insert(digest.clone());
+                }
+                None => {}
             }
-            // A link that stays keeps its bytes: a push in progress uploaded them, and its
-            // manifest, checked against the link, will name them.
-            Some(_) => {
-                marking.live.insert(digest);
-            }
-            None => {}
         }
     }
     marking.manifests.extend(

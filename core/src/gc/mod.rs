@@ -35,6 +35,11 @@ use crate::{Registry, error::RegistryError};
 pub use fence::GcState;
 pub use retention::{Retention, TagPush};
 
+/// How many objects one storage batch of a run asks about (manifests read, links
+/// inspected, markers written, blobs deleted): thousands cost a few round trips each, and a
+/// wave's answers are all in memory at once.
+const PER_WAVE: usize = 256;
+
 /// How a run collects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GcSettings {

@@ -3,6 +3,8 @@
 
 use std::collections::{BTreeSet, HashSet};
 
+use bytes::Bytes;
+
 use crate::digest::Digest;
 use crate::error::{ErrorCode, RegistryError};
 use crate::handlers::blobs::unlink;
@@ -15,7 +17,7 @@ use crate::step::{Millis, Store};
 
 use super::fence::{self, GcState};
 use super::mark::{self, Marking};
-use super::{GcReport, GcSettings};
+use super::{GcReport, GcSettings, PER_WAVE};
 
 /// Bytes at a content address that nothing references.
 #[derive(Debug, Clone)]
@@ -41,14 +43,13 @@ pub(super) async fn unreferenced(
         for prefix in layout::folders(ctx.list(store, by_algorithm.clone()).await?) {
             let folder = format!("{by_algorithm}{prefix}/");
             ctx.ensure(lease).await?;
-            for hex in layout::folders(ctx.list(store, folder).await?) {
-                let Ok(digest) = format!("{algorithm}:{hex}").parse::<Digest>() else {
-                    continue;
-                };
-                if live.contains(&digest) {
-                    continue;
-                }
-                let info = ctx.inspect(store, layout::blob_data(&digest)).await?;
+            let candidates: Vec<Digest> = layout::folders(ctx.list(store, folder).await?)
+                .filter_map(|hex| format!("{algorithm}:{hex}").parse().ok())
+                .filter(|digest| !live.contains(digest))
+                .collect();
+            let keys = candidates.iter().map(layout::blob_data).collect();
+            let infos = ctx.inspect_each(store, keys).await?;
+            for (digest, info) in candidates.into_iter().zip(infos) {
                 if let Some(info) = info
                     && now.since(info.modified) >= settings.grace_ms
                 {
@@ -154,10 +155,14 @@ async fn publish_and_delete(
     garbage: &Garbage,
     untagged: &BTreeSet<(RepoName, Tag)>,
 ) -> Result<GcReport, RegistryError> {
-    for digest in garbage.doomed() {
+    let doomed: Vec<&Digest> = garbage.doomed().into_iter().collect();
+    for wave in doomed.chunks(PER_WAVE) {
         ctx.ensure(lease).await?;
-        ctx.create(Store::Meta, layout::gc_doomed(digest), digest.to_string())
-            .await?;
+        let markers = wave
+            .iter()
+            .map(|digest| (layout::gc_doomed(digest), Bytes::from(digest.to_string())))
+            .collect();
+        ctx.create_each(Store::Meta, markers).await?;
     }
     // Only what the first mark found deletable may be deleted: a manifest or a link first
     // seen now stays, and keeps what it names.
@@ -205,15 +210,20 @@ async fn publish_and_delete(
             }
         }
     }
-    for blob in &garbage.blobs {
-        if second.live.contains(&blob.digest) || busy.contains(&blob.digest) {
-            continue;
-        }
+    let deletable: Vec<&UnreferencedBlob> = garbage
+        .blobs
+        .iter()
+        .filter(|blob| !second.live.contains(&blob.digest) && !busy.contains(&blob.digest))
+        .collect();
+    for wave in deletable.chunks(PER_WAVE) {
         ctx.ensure(lease).await?;
-        ctx.delete_all(blob.store, layout::blob_dir(&blob.digest))
-            .await?;
-        report.blobs_deleted += 1;
-        report.bytes_deleted += blob.size;
+        let folders = wave
+            .iter()
+            .map(|blob| (blob.store, layout::blob_dir(&blob.digest)))
+            .collect();
+        ctx.delete_all_each(folders).await?;
+        report.blobs_deleted += wave.len() as u64;
+        report.bytes_deleted += wave.iter().map(|blob| blob.size).sum::<u64>();
     }
     Ok(report)
 }

@@ -212,6 +212,134 @@ impl Ctx {
         }
     }
 
+    /// The answers to `requests`, asked at once (see [`Step::StorageBatch`]), in order;
+    /// `answer` takes each outcome apart, handing back one of the wrong kind.
+    async fn storage_batch<T>(
+        &self,
+        what: &str,
+        requests: Vec<StorageRequest>,
+        answer: fn(Outcome) -> Result<T, Outcome>,
+    ) -> Result<Vec<T>, RegistryError> {
+        let asked = requests.len();
+        if asked == 0 {
+            return Ok(Vec::new());
+        }
+        match self.channel.perform(Step::StorageBatch(requests)).await {
+            Outcome::Batch(outcomes) if outcomes.len() == asked => outcomes
+                .into_iter()
+                .map(|outcome| answer(outcome).map_err(|other| unavailable(what, other)))
+                .collect(),
+            other => Err(unavailable(what, other)),
+        }
+    }
+
+    /// Whether each of `objects` exists, asked at once.
+    pub(crate) async fn exists_each(
+        &self,
+        objects: Vec<(Store, String)>,
+    ) -> Result<Vec<bool>, RegistryError> {
+        let requests = objects
+            .into_iter()
+            .map(|(store, key)| StorageRequest::Stat { store, key })
+            .collect();
+        self.storage_batch("stat", requests, |outcome| match outcome {
+            Outcome::Stat(size) => Ok(size.is_some()),
+            other => Err(other),
+        })
+        .await
+    }
+
+    /// [`Ctx::create`] for each of `objects` in `store`, asked at once.
+    pub(crate) async fn create_each(
+        &self,
+        store: Store,
+        objects: Vec<(String, Bytes)>,
+    ) -> Result<(), RegistryError> {
+        let requests = objects
+            .into_iter()
+            .map(|(key, data)| StorageRequest::Write {
+                store,
+                key,
+                data,
+                condition: WriteCondition::CreateNew,
+            })
+            .collect();
+        self.storage_batch("write", requests, |outcome| match outcome {
+            Outcome::Done | Outcome::ConditionFailed => Ok(()),
+            other => Err(other),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// [`Ctx::delete_all`] for each of `folders`, asked at once.
+    pub(crate) async fn delete_all_each(
+        &self,
+        folders: Vec<(Store, String)>,
+    ) -> Result<(), RegistryError> {
+        let requests = folders
+            .into_iter()
+            .map(|(store, prefix)| StorageRequest::DeleteAll { store, prefix })
+            .collect();
+        self.storage_batch("delete", requests, |outcome| match outcome {
+            Outcome::Done => Ok(()),
+            other => Err(other),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// What [`Ctx::inspect`] tells of each of `keys` in `store`, asked at once.
+    pub(crate) async fn inspect_each(
+        &self,
+        store: Store,
+        keys: Vec<String>,
+    ) -> Result<Vec<Option<ObjectInfo>>, RegistryError> {
+        let requests = keys
+            .into_iter()
+            .map(|key| StorageRequest::Inspect { store, key })
+            .collect();
+        self.storage_batch("inspect", requests, |outcome| match outcome {
+            Outcome::Inspected(info) => Ok(info),
+            other => Err(other),
+        })
+        .await
+    }
+
+    /// The content of each of `keys` in `store` (`None` where absent), asked at once.
+    pub(crate) async fn read_each(
+        &self,
+        store: Store,
+        keys: Vec<String>,
+    ) -> Result<Vec<Option<Bytes>>, RegistryError> {
+        let requests = keys
+            .into_iter()
+            .map(|key| StorageRequest::Read { store, key })
+            .collect();
+        self.storage_batch("read", requests, |outcome| match outcome {
+            Outcome::Read(data) => Ok(data),
+            other => Err(other),
+        })
+        .await
+    }
+
+    /// The listing of each folder of `prefixes` in `store`, asked at once.
+    pub(crate) async fn list_each(
+        &self,
+        store: Store,
+        prefixes: Vec<String>,
+    ) -> Result<Vec<Vec<String>>, RegistryError> {
+        let requests = prefixes
+            .into_iter()
+            .map(|prefix| StorageRequest::List { store, prefix })
+            .collect();
+        self.storage_batch("list", requests, |outcome| match outcome {
+            Outcome::List(names) => Ok(names),
+            other => Err(other),
+        })
+        .await
+    }
+
     /// Assembles `pieces` at the content address `to`; an object already there holds the
     /// same bytes, so finding one is success.
     pub(crate) async fn concat(

@@ -80,23 +80,30 @@ pub(super) async fn catalog(
     visible: impl Fn(&str) -> bool,
 ) -> Result<Response, RegistryError> {
     let mut repositories = Vec::new();
-    let mut pending = vec![String::new()];
-    while let Some(path) = pending.pop() {
-        let entries = ctx
-            .list(Store::Meta, format!("{}{path}", layout::REPOSITORIES))
-            .await?;
-        if !path.is_empty()
-            && entries
-                .iter()
-                .any(|e| REPOSITORY_MARKERS.contains(&e.as_str()))
-        {
-            repositories.push(path.trim_end_matches('/').to_owned());
-        }
-        for entry in entries {
-            if entry.ends_with('/') && !entry.starts_with('_') {
-                pending.push(format!("{path}{entry}"));
+    // One level of the tree at a time, its folders listed at once.
+    let mut level = vec![String::new()];
+    while !level.is_empty() {
+        let prefixes = level
+            .iter()
+            .map(|path| format!("{}{path}", layout::REPOSITORIES))
+            .collect();
+        let listings = ctx.list_each(Store::Meta, prefixes).await?;
+        let mut next = Vec::new();
+        for (path, entries) in level.into_iter().zip(listings) {
+            if !path.is_empty()
+                && entries
+                    .iter()
+                    .any(|e| REPOSITORY_MARKERS.contains(&e.as_str()))
+            {
+                repositories.push(path.trim_end_matches('/').to_owned());
+            }
+            for entry in entries {
+                if entry.ends_with('/') && !entry.starts_with('_') {
+                    next.push(format!("{path}{entry}"));
+                }
             }
         }
+        level = next;
     }
     repositories.retain(|r| visible(r));
     let (repositories, more) = paginate(repositories, &page);

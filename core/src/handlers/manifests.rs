@@ -135,20 +135,29 @@ async fn check_references(
     if ctx.limits.allow_missing_manifest_references {
         return Ok(());
     }
-    for named in named_by(name, None, manifest) {
-        if !ctx.exists(Store::Meta, named.link).await?
-            || !ctx
-                .exists(named.store, layout::blob_data(named.digest))
-                .await?
-        {
-            let digest = named.digest;
-            return Err(RegistryError::new(
-                ErrorCode::ManifestBlobUnknown,
-                format!("manifest names {digest}, which is not in {name}"),
-            ));
-        }
+    let named = named_by(name, None, manifest);
+    // Every link and every blob at once: one round trip however many layers.
+    let objects = named
+        .iter()
+        .flat_map(|n| {
+            [
+                (Store::Meta, n.link.clone()),
+                (n.store, layout::blob_data(n.digest)),
+            ]
+        })
+        .collect();
+    let found = ctx.exists_each(objects).await?;
+    match named
+        .iter()
+        .zip(found.chunks(2))
+        .find(|(_, both)| both.contains(&false))
+    {
+        Some((missing, _)) => Err(RegistryError::new(
+            ErrorCode::ManifestBlobUnknown,
+            format!("manifest names {}, which is not in {name}", missing.digest),
+        )),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// What a pushed manifest makes referenced: itself (`digest`, if given), its blobs and its
@@ -520,12 +529,19 @@ pub(crate) async fn tags_pointing_at(
     name: &RepoName,
     digest: &Digest,
 ) -> Result<Vec<Tag>, RegistryError> {
+    let tags: Vec<Tag> = layout::folders(ctx.list(Store::Meta, layout::tags_dir(name)).await?)
+        .filter_map(|folder| folder.parse().ok())
+        .collect();
+    let currents = tags
+        .iter()
+        .map(|tag| layout::tag_current(name, tag))
+        .collect();
+    let links = ctx.read_each(Store::Meta, currents).await?;
     let mut pointing = Vec::new();
-    for entry in ctx.list(Store::Meta, layout::tags_dir(name)).await? {
-        let Some(Ok(tag)) = entry.strip_suffix('/').map(str::parse::<Tag>) else {
-            continue;
-        };
-        if resolve_current(ctx, name, &tag).await?.as_ref() == Some(digest) {
+    for (tag, link) in tags.into_iter().zip(links) {
+        if let Some(link) = link
+            && parse_link(&link)? == *digest
+        {
             pointing.push(tag);
         }
     }

@@ -18,25 +18,25 @@ pub(super) async fn list(
     artifact_type: Option<String>,
 ) -> Result<Response, RegistryError> {
     let dir = layout::referrers_dir(name, subject);
-    let mut descriptors = Vec::new();
-    for entry in ctx.list(Store::Meta, dir.clone()).await? {
-        if entry.ends_with('/') {
-            continue;
-        }
-        // An entry deleted between list and read is simply no longer a referrer.
-        let Some(bytes) = ctx.read(Store::Meta, format!("{dir}{entry}")).await? else {
-            continue;
-        };
-        let Ok(descriptor) = serde_json::from_slice::<Descriptor>(&bytes) else {
-            continue;
-        };
-        if artifact_type
-            .as_ref()
-            .is_none_or(|wanted| descriptor.artifact_type.as_ref() == Some(wanted))
-        {
-            descriptors.push(descriptor);
-        }
-    }
+    let entries = ctx.list(Store::Meta, dir.clone()).await?;
+    let keys = entries
+        .iter()
+        .filter(|entry| !entry.ends_with('/'))
+        .map(|entry| format!("{dir}{entry}"))
+        .collect();
+    // An entry deleted between list and read is simply no longer a referrer.
+    let mut descriptors: Vec<Descriptor> = ctx
+        .read_each(Store::Meta, keys)
+        .await?
+        .into_iter()
+        .flatten()
+        .filter_map(|bytes| serde_json::from_slice(&bytes).ok())
+        .filter(|descriptor: &Descriptor| {
+            artifact_type
+                .as_ref()
+                .is_none_or(|wanted| descriptor.artifact_type.as_ref() == Some(wanted))
+        })
+        .collect();
     descriptors.sort_by(|a, b| a.digest.cmp(&b.digest));
     let index = serde_json::json!({
         "schemaVersion": 2,

@@ -1,0 +1,113 @@
+"""Round trips on S3: an operation that needs several independent answers from the store asks
+for them at once. With every S3 request held back by the proxy, accepting a manifest of 20
+layers costs a few round trips more than one of a single layer (its 42 existence checks go
+out together, not one after another), and a listing of 20 referrers about two round trips
+(the listing, then every referrer read at once)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import requests
+from configs import s3_toml
+from faultproxy import Faults
+from oci_client import MANIFEST_TYPE, sha256
+from s3_client import TIMEOUT, expect, make_image, push_image, push_manifest
+
+# Seconds added to every S3 request: well above what the mock and the proxy take themselves,
+# so that time counts round trips.
+LATENCY = 0.1
+LAYERS = 20
+TIMED_RUNS = 3
+
+
+def s3_registry(s3, proxy, registries, extra_toml: str = ""):
+    bucket = s3.new_bucket()
+    return registries.start(
+        s3_toml("blob_store", proxy.endpoint, bucket)
+        + s3_toml("metadata_store", proxy.endpoint, bucket, prefix="meta"),
+        extra_toml,
+    )
+
+
+def slowest_path(proxy, action) -> tuple[float, int]:
+    """The fastest of TIMED_RUNS runs of `action(run)`, in round trips of LATENCY, and the
+    S3 requests that run made."""
+    best = None
+    for run in range(TIMED_RUNS):
+        proxy.reset_log()
+        start = time.perf_counter()
+        action(run)
+        took = (time.perf_counter() - start) / LATENCY
+        if best is None or took < best[0]:
+            best = (took, len(proxy.log()))
+    return best
+
+
+def test_a_manifest_of_many_layers_costs_the_round_trips_of_one(s3, proxy, registries, figures):
+    # Checking every layer is what makes a manifest cost more the more layers it has.
+    checked = "[registry]\nallow_missing_manifest_references = false\n"
+    registry = s3_registry(s3, proxy, registries, checked)
+    one, many = make_image("rt-one", 1024), make_image("rt-many", *[1024] * LAYERS)
+    for name, image in (("one", one), ("many", many)):
+        push_image(registry.url, f"rt/{name}", "first", image)
+    proxy.set_faults(Faults(delay=1.0, delay_secs=LATENCY))
+    timed = {}
+    for name, image in (("one", one), ("many", many)):
+        timed[name] = slowest_path(
+            proxy, lambda run: expect(push_manifest(registry.url, f"rt/{name}", f"t{run}", image), 201)
+        )
+        figures.append(
+            f"manifest PUT with {len(image.layers)} layer(s), {LATENCY * 1000:.0f} ms per S3 request: "
+            f"{timed[name][0]:.1f} round trips' time, {timed[name][1]} S3 requests"
+        )
+    (one_trips, one_requests), (many_trips, many_requests) = timed["one"], timed["many"]
+    # The 19 more layers are 38 more existence checks: asked one by one they would add 38
+    # round trips; asked at once (32 in flight), two, and at most four on a loaded machine.
+    assert many_requests >= one_requests + 2 * (LAYERS - 1), (one_requests, many_requests)
+    assert many_trips - one_trips <= 4, timed
+
+
+def referrer(subject: bytes, config, index: int) -> bytes:
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_TYPE,
+            "artifactType": "application/vnd.stowage.test",
+            "config": config.descriptor("application/vnd.oci.empty.v1+json"),
+            "layers": [],
+            "annotations": {"index": str(index)},
+            "subject": {"mediaType": MANIFEST_TYPE, "digest": sha256(subject), "size": len(subject)},
+        }
+    ).encode()
+
+
+def test_a_referrers_listing_reads_its_referrers_at_once(s3, proxy, registries, figures):
+    registry = s3_registry(s3, proxy, registries)
+    image = make_image("rt-subject", 1024)
+    push_image(registry.url, "rt/subject", "latest", image)
+    for index in range(LAYERS):
+        body = referrer(image.manifest, image.config, index)
+        expect(
+            requests.put(
+                f"{registry.url}/v2/rt/subject/manifests/{sha256(body)}",
+                data=body,
+                headers={"Content-Type": MANIFEST_TYPE},
+                timeout=TIMEOUT,
+            ),
+            201,
+        )
+    proxy.set_faults(Faults(delay=1.0, delay_secs=LATENCY))
+
+    def listing(_run):
+        response = requests.get(f"{registry.url}/v2/rt/subject/referrers/{image.digest}", timeout=TIMEOUT)
+        assert len(expect(response, 200).json()["manifests"]) == LAYERS
+
+    trips, made = slowest_path(proxy, listing)
+    figures.append(
+        f"referrers listing of {LAYERS} referrers, {LATENCY * 1000:.0f} ms per S3 request: "
+        f"{trips:.1f} round trips' time, {made} S3 requests"
+    )
+    assert made >= LAYERS + 1, made
+    assert trips <= 4, trips
