@@ -754,6 +754,9 @@ def main() -> int:
             "verified_write_cpu_s_gib": probes.verified_write_cpu(largest, work / "floor.bin", settle_memory),
             "client_ceiling": probes.client_ceilings(largest, SWARM),
         }
+        if "clients" in settings["phases"]:
+            result["machine"]["client_ceiling"] |= probes.crowd_ceilings(
+                sources["crowd_push"], sources["crowd_pull"], settings["crowd"]["pulls"])
         backends = ([] if args.no_fs else ["fs"]) + [f"s3-{name}" for name in s3_names]
         for backend in backends:
             if backend != "fs":
@@ -804,6 +807,13 @@ def verified_write_text(result: dict) -> str:
     return text + "."
 
 
+def crowd_ceiling_text(ceiling: dict) -> str:
+    if "crowd_push_mib_s" not in ceiling:
+        return ""
+    return (f", concurrent pushes {fmt(ceiling['crowd_push_mib_s'])} MiB/s, "
+            f"concurrent pulls {fmt(ceiling['crowd_pull_mib_s'])} MiB/s")
+
+
 def print_report(result: dict) -> None:
     meta, machine = result["meta"], result["machine"]
     ceiling = machine["client_ceiling"]
@@ -812,7 +822,7 @@ def print_report(result: dict) -> None:
     print(f"machine: sha256 one core {fmt(machine['sha256_one_core_mib_s'])} MiB/s, "
           f"loopback copy {fmt(machine['loopback_copy_mib_s'])} MiB/s; client against a null server: "
           f"push {fmt(ceiling['push_mib_s'])} MiB/s, pull {fmt(ceiling['pull_mib_s'])} MiB/s, "
-          f"small blobs {fmt(ceiling['small_blobs_s'])}/s")
+          f"small blobs {fmt(ceiling['small_blobs_s'])}/s" + crowd_ceiling_text(ceiling))
     print(verified_write_text(result))
     for backend, data in result["backends"].items():
         for stowage, rows in data["tables"].items():
