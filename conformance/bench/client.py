@@ -385,10 +385,11 @@ def _ms(text: str) -> float:
     return float(number) * _UNITS[unit]
 
 
-def wrk(url: str, headers=None, connections: int = 32, seconds: float = 5) -> dict:
+def wrk(url: str, headers=None, connections: int = 32, seconds: float = 5, timeout: float = 2) -> dict:
     """Requests/s and p50/p99 latency of GETs from `wrk`. Any non-2xx answer or socket error
-    fails the run: a fast error is not a fast registry."""
-    argv = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    (an answer slower than `timeout` seconds among them) fails the run: a fast error is not
+    a fast registry."""
+    argv = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", f"--timeout={timeout}s", "--latency"]
     for name, value in (headers or {}).items():
         argv += ["-H", f"{name}: {value}"]
     report = subprocess.run(argv + [url], capture_output=True, text=True, check=True).stdout

@@ -52,6 +52,9 @@ QUICK = dict(sizes=[MIB, 16 * MIB, 128 * MIB], runs=1, load_seconds=2,
              skopeo=dict(layers=8, layer_size=8 * MIB))
 SWARM = dict(count=200, size=4096, clients=16)
 LOAD_CONNECTIONS = 32
+# wrk's timeout on many connections: Distribution answered some of 256 connections' manifest
+# GETs after more than wrk's default of 2 s, which would count as errors, not as its latency.
+CROWD_TIMEOUT = 10
 PHASES = ("transfers", "load", "small_blobs", "clients", "skopeo")
 # Every way a client can push one blob: the push, and the row's label. Distribution 2.8 has
 # no `POST ?digest=` with a body (it answers 202 and opens a session), so that row compares
@@ -332,7 +335,7 @@ class Phases:
             if self.measure(server, "crowd", lambda: client.seed_image(server.url, "bench/crowd", "latest", os.urandom(1024)))[0]:
                 self.idle_beside_busy(server, manifest, headers, crowd, seconds)
         for server in self.servers:
-            load = lambda: client.wrk(server.url + manifest, headers, crowd["manifest_connections"], seconds)  # noqa: E731
+            load = lambda: client.wrk(server.url + manifest, headers, crowd["manifest_connections"], seconds, CROWD_TIMEOUT)  # noqa: E731
             result, _ = self.measure(server, "crowd.manifest_get", load)
             for field, value in (result or {}).items():
                 self.figures[server.name][f"crowd.manifest_get.{field}"] = value
@@ -388,7 +391,7 @@ class Phases:
             try:
                 time.sleep(0.5)
                 grown = probes.rss_bytes(server.pid) - before
-                busy = client.wrk(server.url + path, headers, crowd["busy"], seconds)
+                busy = client.wrk(server.url + path, headers, crowd["busy"], seconds, CROWD_TIMEOUT)
                 if (still := idle.open_count()) != crowd["idle"]:
                     raise client.HttpError(f"the server closed {crowd['idle'] - still} of {crowd['idle']} idle connections")
                 return {"rss_kib_per_idle": grown / 1024 / crowd["idle"], **busy}
