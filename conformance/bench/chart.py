@@ -164,6 +164,8 @@ def summary_markdown(result: dict, chart: str, details: str) -> str:
                 cells.append("")
             elif row["ratio"] is None:
                 cells.append("failed ✗")
+            elif row["target_ratio"] is None:  # a bound on Stowage's own figure alone
+                cells.append(f"{fmt(row['stowage'])} {'✓' if row['met'] else '✗'}")
             else:
                 cells.append(f"{row['ratio']:.2f} {'✓' if row['met'] else '✗'}")
         lines.append(f"| {first['figure']} | {target_text(first)} | " + " | ".join(cells) + " |")
