@@ -12,6 +12,7 @@ import mmap
 import multiprocessing
 import os
 import re
+import socket
 import subprocess
 import time
 import urllib.parse
@@ -30,11 +31,13 @@ class HttpError(RuntimeError):
 
 @dataclass
 class FileRange:
-    """A request body sent with sendfile: `count` bytes of `file` from `offset`."""
+    """A request body sent with sendfile: `count` bytes of `file` from `offset`; with
+    `frame`, of unannounced length (`Transfer-Encoding: chunked`, frames of `frame` bytes)."""
 
     file: object
     offset: int
     count: int
+    frame: int | None = None
 
 
 class Http:
@@ -52,7 +55,11 @@ class Http:
         conn.putrequest(method, path, skip_host=False, skip_accept_encoding=True)
         for name, value in {**self.headers, **(headers or {})}.items():
             conn.putheader(name, value)
-        if isinstance(body, FileRange):
+        if isinstance(body, FileRange) and body.frame:
+            conn.putheader("Transfer-Encoding", "chunked")
+            conn.endheaders()
+            _send_framed(conn.sock, body, f"{method} {path}")
+        elif isinstance(body, FileRange):
             conn.putheader("Content-Length", str(body.count))
             conn.endheaders()
             sent = conn.sock.sendfile(body.file, body.offset, body.count)
@@ -76,6 +83,18 @@ class Http:
 
     def close(self):
         self.conn.close()
+
+
+def _send_framed(sock, body: FileRange, what: str) -> None:
+    """`body` as HTTP/1.1 chunks, each frame's bytes through sendfile."""
+    end = body.offset + body.count
+    for offset in range(body.offset, end, body.frame):
+        count = min(body.frame, end - offset)
+        sock.sendall(b"%x\r\n" % count)
+        if (sent := sock.sendfile(body.file, offset, count)) != count:
+            raise HttpError(f"{what}: sent {sent} of a {count}-byte frame")
+        sock.sendall(b"\r\n")
+    sock.sendall(b"0\r\n\r\n")
 
 
 def location(headers) -> str:
@@ -102,8 +121,8 @@ class BlobSource:
     each new blob, so every run pushes content no registry has seen, without generating a
     GiB of randomness per run."""
 
-    def __init__(self, directory: Path, size: int):
-        self.path = directory / f"blob-{size}"
+    def __init__(self, directory: Path, size: int, name: str = ""):
+        self.path = directory / (name or f"blob-{size}")
         self.size = size
         with open(self.path, "wb") as f:
             for offset in range(0, size, 64 << 20):
@@ -123,8 +142,21 @@ def start_upload(http: Http, repo: str) -> str:
     return location(headers)
 
 
+def push_single(http: Http, repo: str, blob: Blob) -> None:
+    """One `POST ?digest=` carrying the whole blob."""
+    with open(blob.path, "rb") as f:
+        http.request(
+            "POST",
+            with_digest(f"/v2/{repo}/blobs/uploads/", blob.digest),
+            {"Content-Type": "application/octet-stream"},
+            FileRange(f, 0, blob.size),
+            expect=(201,),
+        )
+
+
 def push_monolithic(http: Http, repo: str, blob: Blob) -> None:
-    """POST for a session, then one PUT carrying the whole blob and its digest."""
+    """POST for a session, then one PUT carrying the whole blob and its digest (what
+    containerd sends)."""
     url = start_upload(http, repo)
     with open(blob.path, "rb") as f:
         http.request(
@@ -155,6 +187,28 @@ def push_chunked(http: Http, repo: str, blob: Blob, chunk: int) -> None:
             )
             url = location(headers)
     http.request("PUT", with_digest(url, blob.digest), body=b"", expect=(201,))
+
+
+# Go's HTTP client frames a body of unknown length as it reads it, 32 KiB at a time from
+# io.Copy. Frames of 1 MiB keep this client's own CPU near a sendfile of the whole body
+# (64 KiB frames cost it three times that, on the cores the server runs on).
+STREAM_FRAME = 1 << 20
+
+
+def push_streamed(http: Http, repo: str, blob: Blob) -> None:
+    """POST, one PATCH streaming the whole blob without `Content-Range` or `Content-Length`
+    (chunked transfer encoding), and an empty closing PUT with the digest: what docker and
+    skopeo send."""
+    url = start_upload(http, repo)
+    with open(blob.path, "rb") as f:
+        _, headers, _ = http.request(
+            "PATCH",
+            url,
+            {"Content-Type": "application/octet-stream"},
+            FileRange(f, 0, blob.size, STREAM_FRAME),
+            expect=(202,),
+        )
+    http.request("PUT", with_digest(location(headers), blob.digest), body=b"", expect=(201,))
 
 
 def pull(http: Http, repo: str, digest: str, size: int) -> None:
@@ -191,55 +245,128 @@ def seed_image(base_url: str, repo: str, tag: str, layer: bytes, headers=None) -
         http.close()
 
 
-# --- many small blobs from concurrent clients -------------------------------------------
+# --- concurrent clients -------------------------------------------------------------------
 
-def _swarm_worker(base_url, repo, blobs, ready, go, results):
-    """One client process: connects, waits for the start signal, pushes its blobs in turn
-    and reports (start, end) of every push on the shared monotonic clock."""
-    http = Http(base_url, timeout=60)
-    http.request("GET", "/v2/")  # connect before the clock starts
-    ready.release()
-    go.wait()
-    spans = []
+def _client_worker(base_url, steps, ready, go, results):
+    """One client process: connects, waits for the start signal, runs its steps in turn on
+    its connection and reports (start, end) of every step on the shared monotonic clock."""
+    http, connected = Http(base_url, timeout=600), False
     try:
-        for data in blobs:
+        http.request("GET", "/v2/")  # connect before the clock starts
+        connected = True
+        ready.release()
+        go.wait()
+        spans = []
+        for step in steps:
             start = time.monotonic()
-            push_bytes(http, repo, data)
+            step(http)
             spans.append((start, time.monotonic()))
         results.put(("ok", spans))
     except Exception as e:  # reported to the parent, which raises
         results.put(("error", repr(e)))
+        if not connected:
+            ready.release()
     finally:
         http.close()
 
 
-def push_swarm(base_url: str, repo: str, count: int, size: int, clients: int) -> dict:
-    """`count` fresh blobs of `size` bytes pushed by `clients` processes at once (processes,
-    not threads, so the GIL does not serialise the clients). Returns blobs/s over the wall
-    time from the first push's start to the last one's end, and per-blob latencies."""
+def run_clients(base_url: str, work: list[list]) -> list[tuple[float, float]]:
+    """One process per list of steps in `work` (processes, not threads, so the GIL does not
+    serialise the clients), each step `step(http)` on that process's connection; all start
+    at once once every one is connected. The (start, end) of every step."""
     ctx = multiprocessing.get_context("fork")
-    blobs = [os.urandom(size) for _ in range(count)]
     ready, go, results = ctx.Semaphore(0), ctx.Event(), ctx.Queue()
-    workers = [
-        ctx.Process(target=_swarm_worker, args=(base_url, repo, blobs[i::clients], ready, go, results))
-        for i in range(clients)
-    ]
+    workers = [ctx.Process(target=_client_worker, args=(base_url, steps, ready, go, results)) for steps in work]
     for w in workers:
         w.start()
-    for _ in workers:
-        ready.acquire()
-    go.set()
-    spans = []
-    for _ in workers:
-        status, value = results.get(timeout=300)
-        if status != "ok":
-            raise HttpError(f"small-blob client failed: {value}")
-        spans += value
-    for w in workers:
-        w.join()
-    wall = max(end for _, end in spans) - min(start for start, _ in spans)
+    try:
+        for _ in workers:
+            if not ready.acquire(timeout=120):
+                raise HttpError("a client did not connect within 120 s")
+        go.set()
+        spans = []
+        for _ in workers:
+            status, value = results.get(timeout=900)
+            if status != "ok":
+                raise HttpError(f"a client failed: {value}")
+            spans += value
+        return spans
+    finally:
+        go.set()
+        for w in workers:
+            w.join(timeout=60)
+            if w.is_alive():
+                w.kill()  # our own child, by its handle
+                w.join()
+
+
+def wall(spans) -> float:
+    """From the first step's start to the last one's end."""
+    return max(end for _, end in spans) - min(start for start, _ in spans)
+
+
+def push_swarm(base_url: str, repo: str, count: int, size: int, clients: int) -> dict:
+    """`count` fresh blobs of `size` bytes pushed by `clients` processes at once. Returns
+    blobs/s over the wall time from the first push's start to the last one's end, and
+    per-blob latencies."""
+    blobs = [os.urandom(size) for _ in range(count)]
+    work = [[lambda http, data=data: push_bytes(http, repo, data) for data in blobs[i::clients]] for i in range(clients)]
+    spans = run_clients(base_url, work)
     latencies = sorted(end - start for start, end in spans)
-    return {"blobs_s": count / wall, "p50_ms": percentile(latencies, 50) * 1e3, "p99_ms": percentile(latencies, 99) * 1e3}
+    return {"blobs_s": count / wall(spans), "p50_ms": percentile(latencies, 50) * 1e3, "p99_ms": percentile(latencies, 99) * 1e3}
+
+
+def push_concurrently(base_url: str, repo: str, blobs: list[Blob]) -> float:
+    """Every blob pushed at once (POST, then PUT with the body), one client each; the
+    aggregate MiB/s."""
+    spans = run_clients(base_url, [[lambda http, blob=blob: push_monolithic(http, repo, blob)] for blob in blobs])
+    return sum(blob.size for blob in blobs) / (1 << 20) / wall(spans)
+
+
+def pull_concurrently(base_url: str, repo: str, digests: list[str], size: int) -> float:
+    """Every blob (of `size` bytes) pulled at once, one client each; the aggregate MiB/s."""
+    spans = run_clients(base_url, [[lambda http, d=d: pull(http, repo, d, size)] for d in digests])
+    return len(digests) * size / (1 << 20) / wall(spans)
+
+
+class IdleConnections:
+    """`count` keep-alive connections that each made one GET of `path` and then stay open,
+    sending nothing."""
+
+    def __init__(self, base_url: str, path: str, headers: dict, count: int):
+        parts = urllib.parse.urlsplit(base_url)
+        self.connections = []
+        try:
+            for _ in range(count):
+                conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+                self.connections.append(conn)
+                conn.request("GET", path, headers=headers)
+                response = conn.getresponse()
+                response.read()
+                if response.status != 200:
+                    raise HttpError(f"GET {path} on an idle connection: {response.status}")
+        except BaseException:
+            self.close()
+            raise
+
+    def open_count(self) -> int:
+        """How many the server has not closed (a closed one reads end of file at once)."""
+        count = 0
+        for conn in self.connections:
+            try:
+                conn.sock.settimeout(0)  # with a timeout, recv would wait for data first
+                if conn.sock.recv(1, socket.MSG_PEEK) == b"":
+                    continue
+            except BlockingIOError:
+                pass
+            except OSError:
+                continue
+            count += 1
+        return count
+
+    def close(self):
+        for conn in self.connections:
+            conn.close()
 
 
 def percentile(sorted_values, p: float) -> float:
@@ -258,10 +385,11 @@ def _ms(text: str) -> float:
     return float(number) * _UNITS[unit]
 
 
-def wrk(url: str, headers=None, connections: int = 32, seconds: float = 5) -> dict:
+def wrk(url: str, headers=None, connections: int = 32, seconds: float = 5, timeout: float = 2) -> dict:
     """Requests/s and p50/p99 latency of GETs from `wrk`. Any non-2xx answer or socket error
-    fails the run: a fast error is not a fast registry."""
-    argv = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    (an answer slower than `timeout` seconds among them) fails the run: a fast error is not
+    a fast registry."""
+    argv = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", f"--timeout={timeout}s", "--latency"]
     for name, value in (headers or {}).items():
         argv += ["-H", f"{name}: {value}"]
     report = subprocess.run(argv + [url], capture_output=True, text=True, check=True).stdout

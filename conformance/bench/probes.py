@@ -169,15 +169,40 @@ def _null_server(listener: socket.socket, blob: Path) -> None:
         threading.Thread(target=_null_connection, args=(conn, blob), daemon=True).start()
 
 
+class NullRegistry:
+    """The null registry in a process of its own, serving `blob_path` to every blob GET."""
+
+    def __init__(self, blob_path: Path):
+        ctx = multiprocessing.get_context("fork")
+        self.listener = socket.create_server(("127.0.0.1", 0), backlog=1024)
+        self.server = ctx.Process(target=_null_server, args=(self.listener, blob_path), daemon=True)
+        self.server.start()
+        self.url = "http://127.0.0.1:%d" % self.listener.getsockname()[1]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.server.kill()  # our own child, by its handle
+        self.server.join()
+        self.listener.close()
+
+
+def crowd_ceilings(push_sources, pull_source, pulls: int) -> dict:
+    """Our many-clients code against the null registry: aggregate MiB/s of one push of each
+    of `push_sources` at once, and of `pulls` pulls of `pull_source`'s size at once."""
+    with NullRegistry(pull_source.path) as null:
+        blobs = [client.Blob(source.path, source.size, "sha256:" + "0" * 64) for source in push_sources]
+        push = client.push_concurrently(null.url, "null", blobs)
+        pull = client.pull_concurrently(null.url, "null", ["sha256:" + "0" * 64] * pulls, pull_source.size)
+    return {"crowd_push_mib_s": push, "crowd_pull_mib_s": pull}
+
+
 def client_ceilings(blob_path: Path, swarm: dict) -> dict:
     """Our client's push and pull rates for `blob_path` and its small-blob rate (with the
     `swarm` parameters) against the null registry, in a process of its own."""
-    ctx = multiprocessing.get_context("fork")
-    listener = socket.create_server(("127.0.0.1", 0))
-    server = ctx.Process(target=_null_server, args=(listener, blob_path), daemon=True)
-    server.start()
-    url = "http://127.0.0.1:%d" % listener.getsockname()[1]
-    try:
+    with NullRegistry(blob_path) as null:
+        url = null.url
         size = blob_path.stat().st_size
         blob = client.Blob(blob_path, size, "sha256:" + "0" * 64)
         http = client.Http(url)
@@ -190,7 +215,3 @@ def client_ceilings(blob_path: Path, swarm: dict) -> dict:
         http.close()
         small = client.push_swarm(url, "null", **swarm)
         return {"push_mib_s": push, "pull_mib_s": pull, "small_blobs_s": small["blobs_s"]}
-    finally:
-        server.kill()  # our own child, by its handle
-        server.join()
-        listener.close()
