@@ -1,9 +1,9 @@
 //! The mark: which digests every repository still needs, and which of a repository's own
-//! links and revisions nothing keeps. Manifests are read one at a time and forgotten: what
-//! stays in memory is digests (the live set, per repository the blobs its kept manifests
-//! name) and the candidates found.
+//! links and revisions nothing keeps. Manifests are read a wave at a time and their bytes
+//! forgotten: what stays in memory is digests (the live set, what each manifest names, for
+//! the second mark, and the candidates found).
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::digest::Digest;
 use crate::error::RegistryError;
@@ -30,6 +30,26 @@ pub(super) struct Marking {
     /// Revisions whose manifest could not be read or parsed: what they name is unknown,
     /// so nothing may be swept.
     pub(super) unreadable: u64,
+    /// What each manifest this mark read names.
+    pub(super) named: HashMap<Digest, Names>,
+}
+
+/// What a manifest names: its blobs, its child manifests and its subject.
+#[derive(Debug)]
+pub(super) struct Names {
+    blobs: Vec<Digest>,
+    manifests: Vec<Digest>,
+    subject: Option<Digest>,
+}
+
+impl Names {
+    fn of(manifest: Manifest) -> Names {
+        Names {
+            blobs: manifest.blobs,
+            manifests: manifest.manifests,
+            subject: manifest.subject,
+        }
+    }
 }
 
 /// What a mark may find deletable: anything (the first mark), or only what the first mark
@@ -246,17 +266,37 @@ async fn mark_repository(
             .filter(|digest| kept.insert(digest.clone()))
             .collect();
         ctx.ensure(lease).await?;
-        let keys = wave.iter().map(layout::blob_data).collect();
+        // A manifest's bytes never change: the second mark reads only those new to it.
+        let known = |digest: &Digest| match deletable {
+            Deletable::FoundBy(first) => first.named.contains_key(digest),
+            Deletable::Any => false,
+        };
+        let unread: Vec<&Digest> = wave.iter().filter(|digest| !known(digest)).collect();
+        let keys = unread
+            .iter()
+            .map(|digest| layout::blob_data(digest))
+            .collect();
         let bodies = ctx.read_each(Store::Meta, keys).await?;
-        for (digest, bytes) in wave.into_iter().zip(bodies) {
-            let Some(manifest) = bytes.and_then(|bytes| Manifest::parse(&bytes, None).ok()) else {
-                marking.unreadable += 1;
-                continue;
+        for (digest, bytes) in unread.into_iter().zip(bodies) {
+            match bytes.and_then(|bytes| Manifest::parse(&bytes, None).ok()) {
+                Some(manifest) => {
+                    marking.named.insert(digest.clone(), Names::of(manifest));
+                }
+                None => marking.unreadable += 1,
+            }
+        }
+        for digest in wave {
+            let names = match deletable {
+                Deletable::FoundBy(first) if known(&digest) => first.named.get(&digest),
+                _ => marking.named.get(&digest),
             };
-            let related = manifest
+            let Some(names) = names else {
+                continue; // unreadable, counted above
+            };
+            let related = names
                 .manifests
                 .iter()
-                .chain(&manifest.subject)
+                .chain(&names.subject)
                 .chain(referrers.get(&digest).into_iter().flatten());
             for other in related {
                 marking.live.insert(other.clone());
@@ -264,7 +304,7 @@ async fn mark_repository(
                     pending.push(other.clone());
                 }
             }
-            named_blobs.extend(manifest.blobs);
+            named_blobs.extend(names.blobs.iter().cloned());
         }
     }
     marking.manifests_kept += kept.len() as u64;
