@@ -1,6 +1,6 @@
-"""`stowage gc` on S3: the blob no manifest references goes, what the tagged image needs
-stays and still pulls, and the multipart uploads of writes that never committed are
-aborted; a dry run only tells."""
+"""`stowage gc` on S3, alone and split with the filesystem either way: the blob no manifest
+references goes, what the tagged image needs stays and still pulls, and the multipart uploads
+of writes that never committed are aborted; a dry run only tells."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import hashlib
 import json
 import subprocess
 
+import pytest
 import requests
 
 from configs import s3_toml
@@ -50,16 +51,36 @@ def push_image(url: str, tag: str, config: bytes, layer: bytes) -> bytes:
     return manifest
 
 
-def stored(tree: BucketTree, digest: str) -> bool:
+LAYOUTS = ("s3", "s3-blobs+fs-meta", "fs-blobs+s3-meta")
+
+
+def store_tables(layout: str, endpoint: str, bucket: str, fs_root) -> str:
+    """The store tables of `layout`: S3 under PREFIX, the filesystem at `fs_root`."""
+    s3_blobs = s3_toml("blob_store", endpoint, bucket, PREFIX)
+    fs = f'root_dir = "{fs_root}"\n'
+    return {
+        "s3": s3_blobs,
+        "s3-blobs+fs-meta": s3_blobs + f"[metadata_store.fs]\n{fs}",
+        "fs-blobs+s3-meta": f"[blob_store.fs]\n{fs}" + s3_toml("metadata_store", endpoint, bucket, PREFIX),
+    }[layout]
+
+
+def blob_stored(layout: str, tree: BucketTree, fs_root, digest: str) -> bool:
+    """Whether the blob store holds `digest`'s bytes."""
     hexdigest = digest.split(":", 1)[1]
-    return f"v2/blobs/sha256/{hexdigest[:2]}/{hexdigest}/data" in tree.keys()
+    suffix = f"v2/blobs/sha256/{hexdigest[:2]}/{hexdigest}/data"
+    if layout.startswith("fs-blobs"):
+        return any(fs_root.glob(f"**/{suffix}"))
+    return suffix in tree.keys()
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 def test_gc_on_s3_deletes_the_unreferenced_and_aborts_crashed_multipart_uploads(
-        s3, registries, stowage_bin, tmp_path):
+        s3, registries, stowage_bin, tmp_path, layout):
     bucket = s3.new_bucket()
     client = s3.client()
-    stores = s3_toml("blob_store", s3.endpoint, bucket, PREFIX)
+    fs_root = tmp_path / "fs-store"
+    stores = store_tables(layout, s3.endpoint, bucket, fs_root)
     registry = registries.start(stores)
     manifest = push_image(registry.url, "v1", b"{}", b"the kept layer")
     orphan = push_blob(registry.url, b"a layer no manifest names")
@@ -81,12 +102,12 @@ def test_gc_on_s3_deletes_the_unreferenced_and_aborts_crashed_multipart_uploads(
 
     out = collect("--dry-run")
     assert "would delete 1 blobs" in out and "and 1 multipart uploads" in out, out
-    assert stored(tree, orphan)
+    assert blob_stored(layout, tree, fs_root, orphan)
     assert tree.pending_multipart_uploads() == [crashed]
 
     out = collect()
     assert "deleted 1 blobs" in out and "and 1 multipart uploads" in out, out
-    assert not stored(tree, orphan)
+    assert not blob_stored(layout, tree, fs_root, orphan)
     assert tree.pending_multipart_uploads() == []
 
     registry = registries.start(stores)
