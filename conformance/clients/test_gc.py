@@ -10,7 +10,11 @@ and Stowage keeps all of it, and still serves the index completely.
 from __future__ import annotations
 
 import json
+import os
+import pty
+import re
 import shutil
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -214,3 +218,42 @@ def test_retention_untags_exactly_what_its_dry_run_named(registries, tmp_path):
     assert untagged == named, done
     assert sorted(p.name for p in (storage / "v2/repositories/gc/kept/_manifests/tags").iterdir()) == \
         ["release-1", "v3", "v4"]
+
+
+def on_a_terminal(argv: list[str]) -> tuple[int, str]:
+    """Runs `argv` with its stderr on a pseudo-terminal: its exit status and what it drew."""
+    control, terminal = pty.openpty()
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=terminal)
+    os.close(terminal)
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(control, 4096)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    os.close(control)
+    return proc.wait(timeout=120), drawn.decode(errors="replace")
+
+
+@pytest.mark.fs_only  # the command line over a filesystem root
+@pytest.mark.stowage_only
+def test_gc_draws_its_progress_on_a_terminal_and_nowhere_else(registries, tmp_path):
+    storage = tmp_path / "storage"
+    reg = registries.start(regmod.STOWAGE, storage)
+    src = OciLayout(tmp_path / "src")
+    for tag in ("a", "b"):
+        push_image(gzip_image(src, tag=tag), reg, f"gc/progress-{tag}", tag)
+    reg.stop()
+    config = tmp_path / "gc.toml"
+    config.write_text(f"[blob_store.fs]\nroot_dir = {json.dumps(str(storage))}\n[gc]\ngrace_period_secs = 0\n")
+    argv = [str(regmod.stowage_bin()), "gc", "--config", str(config), "--dry-run"]
+    status, drawn = on_a_terminal(argv)
+    assert status == 0, drawn
+    for phase in ("marking", "sweeping"):
+        assert re.search(phase + r" \[[=> ]+\] \d+/\d+", drawn), drawn
+    piped = subprocess.run(argv, capture_output=True, timeout=120)
+    assert piped.returncode == 0
+    assert b"marking" not in piped.stderr and b"sweeping" not in piped.stderr, piped.stderr

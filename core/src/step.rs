@@ -398,8 +398,19 @@ pub enum Step {
     },
     /// Tell webhooks of an event (answered by [`Outcome::Announced`]).
     Announce(Announcement),
+    /// How far a long operation (a garbage collection) has come, for a progress display;
+    /// answered by [`Outcome::Done`].
+    Progress(Progress),
     /// The operation is finished.
     Done(Response),
+}
+
+/// A long operation's progress: `done` of `total` steps of its current `phase`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub phase: &'static str,
+    pub done: u64,
+    pub total: u64,
 }
 
 /// Why the driver could not complete a storage, lock or cache request.

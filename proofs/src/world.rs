@@ -77,6 +77,7 @@ impl World {
             }),
             // No webhooks are subscribed in the model.
             Step::Announce(_) => Outcome::Announced(Vec::new()),
+            Step::Progress(_) => Outcome::Done,
         };
         Performed::Outcome(outcome)
     }

@@ -13,6 +13,7 @@ use stowage_core::{Entropy, Registry};
 use stowage_driver::{Backends, BoxFuture, Timer};
 use stowage_storage::Leftovers;
 
+use crate::gc_progress::GcProgress;
 use crate::{Config, StartError};
 
 /// What the collector is told by `[gc]` and the command line.
@@ -158,13 +159,17 @@ pub(crate) fn collect_once(
         .enable_all()
         .build()
         .map_err(StartError::Runtime)?;
+    let progress = Arc::new(GcProgress::new());
     let collected = runtime.block_on(async {
-        let (registry, backends) = crate::build(config, Arc::new(TokioTimer))?;
+        let (registry, mut backends) = crate::build(config, Arc::new(TokioTimer))?;
+        backends.progress = progress.clone();
         let settings = settings(config, dry_run, delete_untagged);
         collect(&registry, &backends, settings)
             .await
             .map_err(StartError::Gc)
-    })?;
+    });
+    progress.finish();
+    let collected = collected?;
     log(&collected);
     println!("{}", summary(&collected));
     Ok(())

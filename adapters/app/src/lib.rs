@@ -7,6 +7,7 @@ mod allocator;
 mod cli;
 mod config;
 mod gc;
+mod gc_progress;
 mod housekeeping;
 mod log_writer;
 mod logging;
@@ -28,8 +29,8 @@ use stowage_core::config::LockSettings;
 use stowage_core::step::Store;
 use stowage_core::{Limits, Registry};
 use stowage_driver::{
-    Backends, Cache, LockStore, MemoryCacheStore, MemoryLockStore, NoUpstreams, NoWebhooks, Timer,
-    Upstreams, Webhooks,
+    Backends, Cache, LockStore, MemoryCacheStore, MemoryLockStore, NoProgress, NoUpstreams,
+    NoWebhooks, Timer, Upstreams, Webhooks,
 };
 use stowage_http::{BodyPace, Observability, Service};
 use stowage_redis::{Redis, RedisCache, RedisLocks};
@@ -278,6 +279,7 @@ pub fn build(config: &Config, timer: Arc<dyn Timer>) -> Result<(Registry, Backen
         timer,
         upstreams,
         webhooks,
+        progress: Arc::new(NoProgress),
     };
     let access = AccessControl {
         challenge: config.auth.settings().challenge(),

@@ -8,7 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use stowage_core::events::Policy;
 use stowage_core::step::{
-    CacheRequest, IoError, LockRequest, Millis, Undelivered, UpstreamAnswer, UpstreamRequest,
+    CacheRequest, IoError, LockRequest, Millis, Progress, Undelivered, UpstreamAnswer,
+    UpstreamRequest,
 };
 use stowage_storage::Storage;
 
@@ -117,6 +118,18 @@ impl Webhooks for NoWebhooks {
     }
 }
 
+/// Where a long operation's progress is shown (`stowage gc` on a terminal).
+pub trait ProgressDisplay: Send + Sync {
+    fn show(&self, progress: &Progress);
+}
+
+/// Shows nothing: a server's collections log their outcome instead.
+pub struct NoProgress;
+
+impl ProgressDisplay for NoProgress {
+    fn show(&self, _progress: &Progress) {}
+}
+
 /// Everything an operation's steps are performed against.
 #[derive(Clone)]
 pub struct Backends {
@@ -126,4 +139,5 @@ pub struct Backends {
     pub timer: Arc<dyn Timer>,
     pub upstreams: Arc<dyn Upstreams>,
     pub webhooks: Arc<dyn Webhooks>,
+    pub progress: Arc<dyn ProgressDisplay>,
 }

@@ -21,7 +21,8 @@ use stowage_storage::BodySource;
 use keep_alive::HeldLocks;
 
 pub use backends::{
-    Backends, BoxFuture, Cache, LockStore, NoUpstreams, NoWebhooks, Timer, Upstreams, Webhooks,
+    Backends, BoxFuture, Cache, LockStore, NoProgress, NoUpstreams, NoWebhooks, ProgressDisplay,
+    Timer, Upstreams, Webhooks,
 };
 pub use measure::describe_metrics;
 pub use memory::{MemoryCacheStore, MemoryLockStore};
@@ -127,6 +128,10 @@ pub async fn drive(
                 };
                 span.outcome(outcome, undelivered.first().map(|u| u.reason.as_str()));
                 Outcome::Announced(undelivered)
+            }
+            Step::Progress(progress) => {
+                backends.progress.show(&progress);
+                Outcome::Done
             }
             Step::Announce(Announcement::Queued) => {
                 backends.webhooks.queued();

@@ -94,10 +94,16 @@ pub(super) async fn mark(
     lease: &mut Held,
     how: Mark<'_>,
 ) -> Result<Marking, RegistryError> {
+    let phase = match how.deletable {
+        Deletable::Any => "marking",
+        Deletable::FoundBy(_) => "marking again",
+    };
     let mut marking = Marking::default();
-    for name in repositories(ctx).await? {
+    let names = repositories(ctx).await?;
+    for (done, name) in names.iter().enumerate() {
+        ctx.progress(phase, done, names.len()).await;
         marking.repositories += 1;
-        mark_repository(ctx, settings, lease, &name, how, &mut marking).await?;
+        mark_repository(ctx, settings, lease, name, how, &mut marking).await?;
     }
     Ok(marking)
 }

@@ -40,7 +40,10 @@ pub(super) async fn unreferenced(
     let mut found = Vec::new();
     for algorithm in layout::folders(ctx.list(store, layout::BLOBS.to_owned()).await?) {
         let by_algorithm = format!("{}{algorithm}/", layout::BLOBS);
-        for prefix in layout::folders(ctx.list(store, by_algorithm.clone()).await?) {
+        let prefixes: Vec<String> =
+            layout::folders(ctx.list(store, by_algorithm.clone()).await?).collect();
+        for (done, prefix) in prefixes.iter().enumerate() {
+            ctx.progress("sweeping", done, prefixes.len()).await;
             let folder = format!("{by_algorithm}{prefix}/");
             ctx.ensure(lease).await?;
             let candidates: Vec<Digest> = layout::folders(ctx.list(store, folder).await?)
@@ -156,7 +159,8 @@ async fn publish_and_delete(
     untagged: &BTreeSet<(RepoName, Tag)>,
 ) -> Result<GcReport, RegistryError> {
     let doomed: Vec<&Digest> = garbage.doomed().into_iter().collect();
-    for wave in doomed.chunks(PER_WAVE) {
+    for (done, wave) in doomed.chunks(PER_WAVE).enumerate() {
+        ctx.progress("fencing", done * PER_WAVE, doomed.len()).await;
         ctx.ensure(lease).await?;
         let markers = wave
             .iter()
@@ -215,7 +219,9 @@ async fn publish_and_delete(
         .iter()
         .filter(|blob| !second.live.contains(&blob.digest) && !busy.contains(&blob.digest))
         .collect();
-    for wave in deletable.chunks(PER_WAVE) {
+    for (done, wave) in deletable.chunks(PER_WAVE).enumerate() {
+        ctx.progress("deleting", done * PER_WAVE, deletable.len())
+            .await;
         ctx.ensure(lease).await?;
         let folders = wave
             .iter()

@@ -12,8 +12,8 @@ use crate::lock::{Held, changed_underneath};
 use crate::op::Channel;
 use crate::rng::{Entropy, Rng};
 use crate::step::{
-    BodyError, BodyTap, CacheRequest, ObjectInfo, Outcome, Piece, Step, StorageRequest, Store,
-    UpstreamAnswer, UpstreamRequest, Versioned, WriteCondition,
+    BodyError, BodyTap, CacheRequest, ObjectInfo, Outcome, Piece, Progress, Step, StorageRequest,
+    Store, UpstreamAnswer, UpstreamRequest, Versioned, WriteCondition,
 };
 
 pub(crate) struct Ctx {
@@ -231,6 +231,16 @@ impl Ctx {
                 .collect(),
             other => Err(unavailable(what, other)),
         }
+    }
+
+    /// Tells the driver how far a long operation has come; nothing waits on the answer.
+    pub(crate) async fn progress(&self, phase: &'static str, done: usize, total: usize) {
+        let progress = Progress {
+            phase,
+            done: done as u64,
+            total: total as u64,
+        };
+        self.channel.perform(Step::Progress(progress)).await;
     }
 
     /// Whether each of `objects` exists, asked at once.
