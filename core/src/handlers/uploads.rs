@@ -513,7 +513,15 @@ pub(super) async fn finish(
             }
             let data = layout::blob_data(digest);
             if !ctx.exists(Store::Blobs, data.clone()).await? {
-                let pieces = match whole_data_file(ctx, name, id, &record).await? {
+                // A digest checked by re-hashing the stored pieces needs them again when this
+                // completion is retried (the fence may refuse it after the move): only an
+                // upload hashed on the way in may give its data file away.
+                let movable = digest.algorithm() == Algorithm::Sha256;
+                let whole = match movable {
+                    true => whole_data_file(ctx, name, id, &record).await?,
+                    false => None,
+                };
+                let pieces = match whole {
                     Some(file) => vec![file],
                     None => pieces,
                 };
