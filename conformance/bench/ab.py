@@ -1,7 +1,9 @@
 """A/B of stowage builds on the filesystem: each build serves its own root, and 1 GiB pushes
 (or pulls) alternate between them, so every build meets the machine in the same state.
-Prints each build's server CPU per GiB and MiB/s (medians) and peak RSS. Run as root: the
-page cache is flushed and dropped before every push, as in registry_bench.py.
+Prints each build's server CPU per GiB and MiB/s (medians), the client's CPU per GiB and peak
+RSS, beside the machine's limits measured in the same run (sha256 on one core, the
+verified-write floor). Run as root: the page cache is flushed and dropped before every
+push, as in registry_bench.py.
 
     .venv/bin/python conformance/bench/ab.py NAME=BINARY [NAME=BINARY ...] [--phase chunked]
 
@@ -12,6 +14,7 @@ the machine's own drift between runs is larger."""
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import sys
 from pathlib import Path
@@ -38,6 +41,8 @@ def main() -> int:
     servers = {}
     try:
         source = client.BlobSource(blobs, GIB)
+        sha256 = probes.sha256_one_core(source.path)
+        floor = probes.verified_write_cpu(source.path, work / "floor.bin", settle_memory)
         for name, binary in builds:
             servers[name] = Registry(binary, work / name, fs_toml("blob_store", work / name / "data"))
         pulled = {}
@@ -63,24 +68,35 @@ def main() -> int:
                         action = lambda: client.push_monolithic(http, "ab/blob", blob)  # noqa: E731
                     else:
                         action = lambda: client.push_chunked(http, "ab/blob", blob, CHUNK)  # noqa: E731
+                before = own_cpu()
                 with probes.ProcessProbe(server.process.proc.pid) as probe:
                     mib_s = rate(action, GIB)
+                client_cpu = own_cpu() - before
                 http.close()
-                samples[name].append((probe.cpu, mib_s, probe.peak_rss / (1 << 20)))
+                samples[name].append((probe.cpu, mib_s, probe.peak_rss / (1 << 20), client_cpu))
     finally:
         for server in servers.values():
             server.stop()
         remove(work)
         remove(blobs)
 
-    print(f"{args.phase}, 1 GiB, {args.rounds} rounds alternated")
+    print(f"{args.phase}, 1 GiB, {args.rounds} rounds alternated; sha256 on one core "
+          f"{sha256:,.0f} MiB/s, verified-write floor {floor:.2f} CPU-s per GiB")
     for name, runs in samples.items():
-        cpu = statistics.median(c for c, _, _ in runs)
-        mib_s = statistics.median(m for _, m, _ in runs)
-        print(f"{name:<16} CPU {cpu:.2f} s/GiB (min {min(c for c, _, _ in runs):.2f}, "
-              f"max {max(c for c, _, _ in runs):.2f})  {mib_s:,.0f} MiB/s  "
-              f"peak RSS {max(r for _, _, r in runs):.1f} MiB")
+        cpu = statistics.median(c for c, _, _, _ in runs)
+        mib_s = statistics.median(m for _, m, _, _ in runs)
+        client_cpu = statistics.median(c for _, _, _, c in runs)
+        print(f"{name:<16} CPU {cpu:.2f} s/GiB (min {min(c for c, _, _, _ in runs):.2f}, "
+              f"max {max(c for c, _, _, _ in runs):.2f}; {cpu / floor:.2f}x the floor)  "
+              f"{mib_s:,.0f} MiB/s ({mib_s / sha256:.2f}x sha256)  "
+              f"client CPU {client_cpu:.2f} s/GiB  peak RSS {max(r for _, _, r, _ in runs):.1f} MiB")
     return 0
+
+
+def own_cpu() -> float:
+    """CPU seconds this process (the client) has used, all its threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Round trips on S3: an operation that needs several independent answers from the store asks
-for them at once. With every S3 request held back by the proxy, accepting a manifest of 20
-layers costs a few round trips more than one of a single layer (its 42 existence checks go
-out together, not one after another), and a listing of 20 referrers about two round trips
-(the listing, then every referrer read at once)."""
+for them at once. With every S3 request held back by the proxy, accepting a manifest costs
+five round trips however many layers it has: the collector's state; the manifest's bytes
+stored, each tag read and each layer checked, all at once; the links; the tags; the
+collector's state again. A listing of 20 referrers costs about two (the listing, then every
+referrer read at once)."""
 
 from __future__ import annotations
 
@@ -64,9 +65,12 @@ def test_a_manifest_of_many_layers_costs_the_round_trips_of_one(s3, proxy, regis
         )
     (one_trips, one_requests), (many_trips, many_requests) = timed["one"], timed["many"]
     # The 19 more layers are 38 more existence checks: asked one by one they would add 38
-    # round trips; asked at once (32 in flight), two, and at most four on a loaded machine.
+    # round trips; asked at once, none, and at most two on a loaded machine.
     assert many_requests >= one_requests + 2 * (LAYERS - 1), (one_requests, many_requests)
-    assert many_trips - one_trips <= 4, timed
+    assert many_trips - one_trips <= 2, timed
+    # Five round trips of the proxy's, plus the mock's own time for each (asked one after
+    # another, the same writes and reads took ten).
+    assert many_trips <= 8, timed
 
 
 def referrer(subject: bytes, config, index: int) -> bytes:

@@ -39,6 +39,15 @@ impl Part {
             None => Piece::span(layout::upload_data(name, id), self.offset, self.len),
         }
     }
+
+    /// Where the part's bytes are stored, as a span: a concatenation copies a span, where it
+    /// may move a whole piece away.
+    pub fn kept_piece(&self, name: &RepoName, id: &UploadId) -> Piece {
+        match &self.name {
+            Some(part) => Piece::span(layout::upload_part(name, id, part), 0, self.len),
+            None => self.piece(name, id),
+        }
+    }
 }
 
 /// What is known of an upload between requests.

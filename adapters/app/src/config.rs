@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use bytesize::ByteSize;
 use serde::Deserialize;
-use stowage_storage::{FsSettings, InlineCalls, RedisLockSettings, S3Settings, StoreSettings};
+use stowage_storage::{
+    FsSettings, HashThread, InlineCalls, RedisLockSettings, S3Settings, StoreSettings,
+};
 
 use crate::access::{AuthSection, GlobalSection, RepositoryEntry};
 
@@ -189,6 +191,8 @@ pub struct ServerSettings {
     pub body_grace_secs: u64,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_timeout_secs: u64,
+    /// Whether a large pushed body is hashed on a thread of its own.
+    pub hash_thread: HashThread,
     /// `[server.tls]`; absent: plain HTTP.
     pub tls: Option<TlsSettings>,
 }
@@ -235,6 +239,7 @@ impl Default for ServerSettings {
             min_body_rate_bytes_per_sec: 1024,
             body_grace_secs: 10,
             shutdown_timeout_secs: 30,
+            hash_thread: HashThread::Auto,
             tls: None,
         }
     }
@@ -556,6 +561,14 @@ mod tests {
         assert_eq!(config.registry.upload_max_age_secs, 60);
         let err = parse("[registry]\nupload_max_age_secs = 0\n").unwrap_err();
         assert!(err.to_string().contains("upload_max_age_secs"), "{err}");
+    }
+
+    #[test]
+    fn hashes_on_a_thread_of_its_own_while_a_core_is_spare_unless_told() {
+        assert_eq!(parse("").unwrap().server.hash_thread, HashThread::Auto);
+        let config = parse("[server]\nhash_thread = \"never\"\n").unwrap();
+        assert_eq!(config.server.hash_thread, HashThread::Never);
+        assert!(parse("[server]\nhash_thread = \"sometimes\"\n").is_err());
     }
 
     #[test]

@@ -151,6 +151,7 @@ pub fn http_service(
     backends: Backends,
 ) -> Result<(Service, SocketAddr), StartError> {
     let server = &config.server;
+    stowage_storage::set_hash_thread(server.hash_thread);
     let body_pace = BodyPace {
         idle_timeout: Duration::from_secs(server.body_idle_timeout_secs),
         min_bytes_per_sec: server.min_body_rate_bytes_per_sec,

@@ -150,9 +150,9 @@ pub async fn drive(
     }
 }
 
-/// How many requests of one storage batch are in flight at once: enough that an image's
-/// layers are checked in one or two round trips, few enough not to flood the store.
-const BATCH_CONCURRENCY: usize = 32;
+/// How many requests of one storage batch are in flight at once: enough that the layers of
+/// an image of 30 are checked in one round trip, few enough not to flood the store.
+const BATCH_CONCURRENCY: usize = 64;
 
 /// Performs one storage request, measured and traced.
 async fn storage(

@@ -19,6 +19,7 @@ use stowage_core::step::{BodyError, BodyTap, IoError, Outcome, Piece, WriteCondi
 use crate::StorageError;
 use crate::body::BodySource;
 use crate::fs::FsStore;
+use crate::hashing::Hashing;
 use crate::object_writer::{Committed, ObjectWriter};
 use crate::s3_multipart::MultipartUploads;
 use crate::s3_store::S3Store;
@@ -74,19 +75,19 @@ pub(crate) async fn write_whole(
 pub(crate) async fn stream_body(
     mut writer: ObjectWriter,
     key: &str,
-    mut tap: BodyTap,
+    tap: BodyTap,
     body: &mut impl BodySource,
 ) -> Outcome {
+    let mut hashing = Hashing::new(tap);
     let mut error = None;
     while let Some(chunk) = body.next_chunk().await {
         let written = match chunk {
-            Ok(chunk) => match tap.feed(&chunk) {
-                Ok(()) => writer
-                    .write(chunk)
-                    .await
-                    .map_err(|e| BodyError::Storage(e.to_string())),
-                Err(refused) => Err(BodyError::Refused(refused)),
-            },
+            Ok(chunk) if hashing.feed(&chunk).await => writer
+                .write(chunk)
+                .await
+                .map_err(|e| BodyError::Storage(e.to_string())),
+            // The tap refused the body: `finish` tells why.
+            Ok(_) => break,
             Err(e) => Err(e),
         };
         if let Err(e) = written {
@@ -94,6 +95,16 @@ pub(crate) async fn stream_body(
             break;
         }
     }
+    let tap = match hashing.finish().await {
+        Ok((tap, refused)) => {
+            error = error.or(refused.map(BodyError::Refused));
+            tap
+        }
+        Err(e) => {
+            writer.abort(key).await;
+            return failed("hash", key, e);
+        }
+    };
     if error.is_none() {
         error = tap.finish().err().map(BodyError::Refused);
     }

@@ -77,10 +77,7 @@ impl Ctx {
         store: Store,
         key: String,
     ) -> Result<Option<u64>, RegistryError> {
-        match self.storage(StorageRequest::Stat { store, key }).await {
-            Outcome::Stat(size) => Ok(size),
-            other => Err(unavailable("stat", other)),
-        }
+        answer::size(self.storage(StorageRequest::Stat { store, key }).await)
     }
 
     /// An object's size and when it was written, or `None` when absent.
@@ -115,13 +112,10 @@ impl Ctx {
         store: Store,
         key: String,
     ) -> Result<Option<Versioned>, RegistryError> {
-        match self
-            .storage(StorageRequest::ReadVersioned { store, key })
-            .await
-        {
-            Outcome::Versioned(found) => Ok(found),
-            other => Err(unavailable("read", other)),
-        }
+        answer::versioned(
+            self.storage(StorageRequest::ReadVersioned { store, key })
+                .await,
+        )
     }
 
     /// Writes `data` at `key` if `condition` holds: `Ok(false)` when it did not, and
@@ -140,11 +134,7 @@ impl Ctx {
             data,
             condition,
         };
-        match self.storage(request).await {
-            Outcome::Done => Ok(true),
-            Outcome::ConditionFailed => Ok(false),
-            other => Err(unavailable("write", other)),
-        }
+        answer::written(self.storage(request).await)
     }
 
     /// Writes `data` at a key that determines it, so finding an object there is success: a
@@ -231,6 +221,15 @@ impl Ctx {
                 .collect(),
             other => Err(unavailable(what, other)),
         }
+    }
+
+    /// Each of `requests`, of any kinds, asked at once: their outcomes in order, each for
+    /// the caller to read with [`answer`].
+    pub(crate) async fn storage_each(
+        &self,
+        requests: Vec<StorageRequest>,
+    ) -> Result<Vec<Outcome>, RegistryError> {
+        self.storage_batch("storage", requests, Ok).await
     }
 
     /// Tells the driver how far a long operation has come; nothing waits on the answer.
@@ -565,6 +564,38 @@ impl Ctx {
         let result = body(&mut held).await;
         self.unlock(held).await;
         result.map(Some)
+    }
+}
+
+/// What a storage outcome says to each kind of request; any other outcome is a failure.
+pub(crate) mod answer {
+    use super::unavailable;
+    use crate::error::RegistryError;
+    use crate::step::{Outcome, Versioned};
+
+    /// To a stat: the object's size, `None` when absent.
+    pub(crate) fn size(outcome: Outcome) -> Result<Option<u64>, RegistryError> {
+        match outcome {
+            Outcome::Stat(size) => Ok(size),
+            other => Err(unavailable("stat", other)),
+        }
+    }
+
+    /// To a versioned read: the object and its version, `None` when absent.
+    pub(crate) fn versioned(outcome: Outcome) -> Result<Option<Versioned>, RegistryError> {
+        match outcome {
+            Outcome::Versioned(found) => Ok(found),
+            other => Err(unavailable("read", other)),
+        }
+    }
+
+    /// To a conditional write: whether its condition held (and it wrote).
+    pub(crate) fn written(outcome: Outcome) -> Result<bool, RegistryError> {
+        match outcome {
+            Outcome::Done => Ok(true),
+            Outcome::ConditionFailed => Ok(false),
+            other => Err(unavailable("write", other)),
+        }
     }
 }
 

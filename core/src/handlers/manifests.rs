@@ -4,7 +4,7 @@ use bytes::Bytes;
 use http::StatusCode;
 
 use super::announce;
-use super::ctx::keys;
+use super::ctx::{answer, keys};
 use super::mirror::{self, Mirrored};
 use super::response::Reply;
 use super::{Ctx, Request};
@@ -13,10 +13,10 @@ use crate::error::{ErrorCode, RegistryError};
 use crate::events::{EventData, EventKind};
 use crate::gc::fence::{self, Named};
 use crate::layout;
-use crate::lock::Held;
+use crate::lock::{Held, changed_underneath};
 use crate::manifest::{Manifest, stored_media_type};
 use crate::names::{Reference, RepoName, Tag};
-use crate::step::{BodyError, Response, Store, Versioned};
+use crate::step::{BodyError, Response, StorageRequest, Store, Versioned, WriteCondition};
 
 fn manifest_unknown(reference: &dyn std::fmt::Display) -> RegistryError {
     RegistryError::new(
@@ -124,40 +124,69 @@ fn invalid(message: impl Into<String>) -> RegistryError {
     RegistryError::new(ErrorCode::ManifestInvalid, message)
 }
 
-/// With `allow_missing_manifest_references = false`, every blob and manifest named must
-/// already belong to the repository, and its bytes be stored: a link can outlive its bytes
-/// when the collector deleted them under a push it then refused (see `gc::fence`).
-async fn check_references(
+/// Under a push's locks, in one round trip: stores the manifest's bytes at their content
+/// address (a push refused after this leaves only garbage, which the collector takes), reads
+/// what each of `tags` points at (for its commit to replace exactly that), and checks that
+/// each of `checked` is in repository `name`: its link, and its bytes, as a link can outlive
+/// its bytes when the collector deleted them under a push it then refused (see `gc::fence`).
+pub(super) async fn prepare(
     ctx: &Ctx,
     name: &RepoName,
-    manifest: &Manifest,
-) -> Result<(), RegistryError> {
-    if ctx.limits.allow_missing_manifest_references {
-        return Ok(());
-    }
-    let named = named_by(name, None, manifest);
-    // Every link and every blob at once: one round trip however many layers.
-    let objects = named
-        .iter()
-        .flat_map(|n| {
-            [
-                (Store::Meta, n.link.clone()),
-                (n.store, layout::blob_data(n.digest)),
-            ]
-        })
+    digest: &Digest,
+    body: &Bytes,
+    tags: &[Tag],
+    checked: &[Named<'_>],
+) -> Result<Vec<Option<Versioned>>, RegistryError> {
+    let store_bytes = StorageRequest::Write {
+        store: Store::Meta,
+        key: layout::blob_data(digest),
+        data: body.clone(),
+        condition: WriteCondition::CreateNew,
+    };
+    let read_tags = tags.iter().map(|tag| StorageRequest::ReadVersioned {
+        store: Store::Meta,
+        key: layout::tag_current(name, tag),
+    });
+    let checks = checked.iter().flat_map(|n| {
+        [
+            StorageRequest::Stat {
+                store: Store::Meta,
+                key: n.link.clone(),
+            },
+            StorageRequest::Stat {
+                store: n.store,
+                key: layout::blob_data(n.digest),
+            },
+        ]
+    });
+    let requests = std::iter::once(store_bytes)
+        .chain(read_tags)
+        .chain(checks)
         .collect();
-    let found = ctx.exists_each(objects).await?;
-    match named
+    let mut outcomes = ctx.storage_each(requests).await?.into_iter();
+    // Found already is as good as written: the same bytes.
+    if let Some(stored) = outcomes.next() {
+        answer::written(stored)?;
+    }
+    let current = outcomes
+        .by_ref()
+        .take(tags.len())
+        .map(answer::versioned)
+        .collect::<Result<Vec<_>, _>>()?;
+    let found = outcomes
+        .map(|o| answer::size(o).map(|size| size.is_some()))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some((missing, _)) = checked
         .iter()
         .zip(found.chunks(2))
         .find(|(_, both)| both.contains(&false))
     {
-        Some((missing, _)) => Err(RegistryError::new(
+        return Err(RegistryError::new(
             ErrorCode::ManifestBlobUnknown,
             format!("manifest names {}, which is not in {name}", missing.digest),
-        )),
-        None => Ok(()),
+        ));
     }
+    Ok(current)
 }
 
 /// What a pushed manifest makes referenced: itself (`digest`, if given), its blobs and its
@@ -234,7 +263,6 @@ pub(super) async fn put(
     let manifest =
         Manifest::parse(&body, head.header("content-type")).map_err(|e| invalid(e.to_string()))?;
     let watched = fence::watch(ctx).await?;
-    check_references(ctx, name, &manifest).await?;
     let mut tags = extra_tags;
     if let Reference::Tag(tag) = reference {
         tags.insert(0, tag.clone());
@@ -244,23 +272,22 @@ pub(super) async fn put(
     tags.retain(|t| seen.insert(t.clone()));
     let mut lock_keys = vec![keys::manifest_lock(name, &digest)];
     lock_keys.extend(tags.iter().map(|t| keys::tag_lock(name, t)));
+    let checked = if ctx.limits.allow_missing_manifest_references {
+        Vec::new()
+    } else {
+        named_by(name, None, &manifest)
+    };
     let events = ctx
         .locked(lock_keys, async |held| {
-            // What each tag points at, read under its lock: its commit replaces exactly that
-            // version, so a commit whose lock was lost meanwhile cannot undo a newer one.
-            let mut current = Vec::with_capacity(tags.len());
-            for tag in &tags {
-                let found = ctx
-                    .read_versioned(Store::Meta, layout::tag_current(name, tag))
-                    .await?;
+            let current = prepare(ctx, name, &digest, &body, &tags, &checked).await?;
+            for (tag, found) in tags.iter().zip(&current) {
                 // Pushing the same manifest again leaves an immutable tag where it was.
-                if let Some(found) = &found
+                if let Some(found) = found
                     && request.tag_is_immutable(name, tag)
                     && parse_link(&found.data)? != digest
                 {
                     return Err(immutable(name, tag));
                 }
-                current.push(found);
             }
             let mut events = Vec::new();
             events.extend(announce::repository_created(ctx, name).await?);
@@ -307,9 +334,11 @@ pub(super) async fn put(
     Ok(reply.done())
 }
 
-/// Stores manifest `body` (with digest `digest`) in `name` and points `tags` at it. The
-/// caller holds the manifest's lock and every tag's, and read what each tag pointed at
-/// under them (with the tag in `tags`). Pushes and mirror fetches both commit this way.
+/// Makes manifest `digest` (`body`, stored by [`prepare`]) part of `name` and points `tags`
+/// at it. The caller holds the manifest's lock and every tag's, and read under them what
+/// each tag pointed at (with the tag in `tags`). Pushes and mirror fetches both commit this
+/// way, in two round trips: the links, then the tags, which reach the manifest through its
+/// revision link and so must not be seen before it.
 pub(super) async fn commit(
     ctx: &Ctx,
     name: &RepoName,
@@ -319,49 +348,53 @@ pub(super) async fn commit(
     tags: &[(Tag, Option<Versioned>)],
     held: &mut Held,
 ) -> Result<(), RegistryError> {
-    ctx.create(Store::Meta, layout::blob_data(digest), body.clone())
-        .await?;
+    let link = Bytes::from(layout::link_content(digest));
+    let mut links = vec![(layout::revision_link(name, digest), link.clone())];
     if let Some(subject) = &manifest.subject {
         let descriptor = manifest.referrer_descriptor(digest, body.len() as u64);
         let json = serde_json::to_vec(&descriptor).map_err(|e| invalid(e.to_string()))?;
         // Derived from the manifest its key names: the same bytes whoever writes it.
-        ctx.create(
-            Store::Meta,
-            layout::referrer_entry(name, subject, digest),
-            json,
-        )
-        .await?;
+        links.push((layout::referrer_entry(name, subject, digest), json.into()));
     }
+    links.extend(
+        tags.iter()
+            .map(|(tag, _)| (layout::tag_index(name, tag, digest), link.clone())),
+    );
     ctx.ensure(held).await?;
-    let link = layout::link_content(digest);
-    ctx.create(
-        Store::Meta,
-        layout::revision_link(name, digest),
-        link.clone(),
-    )
-    .await?;
+    ctx.create_each(Store::Meta, links).await?;
     // The first pull after the push then finds the manifest in the cache.
     ctx.cache_record(keys::manifest_cache(name, digest), Some(body.clone()))
         .await?;
-    for (tag, found) in tags {
-        ctx.create(
-            Store::Meta,
-            layout::tag_index(name, tag, digest),
-            link.clone(),
-        )
-        .await?;
-        ctx.ensure(held).await?;
-        ctx.replace(
-            Store::Meta,
-            layout::tag_current(name, tag),
-            link.clone(),
-            found.as_ref(),
-        )
-        .await?;
-        ctx.cache_record(keys::tag_cache(name, tag), Some(Bytes::from(link.clone())))
-            .await?;
+    ctx.ensure(held).await?;
+    let replaces = tags
+        .iter()
+        .map(|(tag, found)| StorageRequest::Write {
+            store: Store::Meta,
+            key: layout::tag_current(name, tag),
+            data: link.clone(),
+            condition: WriteCondition::replacing(found.as_ref()),
+        })
+        .collect();
+    let outcomes = ctx.storage_each(replaces).await?;
+    let mut committed = Ok(());
+    for ((tag, _), outcome) in tags.iter().zip(outcomes) {
+        let cached = keys::tag_cache(name, tag);
+        match answer::written(outcome) {
+            Ok(true) => ctx.cache_record(cached, Some(link.clone())).await?,
+            // Someone committed while this lock was lost, or the write failed: readers ask
+            // storage what the tag is.
+            Ok(false) => {
+                ctx.cache_forget(cached).await;
+                let key = layout::tag_current(name, tag);
+                committed = committed.and(Err(changed_underneath(&key)));
+            }
+            Err(failed) => {
+                ctx.cache_forget(cached).await;
+                committed = committed.and(Err(failed));
+            }
+        }
     }
-    Ok(())
+    committed
 }
 
 pub(super) async fn delete(

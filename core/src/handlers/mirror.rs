@@ -212,13 +212,9 @@ async fn store_manifest(
     let mut locks = vec![keys::manifest_lock(name, digest)];
     locks.extend(tag.map(|t| keys::tag_lock(name, t)));
     ctx.locked(locks, async |held| {
-        let mut tags = Vec::new();
-        if let Some(tag) = tag {
-            let found = ctx
-                .read_versioned(Store::Meta, layout::tag_current(name, tag))
-                .await?;
-            tags.push((tag.clone(), found));
-        }
+        let tags: Vec<Tag> = tag.into_iter().cloned().collect();
+        let current = manifests::prepare(ctx, name, digest, &body, &tags, &[]).await?;
+        let tags: Vec<_> = tags.into_iter().zip(current).collect();
         manifests::commit(ctx, name, digest, &body, &manifest, &tags, held).await
     })
     .await

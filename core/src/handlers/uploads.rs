@@ -515,15 +515,18 @@ pub(super) async fn finish(
             if !ctx.exists(Store::Blobs, data.clone()).await? {
                 // A digest checked by re-hashing the stored pieces needs them again when this
                 // completion is retried (the fence may refuse it after the move): only an
-                // upload hashed on the way in may give its data file away.
-                let movable = digest.algorithm() == Algorithm::Sha256;
-                let whole = match movable {
-                    true => whole_data_file(ctx, name, id, &record).await?,
-                    false => None,
-                };
-                let pieces = match whole {
-                    Some(file) => vec![file],
-                    None => pieces,
+                // upload hashed on the way in may give its data file or a part away.
+                let pieces = if digest.algorithm() == Algorithm::Sha256 {
+                    match whole_data_file(ctx, name, id, &record).await? {
+                        Some(file) => vec![file],
+                        None => pieces,
+                    }
+                } else {
+                    record
+                        .parts
+                        .iter()
+                        .map(|p| p.kept_piece(name, id))
+                        .collect()
                 };
                 ctx.concat(Store::Blobs, pieces, data).await?;
             }

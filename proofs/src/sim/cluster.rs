@@ -7,7 +7,7 @@ use http::StatusCode;
 use stowage_core::config::LockSettings;
 use stowage_core::digest::Digest;
 use stowage_core::gc::GcSettings;
-use stowage_core::step::{BodyError, IoError, LockRequest, Outcome, Response, Step};
+use stowage_core::step::{BodyError, IoError, LockRequest, Millis, Outcome, Response, Step};
 use stowage_core::{Limits, Registry};
 
 use super::Violation;
@@ -138,6 +138,56 @@ struct InFlight {
     actor: Actor,
     replica: usize,
     record: usize,
+    /// The collector's locks, kept alive every tick as the driver keeps them while a step
+    /// runs (`keep_alive.rs`): a run takes many ticks of waiting its turn among the
+    /// clients. A client's are not, so that the simulation reaches commits whose lock
+    /// expired; clock jumps (a paused process) expire the collector's too.
+    kept_alive: Option<KeptAlive>,
+}
+
+/// The locks an operation holds, as the refresh requests that extend them, and when they
+/// were last extended.
+#[derive(Default)]
+struct KeptAlive {
+    held: Vec<LockRequest>,
+    refreshed: Millis,
+}
+
+impl KeptAlive {
+    fn track(&mut self, request: &LockRequest, taken: bool, now: Millis) {
+        match request {
+            LockRequest::Acquire { key, token, ttl_ms } if taken => {
+                self.held.push(LockRequest::Refresh {
+                    key: key.clone(),
+                    token: token.clone(),
+                    ttl_ms: *ttl_ms,
+                });
+                self.refreshed = now;
+            }
+            LockRequest::Release { key, .. } => self.held.retain(|held| match held {
+                LockRequest::Refresh { key: held, .. } => held != key,
+                _ => true,
+            }),
+            _ => {}
+        }
+    }
+
+    /// Extends every held lock once a third of the shortest TTL has passed.
+    fn refresh(&mut self, world: &mut World) {
+        let shortest = self.held.iter().filter_map(|held| match held {
+            LockRequest::Refresh { ttl_ms, .. } => Some(*ttl_ms),
+            _ => None,
+        });
+        let Some(ttl_ms) = shortest.min() else {
+            return;
+        };
+        if world.now.since(self.refreshed) >= ttl_ms / 3 {
+            for held in &self.held {
+                world.lock(held);
+            }
+            self.refreshed = world.now;
+        }
+    }
 }
 
 struct Client {
@@ -243,6 +293,10 @@ impl Cluster {
         while self.tick < MAX_TICKS {
             self.tick += 1;
             self.world.now = self.world.now.plus(self.rng.below(3));
+            let collecting = self.collector.as_mut().and_then(|c| c.inflight.as_mut());
+            if let Some(kept_alive) = collecting.and_then(|f| f.kept_alive.as_mut()) {
+                kept_alive.refresh(&mut self.world);
+            }
             let faults = self.config.faults;
             if self.rng.chance(faults.clock_jump) {
                 let ttl = self.config.limits.locks.ttl_ms;
@@ -351,6 +405,7 @@ impl Cluster {
                 actor,
                 replica,
                 record,
+                kept_alive: Some(KeptAlive::default()),
             });
             return Ok(());
         };
@@ -385,6 +440,10 @@ impl Cluster {
     fn step(&mut self, inflight: &mut InFlight) -> Option<Response> {
         let now = self.world.now;
         let (step, record) = (inflight.actor.poll(now), inflight.record);
+        let lock_request = match &step {
+            Step::Lock(request) if inflight.kept_alive.is_some() => Some(request.clone()),
+            _ => None,
+        };
         if let Step::Lock(request) = &step {
             let (key, token) = match request {
                 LockRequest::Acquire { key, token, .. }
@@ -412,6 +471,11 @@ impl Cluster {
         };
         match executed {
             Executed::Outcome(outcome) => {
+                if let (Some(kept_alive), Some(request)) = (&mut inflight.kept_alive, lock_request)
+                {
+                    let taken = matches!(outcome, Outcome::Lock(true));
+                    kept_alive.track(&request, taken, self.world.now);
+                }
                 inflight.actor.answer(outcome);
                 None
             }
@@ -437,6 +501,7 @@ impl Cluster {
             actor,
             replica,
             record,
+            kept_alive: None,
         });
     }
 
