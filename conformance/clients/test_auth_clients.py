@@ -9,10 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
-import tempfile
-import time
 from pathlib import Path
 
 import oras.client
@@ -22,7 +19,8 @@ import requests
 from clientharness.auth import hash_password, token_service_toml, toml_str
 from clientharness.layout import multi_layer_image
 from clientharness.pki import Ca
-from clientharness.tools import CommandFailed, run
+from clientharness.tools import run
+from docker_engine import DockerEngine
 
 pytestmark = [pytest.mark.stowage_only, pytest.mark.fs_only]
 
@@ -203,57 +201,11 @@ def test_curl_with_a_client_certificate(registries, registry_kind, tmp_path):
                      "--key", str(tmp_path / "robot.key")) == (0, "201")
 
 
-class DockerEngine:
-    """A docker engine of the test's own (its own data root and socket, no networking of
-    its own), trusting `ca` for `host` the way an operator sets it up."""
-
-    def __init__(self, workdir: Path, host: str, ca: Path):
-        self.dir = Path(tempfile.mkdtemp(prefix="dk-", dir="/tmp"))
-        self.socket = self.dir / "docker.sock"
-        self.certs_d = Path("/etc/docker/certs.d") / host
-        self.certs_d.mkdir(parents=True, exist_ok=True)
-        shutil.copy(ca, self.certs_d / "ca.crt")
-        self.env = {**os.environ, "DOCKER_HOST": f"unix://{self.socket}",
-                    "DOCKER_CONFIG": str(self.dir / "client")}
-        self.log = open(self.dir / "dockerd.log", "wb")
-        self.proc = subprocess.Popen(
-            ["dockerd", "--iptables=false", "--ip6tables=false", "--bridge=none",
-             "--data-root", str(self.dir / "root"), "--exec-root", str(self.dir / "exec"),
-             "--pidfile", str(self.dir / "docker.pid"), "-H", f"unix://{self.socket}"],
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 60
-        while self("version", check=False).returncode != 0:
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                self.stop()
-                pytest.fail("dockerd did not start:\n"
-                            + (self.dir / "dockerd.log").read_text(errors="replace")[-3000:])
-            time.sleep(0.5)
-
-    def __call__(self, *args: str, check: bool = True, stdin: bytes | None = None):
-        cp = subprocess.run(["docker", *args], env=self.env, capture_output=True,
-                            input=stdin, timeout=180)
-        if check and cp.returncode != 0:
-            raise CommandFailed(f"docker {' '.join(args)}: {cp.stderr.decode(errors='replace')}")
-        return cp
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.log.close()
-        shutil.rmtree(self.certs_d, ignore_errors=True)
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
 def test_docker_engine_login_push_and_pull(secured, layout, tmp_path):
     img = multi_layer_image(layout, big_layer_mib=1)
     archive = tmp_path / "image.tar"
     skopeo("copy", img.ref, f"docker-archive:{archive}:local/app:v1")
-    docker = DockerEngine(tmp_path, secured.host, secured.certs / "ca.crt")
+    docker = DockerEngine(trust=(secured.host, secured.certs / "ca.crt"))
     try:
         docker("load", "-i", str(archive))
         target = f"{secured.host}/team/docker:v1"

@@ -24,6 +24,7 @@ sys.path.append(str(Path(__file__).resolve().parents[1] / "clients"))
 
 from clientharness.tools import ContainerTool  # noqa: E402
 from conftest import mirror_toml  # noqa: E402
+from docker_engine import DockerEngine  # noqa: E402
 
 ACCEPT = "application/vnd.oci.image.manifest.v1+json"
 
@@ -187,6 +188,86 @@ def tar_layer(name: str, content: bytes) -> bytes:
         info.mtime = 0
         tar.addfile(info, io.BytesIO(content))
     return out.getvalue()
+
+
+def test_the_docker_engine_pulls_docker_hub_images_through_its_registry_mirror(upstream, start):
+    # The engine asks its mirrors first for every Docker Hub image, as `library/<name>`, so
+    # the mirror is at the root, as the README sets it up; with no way out to Docker Hub
+    # here, only the mirror can serve it.
+    layer = tar_layer("hello.txt", b"through the engine's mirror\n")
+    image = upstream.push("library/app", "v1", [layer])
+    mirror = start(mirror_toml(upstream, prefix=""))
+    docker = DockerEngine(mirrors=(mirror.url,))
+    try:
+        docker("pull", "app:v1")
+        digests = docker.out("image", "inspect", "--format", "{{json .RepoDigests}}", "app:v1")
+        assert f"@{image['digest']}" in digests, digests
+    finally:
+        docker.stop()
+    assert upstream.proxy.blob_gets(image["layers"][0]["digest"]) == 1
+
+
+class Containerd:
+    """A containerd of the test's own (its own root, state and socket; no CRI), driven by
+    `ctr`."""
+
+    def __init__(self):
+        self.dir = Path(tempfile.mkdtemp(prefix="ctrd-", dir="/tmp"))
+        self.socket = self.dir / "containerd.sock"
+        config = self.dir / "config.toml"
+        config.write_text(
+            f'version = 2\nroot = "{self.dir / "root"}"\nstate = "{self.dir / "state"}"\n'
+            'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
+            f'[grpc]\naddress = "{self.socket}"\n'
+        )
+        self.log = open(self.dir / "containerd.log", "wb")
+        self.proc = subprocess.Popen(["containerd", "--config", str(config)], stdout=self.log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while self("version", check=False).returncode != 0:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                log = (self.dir / "containerd.log").read_text(errors="replace")[-3000:]
+                self.stop()
+                pytest.fail(f"containerd did not start:\n{log}")
+            time.sleep(0.2)
+
+    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        cp = subprocess.run(["ctr", "--address", str(self.socket), "--namespace", "stowage", *args],
+                            capture_output=True, timeout=180)
+        assert not check or cp.returncode == 0, f"ctr {' '.join(args)}: {cp.stderr.decode()}"
+        return cp
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def test_containerd_pulls_docker_hub_images_through_a_hosts_toml_mirror(upstream, start, tmp_path):
+    # As the README sets containerd up: the mirror's path under a prefix, and containerd's
+    # `?ns=docker.io` picking the upstream that stands for Docker Hub (`ns`).
+    layer = tar_layer("hello.txt", b"through containerd's mirror\n")
+    image = upstream.push("library/app", "v1", [layer])
+    # Appended to the upstream's table, the last one.
+    mirror = start(mirror_toml(upstream, prefix="dockerhub") + 'ns = "docker.io"\n')
+    hosts = tmp_path / "hosts" / "docker.io"
+    hosts.mkdir(parents=True)
+    (hosts / "hosts.toml").write_text(
+        'server = "https://registry-1.docker.io"\n'
+        f'[host."{mirror.url}/v2/dockerhub"]\n'
+        '  capabilities = ["pull", "resolve"]\n  override_path = true\n'
+    )
+    containerd = Containerd()
+    try:
+        containerd("images", "pull", "--snapshotter", "native", "--hosts-dir",
+                   str(tmp_path / "hosts"), "docker.io/library/app:v1")
+        listed = containerd("images", "ls").stdout.decode()
+        assert "docker.io/library/app:v1" in listed and image["digest"] in listed, listed
+    finally:
+        containerd.stop()
+    assert upstream.proxy.blob_gets(image["layers"][0]["digest"]) == 1
 
 
 def test_podman_pulls_through_a_registries_conf_mirror(upstream, start, tmp_path):
