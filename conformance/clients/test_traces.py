@@ -8,11 +8,13 @@ trace depends on the store; the rest runs in the suite's fs run."""
 from __future__ import annotations
 
 import secrets
+import ssl
 import time
 
 import pytest
 
 from clientharness.auth import Client
+from clientharness.pki import Ca
 from clientharness.registry import free_port
 from otlp_receiver import OtlpReceiver, Span
 from test_observability import MANIFESTS
@@ -37,10 +39,13 @@ def quick_export(monkeypatch):
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
 
 
-def start(registries, registry_kind, tmp_path, endpoint: str, rate: float | None = None):
+def start(registries, registry_kind, tmp_path, endpoint: str, rate: float | None = None,
+          ca_bundle=None):
     toml = f'[observability.tracing]\nendpoint = "{endpoint}"\n'
     if rate is not None:
         toml += f"sampling_rate = {rate}\n"
+    if ca_bundle is not None:
+        toml += f'ca_bundle = "{ca_bundle}"\n'
     return registries.start(registry_kind, tmp_path / "storage", server_toml=toml)
 
 
@@ -181,3 +186,31 @@ def test_an_unreachable_collector_costs_the_requests_nothing(
         assert time.monotonic() < deadline, f"no warning in the log:\n{reg.log_tail()}"
         time.sleep(0.05)
     assert reg.running()
+
+
+@pytest.mark.fs_only
+def test_an_https_collector_is_trusted_through_its_ca_bundle_and_not_without(
+        registries, registry_kind, tmp_path, quick_export):
+    ca = Ca("collector CA")
+    cert, key = ca.server().write(tmp_path / "collector.crt", tmp_path / "collector.key")
+    bundle = tmp_path / "ca.pem"
+    bundle.write_bytes(ca.cert_pem)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    collector = OtlpReceiver(tls=tls).start()
+    try:
+        assert collector.url.startswith("https://")
+        # Not trusted: nothing arrives, the requests are served all the same.
+        untrusting = start(registries, registry_kind, tmp_path / "untrusting", collector.url)
+        assert Client(untrusting.url).request("GET", "/v2/", headers={"X-Request-Id": "unseen"}).ok
+        deadline = time.monotonic() + 10
+        while "sending spans to the trace collector failed" not in untrusting.log_tail(200):
+            assert time.monotonic() < deadline, f"no warning in the log:\n{untrusting.log_tail()}"
+            time.sleep(0.05)
+        assert by_request_id("unseen")(collector.received()) is None
+        trusting = start(registries, registry_kind, tmp_path / "trusting", collector.url,
+                         ca_bundle=bundle)
+        assert Client(trusting.url).request("GET", "/v2/", headers={"X-Request-Id": "seen"}).ok
+        collector.wait_for(by_request_id("seen"), "span sent over https")
+    finally:
+        collector.stop()

@@ -6,6 +6,7 @@ without decoding it, costing the benchmarks' machine as little as a collector ca
 
 from __future__ import annotations
 
+import ssl
 import sys
 import threading
 import time
@@ -63,8 +64,11 @@ class OtlpReceiver:
     decoding them. A body that is not an export is answered 400 and counted in
     `rejected`."""
 
-    def __init__(self, port: int | None = None, keep: bool = True):
+    def __init__(self, port: int | None = None, keep: bool = True,
+                 tls: ssl.SSLContext | None = None):
+        """`tls`: serve https with this context."""
         self.port = port or free_port()
+        self.scheme = "https" if tls else "http"
         self.keep = keep
         self.spans: list[Span] = []
         self.rejected = 0
@@ -100,11 +104,13 @@ class OtlpReceiver:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        if tls:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}{PATH}"
+        return f"{self.scheme}://127.0.0.1:{self.port}{PATH}"
 
     def start(self) -> "OtlpReceiver":
         self.thread.start()

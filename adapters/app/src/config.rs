@@ -98,6 +98,8 @@ pub struct TracingSettings {
     /// The share of requests traced, 0.0 to 1.0 (default 1.0), for requests whose client
     /// did not decide it in its `traceparent`.
     pub sampling_rate: Option<f64>,
+    /// PEM: CAs an https collector's certificate may chain to, besides the system's.
+    pub ca_bundle: Option<PathBuf>,
 }
 
 impl TracingSettings {
@@ -430,11 +432,12 @@ impl Config {
                     "must be an http:// or https:// URL",
                 ));
             }
-        } else if tracing.sampling_rate.is_some() {
-            return Err(invalid(
-                "observability.tracing.sampling_rate",
-                "needs observability.tracing.endpoint",
-            ));
+        } else if tracing.sampling_rate.is_some() || tracing.ca_bundle.is_some() {
+            let key = match tracing.ca_bundle {
+                Some(_) => "observability.tracing.ca_bundle",
+                None => "observability.tracing.sampling_rate",
+            };
+            return Err(invalid(key, "needs observability.tracing.endpoint"));
         }
         if !(0.0..=1.0).contains(&tracing.sampling_rate()) {
             return Err(invalid(
@@ -643,6 +646,7 @@ mod tests {
             "[observability]\nreadiness_timeout_ms = 0\n",
             "[observability.metrics]\npath = \"/m\"\n",
             "[observability.tracing]\nsampling_rate = 0.5\n",
+            "[observability.tracing]\nca_bundle = \"/etc/ssl/collector.pem\"\n",
             "[observability.tracing]\nendpoint = \"127.0.0.1:4318\"\n",
             "[observability.tracing]\nendpoint = \"grpc://c:4317\"\n",
             "[observability.tracing]\nendpoint = \"http://c:4318\"\nsampling_rate = 1.5\n",

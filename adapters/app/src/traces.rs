@@ -4,6 +4,7 @@
 //! server has no tokio runtime). The export's HTTP client is reqwest, as the webhooks', on
 //! a small tokio runtime of that thread's.
 
+use std::path::Path;
 use std::sync::{Once, OnceLock};
 use std::time::Duration;
 
@@ -31,7 +32,7 @@ pub(crate) fn start(settings: &TracingSettings) -> Result<Option<Tracing>, Start
     };
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
-        .with_http_client(ExportClient::new(endpoint)?)
+        .with_http_client(ExportClient::new(endpoint, settings.ca_bundle.as_deref())?)
         .with_protocol(Protocol::HttpBinary)
         .with_endpoint(endpoint)
         .with_timeout(EXPORT_TIMEOUT)
@@ -71,18 +72,28 @@ struct ExportClient {
 }
 
 impl ExportClient {
-    fn new(endpoint: &str) -> Result<Self, StartError> {
+    /// A client for `endpoint` that also trusts the CAs of `ca_bundle` (PEM), if given.
+    fn new(endpoint: &str, ca_bundle: Option<&Path>) -> Result<Self, StartError> {
         // The process-wide TLS provider; whoever installs it first installs the same one.
         static PROVIDER: Once = Once::new();
         PROVIDER.call_once(|| {
             let _ = rustls::crypto::ring::default_provider().install_default();
         });
-        let client = reqwest::Client::builder()
+        let refused = |e: &dyn std::fmt::Display| StartError::Tracing(e.to_string());
+        let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(EXPORT_TIMEOUT)
-            .connect_timeout(EXPORT_TIMEOUT)
-            .build()
-            .map_err(|e| StartError::Tracing(e.to_string()))?;
+            .connect_timeout(EXPORT_TIMEOUT);
+        if let Some(bundle) = ca_bundle {
+            let pem = std::fs::read(bundle)
+                .map_err(|e| refused(&format_args!("{}: {e}", bundle.display())))?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| refused(&format_args!("{}: {e}", bundle.display())))?;
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let client = builder.build().map_err(|e| refused(&e))?;
         Ok(ExportClient {
             client,
             runtime: OnceLock::new(),
