@@ -70,6 +70,13 @@ pub(crate) async fn write_whole(
     }
 }
 
+/// A body the store could not take (a full disk, an S3 error): the client is told 503, and
+/// the operator must see why.
+fn stored_body_failed(what: &str, key: &str, e: std::io::Error) -> BodyError {
+    tracing::warn!(key, error = %e, "storage body {what} failed");
+    BodyError::Storage(e.to_string())
+}
+
 /// Feeds the request body through `tap` into `writer`, then commits it, or aborts it when
 /// the body or the tap failed.
 pub(crate) async fn stream_body(
@@ -85,7 +92,7 @@ pub(crate) async fn stream_body(
             Ok(chunk) if hashing.feed(&chunk).await => writer
                 .write(chunk)
                 .await
-                .map_err(|e| BodyError::Storage(e.to_string())),
+                .map_err(|e| stored_body_failed("write", key, e)),
             // The tap refused the body: `finish` tells why.
             Ok(_) => break,
             Err(e) => Err(e),
@@ -111,7 +118,7 @@ pub(crate) async fn stream_body(
     match error {
         None => {
             if let Err(e) = writer.commit().await {
-                error = Some(BodyError::Storage(e.to_string()));
+                error = Some(stored_body_failed("commit", key, e));
             }
         }
         Some(_) => writer.abort(key).await,
