@@ -15,11 +15,10 @@ use std::sync::Mutex;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;
-use thiserror::Error;
 
-use crate::challenge::{Challenge, ChallengeError};
-use crate::client::{Response, with_query};
-use crate::error::{Failure, StepExt};
+use crate::challenge::Challenge;
+use crate::error::{AuthError, Failure, StepExt};
+use crate::response::{Response, with_query};
 
 pub struct Credentials {
     pub username: String,
@@ -31,18 +30,6 @@ impl Credentials {
         let pair = format!("{}:{}", self.username, self.password);
         format!("Basic {}", STANDARD.encode(pair))
     }
-}
-
-#[derive(Debug, Error)]
-pub enum AuthError {
-    #[error(transparent)]
-    Challenge(#[from] ChallengeError),
-
-    #[error("Bearer challenge without a realm")]
-    NoRealm,
-
-    #[error("token response has neither \"token\" nor \"access_token\"")]
-    NoToken,
 }
 
 /// The realm, service and scopes of a Bearer challenge: what one token is good for.

@@ -3,12 +3,13 @@
 use serde_json::{Value, json};
 
 use crate::case::{Case, Env, Needs};
-use crate::client::{Client, Response, with_query};
+use crate::client::Client;
 use crate::error::Failure;
 use crate::fixtures::{
     Blob, Image, Manifest, OCI_INDEX, OCI_MANIFEST, fields, index, push_blob, push_manifest,
     random_hex, referrers_path, tags_path,
 };
+use crate::response::{Response, with_query};
 use crate::{ensure, fail};
 
 pub fn cases() -> Vec<Case> {

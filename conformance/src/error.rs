@@ -3,6 +3,8 @@
 
 use thiserror::Error;
 
+use crate::challenge::ChallengeError;
+
 #[derive(Debug, Error)]
 pub enum Failure {
     /// The request never produced a response (connection refused, timeout, malformed reply).
@@ -62,7 +64,7 @@ pub enum Failure {
     Auth {
         what: String,
         #[source]
-        source: crate::auth::AuthError,
+        source: AuthError,
     },
 
     /// Any other assertion about headers or content.
@@ -109,4 +111,17 @@ macro_rules! fail {
     ($($fmt:tt)+) => {
         return Err($crate::error::Failure::Check(format!($($fmt)+)))
     };
+}
+
+/// Why a `401` could not be answered.
+#[derive(Debug, Error)]
+pub enum AuthError {
+    #[error(transparent)]
+    Challenge(#[from] ChallengeError),
+
+    #[error("Bearer challenge without a realm")]
+    NoRealm,
+
+    #[error("token response has neither \"token\" nor \"access_token\"")]
+    NoToken,
 }

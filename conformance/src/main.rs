@@ -14,6 +14,7 @@ mod fixtures;
 mod management;
 mod pull;
 mod push;
+mod response;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::process::ExitCode;
@@ -191,7 +192,7 @@ mod tests {
     #[test]
     fn query_values_are_percent_encoded() {
         assert_eq!(
-            client::with_query("/x?_state=a", &[("artifactType", "a/b+json")]),
+            response::with_query("/x?_state=a", &[("artifactType", "a/b+json")]),
             "/x?_state=a&artifactType=a%2Fb%2Bjson"
         );
     }

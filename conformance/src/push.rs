@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::case::{Case, Env, Needs};
-use crate::client::{Body, Client, Response, with_query};
+use crate::client::{Body, Client};
 use crate::error::{Failure, StepExt};
 use crate::fixtures::{
     Algorithm, Blob, DOCKER_LIST, EMPTY_SHA256, Image, Manifest, OCI_INDEX, OCI_LAYER,
@@ -15,6 +15,7 @@ use crate::fixtures::{
     unknown_digest, uploads_path, verify_blob, verify_blob_at, verify_manifest,
     verify_manifest_digest,
 };
+use crate::response::{Response, with_query};
 use crate::{ensure, fail};
 
 pub fn cases() -> Vec<Case> {

@@ -4,7 +4,8 @@
 use bytes::Bytes;
 use lru::LruCache;
 
-use crate::step::{CacheRequest, Millis};
+use crate::step::CacheRequest;
+use crate::time::Millis;
 
 /// What a cache key holds, as a bounded metrics label: the word the key starts with (see
 /// the key functions in `handlers/ctx.rs`), never the repository or digest that follows.

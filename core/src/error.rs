@@ -31,7 +31,7 @@ pub enum ErrorCode {
     RangeInvalid,
     /// A manifest larger than the configured limit (413).
     ManifestTooLarge,
-    /// Storage, lock or cache backend failed; the client may retry (503).
+    /// Stores, lock or cache backend failed; the client may retry (503).
     Unavailable,
     /// A route this registry does not serve.
     NotFound,

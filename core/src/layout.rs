@@ -196,7 +196,7 @@ pub const UNDELIVERABLE_EVENTS: &str = "_events/undeliverable/";
 
 /// A queued event's name: `<time, 16 hex digits>-<event id>-<webhook>`, so a listing is
 /// oldest first.
-pub fn queued_event(time: crate::step::Millis, id: &str, webhook: &str) -> String {
+pub fn queued_event(time: crate::time::Millis, id: &str, webhook: &str) -> String {
     format!("{EVENT_QUEUE}{:016x}-{id}-{webhook}", time.0)
 }
 

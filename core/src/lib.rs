@@ -21,14 +21,18 @@ pub mod names;
 pub mod op;
 pub mod range;
 pub mod repositories;
+pub mod retention;
 pub mod route;
 pub mod step;
+pub mod time;
 pub mod upload;
 
 mod rng;
 
 mod handlers;
+mod response;
 
 pub use config::Limits;
 pub use handlers::{Registry, RequestHead};
+pub use response::unavailable;
 pub use rng::Entropy;

@@ -11,8 +11,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-use crate::error::{ErrorCode, RegistryError};
-use crate::step::{Millis, Outcome, Step};
+use crate::step::{Outcome, Step};
+use crate::time::Millis;
 
 #[derive(Default)]
 struct Slot {
@@ -85,7 +85,9 @@ impl Operation {
     pub fn poll(&mut self, now: Millis) -> Step {
         self.channel.slot().now = now;
         let Some(handler) = self.handler.as_mut() else {
-            return Step::Done(internal("operation polled after it finished"));
+            return Step::Respond(crate::response::unavailable(
+                "operation polled after it finished",
+            ));
         };
         match handler
             .as_mut()
@@ -93,13 +95,15 @@ impl Operation {
         {
             Poll::Ready(response) => {
                 self.handler = None;
-                Step::Done(response)
+                Step::Respond(response)
             }
             Poll::Pending => match self.channel.slot().step.take() {
                 Some(step) => step,
                 None => {
                     self.handler = None;
-                    Step::Done(internal("operation waited without asking for a step"))
+                    Step::Respond(crate::response::unavailable(
+                        "operation waited without asking for a step",
+                    ))
                 }
             },
         }
@@ -109,8 +113,4 @@ impl Operation {
     pub fn on_result(&mut self, outcome: Outcome) {
         self.channel.slot().outcome = Some(outcome);
     }
-}
-
-fn internal(message: &str) -> crate::step::Response {
-    crate::handlers::error_response(&RegistryError::new(ErrorCode::Unavailable, message))
 }

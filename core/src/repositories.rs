@@ -5,9 +5,9 @@
 
 use regex::Regex;
 
-use crate::access::Policy;
-use crate::gc::Retention;
+use crate::access::{Policy, RepositoryPolicies};
 use crate::mirror::Mirror;
+use crate::retention::Retention;
 
 /// Tags that, once pushed, may not be re-pointed or deleted.
 #[derive(Debug, Clone)]
@@ -57,10 +57,6 @@ impl Repositories {
             .map(|(_, settings)| settings)
     }
 
-    pub fn any_access_policy(&self) -> bool {
-        self.entries.iter().any(|(_, s)| s.access_policy.is_some())
-    }
-
     /// The mirror `name` belongs to, with the prefix it is configured at: the most specific
     /// entry that has upstreams (a more specific entry setting only a policy keeps the
     /// repositories under it mirrored).
@@ -76,6 +72,16 @@ impl Repositories {
         self.for_name(repository)
             .and_then(|s| s.immutable_tags.as_ref())
             .is_some_and(|immutable| immutable.covers(tag))
+    }
+}
+
+impl RepositoryPolicies for Repositories {
+    fn policy_for(&self, name: &str) -> Option<&Policy> {
+        self.for_name(name).and_then(|r| r.access_policy.as_ref())
+    }
+
+    fn any_policy(&self) -> bool {
+        self.entries.iter().any(|(_, s)| s.access_policy.is_some())
     }
 }
 

@@ -1,7 +1,7 @@
 //! What an operation asks of its driver ([`Step`]) and what the driver answers ([`Outcome`]).
 //!
 //! [`StorageRequest`] is the storage contract: the one interface a backend implements, with
-//! its atomicity and condition rules. Backends differ only where it says so (versions,
+//! its atomicity and condition rules. Io differ only where it says so (versions,
 //! writes in place, listing emptied folders). `storage-contract/` is its test suite, run on
 //! every backend and on the in-memory model the simulation uses.
 
@@ -11,24 +11,11 @@ use http::{HeaderMap, StatusCode};
 use crate::digest::{Digest, Hasher};
 use crate::events::Policy;
 use crate::range::Span;
-
-/// Wall-clock time in milliseconds since the Unix epoch, as the driver reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Millis(pub u64);
-
-impl Millis {
-    pub fn plus(self, ms: u64) -> Millis {
-        Millis(self.0.saturating_add(ms))
-    }
-
-    pub fn since(self, earlier: Millis) -> u64 {
-        self.0.saturating_sub(earlier.0)
-    }
-}
+use crate::time::Millis;
 
 /// The two logical stores; each may be its own backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Store {
+pub enum StoreRole {
     /// Layers and configs, and upload sessions.
     Blobs,
     /// Manifests, tags, links and referrers.
@@ -39,30 +26,30 @@ pub enum Store {
 pub enum StorageRequest {
     /// Size of an object, or `None` when absent.
     Stat {
-        store: Store,
+        store: StoreRole,
         key: String,
     },
     /// An object's size and when it was last written, or `None` when absent (the collector
     /// spares what is younger than its grace period).
     Inspect {
-        store: Store,
+        store: StoreRole,
         key: String,
     },
     /// A small object's whole content, or `None` when absent.
     Read {
-        store: Store,
+        store: StoreRole,
         key: String,
     },
     /// As [`StorageRequest::Read`], with the object's [`Version`] where the backend has one
     /// (answered by [`Outcome::Versioned`]), for a later [`WriteCondition::IfVersion`].
     ReadVersioned {
-        store: Store,
+        store: StoreRole,
         key: String,
     },
     /// Replace an object atomically with small content, if `condition` holds
     /// ([`Outcome::ConditionFailed`] otherwise, and nothing changes).
     Write {
-        store: Store,
+        store: StoreRole,
         key: String,
         data: Bytes,
         condition: WriteCondition,
@@ -71,7 +58,7 @@ pub enum StorageRequest {
     /// appears only if every chunk and then [`BodyTap::finish`] were accepted; otherwise the
     /// write is aborted and nothing is visible at `key`.
     WriteBody {
-        store: Store,
+        store: StoreRole,
         key: String,
         tap: BodyTap,
     },
@@ -82,7 +69,7 @@ pub enum StorageRequest {
     /// [`crate::upload::Part`]), and only where the blob store can
     /// ([`crate::Limits::chunks_in_place`]).
     WriteBodyAt {
-        store: Store,
+        store: StoreRole,
         key: String,
         offset: u64,
         tap: BodyTap,
@@ -91,7 +78,7 @@ pub enum StorageRequest {
     /// under an algorithm it was not hashed with on the way in). A missing piece, or a span
     /// past its object's end, fails.
     HashStored {
-        store: Store,
+        store: StoreRole,
         pieces: Vec<Piece>,
         tap: BodyTap,
     },
@@ -101,17 +88,17 @@ pub enum StorageRequest {
     /// whole piece may be moved there (renamed), so it may be gone afterwards; spans are
     /// copied. A missing piece, or a span past its object's end, fails, and nothing appears.
     Concat {
-        store: Store,
+        store: StoreRole,
         pieces: Vec<Piece>,
         to: String,
     },
     Delete {
-        store: Store,
+        store: StoreRole,
         key: String,
     },
     /// Delete everything below a folder (`prefix` ends with `/`).
     DeleteAll {
-        store: Store,
+        store: StoreRole,
         prefix: String,
     },
     /// The immediate children of a folder (`prefix` ends with `/`): files by name, folders
@@ -120,7 +107,7 @@ pub enum StorageRequest {
     /// still be listed, empty (the filesystem), or not (S3); one removed by
     /// [`StorageRequest::DeleteAll`] is gone.
     List {
-        store: Store,
+        store: StoreRole,
         prefix: String,
     },
 }
@@ -145,7 +132,7 @@ impl StorageRequest {
     }
 
     /// The store the request goes to.
-    pub fn store(&self) -> Store {
+    pub fn store(&self) -> StoreRole {
         match self {
             StorageRequest::Stat { store, .. }
             | StorageRequest::Inspect { store, .. }
@@ -328,7 +315,7 @@ pub enum UpstreamRequest {
         upstream: usize,
         repository: String,
         digest: Digest,
-        store: Store,
+        store: StoreRole,
         key: String,
         tap: Box<BodyTap>,
     },
@@ -399,10 +386,10 @@ pub enum Step {
     /// Tell webhooks of an event (answered by [`Outcome::Announced`]).
     Announce(Announcement),
     /// How far a long operation (a garbage collection) has come, for a progress display;
-    /// answered by [`Outcome::Done`].
+    /// answered by [`Outcome::Ok`].
     Progress(Progress),
-    /// The operation is finished.
-    Done(Response),
+    /// The operation is finished: answer the client with this response.
+    Respond(Response),
 }
 
 /// A long operation's progress: `done` of `total` steps of its current `phase`.
@@ -435,7 +422,8 @@ pub enum BodyError {
 
 #[derive(Debug)]
 pub enum Outcome {
-    Done,
+    /// The request was carried out and has nothing to report.
+    Ok,
     Stat(Option<u64>),
     /// What a [`StorageRequest::Inspect`] found.
     Inspected(Option<ObjectInfo>),
@@ -574,7 +562,7 @@ pub enum Body {
     Bytes(Bytes),
     /// A range of a stored object, streamed by the driver.
     Stored {
-        store: Store,
+        store: StoreRole,
         key: String,
         span: Span,
     },

@@ -7,7 +7,8 @@ use crate::digest::{Algorithm, CorruptHashState, Hasher};
 use crate::layout;
 use crate::names::RepoName;
 use crate::route::UploadId;
-use crate::step::{Millis, Piece};
+use crate::step::Piece;
+use crate::time::Millis;
 
 /// One request's bytes: in place in the upload's data file, or an object of their own.
 ///

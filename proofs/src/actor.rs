@@ -4,7 +4,8 @@
 use stowage_core::Registry;
 use stowage_core::gc::GcSettings;
 use stowage_core::op::Operation;
-use stowage_core::step::{Millis, Outcome, Response, Step, StorageRequest};
+use stowage_core::step::{Outcome, Response, Step, StorageRequest};
+use stowage_core::time::Millis;
 
 use crate::request::Request;
 use crate::rng::SimRng;
@@ -17,7 +18,7 @@ use crate::world::{Performed, World};
 pub enum Executed {
     /// For the operation, unless the caller replaces it with a fault.
     Outcome(Outcome),
-    Done(Response),
+    Responded(Response),
 }
 
 pub struct Actor {
@@ -86,7 +87,7 @@ impl Actor {
         match self.op.poll(now) {
             // Drawn by the driver without any IO: it takes no turn in a schedule.
             Step::Progress(_) => {
-                self.op.on_result(Outcome::Done);
+                self.op.on_result(Outcome::Ok);
                 self.poll(now)
             }
             Step::StorageBatch(requests) if requests.is_empty() => {
@@ -116,9 +117,9 @@ impl Actor {
             Performed::Outcome(outcome) => Executed::Outcome(outcome),
             Performed::Sleep(ms) => {
                 self.wake_at = world.now.plus(ms);
-                Executed::Outcome(Outcome::Done)
+                Executed::Outcome(Outcome::Ok)
             }
-            Performed::Done(response) => Executed::Done(response),
+            Performed::Responded(response) => Executed::Responded(response),
         }
     }
 
@@ -129,7 +130,7 @@ impl Actor {
                 self.answer(outcome);
                 None
             }
-            Executed::Done(response) => Some(response),
+            Executed::Responded(response) => Some(response),
         }
     }
 

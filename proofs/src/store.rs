@@ -17,9 +17,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use bytes::{Bytes, BytesMut};
 use stowage_core::range::Span;
 use stowage_core::step::{
-    BodyError, BodyTap, IoError, Millis, ObjectInfo, Outcome, Piece, StorageRequest, Store,
-    Version, Versioned, WriteCondition,
+    BodyError, BodyTap, IoError, ObjectInfo, Outcome, Piece, StorageRequest, StoreRole, Version,
+    Versioned, WriteCondition,
 };
+use stowage_core::time::Millis;
 
 /// A request body as the client sends it: chunks, then possibly a failure (a client that
 /// disconnects mid-body).
@@ -252,7 +253,7 @@ impl Objects {
             self.remove(key);
         }
         self.put(to, data.freeze());
-        Outcome::Done
+        Outcome::Ok
     }
 
     /// The children of `prefix`; with `emptied_folders`, also the folders whose objects were
@@ -318,21 +319,21 @@ impl ObjectStore {
 
     /// The bytes of `span` of a stored object, as a response body streams them; `None`
     /// unless they are all there.
-    pub fn read_span(&self, store: Store, key: &str, span: Span) -> Option<Bytes> {
+    pub fn read_span(&self, store: StoreRole, key: &str, span: Span) -> Option<Bytes> {
         self.objects(store).span(key, span)
     }
 
-    pub fn objects(&self, store: Store) -> &Objects {
+    pub fn objects(&self, store: StoreRole) -> &Objects {
         match store {
-            Store::Blobs => &self.blobs,
-            Store::Meta => &self.meta,
+            StoreRole::Blobs => &self.blobs,
+            StoreRole::Meta => &self.meta,
         }
     }
 
-    fn objects_mut(&mut self, store: Store) -> &mut Objects {
+    fn objects_mut(&mut self, store: StoreRole) -> &mut Objects {
         match store {
-            Store::Blobs => &mut self.blobs,
-            Store::Meta => &mut self.meta,
+            StoreRole::Blobs => &mut self.blobs,
+            StoreRole::Meta => &mut self.meta,
         }
     }
 
@@ -371,7 +372,7 @@ impl ObjectStore {
                     return Outcome::ConditionFailed;
                 }
                 objects.put(&key, data);
-                Outcome::Done
+                Outcome::Ok
             }
             StorageRequest::WriteBody { store, key, tap } => {
                 self.objects_mut(store).write_body(&key, tap, body)
@@ -397,11 +398,11 @@ impl ObjectStore {
             }
             StorageRequest::Delete { store, key } => {
                 self.objects_mut(store).remove(&key);
-                Outcome::Done
+                Outcome::Ok
             }
             StorageRequest::DeleteAll { store, prefix } => {
                 self.objects_mut(store).delete_all(&prefix);
-                Outcome::Done
+                Outcome::Ok
             }
             StorageRequest::List { store, prefix } => {
                 Outcome::List(self.objects(store).list(&prefix, !self.versioned))

@@ -8,7 +8,8 @@ use stowage_core::cache::MemoryCache;
 use stowage_core::gc::{GcError, GcReport, GcSettings};
 use stowage_core::lock::MemoryLocks;
 use stowage_core::op::Operation;
-use stowage_core::step::{Body, LockRequest, Millis, Outcome, Response, Step, UpstreamAnswer};
+use stowage_core::step::{Body, LockRequest, Outcome, Response, Step, UpstreamAnswer};
+use stowage_core::time::Millis;
 use stowage_core::{Entropy, Registry};
 
 use crate::request::{BrokenBody, Reply, Request};
@@ -28,7 +29,7 @@ pub enum Performed {
     /// The operation waits this long before it continues (the caller moves time).
     Sleep(u64),
     /// The operation answered.
-    Done(Response),
+    Responded(Response),
 }
 
 #[derive(Debug)]
@@ -54,7 +55,7 @@ impl World {
     /// Performs one step at the current time, as the real driver would.
     pub fn perform(&mut self, step: Step, body: &mut RequestBody) -> Performed {
         let outcome = match step {
-            Step::Done(response) => return Performed::Done(response),
+            Step::Respond(response) => return Performed::Responded(response),
             Step::Sleep { ms } => return Performed::Sleep(ms),
             Step::Storage(request) => self.store.perform(request, body, self.now),
             // Performed last to first, so that no answer lands by the order asked.
@@ -77,7 +78,7 @@ impl World {
             }),
             // No webhooks are subscribed in the model.
             Step::Announce(_) => Outcome::Announced(Vec::new()),
-            Step::Progress(_) => Outcome::Done,
+            Step::Progress(_) => Outcome::Ok,
         };
         Performed::Outcome(outcome)
     }
@@ -127,9 +128,9 @@ impl World {
                 Performed::Outcome(outcome) => op.on_result(outcome),
                 Performed::Sleep(ms) => {
                     self.now = self.now.plus(ms);
-                    op.on_result(Outcome::Done);
+                    op.on_result(Outcome::Ok);
                 }
-                Performed::Done(response) => return response,
+                Performed::Responded(response) => return response,
             }
         }
         panic!("an operation did not finish within {MAX_STEPS} steps");

@@ -6,11 +6,12 @@ use http::{Method, StatusCode};
 use serde_json::json;
 use stowage_core::access::AccessControl;
 use stowage_core::digest::Digest;
-use stowage_core::gc::{GcReport, GcSettings, GcState, Retention};
+use stowage_core::gc::{GcReport, GcSettings, GcState};
 use stowage_core::layout;
 use stowage_core::manifest::{OCI_INDEX, OCI_MANIFEST};
 use stowage_core::repositories::{Repositories, RepositorySettings};
-use stowage_core::step::Store;
+use stowage_core::retention::Retention;
+use stowage_core::step::StoreRole;
 use stowage_core::{Limits, Registry};
 use stowage_proofs::fixtures;
 use stowage_proofs::integrity::sha256;
@@ -103,7 +104,7 @@ impl Harness {
         self.world.now = self.world.now.plus(GRACE_MS + 1);
     }
 
-    fn stored(&self, store: Store, digest: &Digest) -> bool {
+    fn stored(&self, store: StoreRole, digest: &Digest) -> bool {
         self.world
             .store
             .objects(store)
@@ -169,9 +170,9 @@ fn deletes_what_no_manifest_references_and_keeps_shared_layers() {
     }
     for gone in [sha256(&only_deleted), stray] {
         assert_eq!(r.blob(&gone), StatusCode::NOT_FOUND);
-        assert!(!r.stored(Store::Blobs, &gone), "{gone} still stored");
+        assert!(!r.stored(StoreRole::Blobs, &gone), "{gone} still stored");
     }
-    assert!(!r.stored(Store::Meta, &deleted));
+    assert!(!r.stored(StoreRole::Meta, &deleted));
     let again = r.collect(settings(false, false));
     assert_eq!(planned(&again), (0, 0, 0, 0), "a second run finds nothing");
 }
@@ -240,7 +241,7 @@ fn delete_untagged_keeps_index_children_and_referrers() {
         assert_eq!(r.blob(&sha256(kept)), StatusCode::OK);
     }
     assert_eq!(r.blob(&sha256(&untagged_layer)), StatusCode::NOT_FOUND);
-    assert!(!r.stored(Store::Meta, &untagged));
+    assert!(!r.stored(StoreRole::Meta, &untagged));
 }
 
 /// Writes the state a collector publishes while it deletes, with `digest` doomed.
@@ -341,7 +342,7 @@ fn retention_untags_what_no_rule_keeps_and_a_dry_run_tells_exactly_that() {
             "{tag}'s manifest"
         );
         assert_eq!(
-            r.stored(Store::Blobs, &sha256(config)),
+            r.stored(StoreRole::Blobs, &sha256(config)),
             kept,
             "{tag}'s config"
         );

@@ -8,7 +8,8 @@ use bytes::Bytes;
 use stowage_core::digest::{Algorithm, Digest, Hasher};
 use stowage_core::range::Span;
 use stowage_core::step::{
-    BodyError, BodyTap, ObjectInfo, Outcome, Piece, StorageRequest, Store, TapError, WriteCondition,
+    BodyError, BodyTap, ObjectInfo, Outcome, Piece, StorageRequest, StoreRole, TapError,
+    WriteCondition,
 };
 
 use crate::{Target, TestBody};
@@ -16,7 +17,7 @@ use crate::{Target, TestBody};
 type Check = Result<(), String>;
 
 /// The cases use one store: both go to the same backend in the contract.
-const STORE: Store = Store::Blobs;
+const STORE: StoreRole = StoreRole::Blobs;
 
 macro_rules! ensure {
     ($cond:expr, $($why:tt)+) => {
@@ -49,7 +50,7 @@ async fn write<T: Target>(
 async fn put<T: Target>(target: &mut T, key: &str, data: &[u8]) -> Check {
     let outcome = write(target, key, data, WriteCondition::Overwrite).await;
     ensure!(
-        matches!(outcome, Outcome::Done),
+        matches!(outcome, Outcome::Ok),
         "writing {key} answered {outcome:?}"
     );
     Ok(())
@@ -225,7 +226,7 @@ pub(crate) async fn missing_keys<T: Target>(target: &mut T) -> Check {
     let key = "m/absent".to_owned();
     let deleted = perform(target, StorageRequest::Delete { store: STORE, key }).await;
     ensure!(
-        matches!(deleted, Outcome::Done),
+        matches!(deleted, Outcome::Ok),
         "deleting a missing key answered {deleted:?}"
     );
     let prefix = "m/nothing/".to_owned();
@@ -238,7 +239,7 @@ pub(crate) async fn missing_keys<T: Target>(target: &mut T) -> Check {
     )
     .await;
     ensure!(
-        matches!(deleted, Outcome::Done),
+        matches!(deleted, Outcome::Ok),
         "deleting a missing folder answered {deleted:?}"
     );
     expect_list(target, "m/nothing/", &[]).await?;
@@ -297,7 +298,7 @@ pub(crate) async fn inspect_tells_when_written<T: Target>(target: &mut T) -> Che
 pub(crate) async fn create_new<T: Target>(target: &mut T) -> Check {
     let created = write(target, "c/link", b"first", WriteCondition::CreateNew).await;
     ensure!(
-        matches!(created, Outcome::Done),
+        matches!(created, Outcome::Ok),
         "create-new of an absent key answered {created:?}"
     );
     let refused = write(target, "c/link", b"second", WriteCondition::CreateNew).await;
@@ -348,7 +349,7 @@ pub(crate) async fn if_version<T: Target>(target: &mut T) -> Check {
     )
     .await;
     ensure!(
-        matches!(replaced, Outcome::Done),
+        matches!(replaced, Outcome::Ok),
         "a write at the version read answered {replaced:?}"
     );
     expect_content(target, "v/tag", Some(b"two")).await?;
@@ -490,7 +491,7 @@ pub(crate) async fn concat<T: Target>(target: &mut T) -> Check {
     let pieces = vec![whole("u/1"), span("u/2", 2, 5), whole("u/3")];
     let outcome = concat_to(target, pieces, "blobs/joined").await;
     ensure!(
-        matches!(outcome, Outcome::Done),
+        matches!(outcome, Outcome::Ok),
         "a concatenation answered {outcome:?}"
     );
     expect_content(target, "blobs/joined", Some(b"hello world!")).await?;
@@ -527,14 +528,14 @@ pub(crate) async fn concat_of_one_whole_piece<T: Target>(target: &mut T) -> Chec
         // The server ignores the condition: the move replaces the object. Said here so that
         // a server (or a backend working around it) that starts refusing shows up.
         ensure!(
-            matches!(onto, Outcome::Done),
+            matches!(onto, Outcome::Ok),
             "a server said to ignore create-new on copies answered {onto:?}"
         );
         expect_content(target, "blobs/taken", Some(b"the data")).await?;
     }
     let moved = concat_to(target, vec![whole("u/only")], "blobs/moved").await;
     ensure!(
-        matches!(moved, Outcome::Done),
+        matches!(moved, Outcome::Ok),
         "moving a piece answered {moved:?}"
     );
     expect_content(target, "blobs/moved", Some(b"the data")).await
@@ -543,7 +544,7 @@ pub(crate) async fn concat_of_one_whole_piece<T: Target>(target: &mut T) -> Chec
 pub(crate) async fn concat_of_nothing<T: Target>(target: &mut T) -> Check {
     let outcome = concat_to(target, Vec::new(), "blobs/empty").await;
     ensure!(
-        matches!(outcome, Outcome::Done),
+        matches!(outcome, Outcome::Ok),
         "concatenating nothing answered {outcome:?}"
     );
     expect_content(target, "blobs/empty", Some(b"")).await?;
@@ -588,7 +589,7 @@ pub(crate) async fn concat_of_large_pieces<T: Target>(target: &mut T) -> Check {
     let expected: Vec<u8> = [&first[..], &second[..PART - 10], &first[..]].concat();
     let outcome = concat_to(target, pieces.clone(), "blobs/large").await;
     ensure!(
-        matches!(outcome, Outcome::Done),
+        matches!(outcome, Outcome::Ok),
         "a large concatenation answered {outcome:?}"
     );
     let found = target
@@ -734,7 +735,7 @@ pub(crate) async fn delete<T: Target>(target: &mut T) -> Check {
         };
         let deleted = perform(target, request).await;
         ensure!(
-            matches!(deleted, Outcome::Done),
+            matches!(deleted, Outcome::Ok),
             "deleting answered {deleted:?}"
         );
         expect_content(target, "x/a", None).await?;
@@ -752,7 +753,7 @@ pub(crate) async fn delete_all<T: Target>(target: &mut T) -> Check {
     };
     let deleted = perform(target, request).await;
     ensure!(
-        matches!(deleted, Outcome::Done),
+        matches!(deleted, Outcome::Ok),
         "deleting a folder answered {deleted:?}"
     );
     expect_content(target, "d/x/1", None).await?;

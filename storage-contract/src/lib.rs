@@ -23,7 +23,7 @@ use stowage_core::step::{Outcome, StorageRequest};
 
 pub use body::TestBody;
 pub use s3_server::{S3Endpoint, S3Server};
-pub use targets::{Backend, Model};
+pub use targets::{Model, RealStore};
 
 /// What a backend can do, where the contract lets backends differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,15 +1,16 @@
 //! The targets the suite runs on: the in-memory model, and a real backend (filesystem or S3)
-//! behind the same `Storage` the driver performs requests with.
+//! behind the same `Stores` the driver performs requests with.
 
 use std::path::PathBuf;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::TryStreamExt;
 use stowage_core::range::Span;
-use stowage_core::step::{Millis, Outcome, StorageRequest, Store};
+use stowage_core::step::{Outcome, StorageRequest, StoreRole};
+use stowage_core::time::Millis;
 use stowage_proofs::store::ObjectStore;
 use stowage_storage::{
-    ConditionalWrites, FsSettings, InlineCalls, S3Settings, Storage, StoreSettings,
+    ConditionalWrites, FsSettings, InlineCalls, S3Settings, StoreSettings, Stores,
 };
 
 use crate::{Capabilities, S3Endpoint, Target, TestBody};
@@ -47,19 +48,19 @@ impl Target for Model {
 
     async fn read_span(&mut self, key: &str, span: Span) -> Result<Bytes, String> {
         self.0
-            .read_span(Store::Blobs, key, span)
+            .read_span(StoreRole::Blobs, key, span)
             .ok_or_else(|| format!("{key} does not hold bytes {span:?}"))
     }
 }
 
 /// A real backend, with a scratch folder of its own on the filesystem (removed when done).
-pub struct Backend {
-    storage: Storage,
+pub struct RealStore {
+    stores: Stores,
     capabilities: Capabilities,
     scratch: Option<PathBuf>,
 }
 
-impl Backend {
+impl RealStore {
     /// The filesystem backend on a fresh folder named after `case`.
     pub fn fs(case: &str) -> Self {
         let root =
@@ -69,10 +70,9 @@ impl Backend {
             root_dir: root.to_string_lossy().into_owned(),
             sync_to_disk: false,
             inline_calls: InlineCalls::Auto,
-            redis: None,
         };
-        Backend {
-            storage: open(&StoreSettings::Fs(settings)),
+        RealStore {
+            stores: open(&StoreSettings::Fs(settings)),
             capabilities: Capabilities {
                 versions: false,
                 in_place: true,
@@ -102,12 +102,11 @@ impl Backend {
             operation_timeout_secs: 60,
             operation_attempt_timeout_secs: 30,
             conditional_writes: ConditionalWrites::Auto,
-            redis: None,
         };
-        let storage = open(&StoreSettings::S3(settings));
-        storage.probe_conditions().await;
-        Backend {
-            storage,
+        let stores = open(&StoreSettings::S3(settings));
+        stores.probe_conditions().await;
+        RealStore {
+            stores,
             capabilities: Capabilities {
                 versions: true,
                 in_place: false,
@@ -119,11 +118,11 @@ impl Backend {
     }
 }
 
-fn open(settings: &StoreSettings) -> Storage {
-    Storage::open(settings, None).unwrap_or_else(|e| panic!("cannot open {settings:?}: {e}"))
+fn open(settings: &StoreSettings) -> Stores {
+    Stores::open(settings, None).unwrap_or_else(|e| panic!("cannot open {settings:?}: {e}"))
 }
 
-impl Drop for Backend {
+impl Drop for RealStore {
     fn drop(&mut self) {
         if let Some(root) = &self.scratch {
             let _ = std::fs::remove_dir_all(root);
@@ -131,19 +130,19 @@ impl Drop for Backend {
     }
 }
 
-impl Target for Backend {
+impl Target for RealStore {
     fn capabilities(&self) -> Capabilities {
         self.capabilities
     }
 
     async fn perform(&mut self, request: StorageRequest, mut body: TestBody) -> Outcome {
-        self.storage.perform(request, &mut body).await
+        self.stores.perform(request, &mut body).await
     }
 
     async fn read_span(&mut self, key: &str, span: Span) -> Result<Bytes, String> {
         let stream = self
-            .storage
-            .read_span(Store::Blobs, key, span)
+            .stores
+            .read_span(StoreRole::Blobs, key, span)
             .await
             .map_err(|e| format!("opening {key}: {e}"))?;
         let data: BytesMut = stream

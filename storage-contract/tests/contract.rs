@@ -1,6 +1,6 @@
 //! The storage contract on every backend and on both profiles of the model.
 
-use stowage_storage_contract::{Backend, Model, S3Server, run};
+use stowage_storage_contract::{Model, RealStore, S3Server, run};
 
 #[tokio::test]
 async fn the_model_as_s3() {
@@ -14,14 +14,14 @@ async fn the_model_as_the_filesystem() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_filesystem() {
-    run("the filesystem backend", async |case| Backend::fs(case)).await;
+    run("the filesystem backend", async |case| RealStore::fs(case)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_on_moto() {
     let moto = S3Server::moto();
     run("the S3 backend on moto", async |case| {
-        Backend::s3(moto.endpoint(), case).await
+        RealStore::s3(moto.endpoint(), case).await
     })
     .await;
 }

@@ -1,16 +1,15 @@
-//! The `[auth]`, `[global]` and `[repository."<prefix>"]` tables, and what they build: the
-//! authenticator (adapters) and the access control and repository settings (core).
+//! The `[auth]` and `[global]` tables, and what they build: the authenticator (adapters) and
+//! the access control (core); and an access policy as any table gives it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use regex::Regex;
 use serde::Deserialize;
 use stowage_auth::{AuthSettings, ExternalTokenSettings, OidcSettings, TokenServiceSettings};
 use stowage_core::access::{Policy, PolicyDefault};
-use stowage_core::gc::Retention;
-use stowage_core::repositories::{ImmutableTags, Repositories, RepositorySettings};
+
+use crate::invalid::Invalid;
 
 /// `[auth]`: every way callers can prove who they are. Absent: nobody logs in.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -151,49 +150,7 @@ pub enum PolicyDefaultEntry {
     Deny,
 }
 
-/// `[repository."<name or prefix>"]`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RepositoryEntry {
-    pub access_policy: Option<PolicyEntry>,
-    #[serde(default)]
-    pub immutable_tags: bool,
-    /// Regexes of tags that stay mutable (`^latest$`).
-    #[serde(default)]
-    pub immutable_tags_exclusions: Vec<String>,
-    /// `[[repository."<prefix>".upstream]]`: the registries the prefix mirrors, in order.
-    #[serde(default)]
-    pub upstream: Vec<crate::mirror::UpstreamEntry>,
-    /// How long an upstream's answer about a tag is trusted (default 300).
-    pub tag_ttl_secs: Option<u64>,
-    /// Whether a mirrored prefix takes pushes and deletes.
-    #[serde(default)]
-    pub allow_push: bool,
-    /// `[repository."<prefix>".retention]`: which tags a collection keeps.
-    pub retention: Option<RetentionEntry>,
-}
-
-/// `[repository."<prefix>".retention]`: a tag is kept when any rule keeps it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetentionEntry {
-    /// Keep this many of the most recently pushed tags.
-    pub keep_last: Option<usize>,
-    /// Keep the tags matching any of these regexes.
-    #[serde(default)]
-    pub keep_tags: Vec<String>,
-    /// Keep the tags pushed within this many seconds.
-    pub keep_within_secs: Option<u64>,
-}
-
-/// A setting that does not compile, with the key it is under.
-#[derive(Debug)]
-pub struct Invalid {
-    pub key: String,
-    pub reason: String,
-}
-
-fn compile(key: String, entry: &PolicyEntry) -> Result<Policy, Invalid> {
+pub(crate) fn compile(key: String, entry: &PolicyEntry) -> Result<Policy, Invalid> {
     let default = match entry.default {
         PolicyDefaultEntry::Allow => PolicyDefault::Allow,
         PolicyDefaultEntry::Deny => PolicyDefault::Deny,
@@ -211,70 +168,6 @@ impl GlobalSection {
             .map(|entry| compile("global.access_policy".to_owned(), entry))
             .transpose()
     }
-}
-
-/// Regexes of a setting at `key`, compiled.
-fn regexes(key: &str, patterns: &[String]) -> Result<Vec<Regex>, Invalid> {
-    patterns
-        .iter()
-        .map(|pattern| {
-            Regex::new(pattern).map_err(|e| Invalid {
-                key: key.to_owned(),
-                reason: e.to_string(),
-            })
-        })
-        .collect()
-}
-
-/// A retention table, compiled; one without a rule is refused (it would keep every tag,
-/// surely not what was meant).
-fn retention(key: &str, entry: &RetentionEntry) -> Result<Retention, Invalid> {
-    if entry.keep_last.is_none() && entry.keep_tags.is_empty() && entry.keep_within_secs.is_none() {
-        return Err(Invalid {
-            key: key.to_owned(),
-            reason: "no rule: set keep_last, keep_tags or keep_within_secs".to_owned(),
-        });
-    }
-    Ok(Retention {
-        keep_last: entry.keep_last,
-        keep_tags: regexes(&format!("{key}.keep_tags"), &entry.keep_tags)?,
-        keep_within_ms: entry.keep_within_secs.map(|s| s.saturating_mul(1000)),
-    })
-}
-
-/// Every `[repository."<prefix>"]` table, compiled.
-pub fn repositories(entries: &BTreeMap<String, RepositoryEntry>) -> Result<Repositories, Invalid> {
-    let mut compiled = Vec::with_capacity(entries.len());
-    let mut next_upstream = 0;
-    for (prefix, entry) in entries {
-        let key = format!("repository.{prefix:?}");
-        let access_policy = entry
-            .access_policy
-            .as_ref()
-            .map(|p| compile(format!("{key}.access_policy"), p))
-            .transpose()?;
-        let exclusions = regexes(
-            &format!("{key}.immutable_tags_exclusions"),
-            &entry.immutable_tags_exclusions,
-        )?;
-        let immutable_tags = entry.immutable_tags.then_some(ImmutableTags { exclusions });
-        let mirror = crate::mirror::compile(&key, entry, &mut next_upstream)?;
-        let retention = entry
-            .retention
-            .as_ref()
-            .map(|r| retention(&format!("{key}.retention"), r))
-            .transpose()?;
-        compiled.push((
-            prefix.clone(),
-            RepositorySettings {
-                access_policy,
-                immutable_tags,
-                mirror,
-                retention,
-            },
-        ));
-    }
-    Ok(Repositories::new(compiled))
 }
 
 impl AuthSection {

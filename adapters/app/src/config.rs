@@ -5,11 +5,10 @@ use std::path::{Path, PathBuf};
 
 use bytesize::ByteSize;
 use serde::Deserialize;
-use stowage_storage::{
-    FsSettings, HashThread, InlineCalls, RedisLockSettings, S3Settings, StoreSettings,
-};
+use stowage_storage::{FsSettings, HashThread, InlineCalls, S3Settings, StoreSettings};
 
-use crate::access::{AuthSection, GlobalSection, RepositoryEntry};
+use crate::access::{AuthSection, GlobalSection};
+use crate::repositories::RepositoryEntry;
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -177,6 +176,35 @@ pub struct RedisCacheSettings {
     pub key_prefix: String,
 }
 
+/// `[metadata_store.<fs|s3>.redis]`: locks on Redis, for several replicas on one store.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisLockSettings {
+    /// `redis://` or `rediss://`.
+    pub url: String,
+    /// How long a lock lives unless refreshed, in seconds.
+    #[serde(default = "default_lock_ttl")]
+    pub ttl: u64,
+    #[serde(default)]
+    pub key_prefix: String,
+    #[serde(default = "default_lock_retries")]
+    pub max_retries: u32,
+    #[serde(default = "default_lock_retry_delay")]
+    pub retry_delay_ms: u64,
+}
+
+fn default_lock_ttl() -> u64 {
+    10
+}
+
+fn default_lock_retries() -> u32 {
+    100
+}
+
+fn default_lock_retry_delay() -> u64 {
+    10
+}
+
 /// `[server]`: where to listen and how long to wait for slow clients.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -280,21 +308,48 @@ impl Default for RegistrySettings {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSection {
-    pub fs: Option<FsSettings>,
-    pub s3: Option<S3Settings>,
+    pub fs: Option<BackendTable<FsSettings>>,
+    pub s3: Option<BackendTable<S3Settings>>,
 }
 
 impl Default for StoreSection {
     fn default() -> Self {
         StoreSection {
-            fs: Some(FsSettings {
-                root_dir: "./data".into(),
-                sync_to_disk: false,
-                inline_calls: InlineCalls::Auto,
+            fs: Some(BackendTable {
+                store: FsSettings {
+                    root_dir: "./data".into(),
+                    sync_to_disk: false,
+                    inline_calls: InlineCalls::Auto,
+                },
                 redis: None,
             }),
             s3: None,
         }
+    }
+}
+
+/// A backend table (`[metadata_store.fs]`, ...): the store's own keys, and `redis`, the lock
+/// store, which the file's shape keeps there though storage has no use for it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(
+    try_from = "toml::Table",
+    bound(deserialize = "T: serde::de::DeserializeOwned")
+)]
+pub struct BackendTable<T> {
+    pub store: T,
+    /// `[<store>.<backend>.redis]`.
+    pub redis: Option<RedisLockSettings>,
+}
+
+impl<T: serde::de::DeserializeOwned> TryFrom<toml::Table> for BackendTable<T> {
+    type Error = toml::de::Error;
+
+    fn try_from(mut table: toml::Table) -> Result<Self, Self::Error> {
+        let redis = table.remove("redis").map(|r| r.try_into()).transpose()?;
+        Ok(BackendTable {
+            store: toml::Value::Table(table).try_into()?,
+            redis,
+        })
     }
 }
 
@@ -324,8 +379,8 @@ impl StoreSection {
     /// The one backend this section names, if it names exactly one.
     fn backend(&self) -> Option<StoreSettings> {
         match (&self.fs, &self.s3) {
-            (Some(fs), None) => Some(StoreSettings::Fs(fs.clone())),
-            (None, Some(s3)) => Some(StoreSettings::S3(s3.clone())),
+            (Some(fs), None) => Some(StoreSettings::Fs(fs.store.clone())),
+            (None, Some(s3)) => Some(StoreSettings::S3(s3.store.clone())),
             _ => None,
         }
     }
@@ -359,9 +414,9 @@ impl Config {
             key: key.to_owned(),
             reason: reason.into(),
         };
-        let compiled = |e: crate::access::Invalid| invalid(&e.key, &e.reason);
+        let compiled = |e: crate::invalid::Invalid| invalid(&e.key, &e.reason);
         self.global.policy().map_err(compiled)?;
-        crate::access::repositories(&self.repository).map_err(compiled)?;
+        crate::repositories::compile(&self.repository).map_err(compiled)?;
         self.auth.settings().check().map_err(|e| match e {
             stowage_auth::AuthError::Setting { key, reason } => invalid(&key, &reason),
             other => invalid("auth", &other.to_string()),
@@ -502,9 +557,9 @@ mod tests {
         .unwrap();
         assert_eq!(config.server.port, 5001);
         assert_eq!(config.registry.max_manifest_size, ByteSize::mib(8));
-        assert!(config.blob_store.fs.as_ref().unwrap().sync_to_disk);
+        assert!(config.blob_store.fs.as_ref().unwrap().store.sync_to_disk);
         assert_eq!(
-            config.metadata_store.unwrap().fs.unwrap().root_dir,
+            config.metadata_store.unwrap().fs.unwrap().store.root_dir,
             "/srv/meta"
         );
     }
@@ -594,7 +649,7 @@ mod tests {
 
     #[test]
     fn reads_where_filesystem_calls_run() {
-        let fs = |section: StoreSection| section.fs.expect("fs").inline_calls;
+        let fs = |section: StoreSection| section.fs.expect("fs").store.inline_calls;
         assert_eq!(fs(parse("").unwrap().blob_store), InlineCalls::Auto);
         let config = parse("[blob_store.fs]\nroot_dir = \"x\"\ninline_calls = \"never\"\n");
         assert_eq!(fs(config.unwrap().blob_store), InlineCalls::Never);
@@ -738,6 +793,24 @@ mod tests {
         assert_eq!(s3.max_attempts, 3);
         let both = "[blob_store.fs]\nroot_dir = \"x\"\n[blob_store.s3]\nbucket = \"b\"\n";
         assert!(parse(both).is_err());
+    }
+
+    #[test]
+    fn a_backend_table_refuses_unknown_keys_of_its_own_and_of_its_locks() {
+        let store = parse("[blob_store.fs]\nroot_dir = \"x\"\nroot = \"y\"\n");
+        assert!(
+            store
+                .unwrap_err()
+                .to_string()
+                .contains("unknown field `root`")
+        );
+        let locks = "[blob_store.fs]\nroot_dir = \"x\"\n[blob_store.fs.redis]\nurl = \"redis://x\"\nttll = 3\n";
+        assert!(
+            parse(locks)
+                .unwrap_err()
+                .to_string()
+                .contains("unknown field `ttll`")
+        );
     }
 
     #[test]

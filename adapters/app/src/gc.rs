@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use ring::rand::{SecureRandom, SystemRandom};
 use stowage_core::gc::{GcError, GcReport, GcSettings};
-use stowage_core::step::{Body, Millis};
+use stowage_core::step::Body;
+use stowage_core::time::Millis;
 use stowage_core::{Entropy, Registry};
-use stowage_driver::{Backends, BoxFuture, Timer};
+use stowage_driver::{BoxFuture, Io, Timer};
 use stowage_storage::Leftovers;
 
 use crate::gc_progress::GcProgress;
@@ -50,22 +51,18 @@ struct Collected {
     leftovers: Leftovers,
 }
 
-/// One collection, driven against `backends`, then the leftovers of crashed writes (a
+/// One collection, driven against `io`, then the leftovers of crashed writes (a
 /// storage matter below the keys the core sees, so reclaimed here).
-async fn collect(
-    registry: &Registry,
-    backends: &Backends,
-    settings: GcSettings,
-) -> Result<Collected, GcError> {
+async fn collect(registry: &Registry, io: &Io, settings: GcSettings) -> Result<Collected, GcError> {
     let op = registry.collect(settings.clone(), entropy()?);
-    let response = stowage_driver::drive(op, backends, &mut (), None).await;
+    let response = stowage_driver::drive(op, io, &mut (), None).await;
     let body = match &response.body {
         Body::Bytes(bytes) => bytes.as_ref(),
         _ => &[],
     };
     let report = GcReport::from_response(response.status, body)?;
     let cutoff = Millis(stowage_driver::now().0.saturating_sub(settings.grace_ms));
-    let leftovers = backends.storage.leftovers(cutoff, !settings.dry_run).await;
+    let leftovers = io.stores.leftovers(cutoff, !settings.dry_run).await;
     Ok(Collected { report, leftovers })
 }
 
@@ -161,10 +158,10 @@ pub(crate) fn collect_once(
         .map_err(StartError::Runtime)?;
     let progress = Arc::new(GcProgress::new());
     let collected = runtime.block_on(async {
-        let (registry, mut backends) = crate::build(config, Arc::new(TokioTimer))?;
-        backends.progress = progress.clone();
+        let (registry, mut io) = crate::build(config, Arc::new(TokioTimer))?;
+        io.progress = progress.clone();
         let settings = settings(config, dry_run, delete_untagged);
-        collect(&registry, &backends, settings)
+        collect(&registry, &io, settings)
             .await
             .map_err(StartError::Gc)
     });
@@ -181,18 +178,18 @@ pub(crate) fn collect_once(
 pub fn collect_periodically(
     config: &Config,
     registry: &Registry,
-    backends: &Backends,
+    io: &Io,
 ) -> impl Future<Output = ()> + Send + 'static {
     let interval = Duration::from_secs(config.gc.interval_secs);
     let settings = settings(config, false, config.gc.delete_untagged);
-    let (registry, backends) = (registry.clone(), backends.clone());
+    let (registry, io) = (registry.clone(), io.clone());
     async move {
         if interval.is_zero() {
             return;
         }
         loop {
-            backends.timer.sleep(interval).await;
-            match collect(&registry, &backends, settings.clone()).await {
+            io.timer.sleep(interval).await;
+            match collect(&registry, &io, settings.clone()).await {
                 Ok(collected) => log(&collected),
                 Err(e) => tracing::warn!(error = %e, "garbage collection did not run"),
             }

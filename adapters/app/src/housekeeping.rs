@@ -6,9 +6,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use stowage_core::step::Millis;
-use stowage_driver::{Backends, Timer};
-use stowage_storage::Storage;
+use stowage_core::time::Millis;
+use stowage_driver::{Io, Timer};
+use stowage_storage::Stores;
 
 use crate::Config;
 
@@ -23,19 +23,16 @@ fn purge_interval(max_age: Duration) -> Duration {
 
 /// Purges uploads older than `[registry] upload_max_age_secs` now, then periodically,
 /// forever: spawn it beside the server.
-pub fn purge_stale_uploads(
-    config: &Config,
-    backends: &Backends,
-) -> impl Future<Output = ()> + Send + 'static {
+pub fn purge_stale_uploads(config: &Config, io: &Io) -> impl Future<Output = ()> + Send + 'static {
     let max_age = Duration::from_secs(config.registry.upload_max_age_secs);
-    purge_forever(backends.storage.clone(), max_age, backends.timer.clone())
+    purge_forever(io.stores.clone(), max_age, io.timer.clone())
 }
 
-async fn purge_forever(storage: Storage, max_age: Duration, timer: Arc<dyn Timer>) {
+async fn purge_forever(stores: Stores, max_age: Duration, timer: Arc<dyn Timer>) {
     let max_age_ms = u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX);
     loop {
         let cutoff = Millis(stowage_driver::now().0.saturating_sub(max_age_ms));
-        let report = storage.purge_stale_uploads(cutoff).await;
+        let report = stores.purge_stale_uploads(cutoff).await;
         if report.sessions_removed + report.multipart_uploads_aborted + report.failures > 0 {
             tracing::info!(
                 sessions = report.sessions_removed,

@@ -1,5 +1,5 @@
 //! What the tokio and smol servers share: the command line, the configuration file, logging,
-//! and the wiring of storage, locks and cache into [`Backends`].
+//! and the wiring of storage, locks and cache into [`Io`].
 
 mod accept;
 mod access;
@@ -9,11 +9,13 @@ mod config;
 mod gc;
 mod gc_progress;
 mod housekeeping;
+mod invalid;
 mod log_writer;
 mod logging;
 mod migrate;
 mod mirror;
 mod prometheus;
+mod repositories;
 mod spread;
 mod tls;
 mod traces;
@@ -26,15 +28,15 @@ use std::time::Duration;
 use clap::Parser;
 use stowage_core::access::AccessControl;
 use stowage_core::config::LockSettings;
-use stowage_core::step::Store;
+use stowage_core::step::StoreRole;
 use stowage_core::{Limits, Registry};
 use stowage_driver::{
-    Backends, Cache, LockStore, MemoryCacheStore, MemoryLockStore, NoProgress, NoUpstreams,
-    NoWebhooks, Timer, Upstreams, Webhooks,
+    Cache, Io, LockStore, MemoryCacheStore, MemoryLockStore, NoProgress, NoUpstreams, NoWebhooks,
+    Timer, Upstreams, Webhooks,
 };
 use stowage_http::{BodyPace, Observability, Service};
 use stowage_redis::{Redis, RedisCache, RedisLocks};
-use stowage_storage::Storage;
+use stowage_storage::Stores;
 
 pub use accept::AcceptBackoff;
 pub use cli::{Cli, Command};
@@ -52,7 +54,7 @@ pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
-    Storage(#[from] stowage_storage::StorageError),
+    Storage(#[from] stowage_storage::StoreOpenError),
     #[error("the configuration names no blob store backend")]
     NoBlobStore,
     #[error(transparent)]
@@ -148,7 +150,7 @@ fn print_password_hash() -> Result<(), StartError> {
 pub fn http_service(
     config: &Config,
     registry: Registry,
-    backends: Backends,
+    io: Io,
 ) -> Result<(Service, SocketAddr), StartError> {
     let server = &config.server;
     stowage_storage::set_hash_thread(server.hash_thread);
@@ -159,8 +161,8 @@ pub fn http_service(
     };
     let authenticator = if config.auth.any() {
         let shared = stowage_auth::Shared {
-            cache: backends.cache.clone(),
-            timer: backends.timer.clone(),
+            cache: io.cache.clone(),
+            timer: io.timer.clone(),
             fetch: Arc::new(stowage_auth::HttpFetch::new()?),
         };
         Some(Arc::new(stowage_auth::Authenticator::new(
@@ -172,7 +174,7 @@ pub fn http_service(
     };
     let service = Service::new(
         registry,
-        backends,
+        io,
         body_pace,
         authenticator,
         observability(config)?,
@@ -221,13 +223,13 @@ pub fn listen_address(server: &ServerSettings) -> Result<SocketAddr, StartError>
     Ok(SocketAddr::new(ip, server.port))
 }
 
-/// The registry logic and its backends, built from a configuration. Must be called inside
+/// The registry logic and its io, built from a configuration. Must be called inside
 /// the async runtime (the Redis client binds to it).
-pub fn build(config: &Config, timer: Arc<dyn Timer>) -> Result<(Registry, Backends), StartError> {
+pub fn build(config: &Config, timer: Arc<dyn Timer>) -> Result<(Registry, Io), StartError> {
     let blobs = config
         .blob_store_settings()
         .ok_or(StartError::NoBlobStore)?;
-    let storage = Storage::open(&blobs, config.metadata_store_settings().as_ref())?;
+    let stores = Stores::open(&blobs, config.metadata_store_settings().as_ref())?;
     let (locks, lock_settings): (Arc<dyn LockStore>, LockSettings) = match config.lock_settings() {
         Some(redis) => (
             Arc::new(RedisLocks::new(Redis::new(&redis.url, &redis.key_prefix)?)),
@@ -251,12 +253,12 @@ pub fn build(config: &Config, timer: Arc<dyn Timer>) -> Result<(Registry, Backen
         allow_missing_manifest_references: config.registry.allow_missing_manifest_references,
         cache_ttl_ms: config.registry.cache_ttl_secs * 1000,
         locks: lock_settings,
-        chunks_in_place: storage.backend(Store::Blobs).writes_in_place(),
+        chunks_in_place: stores.store(StoreRole::Blobs).writes_in_place(),
         max_open_uploads_per_repository: config.registry.max_open_uploads_per_repository,
         max_tags_per_request: config.registry.max_tags_per_request,
     };
     let upstream_settings =
-        mirror::upstream_settings(&config.repository).map_err(invalid_at_start)?;
+        repositories::upstream_settings(&config.repository).map_err(invalid_at_start)?;
     let upstreams: Arc<dyn Upstreams> = match upstream_settings.is_empty() {
         true => Arc::new(NoUpstreams),
         false => Arc::new(stowage_upstream::HttpUpstreams::new(
@@ -273,8 +275,8 @@ pub fn build(config: &Config, timer: Arc<dyn Timer>) -> Result<(Registry, Backen
     };
     let subscriptions = stowage_webhooks::subscriptions(&config.event_webhook)
         .map_err(stowage_webhooks::WebhookError::from)?;
-    let backends = Backends {
-        storage,
+    let io = Io {
+        stores,
         locks,
         cache,
         timer,
@@ -286,20 +288,20 @@ pub fn build(config: &Config, timer: Arc<dyn Timer>) -> Result<(Registry, Backen
         challenge: config.auth.settings().challenge(),
         global_policy: config.global.policy().map_err(invalid_at_start)?,
     };
-    let repositories = access::repositories(&config.repository).map_err(invalid_at_start)?;
+    let repositories = repositories::compile(&config.repository).map_err(invalid_at_start)?;
     let registry = Registry::new(limits)
         .with_access(access, repositories)
         .with_events(subscriptions);
-    Ok((registry, backends))
+    Ok((registry, io))
 }
 
 /// Delivers the events queued for `async` webhooks, forever: spawn it beside the server.
-pub fn deliver_queued_events(backends: &Backends) -> stowage_driver::BoxFuture<'static, ()> {
-    backends.webhooks.deliver_queued(backends.clone())
+pub fn deliver_queued_events(io: &Io) -> stowage_driver::BoxFuture<'static, ()> {
+    io.webhooks.deliver_queued(io.clone())
 }
 
 /// Settings are checked when the file loads; this is for a configuration built in code.
-fn invalid_at_start(e: access::Invalid) -> StartError {
+fn invalid_at_start(e: invalid::Invalid) -> StartError {
     StartError::Config(ConfigError::Invalid {
         file: "(configuration)".into(),
         key: e.key,

@@ -2,8 +2,7 @@
 
 use std::path::Path;
 
-use stowage_migrate::Stores;
-use stowage_storage::Backend;
+use stowage_storage::Stores;
 
 use crate::{Config, StartError};
 
@@ -20,12 +19,8 @@ fn stores(config: &Config) -> Result<Stores, StartError> {
     let blobs = config
         .blob_store_settings()
         .ok_or(StartError::NoBlobStore)?;
-    let meta = match config.metadata_store_settings() {
-        Some(settings) => Some(Backend::open(&settings)?),
-        None => None,
-    };
-    Ok(Stores {
-        blobs: Backend::open(&blobs)?,
-        meta,
-    })
+    Ok(Stores::open(
+        &blobs,
+        config.metadata_store_settings().as_ref(),
+    )?)
 }

@@ -3,7 +3,6 @@
 //! client's settings. Upstreams are numbered in the order the tables are read, the same
 //! order for both.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,7 +11,7 @@ use stowage_core::mirror::{DEFAULT_TAG_TTL_SECS, Mirror, UpstreamRef};
 use stowage_upstream::{CredentialSettings, UpstreamSettings};
 use url::Url;
 
-use crate::access::{Invalid, RepositoryEntry};
+use crate::invalid::Invalid;
 
 /// `[[repository."<prefix>".upstream]]`.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
@@ -55,24 +54,17 @@ impl std::fmt::Debug for UpstreamEntry {
     }
 }
 
-/// Every upstream of every table, in the order they are numbered.
-fn numbered(
-    entries: &BTreeMap<String, RepositoryEntry>,
-) -> impl Iterator<Item = (&String, &UpstreamEntry)> {
-    entries
-        .iter()
-        .flat_map(|(prefix, entry)| entry.upstream.iter().map(move |u| (prefix, u)))
-}
-
 /// The mirror a table configures, if it names upstreams; `next` is the number its first
 /// upstream gets.
 pub fn compile(
     key: &str,
-    entry: &RepositoryEntry,
+    upstream: &[UpstreamEntry],
+    tag_ttl_secs: Option<u64>,
+    allow_push: bool,
     next: &mut usize,
 ) -> Result<Option<Mirror>, Invalid> {
-    if entry.upstream.is_empty() {
-        if entry.tag_ttl_secs.is_some() || entry.allow_push {
+    if upstream.is_empty() {
+        if tag_ttl_secs.is_some() || allow_push {
             return Err(Invalid {
                 key: key.to_owned(),
                 reason: "tag_ttl_secs and allow_push only apply to a table with upstreams".into(),
@@ -80,8 +72,8 @@ pub fn compile(
         }
         return Ok(None);
     }
-    let mut upstreams = Vec::with_capacity(entry.upstream.len());
-    for (n, upstream) in entry.upstream.iter().enumerate() {
+    let mut upstreams = Vec::with_capacity(upstream.len());
+    for (n, upstream) in upstream.iter().enumerate() {
         let at = format!("{key}.upstream[{n}]");
         let url = checked_url(&at, upstream)?;
         settings(&at, upstream)?;
@@ -96,18 +88,9 @@ pub fn compile(
     }
     Ok(Some(Mirror {
         upstreams,
-        tag_ttl_ms: entry.tag_ttl_secs.unwrap_or(DEFAULT_TAG_TTL_SECS) * 1000,
-        allow_push: entry.allow_push,
+        tag_ttl_ms: tag_ttl_secs.unwrap_or(DEFAULT_TAG_TTL_SECS) * 1000,
+        allow_push,
     }))
-}
-
-/// The client settings of every upstream, by number.
-pub fn upstream_settings(
-    entries: &BTreeMap<String, RepositoryEntry>,
-) -> Result<Vec<UpstreamSettings>, Invalid> {
-    numbered(entries)
-        .map(|(prefix, upstream)| settings(&format!("repository.{prefix:?}.upstream"), upstream))
-        .collect()
 }
 
 fn checked_url(key: &str, entry: &UpstreamEntry) -> Result<Url, Invalid> {
@@ -122,7 +105,7 @@ fn checked_url(key: &str, entry: &UpstreamEntry) -> Result<Url, Invalid> {
     Ok(url)
 }
 
-fn settings(key: &str, entry: &UpstreamEntry) -> Result<UpstreamSettings, Invalid> {
+pub(crate) fn settings(key: &str, entry: &UpstreamEntry) -> Result<UpstreamSettings, Invalid> {
     let invalid = |reason: &str| Invalid {
         key: key.to_owned(),
         reason: reason.to_owned(),

@@ -9,9 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::future::{Either, select};
-use stowage_core::step::{LockRequest, Millis};
+use stowage_core::step::LockRequest;
+use stowage_core::time::Millis;
 
-use crate::{Backends, now};
+use crate::{Io, now};
 
 /// The locks an operation holds, as the refresh requests that extend them.
 #[derive(Default)]
@@ -42,7 +43,7 @@ impl HeldLocks {
     /// Runs `work`, refreshing every held lock each third of the shortest TTL until it
     /// ends. A failed refresh is left for the core to find: its own refresh before the
     /// commit write fails too, and the operation stops there.
-    pub(crate) async fn during<T>(&self, backends: &Backends, work: impl Future<Output = T>) -> T {
+    pub(crate) async fn during<T>(&self, io: &Io, work: impl Future<Output = T>) -> T {
         let Some(ttl_ms) = self.0.iter().filter_map(ttl).min() else {
             return work.await;
         };
@@ -54,13 +55,13 @@ impl HeldLocks {
             let due = interval.saturating_sub(now().since(Millis(self.1.load(Ordering::Relaxed))));
             if due == 0 {
                 for refresh in &self.0 {
-                    let result = backends.locks.apply(refresh, now()).await;
+                    let result = io.locks.apply(refresh, now()).await;
                     crate::measure::lock(refresh, &result);
                 }
                 self.1.store(now().0, Ordering::Relaxed);
                 continue;
             }
-            let tick = backends.timer.sleep(Duration::from_millis(due));
+            let tick = io.timer.sleep(Duration::from_millis(due));
             if let Either::Left((done, _)) = select(work.as_mut(), tick).await {
                 return done;
             }

@@ -1,7 +1,7 @@
 //! The one driver loop both servers share: it asks an operation for its next step, performs
-//! it against the backends (and a mirror's upstreams), and feeds the outcome back until the operation answers.
+//! it against its IO (and a mirror's upstreams), and feeds the outcome back until the operation answers.
 
-mod backends;
+mod io;
 mod keep_alive;
 mod measure;
 mod memory;
@@ -14,15 +14,16 @@ use futures_util::{StreamExt, stream};
 use stowage_core::cache::key_kind;
 use stowage_core::op::Operation;
 use stowage_core::step::{
-    Announcement, BodyError, CacheRequest, IoError, Millis, Outcome, Response, Step, StorageRequest,
+    Announcement, BodyError, CacheRequest, IoError, Outcome, Response, Step, StorageRequest,
 };
+use stowage_core::time::Millis;
 use stowage_storage::BodySource;
 
 use keep_alive::HeldLocks;
 
-pub use backends::{
-    Backends, BoxFuture, Cache, LockStore, NoProgress, NoUpstreams, NoWebhooks, ProgressDisplay,
-    Timer, Upstreams, Webhooks,
+pub use io::{
+    BoxFuture, Cache, Io, LockStore, NoProgress, NoUpstreams, NoWebhooks, ProgressDisplay, Timer,
+    Upstreams, Webhooks,
 };
 pub use measure::describe_metrics;
 pub use memory::{MemoryCacheStore, MemoryLockStore};
@@ -40,7 +41,7 @@ pub fn now() -> Millis {
 /// gets a span for each step.
 pub async fn drive(
     mut op: Operation,
-    backends: &Backends,
+    io: &Io,
     body: &mut impl BodySource,
     trace: Option<&Traced<'_>>,
 ) -> Response {
@@ -48,11 +49,8 @@ pub async fn drive(
     loop {
         let now = now();
         let outcome = match op.poll(now) {
-            Step::Done(response) => return response,
-            Step::Storage(request) => {
-                held.during(backends, storage(backends, request, body, trace))
-                    .await
-            }
+            Step::Respond(response) => return response,
+            Step::Storage(request) => held.during(io, stores(io, request, body, trace)).await,
             Step::StorageBatch(requests) => {
                 let each = stream::iter(requests)
                     .map(|request| async move {
@@ -62,15 +60,15 @@ pub async fn drive(
                                     .to_owned(),
                             });
                         }
-                        storage(backends, request, &mut (), trace).await
+                        stores(io, request, &mut (), trace).await
                     })
                     .buffered(BATCH_CONCURRENCY)
                     .collect();
-                Outcome::Batch(held.during(backends, each).await)
+                Outcome::Batch(held.during(io, each).await)
             }
             Step::Lock(request) => {
                 let mut span = trace::span(trace, || trace::lock(&request));
-                let result = backends.locks.apply(&request, now).await;
+                let result = io.locks.apply(&request, now).await;
                 let label = measure::lock(&request, &result);
                 span.outcome(label, result.as_ref().err().map(|e| e.message.as_str()));
                 match result {
@@ -87,7 +85,7 @@ pub async fn drive(
                     CacheRequest::Put { .. } | CacheRequest::Remove { .. } => None,
                 };
                 let mut span = trace::span(trace, || trace::cache(&request));
-                let result = backends.cache.apply(request, now).await;
+                let result = io.cache.apply(request, now).await;
                 let error = result.as_ref().err().map(|e| e.message.as_str());
                 match lookup {
                     Some(kind) => span.outcome(measure::cache_lookup(kind, &result), error),
@@ -103,13 +101,13 @@ pub async fn drive(
                 let kind = request.kind();
                 let mut span = trace::span(trace, || trace::upstream(kind));
                 let started = Instant::now();
-                let work = backends.upstreams.perform(request, &backends.storage);
-                let answer = held.during(backends, work).await;
+                let work = io.upstreams.perform(request, &io.stores);
+                let answer = held.during(io, work).await;
                 span.outcome(measure::upstream(kind, &answer, started.elapsed()), None);
                 Outcome::Upstream(answer)
             }
             Step::ReadBody { limit } => {
-                Outcome::BodyBytes(held.during(backends, read_body(body, limit)).await)
+                Outcome::BodyBytes(held.during(io, read_body(body, limit)).await)
             }
             // A required webhook is told under the operation's locks, which must not expire
             // while it answers.
@@ -119,8 +117,8 @@ pub async fn drive(
                 policy,
             }) => {
                 let mut span = trace::span(trace, || trace::webhooks(&webhooks));
-                let delivery = backends.webhooks.deliver(&body, &webhooks, policy);
-                let undelivered = held.during(backends, delivery).await;
+                let delivery = io.webhooks.deliver(&body, &webhooks, policy);
+                let undelivered = held.during(io, delivery).await;
                 let outcome = if undelivered.is_empty() {
                     "ok"
                 } else {
@@ -130,20 +128,20 @@ pub async fn drive(
                 Outcome::Announced(undelivered)
             }
             Step::Progress(progress) => {
-                backends.progress.show(&progress);
-                Outcome::Done
+                io.progress.show(&progress);
+                Outcome::Ok
             }
             Step::Announce(Announcement::Queued) => {
-                backends.webhooks.queued();
-                Outcome::Done
+                io.webhooks.queued();
+                Outcome::Ok
             }
             // Waiting for one lock must not let the ones already taken expire.
             Step::Sleep { ms } => {
                 let _span = trace::span(trace, || trace::lock_wait(ms));
                 let waited = Duration::from_millis(ms);
-                held.during(backends, backends.timer.sleep(waited)).await;
+                held.during(io, io.timer.sleep(waited)).await;
                 measure::lock_wait(waited);
-                Outcome::Done
+                Outcome::Ok
             }
         };
         op.on_result(outcome);
@@ -155,21 +153,21 @@ pub async fn drive(
 const BATCH_CONCURRENCY: usize = 64;
 
 /// Performs one storage request, measured and traced.
-async fn storage(
-    backends: &Backends,
+async fn stores(
+    io: &Io,
     request: StorageRequest,
     body: &mut impl BodySource,
     trace: Option<&Traced<'_>>,
 ) -> Outcome {
-    let backend = backends.storage.backend(request.store()).kind();
+    let backend = io.stores.store(request.store()).kind();
     let kind = request.kind();
     let mut span = trace::span(trace, || {
-        trace::storage(backend, kind, request.store(), request.subject())
+        trace::stores(backend, kind, request.store(), request.subject())
     });
     let _upload = request.streams_body().then(measure::UploadInFlight::start);
     let started = Instant::now();
-    let outcome = backends.storage.perform(request, body).await;
-    let label = measure::storage(backend, kind, &outcome, started.elapsed());
+    let outcome = io.stores.perform(request, body).await;
+    let label = measure::stores(backend, kind, &outcome, started.elapsed());
     span.outcome(label, failure(&outcome));
     outcome
 }

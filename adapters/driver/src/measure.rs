@@ -64,7 +64,7 @@ pub fn describe_metrics() {
 
 /// Counts one storage operation of `kind` on a `backend`, with its latency; its outcome's
 /// label.
-pub(crate) fn storage(
+pub(crate) fn stores(
     backend: &'static str,
     kind: &'static str,
     outcome: &Outcome,

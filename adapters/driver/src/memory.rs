@@ -5,9 +5,10 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use stowage_core::cache::MemoryCache;
 use stowage_core::lock::MemoryLocks;
-use stowage_core::step::{CacheRequest, IoError, LockRequest, Millis};
+use stowage_core::step::{CacheRequest, IoError, LockRequest};
+use stowage_core::time::Millis;
 
-use crate::backends::{BoxFuture, Cache, LockStore};
+use crate::io::{BoxFuture, Cache, LockStore};
 
 #[derive(Default)]
 pub struct MemoryLockStore(Mutex<MemoryLocks>);

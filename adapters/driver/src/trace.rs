@@ -9,7 +9,7 @@ use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::{SdkTracer, Span};
 use stowage_core::cache::key_kind;
-use stowage_core::step::{CacheRequest, LockRequest, Store};
+use stowage_core::step::{CacheRequest, LockRequest, StoreRole};
 
 /// A traced request: the tracer, and the context holding the request's span.
 pub struct Traced<'a> {
@@ -57,15 +57,15 @@ impl StepSpan {
     }
 }
 
-pub(crate) fn storage(
+pub(crate) fn stores(
     backend: &'static str,
     kind: &'static str,
-    store: Store,
+    store: StoreRole,
     subject: &str,
 ) -> Described {
     let store = match store {
-        Store::Blobs => "blobs",
-        Store::Meta => "metadata",
+        StoreRole::Blobs => "blobs",
+        StoreRole::Meta => "metadata",
     };
     Described {
         name: format!("storage.{kind}").into(),

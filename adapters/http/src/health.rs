@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::future::{Either, join, select};
-use stowage_core::step::{IoError, Outcome, Store};
-use stowage_driver::{Backends, BoxFuture};
+use stowage_core::step::{IoError, Outcome, StoreRole};
+use stowage_driver::{BoxFuture, Io};
 
 /// How long one answer is served to every probe.
 const FRESH_FOR: Duration = Duration::from_secs(1);
@@ -30,15 +30,15 @@ pub(crate) struct Readiness {
 }
 
 pub(crate) struct Probe {
-    backends: Backends,
+    io: Io,
     timeout: Duration,
     last: Mutex<Option<(Instant, Readiness)>>,
 }
 
 impl Probe {
-    pub(crate) fn new(backends: Backends, timeout: Duration) -> Self {
+    pub(crate) fn new(io: Io, timeout: Duration) -> Self {
         Probe {
-            backends,
+            io,
             timeout,
             last: Mutex::new(None),
         }
@@ -59,17 +59,17 @@ impl Probe {
     }
 
     async fn check(&self) -> Readiness {
-        let backends = &self.backends;
+        let io = &self.io;
         let metadata = self.bounded(async {
-            match backends.storage.backend(Store::Meta).stat(PROBE_KEY).await {
+            match io.stores.store(StoreRole::Meta).stat(PROBE_KEY).await {
                 Outcome::Failed(e) => Err(e.message),
                 _ => Ok(()),
             }
         });
-        let redis = self.bounded(redis(backends));
+        let redis = self.bounded(redis(io));
         let (metadata, redis) = join(metadata, redis).await;
         let mut checks = vec![("metadata_store", metadata)];
-        if backends.locks.ping().is_some() || backends.cache.ping().is_some() {
+        if io.locks.ping().is_some() || io.cache.ping().is_some() {
             checks.push(("redis", redis));
         }
         report(checks)
@@ -78,7 +78,7 @@ impl Probe {
     /// `check`'s result, or an error once the readiness timeout passes.
     async fn bounded(&self, check: impl Future<Output = Result<(), String>>) -> Result<(), String> {
         let check = std::pin::pin!(check);
-        match select(check, self.backends.timer.sleep(self.timeout)).await {
+        match select(check, self.io.timer.sleep(self.timeout)).await {
             Either::Left((result, _)) => result,
             Either::Right(_) => Err(format!("no answer within {} ms", self.timeout.as_millis())),
         }
@@ -87,10 +87,10 @@ impl Probe {
 
 /// Pings each Redis the process uses (the locks' and the cache's; nothing when neither is
 /// on Redis).
-async fn redis(backends: &Backends) -> Result<(), String> {
+async fn redis(io: &Io) -> Result<(), String> {
     let (locks, cache) = join(
-        ping("locks", backends.locks.ping()),
-        ping("cache", backends.cache.ping()),
+        ping("locks", io.locks.ping()),
+        ping("cache", io.cache.ping()),
     )
     .await;
     match (locks, cache) {

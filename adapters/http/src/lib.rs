@@ -29,7 +29,7 @@ use stowage_core::error::{ErrorCode, RegistryError};
 use stowage_core::route::Route;
 use stowage_core::step::{Body, Response as CoreResponse};
 use stowage_core::{Entropy, Registry, RequestHead};
-use stowage_driver::{Backends, drive};
+use stowage_driver::{Io, drive};
 
 use exchange::Exchange;
 use health::Probe;
@@ -86,7 +86,7 @@ pub struct Service {
 
 struct Inner {
     registry: Registry,
-    backends: Backends,
+    io: Io,
     body_pace: BodyPace,
     /// `None`: nobody logs in; credentials are ignored (a client certificate still counts).
     authenticator: Option<Arc<Authenticator>>,
@@ -108,7 +108,7 @@ enum Own {
 impl Service {
     pub fn new(
         registry: Registry,
-        backends: Backends,
+        io: Io,
         body_pace: BodyPace,
         authenticator: Option<Arc<Authenticator>>,
         observability: Observability,
@@ -126,8 +126,8 @@ impl Service {
         Service {
             inner: Arc::new(Inner {
                 registry,
-                readiness: Probe::new(backends.clone(), observability.readiness_timeout),
-                backends,
+                readiness: Probe::new(io.clone(), observability.readiness_timeout),
+                io,
                 body_pace,
                 authenticator,
                 random,
@@ -307,13 +307,13 @@ impl Service {
             Ok(route) => exchange.route(route.template(), route.repository()),
             Err(_) => exchange.route(labels::unrouted(&head.path), None),
         }
-        let mut body = RequestBody::new(incoming, inner.backends.timer.clone(), inner.body_pace);
+        let mut body = RequestBody::new(incoming, inner.io.timer.clone(), inner.body_pace);
         let mut response = match (self.caller(&head, peer).await, self.entropy()) {
             (Ok(caller), Some(entropy)) => {
                 exchange.identity(caller.identity_id());
                 let op = inner.registry.handle_route(route, head, caller, entropy);
                 let traced = exchange.trace().map(|trace| trace.traced());
-                drive(op, &inner.backends, &mut body, traced.as_ref()).await
+                drive(op, &inner.io, &mut body, traced.as_ref()).await
             }
             (Err(answer), _) => answer,
             (Ok(_), None) => stowage_auth::error_response(
@@ -341,25 +341,14 @@ impl Service {
         } = response;
         let body = match body {
             Body::Empty => Empty::new().map_err(|never| match never {}).boxed_unsync(),
-            Body::Bytes(bytes) => Full::new(bytes)
-                .map_err(|never| match never {})
-                .boxed_unsync(),
+            Body::Bytes(bytes) => whole(bytes),
             Body::Stored { store, key, span } => {
-                match self
-                    .inner
-                    .backends
-                    .storage
-                    .read_span(store, &key, span)
-                    .await
-                {
+                match self.inner.io.stores.read_span(store, &key, span).await {
                     Ok(stream) => StreamBody::new(stream.map_ok(Frame::data)).boxed_unsync(),
                     Err(e) => {
                         tracing::error!(key, error = %e, "opening a blob for reading failed");
-                        let mut failed = http::Response::new(
-                            Empty::new().map_err(|never| match never {}).boxed_unsync(),
-                        );
-                        *failed.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
-                        return failed;
+                        let failed = stowage_core::unavailable("the stored blob could not be read");
+                        return Box::pin(self.to_http(failed)).await;
                     }
                 }
             }
@@ -369,4 +358,10 @@ impl Service {
         *http_response.headers_mut() = headers;
         http_response
     }
+}
+
+fn whole(bytes: Bytes) -> ResponseBody {
+    Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }

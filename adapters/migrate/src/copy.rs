@@ -7,7 +7,7 @@ use futures_util::{Stream, StreamExt};
 use stowage_core::digest::{Algorithm, Digest, Hasher};
 use stowage_core::range::Span;
 use stowage_core::step::{BodyError, BodyTap, Outcome, TapError, WriteCondition};
-use stowage_storage::{Backend, BodySource};
+use stowage_storage::{BodySource, Store};
 
 use crate::MigrateError;
 use crate::plan::{Content, Job};
@@ -24,8 +24,8 @@ pub(crate) enum Copied {
 
 pub(crate) async fn copy(
     job: &Job,
-    from: &Backend,
-    to: &Backend,
+    from: &Store,
+    to: &Store,
     progress: &Progress,
 ) -> Result<Copied, MigrateError> {
     let copied = match &job.content {
@@ -45,8 +45,8 @@ pub(crate) async fn copy(
 async fn copy_streamed(
     job: &Job,
     digest: Option<&Digest>,
-    from: &Backend,
-    to: &Backend,
+    from: &Store,
+    to: &Store,
     progress: &Progress,
 ) -> Result<Copied, MigrateError> {
     let key = &job.key;
@@ -86,7 +86,7 @@ async fn copy_streamed(
 
 /// Links and descriptors are a few bytes: compared whole, so a tag that moved at the
 /// source since an interrupted run is copied again.
-async fn copy_small(job: &Job, from: &Backend, to: &Backend) -> Result<Copied, MigrateError> {
+async fn copy_small(job: &Job, from: &Store, to: &Store) -> Result<Copied, MigrateError> {
     let key = &job.key;
     let bytes = read(from, key, READING)
         .await?
@@ -97,7 +97,7 @@ async fn copy_small(job: &Job, from: &Backend, to: &Backend) -> Result<Copied, M
     let len = bytes.len() as u64;
     // Offline, and what differs is meant to be replaced.
     match to.write(key, bytes, &WriteCondition::Overwrite).await {
-        Outcome::Done => Ok(Copied::New {
+        Outcome::Ok => Ok(Copied::New {
             bytes: len,
             verified: false,
         }),
@@ -109,7 +109,7 @@ const READING: &str = "reading the source";
 const CHECKING: &str = "checking the destination";
 const WRITING: &str = "writing the destination";
 
-async fn stat(backend: &Backend, key: &str) -> Result<Option<u64>, MigrateError> {
+async fn stat(backend: &Store, key: &str) -> Result<Option<u64>, MigrateError> {
     match backend.stat(key).await {
         Outcome::Stat(size) => Ok(size),
         other => Err(unexpected(key, CHECKING, other)),
@@ -117,7 +117,7 @@ async fn stat(backend: &Backend, key: &str) -> Result<Option<u64>, MigrateError>
 }
 
 async fn read(
-    backend: &Backend,
+    backend: &Store,
     key: &str,
     action: &'static str,
 ) -> Result<Option<Bytes>, MigrateError> {

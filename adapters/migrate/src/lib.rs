@@ -16,11 +16,12 @@ use std::fmt;
 
 use futures_util::{StreamExt, TryStreamExt, stream};
 use stowage_core::digest::Digest;
+use stowage_core::step::StoreRole;
 use stowage_core::step::TapError;
-use stowage_storage::Backend;
+use stowage_storage::{Store, Stores};
 
 use crate::copy::Copied;
-use crate::plan::{Listing, Role};
+use crate::plan::Listing;
 pub use crate::progress::Progress;
 
 /// Objects copied at once: enough to hide per-request latency on S3, few enough that the
@@ -29,22 +30,6 @@ const OBJECTS_IN_FLIGHT: usize = 4;
 
 /// Where the layout starts in every store.
 const LAYOUT_ROOT: &str = "v2/";
-
-/// One configuration's stores.
-pub struct Stores {
-    pub blobs: Backend,
-    /// `None`: the metadata store is the blob store.
-    pub meta: Option<Backend>,
-}
-
-impl Stores {
-    fn backend(&self, role: Role) -> &Backend {
-        match (role, &self.meta) {
-            (Role::Meta, Some(meta)) => meta,
-            _ => &self.blobs,
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
@@ -110,13 +95,13 @@ pub async fn migrate(
     progress: &Progress,
 ) -> Result<Summary, MigrateError> {
     let listing = Listing {
-        blobs: list(&from.blobs, "blob").await?,
-        meta: match &from.meta {
+        blobs: list(from.store(StoreRole::Blobs), "blob").await?,
+        meta: match from.separate_meta() {
             Some(meta) => Some(list(meta, "metadata").await?),
             None => None,
         },
     };
-    let plan = plan::plan(listing, to.meta.is_none());
+    let plan = plan::plan(listing, to.separate_meta().is_none());
     progress.start(plan.total_bytes());
     let mut summary = Summary::default();
     for (name, phase) in plan.phases() {
@@ -124,7 +109,7 @@ pub async fn migrate(
         let copies = phase
             .jobs
             .iter()
-            .map(|job| copy::copy(job, from.backend(job.from), to.backend(job.to), progress));
+            .map(|job| copy::copy(job, from.store(job.from), to.store(job.to), progress));
         let mut copies = stream::iter(copies).buffer_unordered(OBJECTS_IN_FLIGHT);
         while let Some(copied) = copies.try_next().await? {
             summary.add(copied);
@@ -135,7 +120,7 @@ pub async fn migrate(
 }
 
 async fn list(
-    backend: &Backend,
+    backend: &Store,
     store: &'static str,
 ) -> Result<Vec<stowage_storage::StoredObject>, MigrateError> {
     backend

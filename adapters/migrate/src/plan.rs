@@ -3,16 +3,10 @@
 use std::collections::HashSet;
 
 use stowage_core::digest::Digest;
+use stowage_core::step::StoreRole;
 use stowage_storage::StoredObject;
 
 use crate::keys::{KeyKind, classify};
-
-/// One of a configuration's two logical stores.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Role {
-    Blobs,
-    Meta,
-}
 
 /// How an object is copied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,8 +20,8 @@ pub(crate) enum Content {
 /// One object to copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Job {
-    pub from: Role,
-    pub to: Role,
+    pub from: StoreRole,
+    pub to: StoreRole,
     pub key: String,
     pub size: u64,
     pub content: Content,
@@ -78,11 +72,17 @@ pub(crate) struct Listing {
 /// links) belong to the metadata store, everything else to the blob store.
 pub(crate) fn plan(listing: Listing, to_shared: bool) -> Plan {
     let split_a_shared_store = listing.meta.is_none() && !to_shared;
-    let objects: Vec<(Role, StoredObject, KeyKind)> = listing
+    let objects: Vec<(StoreRole, StoredObject, KeyKind)> = listing
         .blobs
         .into_iter()
-        .map(|o| (Role::Blobs, o))
-        .chain(listing.meta.into_iter().flatten().map(|o| (Role::Meta, o)))
+        .map(|o| (StoreRole::Blobs, o))
+        .chain(
+            listing
+                .meta
+                .into_iter()
+                .flatten()
+                .map(|o| (StoreRole::Meta, o)),
+        )
         .map(|(role, o)| {
             let kind = classify(&o.key);
             (role, o, kind)
@@ -120,9 +120,9 @@ pub(crate) fn plan(listing: Listing, to_shared: bool) -> Plan {
                         .push(job(to, Content::Streamed(digest.clone())));
                 }
             }
-            KeyKind::Tag => plan.tags.jobs.push(job(Role::Meta, Content::Small)),
+            KeyKind::Tag => plan.tags.jobs.push(job(StoreRole::Meta, Content::Small)),
             KeyKind::LayerLink(_) | KeyKind::RevisionLink(_) | KeyKind::Other => {
-                plan.links.jobs.push(job(Role::Meta, Content::Small));
+                plan.links.jobs.push(job(StoreRole::Meta, Content::Small));
             }
         }
     }
@@ -134,11 +134,13 @@ fn blob_targets(
     digest: Option<&Digest>,
     manifests: &HashSet<Digest>,
     layers: &HashSet<Digest>,
-) -> Vec<Role> {
+) -> Vec<StoreRole> {
     match digest {
-        Some(d) if manifests.contains(d) && layers.contains(d) => vec![Role::Meta, Role::Blobs],
-        Some(d) if manifests.contains(d) => vec![Role::Meta],
-        _ => vec![Role::Blobs],
+        Some(d) if manifests.contains(d) && layers.contains(d) => {
+            vec![StoreRole::Meta, StoreRole::Blobs]
+        }
+        Some(d) if manifests.contains(d) => vec![StoreRole::Meta],
+        _ => vec![StoreRole::Blobs],
     }
 }
 
@@ -182,7 +184,7 @@ mod tests {
         }
     }
 
-    fn targets(plan: &Plan, digest: &Digest) -> Vec<Role> {
+    fn targets(plan: &Plan, digest: &Digest) -> Vec<StoreRole> {
         let key = layout::blob_data(digest);
         let jobs = plan.bytes.jobs.iter().filter(|j| j.key == key);
         jobs.map(|j| j.to).collect()
@@ -224,9 +226,9 @@ mod tests {
             meta: None,
         };
         let plan = plan(listing, false);
-        assert_eq!(targets(&plan, &repo.layer), vec![Role::Blobs]);
-        assert_eq!(targets(&plan, &repo.manifest), vec![Role::Meta]);
-        assert!(plan.links.jobs.iter().all(|j| j.to == Role::Meta));
+        assert_eq!(targets(&plan, &repo.layer), vec![StoreRole::Blobs]);
+        assert_eq!(targets(&plan, &repo.manifest), vec![StoreRole::Meta]);
+        assert!(plan.links.jobs.iter().all(|j| j.to == StoreRole::Meta));
     }
 
     #[test]
@@ -241,10 +243,10 @@ mod tests {
             meta: Some(meta),
         };
         let plan = plan(listing, false);
-        assert_eq!(targets(&plan, &repo.layer), vec![Role::Blobs]);
-        assert_eq!(targets(&plan, &repo.manifest), vec![Role::Meta]);
+        assert_eq!(targets(&plan, &repo.layer), vec![StoreRole::Blobs]);
+        assert_eq!(targets(&plan, &repo.manifest), vec![StoreRole::Meta]);
         let manifest = layout::blob_data(&repo.manifest);
         let job = plan.bytes.jobs.iter().find(|j| j.key == manifest).unwrap();
-        assert_eq!(job.from, Role::Meta);
+        assert_eq!(job.from, StoreRole::Meta);
     }
 }

@@ -8,9 +8,10 @@ use stowage_core::digest::{Algorithm, Digest};
 use stowage_core::layout;
 use stowage_core::names::{RepoName, Tag};
 use stowage_core::route::UploadId;
+use stowage_core::step::StoreRole;
 use stowage_core::step::{Outcome, WriteCondition};
-use stowage_migrate::{MigrateError, Progress, Stores, Summary, migrate};
-use stowage_storage::{Backend, FsSettings, InlineCalls, StoreSettings};
+use stowage_migrate::{MigrateError, Progress, Summary, migrate};
+use stowage_storage::{FsSettings, InlineCalls, Store, StoreSettings, Stores};
 
 /// A folder removed when the test ends.
 struct Scratch(PathBuf);
@@ -23,22 +24,18 @@ impl Scratch {
         Scratch(dir)
     }
 
-    fn store(&self, name: &str) -> Backend {
+    fn store(&self, name: &str) -> Store {
         let settings = FsSettings {
             root_dir: self.0.join(name).to_string_lossy().into_owned(),
             sync_to_disk: false,
             inline_calls: InlineCalls::Auto,
-            redis: None,
         };
-        Backend::open(&StoreSettings::Fs(settings)).unwrap()
+        Store::open(&StoreSettings::Fs(settings)).unwrap()
     }
 
     /// One store holding blobs and metadata alike.
     fn shared(&self, name: &str) -> Stores {
-        Stores {
-            blobs: self.store(name),
-            meta: None,
-        }
+        Stores::new(self.store(name), None)
     }
 }
 
@@ -48,16 +45,16 @@ impl Drop for Scratch {
     }
 }
 
-async fn put(store: &Backend, key: &str, bytes: impl Into<Bytes>) {
+async fn put(store: &Store, key: &str, bytes: impl Into<Bytes>) {
     assert!(matches!(
         store
             .write(key, bytes.into(), &WriteCondition::Overwrite)
             .await,
-        Outcome::Done
+        Outcome::Ok
     ));
 }
 
-async fn get(store: &Backend, key: &str) -> Option<Bytes> {
+async fn get(store: &Store, key: &str) -> Option<Bytes> {
     match store.read(key).await {
         Outcome::Read(bytes) => bytes,
         other => panic!("read {key}: {other:?}"),
@@ -73,7 +70,7 @@ struct Image {
     session_key: String,
 }
 
-async fn push(store: &Backend, layer_bytes: &[u8]) -> Image {
+async fn push(store: &Store, layer_bytes: &[u8]) -> Image {
     let name: RepoName = "app".parse().unwrap();
     let tag: Tag = "v1".parse().unwrap();
     let layer = Digest::of(Algorithm::Sha256, layer_bytes);
@@ -121,19 +118,22 @@ async fn copies_everything_but_upload_sessions_and_verifies_blobs() {
     let scratch = Scratch::new();
     let from = scratch.shared("from");
     let to = scratch.shared("to");
-    let image = push(&from.blobs, &big_layer()).await;
+    let image = push(from.store(StoreRole::Blobs), &big_layer()).await;
     let summary = run(&from, &to).await.unwrap();
     assert_eq!(summary.copied, 5);
     assert_eq!(summary.verified, 2);
     assert_eq!(summary.skipped, 0);
     for key in &image.keys {
         assert_eq!(
-            get(&to.blobs, key).await,
-            get(&from.blobs, key).await,
+            get(to.store(StoreRole::Blobs), key).await,
+            get(from.store(StoreRole::Blobs), key).await,
             "{key}"
         );
     }
-    assert_eq!(get(&to.blobs, &image.session_key).await, None);
+    assert_eq!(
+        get(to.store(StoreRole::Blobs), &image.session_key).await,
+        None
+    );
 }
 
 #[tokio::test]
@@ -141,16 +141,19 @@ async fn a_rerun_copies_only_what_changed() {
     let scratch = Scratch::new();
     let from = scratch.shared("from");
     let to = scratch.shared("to");
-    let image = push(&from.blobs, b"layer").await;
+    let image = push(from.store(StoreRole::Blobs), b"layer").await;
     run(&from, &to).await.unwrap();
     let again = run(&from, &to).await.unwrap();
     assert_eq!((again.copied, again.skipped), (0, 5));
     // The tag moves to another manifest whose link has the same length: compared by bytes.
     let moved = layout::link_content(&Digest::of(Algorithm::Sha256, b"other"));
-    put(&from.blobs, &image.tag_key, moved.clone()).await;
+    put(from.store(StoreRole::Blobs), &image.tag_key, moved.clone()).await;
     let after_move = run(&from, &to).await.unwrap();
     assert_eq!((after_move.copied, after_move.skipped), (1, 4));
-    assert_eq!(get(&to.blobs, &image.tag_key).await, Some(moved.into()));
+    assert_eq!(
+        get(to.store(StoreRole::Blobs), &image.tag_key).await,
+        Some(moved.into())
+    );
 }
 
 #[tokio::test]
@@ -158,35 +161,32 @@ async fn a_corrupt_blob_stops_the_migration_before_any_tag() {
     let scratch = Scratch::new();
     let from = scratch.shared("from");
     let to = scratch.shared("to");
-    let image = push(&from.blobs, b"layer").await;
+    let image = push(from.store(StoreRole::Blobs), b"layer").await;
     let layer_key = layout::blob_data(&image.layer);
-    put(&from.blobs, &layer_key, "tampered").await;
+    put(from.store(StoreRole::Blobs), &layer_key, "tampered").await;
     let error = run(&from, &to).await.unwrap_err();
     assert!(
         matches!(&error, MigrateError::Corrupt { key, .. } if *key == layer_key),
         "{error}"
     );
-    assert_eq!(get(&to.blobs, &layer_key).await, None);
-    assert_eq!(get(&to.blobs, &image.tag_key).await, None);
+    assert_eq!(get(to.store(StoreRole::Blobs), &layer_key).await, None);
+    assert_eq!(get(to.store(StoreRole::Blobs), &image.tag_key).await, None);
 }
 
 #[tokio::test]
 async fn a_shared_store_splits_into_blobs_and_metadata() {
     let scratch = Scratch::new();
     let from = scratch.shared("from");
-    let to = Stores {
-        blobs: scratch.store("to-blobs"),
-        meta: Some(scratch.store("to-meta")),
-    };
-    let image = push(&from.blobs, b"layer").await;
+    let to = Stores::new(scratch.store("to-blobs"), Some(scratch.store("to-meta")));
+    let image = push(from.store(StoreRole::Blobs), b"layer").await;
     run(&from, &to).await.unwrap();
-    let to_meta = to.meta.as_ref().unwrap();
+    let to_meta = to.separate_meta().unwrap();
     let layer_key = layout::blob_data(&image.layer);
     let manifest_key = layout::blob_data(&image.manifest);
-    assert!(get(&to.blobs, &layer_key).await.is_some());
+    assert!(get(to.store(StoreRole::Blobs), &layer_key).await.is_some());
     assert_eq!(get(to_meta, &layer_key).await, None);
     assert!(get(to_meta, &manifest_key).await.is_some());
-    assert_eq!(get(&to.blobs, &manifest_key).await, None);
+    assert_eq!(get(to.store(StoreRole::Blobs), &manifest_key).await, None);
     assert!(get(to_meta, &image.tag_key).await.is_some());
 
     // And back into one store.
@@ -195,8 +195,8 @@ async fn a_shared_store_splits_into_blobs_and_metadata() {
     assert_eq!(summary.copied, 5);
     for key in &image.keys {
         assert_eq!(
-            get(&back.blobs, key).await,
-            get(&from.blobs, key).await,
+            get(back.store(StoreRole::Blobs), key).await,
+            get(from.store(StoreRole::Blobs), key).await,
             "{key}"
         );
     }

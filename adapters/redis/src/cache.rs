@@ -2,7 +2,8 @@
 
 use bytes::Bytes;
 use redis::{Cmd, FromRedisValue};
-use stowage_core::step::{CacheRequest, IoError, Millis};
+use stowage_core::step::{CacheRequest, IoError};
+use stowage_core::time::Millis;
 use stowage_driver::{BoxFuture, Cache};
 
 use crate::connection::{Redis, retry_once};

@@ -2,7 +2,8 @@
 //! the token before they extend or delete.
 
 use redis::Script;
-use stowage_core::step::{IoError, LockRequest, Millis};
+use stowage_core::step::{IoError, LockRequest};
+use stowage_core::time::Millis;
 use stowage_driver::{BoxFuture, LockStore};
 
 use crate::connection::{Redis, retry_once};

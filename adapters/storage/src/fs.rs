@@ -8,15 +8,17 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use futures_util::Stream;
 use stowage_core::range::Span;
-use stowage_core::step::{Millis, ObjectInfo, Outcome, Piece, Versioned, WriteCondition};
+use stowage_core::step::{ObjectInfo, Outcome, Piece, Versioned, WriteCondition};
+use stowage_core::time::Millis;
 
-use crate::backend::{StoredObject, failed};
+use crate::committed::Committed;
 use crate::fs_calls::{FsCalls, always_offloads};
 use crate::fs_kind::remote_kind_at;
 use crate::fs_reader;
 use crate::fs_writer::{FsWriter, place, sync_folder};
-use crate::object_writer::{Committed, ObjectWriter};
+use crate::object_writer::ObjectWriter;
 use crate::settings::FsSettings;
+use crate::shared::{StoredObject, failed};
 
 /// Temporary files live beside the tree (same filesystem, so commits are renames), in a
 /// folder Distribution ignores.
@@ -47,7 +49,7 @@ fn absent_is<T>(result: std::io::Result<T>, absent: T) -> std::io::Result<T> {
 /// A delete's outcome: nothing there to delete is fine.
 fn deleted(key: &str, removed: std::io::Result<()>) -> Outcome {
     match absent_is(removed, ()) {
-        Ok(()) => Outcome::Done,
+        Ok(()) => Outcome::Ok,
         Err(e) => failed("delete", key, e),
     }
 }
@@ -287,7 +289,7 @@ impl FsStore {
         self.calls
             .run_commit(move |sync| {
                 let committed = place(&from, &to, true)?;
-                if sync && committed == Committed::Done {
+                if sync && committed == Committed::Written {
                     sync_folder(&to)?;
                 }
                 Ok(committed)

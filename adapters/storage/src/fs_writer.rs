@@ -33,8 +33,8 @@ use bytes::Bytes;
 use stowage_core::range::Span;
 use tokio::task::{JoinHandle, spawn_blocking};
 
+use crate::committed::Committed;
 use crate::fs_calls::{FsCalls, joined};
-use crate::object_writer::Committed;
 
 /// Bytes gathered before one write.
 const BATCH_BYTES: usize = 256 * 1024;
@@ -247,7 +247,7 @@ impl FsWriter {
         }
         let temporary = self.placement.is_some();
         let result = self.finish().await;
-        if temporary && !matches!(result, Ok(Committed::Done)) {
+        if temporary && !matches!(result, Ok(Committed::Written)) {
             self.discard().await;
         }
         result
@@ -274,10 +274,10 @@ impl FsWriter {
                         // The file may be new: its name must last as well.
                         sync_folder(&path)?;
                     }
-                    return Ok(Committed::Done);
+                    return Ok(Committed::Written);
                 };
                 let committed = place(&path, &target, create_new)?;
-                if sync && committed == Committed::Done {
+                if sync && committed == Committed::Written {
                     sync_folder(&target)?;
                 }
                 Ok(committed)
@@ -313,7 +313,7 @@ async fn create_empty(target: PathBuf, calls: &FsCalls) -> std::io::Result<Commi
                         file.sync_all()?;
                         sync_folder(&target)?;
                     }
-                    Ok(Committed::Done)
+                    Ok(Committed::Written)
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     Ok(Committed::ConditionFailed)
@@ -347,7 +347,7 @@ pub(crate) fn place(temp: &Path, target: &Path, create_new: bool) -> std::io::Re
         other => other,
     };
     match placed {
-        Ok(()) => Ok(Committed::Done),
+        Ok(()) => Ok(Committed::Written),
         Err(e) if create_new && e.kind() == std::io::ErrorKind::AlreadyExists => {
             Ok(Committed::ConditionFailed)
         }
@@ -403,13 +403,13 @@ mod tests {
         for offloaded in [false, true] {
             let target = dir.join(format!("whole-{offloaded}"));
             let writer = FsWriter::new(&dir.join("tmp"), target.clone(), true, calls(offloaded));
-            assert_eq!(write_all(writer).await, Committed::Done);
+            assert_eq!(write_all(writer).await, Committed::Written);
             assert_eq!(std::fs::read(&target).expect("read"), data);
 
             let in_place = dir.join(format!("in-place-{offloaded}"));
             std::fs::write(&in_place, b"head").expect("seed");
             let writer = FsWriter::in_place(in_place.clone(), 4, calls(offloaded));
-            assert_eq!(write_all(writer).await, Committed::Done);
+            assert_eq!(write_all(writer).await, Committed::Written);
             assert_eq!(
                 std::fs::read(&in_place).expect("read"),
                 [b"head", &data[..]].concat()
@@ -425,7 +425,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("stowage-fs-claim-{}", rand_u64()));
         let target = dir.join("claims").join("0");
         let first = FsWriter::new(&dir.join("tmp"), target.clone(), true, calls(false));
-        assert_eq!(first.commit().await.expect("commit"), Committed::Done);
+        assert_eq!(first.commit().await.expect("commit"), Committed::Written);
         assert_eq!(std::fs::read(&target).expect("read"), b"");
         std::fs::write(&target, b"taken").expect("mark");
         let second = FsWriter::new(&dir.join("tmp"), target.clone(), true, calls(false));

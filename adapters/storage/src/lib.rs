@@ -1,8 +1,8 @@
-//! The blob store and the metadata store: each is one [`Backend`], the filesystem or S3; the
-//! [`Storage`] pair performs the core's storage requests against them.
+//! The blob store and the metadata store: each is one [`Store`], the filesystem or S3; the
+//! [`Stores`] pair performs the core's storage requests against them.
 
-mod backend;
 mod body;
+mod committed;
 mod fs;
 mod fs_calls;
 mod fs_kind;
@@ -16,22 +16,23 @@ mod s3_conditions;
 mod s3_multipart;
 mod s3_store;
 mod settings;
+mod shared;
+mod store;
 
 use bytes::Bytes;
 use futures_util::Stream;
 use stowage_core::range::Span;
-use stowage_core::step::{Outcome, StorageRequest, Store};
+use stowage_core::step::{Outcome, StorageRequest, StoreRole};
 
-pub use backend::{Backend, StoredObject};
 pub use body::BodySource;
 pub use fs::FsStore;
 pub use hashing::{HashThread, set_hash_thread};
 pub use purge::{Leftovers, PurgeReport};
 pub use s3_multipart::MultipartError;
 pub use s3_store::S3Store;
-pub use settings::{
-    ConditionalWrites, FsSettings, InlineCalls, RedisLockSettings, S3Settings, StoreSettings,
-};
+pub use settings::{ConditionalWrites, FsSettings, InlineCalls, S3Settings, StoreSettings};
+pub use shared::StoredObject;
+pub use store::Store;
 
 /// Describes the metrics this crate records, once a recorder is installed.
 pub fn describe_metrics() {
@@ -41,15 +42,17 @@ pub fn describe_metrics() {
     );
 }
 
-/// The two logical stores. With one backend configured they are the same [`Backend`].
+/// The blob store and the metadata store: one [`Store`] for both unless a metadata store of
+/// its own is configured.
 #[derive(Clone, Debug)]
-pub struct Storage {
-    blobs: Backend,
-    meta: Backend,
+pub struct Stores {
+    blobs: Store,
+    /// `None`: the blob store holds the metadata too.
+    meta: Option<Store>,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum StorageError {
+pub enum StoreOpenError {
     #[error("cannot open store at {location}: {source}")]
     Open {
         location: String,
@@ -62,55 +65,69 @@ pub enum StorageError {
     },
 }
 
-impl Storage {
-    pub fn new(blobs: Backend, meta: Backend) -> Self {
-        Storage { blobs, meta }
+impl Stores {
+    pub fn new(blobs: Store, meta: Option<Store>) -> Self {
+        Stores { blobs, meta }
     }
 
-    /// Opens the stores from settings; the metadata store defaults to the blob store's.
-    pub fn open(blobs: &StoreSettings, meta: Option<&StoreSettings>) -> Result<Self, StorageError> {
-        let blob_backend = Backend::open(blobs)?;
-        let meta_backend = match meta {
-            Some(settings) => Backend::open(settings)?,
-            None => blob_backend.clone(),
-        };
-        Ok(Storage::new(blob_backend, meta_backend))
+    /// Opens the stores from settings; without metadata store settings, the blob store
+    /// holds the metadata too.
+    pub fn open(
+        blobs: &StoreSettings,
+        meta: Option<&StoreSettings>,
+    ) -> Result<Self, StoreOpenError> {
+        Ok(Stores::new(
+            Store::open(blobs)?,
+            meta.map(Store::open).transpose()?,
+        ))
     }
 
     /// Finds which write conditions each S3 store enforces (`conditional_writes = "auto"`);
     /// to be awaited once at startup, before serving.
     pub async fn probe_conditions(&self) {
         self.blobs.probe_conditions().await;
-        if !self.meta.shares_conditions(&self.blobs) {
-            self.meta.probe_conditions().await;
+        if let Some(meta) = &self.meta
+            && !meta.shares_conditions(&self.blobs)
+        {
+            meta.probe_conditions().await;
         }
     }
 
-    pub fn backend(&self, store: Store) -> &Backend {
-        match store {
-            Store::Blobs => &self.blobs,
-            Store::Meta => &self.meta,
+    pub fn store(&self, role: StoreRole) -> &Store {
+        match (role, &self.meta) {
+            (StoreRole::Meta, Some(meta)) => meta,
+            _ => &self.blobs,
         }
+    }
+
+    /// The metadata store, when it is not the blob store.
+    pub fn separate_meta(&self) -> Option<&Store> {
+        self.meta.as_ref()
+    }
+
+    /// Each distinct store: the blob store, then a separate metadata store.
+    pub(crate) fn each(&self) -> impl Iterator<Item = &Store> {
+        std::iter::once(&self.blobs).chain(&self.meta)
     }
 
     /// Performs one storage request; `body` is the request body, for the requests that
     /// stream it.
     pub async fn perform(&self, request: StorageRequest, body: &mut impl BodySource) -> Outcome {
         match request {
-            StorageRequest::Stat { store, key } => self.backend(store).stat(&key).await,
-            StorageRequest::Inspect { store, key } => self.backend(store).inspect(&key).await,
-            StorageRequest::Read { store, key } => self.backend(store).read(&key).await,
+            StorageRequest::Stat { store, key } => self.store(store).stat(&key).await,
+            StorageRequest::Inspect { store, key } => self.store(store).inspect(&key).await,
+            StorageRequest::Read { store, key } => self.store(store).read(&key).await,
             StorageRequest::ReadVersioned { store, key } => {
-                self.backend(store).read_versioned(&key).await
+                self.store(store).read_versioned(&key).await
             }
             StorageRequest::Write {
                 store,
                 key,
                 data,
                 condition,
-            } => self.backend(store).write(&key, data, &condition).await,
+            } => self.store(store).write(&key, data, &condition).await,
             StorageRequest::WriteBody { store, key, tap } => {
-                self.backend(store).write_body(&key, tap, body).await
+                self.store(store).write_body(&key, tap, body).await
             }
             StorageRequest::WriteBodyAt {
                 store,
@@ -118,31 +135,31 @@ impl Storage {
                 offset,
                 tap,
             } => {
-                self.backend(store)
+                self.store(store)
                     .write_body_at(&key, offset, tap, body)
                     .await
             }
             StorageRequest::HashStored { store, pieces, tap } => {
-                self.backend(store).hash_stored(&pieces, tap).await
+                self.store(store).hash_stored(&pieces, tap).await
             }
             StorageRequest::Concat { store, pieces, to } => {
-                self.backend(store).concat(&pieces, &to).await
+                self.store(store).concat(&pieces, &to).await
             }
-            StorageRequest::Delete { store, key } => self.backend(store).delete(&key).await,
+            StorageRequest::Delete { store, key } => self.store(store).delete(&key).await,
             StorageRequest::DeleteAll { store, prefix } => {
-                self.backend(store).delete_all(&prefix).await
+                self.store(store).delete_all(&prefix).await
             }
-            StorageRequest::List { store, prefix } => self.backend(store).list(&prefix).await,
+            StorageRequest::List { store, prefix } => self.store(store).list(&prefix).await,
         }
     }
 
     /// Streams a span of a stored object, for response bodies.
     pub async fn read_span(
         &self,
-        store: Store,
+        store: StoreRole,
         key: &str,
         span: Span,
     ) -> std::io::Result<impl Stream<Item = std::io::Result<Bytes>> + Send + use<>> {
-        self.backend(store).read_span(key, span).await
+        self.store(store).read_span(key, span).await
     }
 }

@@ -10,15 +10,8 @@
 
 use bytes::{Bytes, BytesMut};
 
+use crate::committed::Committed;
 use crate::fs_writer::FsWriter;
-
-/// How a commit ended when it did not fail.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Committed {
-    Done,
-    /// The write's condition did not hold: nothing changed.
-    ConditionFailed,
-}
 
 pub(crate) enum ObjectWriter {
     Fs(FsWriter),
@@ -92,7 +85,7 @@ impl ObjectWriter {
         match self {
             ObjectWriter::Fs(w) => w.commit().await,
             ObjectWriter::OpenDal(mut w) => match w.close().await {
-                Ok(()) => Ok(Committed::Done),
+                Ok(()) => Ok(Committed::Written),
                 Err(e) if e.kind() == opendal::ErrorKind::ConditionNotMatch => {
                     Ok(Committed::ConditionFailed)
                 }

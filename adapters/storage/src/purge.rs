@@ -3,10 +3,11 @@
 //! garbage collector, the leftovers of writes that never committed.
 
 use stowage_core::layout;
-use stowage_core::step::{Millis, Outcome};
+use stowage_core::step::Outcome;
+use stowage_core::time::Millis;
 use stowage_core::upload::UploadRecord;
 
-use crate::{Backend, Storage};
+use crate::{Store, Stores};
 
 /// What one purge did. Failures are logged; the next purge tries again.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +27,7 @@ pub struct Leftovers {
     pub failures: usize,
 }
 
-impl Storage {
+impl Stores {
     /// Removes upload sessions started before `cutoff` and aborts S3 multipart uploads
     /// initiated before it, below each store's key prefix.
     pub async fn purge_stale_uploads(&self, cutoff: Millis) -> PurgeReport {
@@ -44,9 +45,9 @@ impl Storage {
     pub async fn leftovers(&self, cutoff: Millis, remove: bool) -> Leftovers {
         let mut found = Leftovers::default();
         let mut done = Vec::new();
-        for backend in [&self.blobs, &self.meta] {
+        for backend in self.each() {
             // The two stores may be one folder.
-            let Backend::Fs(fs) = backend else {
+            let Store::Fs(fs) = backend else {
                 continue;
             };
             if done.contains(&fs.root()) {
@@ -76,7 +77,7 @@ impl Storage {
     async fn stale_multipart_uploads(&self, cutoff: Millis, abort: bool) -> (usize, usize) {
         let (mut stale, mut failures) = (0, 0);
         let mut done = Vec::new();
-        for backend in [&self.blobs, &self.meta] {
+        for backend in self.each() {
             let Some(uploads) = backend.multipart_uploads() else {
                 continue;
             };
@@ -105,7 +106,7 @@ fn outcome_error(what: &str, outcome: Outcome) -> String {
     }
 }
 
-impl Backend {
+impl Store {
     async fn purge_stale_sessions(&self, cutoff: Millis, report: &mut PurgeReport) {
         let sessions = match self.upload_sessions().await {
             Ok(sessions) => sessions,
@@ -119,7 +120,7 @@ impl Backend {
             let removed = match self.session_is_stale(&dir, cutoff).await {
                 Ok(false) => continue,
                 Ok(true) => match self.delete_all(&dir).await {
-                    Outcome::Done => Ok(()),
+                    Outcome::Ok => Ok(()),
                     other => Err(outcome_error("delete", other)),
                 },
                 Err(e) => Err(e),

@@ -13,7 +13,7 @@ use reqsign_aws_v4::{Credential, EMPTY_STRING_SHA256, RequestSigner, StaticCrede
 use reqsign_core::{Context, Signer};
 use reqwest::{Client, Method, StatusCode, Url};
 use serde::Deserialize;
-use stowage_core::step::Millis;
+use stowage_core::time::Millis;
 
 use crate::s3;
 use crate::settings::S3Settings;

@@ -11,15 +11,17 @@ use bytes::Bytes;
 use futures_util::{Stream, TryStreamExt};
 use opendal::{ErrorKind, Operator};
 use stowage_core::range::Span;
-use stowage_core::step::{Millis, ObjectInfo, Outcome, Piece, Version, Versioned, WriteCondition};
+use stowage_core::step::{ObjectInfo, Outcome, Piece, Version, Versioned, WriteCondition};
+use stowage_core::time::Millis;
 
-use crate::StorageError;
-use crate::backend::{StoredObject, committed, failed, write_whole};
-use crate::object_writer::{Committed, ObjectWriter, PartWriter};
+use crate::StoreOpenError;
+use crate::committed::Committed;
+use crate::object_writer::{ObjectWriter, PartWriter};
 use crate::s3;
 use crate::s3_conditions::{Condition, Conditions, maybe_rejected_io};
 use crate::s3_multipart::MultipartUploads;
 use crate::settings::S3Settings;
+use crate::shared::{StoredObject, committed, failed, write_whole};
 
 #[derive(Clone, Debug)]
 pub struct S3Store {
@@ -60,7 +62,7 @@ const S3_MAX_COPY_PART: u64 = 5 * 1024 * 1024 * 1024;
 /// An OpenDAL write or copy whose condition may not hold.
 fn conditional<T>(result: opendal::Result<T>) -> opendal::Result<Committed> {
     match result {
-        Ok(_) => Ok(Committed::Done),
+        Ok(_) => Ok(Committed::Written),
         Err(e) if e.kind() == ErrorKind::ConditionNotMatch => Ok(Committed::ConditionFailed),
         Err(e) => Err(e),
     }
@@ -75,14 +77,14 @@ fn bounds(span: Option<Span>) -> (Bound<u64>, Bound<u64>) {
 }
 
 impl S3Store {
-    pub(crate) fn open(settings: &S3Settings) -> Result<Self, StorageError> {
+    pub(crate) fn open(settings: &S3Settings) -> Result<Self, StoreOpenError> {
         let location = format!("s3://{}/{}", settings.bucket, settings.key_prefix);
-        let op = s3::operator(settings).map_err(|source| StorageError::Open {
+        let op = s3::operator(settings).map_err(|source| StoreOpenError::Open {
             location: location.clone(),
             source,
         })?;
         let multipart = MultipartUploads::new(settings)
-            .map_err(|source| StorageError::Multipart { location, source })?;
+            .map_err(|source| StoreOpenError::Multipart { location, source })?;
         let jobs = settings.multipart_copy_jobs.max(1);
         Ok(S3Store {
             op,
@@ -391,16 +393,16 @@ impl S3Store {
 
     pub(crate) async fn delete(&self, key: &str) -> Outcome {
         match self.op.delete(key).await {
-            Ok(()) => Outcome::Done,
-            Err(e) if e.kind() == ErrorKind::NotFound => Outcome::Done,
+            Ok(()) => Outcome::Ok,
+            Err(e) if e.kind() == ErrorKind::NotFound => Outcome::Ok,
             Err(e) => failed("delete", key, e),
         }
     }
 
     pub(crate) async fn delete_all(&self, prefix: &str) -> Outcome {
         match self.op.delete_with(prefix).recursive(true).await {
-            Ok(()) => Outcome::Done,
-            Err(e) if e.kind() == ErrorKind::NotFound => Outcome::Done,
+            Ok(()) => Outcome::Ok,
+            Err(e) if e.kind() == ErrorKind::NotFound => Outcome::Ok,
             Err(e) => failed("delete", prefix, e),
         }
     }

@@ -15,9 +15,6 @@ pub struct FsSettings {
     /// Where the store's filesystem calls run (`fs_calls.rs`).
     #[serde(default)]
     pub inline_calls: InlineCalls,
-    /// `[metadata_store.fs.redis]`: the lock store (carried here for the file's shape;
-    /// storage ignores it).
-    pub redis: Option<RedisLockSettings>,
 }
 
 /// `inline_calls`: whether a filesystem store's calls may run on the runtime's thread.
@@ -66,9 +63,6 @@ pub struct S3Settings {
     /// Which write conditions (If-None-Match, If-Match) are sent (`s3_conditions.rs`).
     #[serde(default)]
     pub conditional_writes: ConditionalWrites,
-    /// `[metadata_store.s3.redis]`: the lock store (carried here for the file's shape;
-    /// storage ignores it).
-    pub redis: Option<RedisLockSettings>,
 }
 
 /// `conditional_writes`: whether commits on S3 carry conditions the store checks.
@@ -82,23 +76,6 @@ pub enum ConditionalWrites {
     On,
     /// Send none: locks alone guard commits.
     Off,
-}
-
-/// `[metadata_store.<fs|s3>.redis]`: locks on Redis, for several replicas on one store.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RedisLockSettings {
-    /// `redis://` or `rediss://`.
-    pub url: String,
-    /// How long a lock lives unless refreshed, in seconds.
-    #[serde(default = "defaults::lock_ttl")]
-    pub ttl: u64,
-    #[serde(default)]
-    pub key_prefix: String,
-    #[serde(default = "defaults::lock_retries")]
-    pub max_retries: u32,
-    #[serde(default = "defaults::lock_retry_delay")]
-    pub retry_delay_ms: u64,
 }
 
 mod defaults {
@@ -124,15 +101,6 @@ mod defaults {
     }
     pub(super) fn attempt_timeout() -> u64 {
         300
-    }
-    pub(super) fn lock_ttl() -> u64 {
-        10
-    }
-    pub(super) fn lock_retries() -> u32 {
-        100
-    }
-    pub(super) fn lock_retry_delay() -> u64 {
-        10
     }
 }
 

@@ -6,8 +6,8 @@ use bytes::Bytes;
 use futures_util::TryStreamExt;
 use stowage_core::digest::{Algorithm, Digest, Hasher};
 use stowage_core::range::Span;
-use stowage_core::step::{BodyError, BodyTap, Outcome, Store, WriteCondition};
-use stowage_storage::{BodySource, Storage};
+use stowage_core::step::{BodyError, BodyTap, Outcome, StoreRole, WriteCondition};
+use stowage_storage::{BodySource, Stores};
 
 mod support;
 use support::Root;
@@ -39,8 +39,8 @@ fn content() -> (Vec<u8>, Vec<Bytes>) {
     (data, chunks)
 }
 
-async fn read_all(storage: &Storage, key: &str, span: Span) -> std::io::Result<Vec<u8>> {
-    let stream = storage.read_span(Store::Blobs, key, span).await?;
+async fn read_all(stores: &Stores, key: &str, span: Span) -> std::io::Result<Vec<u8>> {
+    let stream = stores.read_span(StoreRole::Blobs, key, span).await?;
     let chunks: Vec<Bytes> = stream.try_collect().await?;
     Ok(chunks.concat())
 }
@@ -48,7 +48,7 @@ async fn read_all(storage: &Storage, key: &str, span: Span) -> std::io::Result<V
 #[tokio::test(flavor = "multi_thread")]
 async fn a_chunked_body_lands_whole_and_reads_back_by_span() {
     let root = Root::new("streams-whole");
-    let storage = root.storage(false);
+    let stores = root.stores(false);
     let (data, chunks) = content();
     let digest = Digest::of(Algorithm::Sha256, &data);
     let tap = BodyTap::new(
@@ -56,8 +56,8 @@ async fn a_chunked_body_lands_whole_and_reads_back_by_span() {
         Some(data.len() as u64),
         Some(digest),
     );
-    let outcome = storage
-        .backend(Store::Blobs)
+    let outcome = stores
+        .store(StoreRole::Blobs)
         .write_body("a/b/data", tap, &mut Chunks(chunks.into_iter()))
         .await;
     assert!(
@@ -71,19 +71,19 @@ async fn a_chunked_body_lands_whole_and_reads_back_by_span() {
         start: 0,
         len: data.len() as u64,
     };
-    assert_eq!(read_all(&storage, "a/b/data", whole).await.unwrap(), data);
+    assert_eq!(read_all(&stores, "a/b/data", whole).await.unwrap(), data);
     // A span crossing the 1 MiB mapping windows, starting off a page boundary.
     let span = Span {
         start: 1_048_000,
         len: 1_500_000,
     };
     assert_eq!(
-        read_all(&storage, "a/b/data", span).await.unwrap(),
+        read_all(&stores, "a/b/data", span).await.unwrap(),
         data[1_048_000..2_548_000]
     );
     let empty = Span { start: 5, len: 0 };
     assert!(
-        read_all(&storage, "a/b/data", empty)
+        read_all(&stores, "a/b/data", empty)
             .await
             .unwrap()
             .is_empty()
@@ -93,12 +93,12 @@ async fn a_chunked_body_lands_whole_and_reads_back_by_span() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_body_leaves_nothing() {
     let root = Root::new("streams-refused");
-    let storage = root.storage(false);
+    let stores = root.stores(false);
     let (data, chunks) = content();
     let wrong = Digest::of(Algorithm::Sha256, b"something else");
     let tap = BodyTap::new(Hasher::new(Algorithm::Sha256), None, Some(wrong));
-    let outcome = storage
-        .backend(Store::Blobs)
+    let outcome = stores
+        .store(StoreRole::Blobs)
         .write_body("a/refused", tap, &mut Chunks(chunks.into_iter()))
         .await;
     assert!(
@@ -122,24 +122,24 @@ async fn a_refused_body_leaves_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_empty_object_is_written_and_a_span_past_the_end_is_refused() {
     let root = Root::new("streams-empty");
-    let storage = root.storage(false);
-    let written = storage
-        .backend(Store::Blobs)
+    let stores = root.stores(false);
+    let written = stores
+        .store(StoreRole::Blobs)
         .write("e/data", Bytes::new(), &WriteCondition::Overwrite)
         .await;
-    assert!(matches!(written, Outcome::Done), "{written:?}");
+    assert!(matches!(written, Outcome::Ok), "{written:?}");
     assert_eq!(std::fs::metadata(root.0.join("e/data")).unwrap().len(), 0);
 
-    let small = storage
-        .backend(Store::Blobs)
+    let small = stores
+        .store(StoreRole::Blobs)
         .write(
             "s/data",
             Bytes::from_static(b"12345"),
             &WriteCondition::Overwrite,
         )
         .await;
-    assert!(matches!(small, Outcome::Done), "{small:?}");
+    assert!(matches!(small, Outcome::Ok), "{small:?}");
     let past_end = Span { start: 2, len: 4 };
-    let error = read_all(&storage, "s/data", past_end).await.unwrap_err();
+    let error = read_all(&stores, "s/data", past_end).await.unwrap_err();
     assert_eq!(error.kind(), std::io::ErrorKind::UnexpectedEof);
 }

@@ -174,7 +174,7 @@ impl Authorizer<'_> {
                 retry_after_ms: None,
             })?;
         let status = response.status();
-        if let Some(answer) = crate::client::failure(status, response.headers(), realm) {
+        if let Some(answer) = crate::status::failure(status, response.headers(), realm) {
             return Err(answer);
         }
         let mut body = Vec::new();

@@ -8,6 +8,7 @@ mod auth;
 mod body;
 mod challenge;
 mod client;
+mod status;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Once};
@@ -19,13 +20,14 @@ use http::header::CONTENT_TYPE;
 use stowage_core::digest::Digest;
 use stowage_core::step::{Outcome, StorageRequest, UpstreamAnswer, UpstreamRequest};
 use stowage_driver::{BoxFuture, Cache, Upstreams};
-use stowage_storage::Storage;
+use stowage_storage::Stores;
 use url::Url;
 
 pub use auth::Credentials;
 
 use body::ResponseBody;
-use client::{Upstream, failure};
+use client::Upstream;
+use status::failure;
 
 /// The manifest media types a pull accepts, as a client sends them.
 const MANIFEST_TYPES: [&str; 4] = [
@@ -92,7 +94,7 @@ impl HttpUpstreams {
         Ok(HttpUpstreams { upstreams, cache })
     }
 
-    async fn answer(&self, request: UpstreamRequest, storage: &Storage) -> UpstreamAnswer {
+    async fn answer(&self, request: UpstreamRequest, stores: &Stores) -> UpstreamAnswer {
         let index = match &request {
             UpstreamRequest::Manifest { upstream, .. }
             | UpstreamRequest::BlobExists { upstream, .. }
@@ -103,7 +105,7 @@ impl HttpUpstreams {
                 reason: format!("no upstream number {index}"),
             };
         };
-        match self.exchange(upstream, request, storage).await {
+        match self.exchange(upstream, request, stores).await {
             Ok(answer) | Err(answer) => answer,
         }
     }
@@ -112,7 +114,7 @@ impl HttpUpstreams {
         &self,
         upstream: &Upstream,
         request: UpstreamRequest,
-        storage: &Storage,
+        stores: &Stores,
     ) -> Result<UpstreamAnswer, UpstreamAnswer> {
         let who = upstream.base.as_str();
         match request {
@@ -200,7 +202,7 @@ impl HttpUpstreams {
                     key,
                     tap: *tap,
                 };
-                match storage.perform(write, &mut ResponseBody(response)).await {
+                match stores.perform(write, &mut ResponseBody(response)).await {
                     Outcome::Body { tap, error } => Ok(UpstreamAnswer::Fetched { tap, error }),
                     Outcome::Failed(e) => Err(UpstreamAnswer::Unavailable {
                         reason: format!("storing the blob from {who} failed: {e}"),
@@ -220,9 +222,9 @@ impl Upstreams for HttpUpstreams {
     fn perform<'a>(
         &'a self,
         request: UpstreamRequest,
-        storage: &'a Storage,
+        stores: &'a Stores,
     ) -> BoxFuture<'a, UpstreamAnswer> {
-        Box::pin(self.answer(request, storage))
+        Box::pin(self.answer(request, stores))
     }
 }
 

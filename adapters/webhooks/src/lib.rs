@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use stowage_core::events::{Policy, Subscriptions};
 use stowage_core::step::Undelivered;
-use stowage_driver::{Backends, BoxFuture, Timer};
+use stowage_driver::{BoxFuture, Io, Timer};
 use tokio::sync::Notify;
 
 pub use measure::describe_metrics;
@@ -177,7 +177,7 @@ impl stowage_driver::Webhooks for Webhooks {
         self.inner.queued.notify_one();
     }
 
-    fn deliver_queued(&self, backends: Backends) -> BoxFuture<'static, ()> {
-        Box::pin(queue::deliver_forever(self.clone(), backends))
+    fn deliver_queued(&self, io: Io) -> BoxFuture<'static, ()> {
+        Box::pin(queue::deliver_forever(self.clone(), io))
     }
 }

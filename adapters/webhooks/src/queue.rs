@@ -15,8 +15,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures_util::future::select;
 use stowage_core::events::Policy;
 use stowage_core::layout;
-use stowage_core::step::{LockRequest, Outcome, Piece, StorageRequest, Store};
-use stowage_driver::{Backends, now};
+use stowage_core::step::{LockRequest, Outcome, Piece, StorageRequest, StoreRole};
+use stowage_driver::{Io, now};
 
 use crate::{Webhooks, delivery, measure, outcome};
 
@@ -35,17 +35,17 @@ struct Retry {
     not_before: Instant,
 }
 
-pub(crate) async fn deliver_forever(webhooks: Webhooks, backends: Backends) {
+pub(crate) async fn deliver_forever(webhooks: Webhooks, io: Io) {
     let mut deliverer = Deliverer {
         webhooks,
-        backends,
+        io,
         token: lease_token(),
         retries: HashMap::new(),
     };
     loop {
         let wait = deliverer.look().await;
         let woken = deliverer.webhooks.inner.queued.notified();
-        let slept = deliverer.backends.timer.sleep(wait);
+        let slept = deliverer.io.timer.sleep(wait);
         // Whichever comes first: queued events, or the time to look again.
         select(std::pin::pin!(woken), slept).await;
     }
@@ -62,7 +62,7 @@ fn lease_token() -> String {
 
 struct Deliverer {
     webhooks: Webhooks,
-    backends: Backends,
+    io: Io,
     token: String,
     retries: HashMap<String, Retry>,
 }
@@ -71,10 +71,10 @@ impl Deliverer {
     /// Tries every queued event that is due; how long to wait before looking again.
     async fn look(&mut self) -> Duration {
         let listing = StorageRequest::List {
-            store: Store::Meta,
+            store: StoreRole::Meta,
             prefix: layout::EVENT_QUEUE.to_owned(),
         };
-        let names = match self.backends.storage.perform(listing, &mut ()).await {
+        let names = match self.io.stores.perform(listing, &mut ()).await {
             Outcome::List(names) => names,
             other => {
                 tracing::warn!(outcome = ?other, "cannot list the queued events");
@@ -124,10 +124,10 @@ impl Deliverer {
         }
         let key = format!("{}{name}", layout::EVENT_QUEUE);
         let read = StorageRequest::Read {
-            store: Store::Meta,
+            store: StoreRole::Meta,
             key: key.clone(),
         };
-        let body = match self.backends.storage.perform(read, &mut ()).await {
+        let body = match self.io.stores.perform(read, &mut ()).await {
             Outcome::Read(Some(body)) => body,
             // Delivered by another replica since the listing.
             Outcome::Read(None) => return self.release(lease).await,
@@ -183,7 +183,7 @@ impl Deliverer {
     }
 
     async fn lock(&self, request: LockRequest) -> bool {
-        match self.backends.locks.apply(&request, now()).await {
+        match self.io.locks.apply(&request, now()).await {
             Ok(taken) => taken,
             Err(e) => {
                 tracing::warn!(error = %e, "the queued events' lease failed");
@@ -202,11 +202,11 @@ impl Deliverer {
 
     async fn remove(&self, key: &str) {
         let delete = StorageRequest::Delete {
-            store: Store::Meta,
+            store: StoreRole::Meta,
             key: key.to_owned(),
         };
         if let other @ (Outcome::Failed(_) | Outcome::ConditionFailed) =
-            self.backends.storage.perform(delete, &mut ()).await
+            self.io.stores.perform(delete, &mut ()).await
         {
             // It stays queued and is delivered again: at least once.
             tracing::warn!(key, outcome = ?other, "cannot remove a delivered event");
@@ -217,12 +217,12 @@ impl Deliverer {
     async fn set_aside(&self, name: &str, key: &str) {
         let to = format!("{}{name}", layout::UNDELIVERABLE_EVENTS);
         let copy = StorageRequest::Concat {
-            store: Store::Meta,
+            store: StoreRole::Meta,
             pieces: vec![Piece::whole(key.to_owned())],
             to,
         };
-        match self.backends.storage.perform(copy, &mut ()).await {
-            Outcome::Done | Outcome::ConditionFailed => self.remove(key).await,
+        match self.io.stores.perform(copy, &mut ()).await {
+            Outcome::Ok | Outcome::ConditionFailed => self.remove(key).await,
             other => tracing::warn!(key, outcome = ?other, "cannot set an event aside"),
         }
     }

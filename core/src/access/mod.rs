@@ -15,7 +15,6 @@ pub use policy::{AccessRequest, Action, Decision, Policy, PolicyDefault, PolicyE
 pub use scope::{Access, Resource, scope_string};
 
 use crate::error::{ErrorCode, RegistryError};
-use crate::repositories::Repositories;
 use crate::route::Route;
 
 /// How callers are asked to prove who they are.
@@ -232,12 +231,22 @@ fn reference_digest(reference: &crate::names::Reference) -> String {
     }
 }
 
+/// Where access control finds each repository's own policy. The repository settings
+/// ([`crate::repositories::Repositories`]) implement it, so they may hold policies without
+/// access control depending on them.
+pub trait RepositoryPolicies {
+    /// The policy of repository `name`, if its settings give one.
+    fn policy_for(&self, name: &str) -> Option<&Policy>;
+    /// Whether any repository has a policy of its own.
+    fn any_policy(&self) -> bool;
+}
+
 impl AccessControl {
     /// Whether any request can be refused: a way to log in or a policy exists.
-    pub fn enforced(&self, repositories: &Repositories) -> bool {
+    pub fn enforced(&self, repositories: &impl RepositoryPolicies) -> bool {
         self.challenge != Challenge::None
             || self.global_policy.is_some()
-            || repositories.any_access_policy()
+            || repositories.any_policy()
     }
 
     /// The policies' decision for `identity` on `request`: the global policy (or its
@@ -245,7 +254,7 @@ impl AccessControl {
     /// both of which must allow.
     pub fn decide(
         &self,
-        repositories: &Repositories,
+        repositories: &impl RepositoryPolicies,
         identity: &Identity,
         request: &AccessRequest,
     ) -> Decision {
@@ -259,10 +268,7 @@ impl AccessControl {
         if global != Decision::Allow || request.repository.is_empty() {
             return global;
         }
-        match repositories
-            .for_name(&request.repository)
-            .and_then(|r| r.access_policy.as_ref())
-        {
+        match repositories.policy_for(&request.repository) {
             Some(policy) => policy.decide(identity, request),
             None => Decision::Allow,
         }
@@ -272,7 +278,7 @@ impl AccessControl {
     /// `host` is the request's `Host`, for the default token realm.
     pub fn authorize(
         &self,
-        repositories: &Repositories,
+        repositories: &impl RepositoryPolicies,
         caller: &Caller,
         needs: &[Need],
         host: Option<&str>,
@@ -343,7 +349,7 @@ impl AccessControl {
     /// each action kept only if the policies allow it (`*` becomes the actions allowed).
     pub fn grant(
         &self,
-        repositories: &Repositories,
+        repositories: &impl RepositoryPolicies,
         identity: &Identity,
         requested: &[Access],
     ) -> Vec<Access> {
@@ -385,7 +391,12 @@ impl AccessControl {
     }
 
     /// Whether the catalog shows `repository` to `caller`.
-    pub fn may_see(&self, repositories: &Repositories, caller: &Caller, repository: &str) -> bool {
+    pub fn may_see(
+        &self,
+        repositories: &impl RepositoryPolicies,
+        caller: &Caller,
+        repository: &str,
+    ) -> bool {
         !self.enforced(repositories)
             || self.decide(
                 repositories,

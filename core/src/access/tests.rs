@@ -1,7 +1,7 @@
 use http::Method;
 
 use super::*;
-use crate::repositories::RepositorySettings;
+use crate::repositories::{Repositories, RepositorySettings};
 
 fn route(method: Method, path: &str, query: Option<&str>) -> Route {
     Route::parse(&method, path, query).unwrap()

@@ -12,7 +12,8 @@ use crate::layout;
 use crate::lock::Held;
 use crate::manifest::Manifest;
 use crate::names::{RepoName, Tag};
-use crate::step::{Millis, Store};
+use crate::step::StoreRole;
+use crate::time::Millis;
 
 use super::{GcSettings, PER_WAVE};
 
@@ -115,7 +116,7 @@ pub(super) async fn repositories(ctx: &Ctx) -> Result<Vec<RepoName>, RegistryErr
     let mut pending = vec![String::new()];
     while let Some(prefix) = pending.pop() {
         let entries = ctx
-            .list(Store::Meta, format!("{}{prefix}", layout::REPOSITORIES))
+            .list(StoreRole::Meta, format!("{}{prefix}", layout::REPOSITORIES))
             .await?;
         let own = entries
             .iter()
@@ -135,7 +136,7 @@ pub(super) async fn repositories(ctx: &Ctx) -> Result<Vec<RepoName>, RegistryErr
 /// The digests of a `<alg>/<hex>/` tree below `dir`.
 pub(super) async fn digests_below(
     ctx: &Ctx,
-    store: Store,
+    store: StoreRole,
     dir: &str,
 ) -> Result<Vec<Digest>, RegistryError> {
     let mut digests = Vec::new();
@@ -158,12 +159,12 @@ async fn revisions(
     ctx: &Ctx,
     name: &RepoName,
 ) -> Result<BTreeMap<Digest, Revision>, RegistryError> {
-    let digests = digests_below(ctx, Store::Meta, &layout::revisions_dir(name)).await?;
+    let digests = digests_below(ctx, StoreRole::Meta, &layout::revisions_dir(name)).await?;
     let links = digests
         .iter()
         .map(|digest| layout::revision_link(name, digest))
         .collect();
-    let infos = ctx.inspect_each(Store::Meta, links).await?;
+    let infos = ctx.inspect_each(StoreRole::Meta, links).await?;
     Ok(digests
         .into_iter()
         .zip(infos)
@@ -181,7 +182,7 @@ async fn tagged(
     untagged: &BTreeSet<(RepoName, Tag)>,
 ) -> Result<BTreeSet<Digest>, RegistryError> {
     let mut found = BTreeSet::new();
-    for tag in layout::folders(ctx.list(Store::Meta, layout::tags_dir(name)).await?) {
+    for tag in layout::folders(ctx.list(StoreRole::Meta, layout::tags_dir(name)).await?) {
         let Ok(tag) = tag.parse::<Tag>() else {
             continue;
         };
@@ -189,7 +190,7 @@ async fn tagged(
             continue;
         }
         let current = ctx
-            .read(Store::Meta, layout::tag_current(name, &tag))
+            .read(StoreRole::Meta, layout::tag_current(name, &tag))
             .await?;
         if let Some(digest) = current
             .as_deref()
@@ -208,9 +209,9 @@ async fn referrers(
     name: &RepoName,
 ) -> Result<BTreeMap<Digest, Vec<Digest>>, RegistryError> {
     let mut found = BTreeMap::new();
-    for subject in digests_below(ctx, Store::Meta, &layout::referrers_root(name)).await? {
+    for subject in digests_below(ctx, StoreRole::Meta, &layout::referrers_root(name)).await? {
         let entries = ctx
-            .list(Store::Meta, layout::referrers_dir(name, &subject))
+            .list(StoreRole::Meta, layout::referrers_dir(name, &subject))
             .await?;
         let referring: Vec<Digest> = entries
             .iter()
@@ -282,7 +283,7 @@ async fn mark_repository(
             .iter()
             .map(|digest| layout::blob_data(digest))
             .collect();
-        let bodies = ctx.read_each(Store::Meta, keys).await?;
+        let bodies = ctx.read_each(StoreRole::Meta, keys).await?;
         for (digest, bytes) in unread.into_iter().zip(bodies) {
             match bytes.and_then(|bytes| Manifest::parse(&bytes, None).ok()) {
                 Some(manifest) => {
@@ -314,7 +315,7 @@ async fn mark_repository(
         }
     }
     marking.manifests_kept += kept.len() as u64;
-    let unnamed: Vec<Digest> = digests_below(ctx, Store::Meta, &layout::layers_dir(name))
+    let unnamed: Vec<Digest> = digests_below(ctx, StoreRole::Meta, &layout::layers_dir(name))
         .await?
         .into_iter()
         .filter(|digest| !named_blobs.contains(digest))
@@ -325,7 +326,7 @@ async fn mark_repository(
             .iter()
             .map(|digest| layout::layer_link(name, digest))
             .collect();
-        let infos = ctx.inspect_each(Store::Meta, links).await?;
+        let infos = ctx.inspect_each(StoreRole::Meta, links).await?;
         for (digest, link) in wave.iter().zip(infos) {
             match link {
                 Some(info)

@@ -8,15 +8,14 @@
 //!    manifests, subjects and referrers are kept; what they are and name is live;
 //! 2. find the content addresses not live and older than the grace period ([`sweep`]);
 //! 3. unless a dry run: publish the fence, mark again, delete what both marks agree on,
-//!    lift the fence ([`fence`] holds the safety argument).
+//!    lift the fence (`handlers/fence.rs` holds the safety argument).
 //!
 //! The grace period spares pushes in progress (blobs uploaded, manifest not yet pushed);
 //! safety does not rest on it, nor on any clock: only on the fence and the second mark.
 
-pub(crate) mod fence;
 mod mark;
-mod retention;
 mod sweep;
+mod untag;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
@@ -24,16 +23,16 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeSet;
 
-use crate::handlers::{Ctx, announce, error_response, keys};
+use crate::handlers::{Ctx, announce, keys};
 use crate::names::{RepoName, Tag};
 use crate::op::{Channel, Operation};
 use crate::repositories::Repositories;
+use crate::response::error_response;
 use crate::rng::Entropy;
 use crate::step::{Body, Response};
 use crate::{Registry, error::RegistryError};
 
-pub use fence::GcState;
-pub use retention::{Retention, TagPush};
+pub use crate::handlers::fence::GcState;
 
 /// How many objects one storage batch of a run asks about (manifests read, links
 /// inspected, markers written, blobs deleted): thousands cost a few round trips each, and a
@@ -146,8 +145,7 @@ async fn run(
         .locked(vec![keys::GC_LOCK.to_owned()], async |lease| {
             let names = mark::repositories(ctx).await?;
             let untagged =
-                retention::apply(ctx, repositories, &names, started, settings.dry_run, lease)
-                    .await?;
+                untag::apply(ctx, repositories, &names, started, settings.dry_run, lease).await?;
             // A dry run leaves the tags, and marks as if they were gone.
             let gone: BTreeSet<(RepoName, Tag)> = untagged
                 .iter()

@@ -13,16 +13,17 @@ use crate::handlers::{Ctx, announce, keys};
 use crate::layout;
 use crate::lock::Held;
 use crate::names::{RepoName, Tag};
-use crate::step::{Millis, Store};
+use crate::step::StoreRole;
+use crate::time::Millis;
 
-use super::fence::{self, GcState};
 use super::mark::{self, Marking};
 use super::{GcReport, GcSettings, PER_WAVE};
+use crate::handlers::fence::{self, GcState};
 
 /// Bytes at a content address that nothing references.
 #[derive(Debug, Clone)]
 pub(super) struct UnreferencedBlob {
-    store: Store,
+    store: StoreRole,
     digest: Digest,
     size: u64,
 }
@@ -31,7 +32,7 @@ pub(super) struct UnreferencedBlob {
 /// one `<alg>/<xx>/` folder in memory at a time.
 pub(super) async fn unreferenced(
     ctx: &Ctx,
-    store: Store,
+    store: StoreRole,
     live: &HashSet<Digest>,
     settings: &GcSettings,
     lease: &mut Held,
@@ -70,11 +71,11 @@ pub(super) async fn unreferenced(
 
 /// The stores whose content addresses are swept: the metadata store's too when it is a
 /// backend of its own (it holds the manifests' bytes).
-pub(super) fn swept_stores(settings: &GcSettings) -> &'static [Store] {
+pub(super) fn swept_stores(settings: &GcSettings) -> &'static [StoreRole] {
     if settings.separate_meta_store {
-        &[Store::Blobs, Store::Meta]
+        &[StoreRole::Blobs, StoreRole::Meta]
     } else {
-        &[Store::Blobs]
+        &[StoreRole::Blobs]
     }
 }
 
@@ -134,7 +135,7 @@ pub(super) async fn delete(
     // Every deletion above has finished, so the markers may go; unless the lease was lost:
     // then another collector may be deleting behind markers of its own.
     ctx.ensure(lease).await?;
-    ctx.delete_all(Store::Meta, layout::GC_DOOMED.to_owned())
+    ctx.delete_all(StoreRole::Meta, layout::GC_DOOMED.to_owned())
         .await?;
     fence::write_state(
         ctx,
@@ -166,7 +167,7 @@ async fn publish_and_delete(
             .iter()
             .map(|digest| (layout::gc_doomed(digest), Bytes::from(digest.to_string())))
             .collect();
-        ctx.create_each(Store::Meta, markers).await?;
+        ctx.create_each(StoreRole::Meta, markers).await?;
     }
     // Only what the first mark found deletable may be deleted: a manifest or a link first
     // seen now stays, and keeps what it names.

@@ -18,7 +18,8 @@ use crate::error::{ErrorCode, RegistryError};
 use crate::events::{EventData, EventKind, Policy, Subscriptions, cloud_event};
 use crate::layout;
 use crate::names::RepoName;
-use crate::step::{Announcement, Millis, Outcome, Step, Store, Undelivered};
+use crate::step::{Announcement, Outcome, Step, StoreRole, Undelivered};
+use crate::time::Millis;
 
 /// Who hears this request's events, and who is making it.
 #[derive(Clone, Default)]
@@ -91,7 +92,7 @@ pub(crate) async fn after(ctx: &Ctx, events: Vec<Event>) -> Result<(), RegistryE
     for event in &events {
         for webhook in subscriptions.hearing(event.kind, &event.repository, Policy::Async) {
             let key = layout::queued_event(event.time, &event.id, &webhook);
-            ctx.create(Store::Meta, key, event.body.clone()).await?;
+            ctx.create(StoreRole::Meta, key, event.body.clone()).await?;
             queued = true;
         }
     }

@@ -4,16 +4,15 @@ use bytes::Bytes;
 use http::StatusCode;
 
 use super::ctx::keys;
-use super::mirror::{self, Mirrored};
-use super::response::Reply;
+use super::fence::{self, Named, Watch};
 use super::{Ctx, RequestHead};
 use crate::digest::Digest;
 use crate::error::{ErrorCode, RegistryError};
-use crate::gc::fence::{self, Named, Watch};
 use crate::layout;
 use crate::names::RepoName;
 use crate::range::{ByteRange, Span};
-use crate::step::{Body, Response, Store};
+use crate::response::Reply;
+use crate::step::{Body, Response, StoreRole};
 
 /// Blobs up to this size are kept in the cache whole, so image configs and the other small
 /// blobs every pull fetches are served without a storage request (on S3, a round trip
@@ -34,7 +33,7 @@ async fn small_blob(ctx: &Ctx, digest: &Digest, size: u64) -> Result<Bytes, Regi
         return Ok(bytes);
     }
     let bytes = ctx
-        .read(Store::Blobs, layout::blob_data(digest))
+        .read(StoreRole::Blobs, layout::blob_data(digest))
         .await?
         .ok_or_else(|| blob_unknown(digest))?;
     if bytes.len() as u64 != size {
@@ -69,11 +68,11 @@ pub(super) async fn link_into(
 ) -> Result<(), RegistryError> {
     ctx.ensure(held).await?;
     let link = layout::layer_link(name, digest);
-    ctx.create(Store::Meta, link.clone(), layout::link_content(digest))
+    ctx.create(StoreRole::Meta, link.clone(), layout::link_content(digest))
         .await?;
     let cache_key = keys::blob_cache(name, digest);
     let named = Named {
-        store: Store::Blobs,
+        store: StoreRole::Blobs,
         digest,
         link,
     };
@@ -104,12 +103,14 @@ pub(super) async fn size_in_repo(
         None => {}
     }
     if !ctx
-        .exists(Store::Meta, layout::layer_link(name, digest))
+        .exists(StoreRole::Meta, layout::layer_link(name, digest))
         .await?
     {
         return Ok(None);
     }
-    let size = ctx.stat(Store::Blobs, layout::blob_data(digest)).await?;
+    let size = ctx
+        .stat(StoreRole::Blobs, layout::blob_data(digest))
+        .await?;
     if let Some(size) = size {
         ctx.cache_fill(cache_key, size_entry(size)).await;
     }
@@ -122,14 +123,10 @@ pub(super) async fn get(
     name: &RepoName,
     digest: &Digest,
     only_head: bool,
-    mirrored: Option<&Mirrored<'_>>,
 ) -> Result<Response, RegistryError> {
-    let mut size = size_in_repo(ctx, name, digest).await?;
-    if let (None, Some(m)) = (size, mirrored) {
-        mirror::fetch_blob(ctx, m, name, digest).await?;
-        size = size_in_repo(ctx, name, digest).await?;
-    }
-    let size = size.ok_or_else(|| blob_unknown(digest))?;
+    let size = size_in_repo(ctx, name, digest)
+        .await?
+        .ok_or_else(|| blob_unknown(digest))?;
     let reply = Reply::new(StatusCode::OK)
         .digest(digest)
         .content_type("application/octet-stream")
@@ -167,7 +164,7 @@ pub(super) async fn get(
         reply.body(Body::Bytes(bytes.slice(start..end)), span.len)
     } else {
         let body = Body::Stored {
-            store: Store::Blobs,
+            store: StoreRole::Blobs,
             key: layout::blob_data(digest),
             span,
         };
@@ -200,11 +197,11 @@ pub(crate) async fn unlink(
     digest: &Digest,
 ) -> Result<bool, RegistryError> {
     let link = layout::layer_link(name, digest);
-    if !ctx.exists(Store::Meta, link.clone()).await? {
+    if !ctx.exists(StoreRole::Meta, link.clone()).await? {
         return Ok(false);
     }
     ctx.ensure(held).await?;
-    ctx.delete(Store::Meta, link).await?;
+    ctx.delete(StoreRole::Meta, link).await?;
     ctx.cache_record(keys::blob_cache(name, digest), None)
         .await?;
     Ok(true)

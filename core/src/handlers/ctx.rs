@@ -13,7 +13,7 @@ use crate::op::Channel;
 use crate::rng::{Entropy, Rng};
 use crate::step::{
     BodyError, BodyTap, CacheRequest, ObjectInfo, Outcome, Piece, Progress, Step, StorageRequest,
-    Store, UpstreamAnswer, UpstreamRequest, Versioned, WriteCondition,
+    StoreRole, UpstreamAnswer, UpstreamRequest, Versioned, WriteCondition,
 };
 
 pub(crate) struct Ctx {
@@ -74,7 +74,7 @@ impl Ctx {
 
     pub(crate) async fn stat(
         &self,
-        store: Store,
+        store: StoreRole,
         key: String,
     ) -> Result<Option<u64>, RegistryError> {
         answer::size(self.storage(StorageRequest::Stat { store, key }).await)
@@ -83,7 +83,7 @@ impl Ctx {
     /// An object's size and when it was written, or `None` when absent.
     pub(crate) async fn inspect(
         &self,
-        store: Store,
+        store: StoreRole,
         key: String,
     ) -> Result<Option<ObjectInfo>, RegistryError> {
         match self.storage(StorageRequest::Inspect { store, key }).await {
@@ -92,13 +92,17 @@ impl Ctx {
         }
     }
 
-    pub(crate) async fn exists(&self, store: Store, key: String) -> Result<bool, RegistryError> {
+    pub(crate) async fn exists(
+        &self,
+        store: StoreRole,
+        key: String,
+    ) -> Result<bool, RegistryError> {
         Ok(self.stat(store, key).await?.is_some())
     }
 
     pub(crate) async fn read(
         &self,
-        store: Store,
+        store: StoreRole,
         key: String,
     ) -> Result<Option<Bytes>, RegistryError> {
         match self.storage(StorageRequest::Read { store, key }).await {
@@ -109,7 +113,7 @@ impl Ctx {
 
     pub(crate) async fn read_versioned(
         &self,
-        store: Store,
+        store: StoreRole,
         key: String,
     ) -> Result<Option<Versioned>, RegistryError> {
         answer::versioned(
@@ -122,7 +126,7 @@ impl Ctx {
     /// nothing changed.
     pub(crate) async fn write(
         &self,
-        store: Store,
+        store: StoreRole,
         key: String,
         data: impl Into<Bytes>,
         condition: WriteCondition,
@@ -143,7 +147,7 @@ impl Ctx {
     /// request under its lock.
     pub(crate) async fn create(
         &self,
-        store: Store,
+        store: StoreRole,
         key: String,
         data: impl Into<Bytes>,
     ) -> Result<(), RegistryError> {
@@ -157,7 +161,7 @@ impl Ctx {
     /// operation's lock was lost: nothing is written and the client is told to retry.
     pub(crate) async fn replace(
         &self,
-        store: Store,
+        store: StoreRole,
         key: String,
         data: impl Into<Bytes>,
         found: Option<&Versioned>,
@@ -170,30 +174,30 @@ impl Ctx {
         }
     }
 
-    pub(crate) async fn delete(&self, store: Store, key: String) -> Result<(), RegistryError> {
+    pub(crate) async fn delete(&self, store: StoreRole, key: String) -> Result<(), RegistryError> {
         match self.storage(StorageRequest::Delete { store, key }).await {
-            Outcome::Done => Ok(()),
+            Outcome::Ok => Ok(()),
             other => Err(unavailable("delete", other)),
         }
     }
 
     pub(crate) async fn delete_all(
         &self,
-        store: Store,
+        store: StoreRole,
         prefix: String,
     ) -> Result<(), RegistryError> {
         match self
             .storage(StorageRequest::DeleteAll { store, prefix })
             .await
         {
-            Outcome::Done => Ok(()),
+            Outcome::Ok => Ok(()),
             other => Err(unavailable("delete", other)),
         }
     }
 
     pub(crate) async fn list(
         &self,
-        store: Store,
+        store: StoreRole,
         prefix: String,
     ) -> Result<Vec<String>, RegistryError> {
         match self.storage(StorageRequest::List { store, prefix }).await {
@@ -245,7 +249,7 @@ impl Ctx {
     /// Whether each of `objects` exists, asked at once.
     pub(crate) async fn exists_each(
         &self,
-        objects: Vec<(Store, String)>,
+        objects: Vec<(StoreRole, String)>,
     ) -> Result<Vec<bool>, RegistryError> {
         let requests = objects
             .into_iter()
@@ -261,7 +265,7 @@ impl Ctx {
     /// [`Ctx::create`] for each of `objects` in `store`, asked at once.
     pub(crate) async fn create_each(
         &self,
-        store: Store,
+        store: StoreRole,
         objects: Vec<(String, Bytes)>,
     ) -> Result<(), RegistryError> {
         let requests = objects
@@ -274,7 +278,7 @@ impl Ctx {
             })
             .collect();
         self.storage_batch("write", requests, |outcome| match outcome {
-            Outcome::Done | Outcome::ConditionFailed => Ok(()),
+            Outcome::Ok | Outcome::ConditionFailed => Ok(()),
             other => Err(other),
         })
         .await
@@ -284,14 +288,14 @@ impl Ctx {
     /// [`Ctx::delete_all`] for each of `folders`, asked at once.
     pub(crate) async fn delete_all_each(
         &self,
-        folders: Vec<(Store, String)>,
+        folders: Vec<(StoreRole, String)>,
     ) -> Result<(), RegistryError> {
         let requests = folders
             .into_iter()
             .map(|(store, prefix)| StorageRequest::DeleteAll { store, prefix })
             .collect();
         self.storage_batch("delete", requests, |outcome| match outcome {
-            Outcome::Done => Ok(()),
+            Outcome::Ok => Ok(()),
             other => Err(other),
         })
         .await
@@ -301,7 +305,7 @@ impl Ctx {
     /// What [`Ctx::inspect`] tells of each of `keys` in `store`, asked at once.
     pub(crate) async fn inspect_each(
         &self,
-        store: Store,
+        store: StoreRole,
         keys: Vec<String>,
     ) -> Result<Vec<Option<ObjectInfo>>, RegistryError> {
         let requests = keys
@@ -318,7 +322,7 @@ impl Ctx {
     /// The content of each of `keys` in `store` (`None` where absent), asked at once.
     pub(crate) async fn read_each(
         &self,
-        store: Store,
+        store: StoreRole,
         keys: Vec<String>,
     ) -> Result<Vec<Option<Bytes>>, RegistryError> {
         let requests = keys
@@ -335,7 +339,7 @@ impl Ctx {
     /// The listing of each folder of `prefixes` in `store`, asked at once.
     pub(crate) async fn list_each(
         &self,
-        store: Store,
+        store: StoreRole,
         prefixes: Vec<String>,
     ) -> Result<Vec<Vec<String>>, RegistryError> {
         let requests = prefixes
@@ -353,7 +357,7 @@ impl Ctx {
     /// same bytes, so finding one is success.
     pub(crate) async fn concat(
         &self,
-        store: Store,
+        store: StoreRole,
         pieces: Vec<Piece>,
         to: String,
     ) -> Result<(), RegistryError> {
@@ -361,7 +365,7 @@ impl Ctx {
             .storage(StorageRequest::Concat { store, pieces, to })
             .await
         {
-            Outcome::Done | Outcome::ConditionFailed => Ok(()),
+            Outcome::Ok | Outcome::ConditionFailed => Ok(()),
             other => Err(unavailable("commit", other)),
         }
     }
@@ -369,7 +373,7 @@ impl Ctx {
     /// Streams the request body to `key` through `tap`; see [`StorageRequest::WriteBody`].
     pub(crate) async fn write_body(
         &self,
-        store: Store,
+        store: StoreRole,
         key: String,
         tap: BodyTap,
     ) -> Result<(BodyTap, Option<BodyError>), RegistryError> {
@@ -381,7 +385,7 @@ impl Ctx {
     /// [`StorageRequest::WriteBodyAt`].
     pub(crate) async fn write_body_at(
         &self,
-        store: Store,
+        store: StoreRole,
         key: String,
         offset: u64,
         tap: BodyTap,
@@ -407,7 +411,7 @@ impl Ctx {
 
     pub(crate) async fn hash_stored(
         &self,
-        store: Store,
+        store: StoreRole,
         pieces: Vec<Piece>,
         tap: BodyTap,
     ) -> Result<BodyTap, RegistryError> {
@@ -467,7 +471,7 @@ impl Ctx {
         value: Option<Bytes>,
     ) -> Result<(), RegistryError> {
         match self.cache_put(key, value.unwrap_or_default(), false).await {
-            Outcome::Done | Outcome::Cache(_) => Ok(()),
+            Outcome::Ok | Outcome::Cache(_) => Ok(()),
             other => Err(unavailable("cache update", other)),
         }
     }
@@ -592,7 +596,7 @@ pub(crate) mod answer {
     /// To a conditional write: whether its condition held (and it wrote).
     pub(crate) fn written(outcome: Outcome) -> Result<bool, RegistryError> {
         match outcome {
-            Outcome::Done => Ok(true),
+            Outcome::Ok => Ok(true),
             Outcome::ConditionFailed => Ok(false),
             other => Err(unavailable("write", other)),
         }

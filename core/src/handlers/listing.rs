@@ -3,12 +3,12 @@
 use http::StatusCode;
 
 use super::Ctx;
-use super::response::Reply;
 use crate::error::{ErrorCode, RegistryError};
 use crate::layout;
 use crate::names::RepoName;
+use crate::response::Reply;
 use crate::route::Page;
-use crate::step::{Response, Store};
+use crate::step::{Response, StoreRole};
 
 /// Cuts one page out of sorted `items`; answers the page and whether more follow.
 fn paginate(mut items: Vec<String>, page: &Page) -> (Vec<String>, bool) {
@@ -42,7 +42,7 @@ pub(super) async fn tags(
     page: Page,
 ) -> Result<Response, RegistryError> {
     let tags: Vec<String> =
-        layout::folders(ctx.list(Store::Meta, layout::tags_dir(name)).await?).collect();
+        layout::folders(ctx.list(StoreRole::Meta, layout::tags_dir(name)).await?).collect();
     if tags.is_empty() && !repository_exists(ctx, name).await? {
         return Err(RegistryError::new(
             ErrorCode::NameUnknown,
@@ -63,7 +63,7 @@ pub(super) async fn tags(
 /// repositories (`a` of `a/b`) is no repository.
 pub(super) async fn repository_exists(ctx: &Ctx, name: &RepoName) -> Result<bool, RegistryError> {
     let dir = format!("{}{name}/", layout::REPOSITORIES);
-    let entries = ctx.list(Store::Meta, dir).await?;
+    let entries = ctx.list(StoreRole::Meta, dir).await?;
     Ok(entries
         .iter()
         .any(|e| REPOSITORY_MARKERS.contains(&e.as_str())))
@@ -87,7 +87,7 @@ pub(super) async fn catalog(
             .iter()
             .map(|path| format!("{}{path}", layout::REPOSITORIES))
             .collect();
-        let listings = ctx.list_each(Store::Meta, prefixes).await?;
+        let listings = ctx.list_each(StoreRole::Meta, prefixes).await?;
         let mut next = Vec::new();
         for (path, entries) in level.into_iter().zip(listings) {
             if !path.is_empty()

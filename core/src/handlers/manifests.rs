@@ -5,18 +5,17 @@ use http::StatusCode;
 
 use super::announce;
 use super::ctx::{answer, keys};
-use super::mirror::{self, Mirrored};
-use super::response::Reply;
+use super::fence::{self, Named};
 use super::{Ctx, Request};
 use crate::digest::{Algorithm, Digest};
 use crate::error::{ErrorCode, RegistryError};
 use crate::events::{EventData, EventKind};
-use crate::gc::fence::{self, Named};
 use crate::layout;
 use crate::lock::{Held, changed_underneath};
 use crate::manifest::{Manifest, stored_media_type};
 use crate::names::{Reference, RepoName, Tag};
-use crate::step::{BodyError, Response, StorageRequest, Store, Versioned, WriteCondition};
+use crate::response::Reply;
+use crate::step::{BodyError, Response, StorageRequest, StoreRole, Versioned, WriteCondition};
 
 fn manifest_unknown(reference: &dyn std::fmt::Display) -> RegistryError {
     RegistryError::new(
@@ -49,7 +48,7 @@ pub(super) async fn resolve_tag(
         None => {}
     }
     let Some(link) = ctx
-        .read(Store::Meta, layout::tag_current(name, tag))
+        .read(StoreRole::Meta, layout::tag_current(name, tag))
         .await?
     else {
         return Ok(None);
@@ -70,37 +69,45 @@ pub(super) async fn load(
         return Ok(known);
     }
     if !ctx
-        .exists(Store::Meta, layout::revision_link(name, digest))
+        .exists(StoreRole::Meta, layout::revision_link(name, digest))
         .await?
     {
         return Ok(None);
     }
-    let Some(bytes) = ctx.read(Store::Meta, layout::blob_data(digest)).await? else {
+    let Some(bytes) = ctx.read(StoreRole::Meta, layout::blob_data(digest)).await? else {
         return Ok(None);
     };
     ctx.cache_fill(cache_key, bytes.clone()).await;
     Ok(Some(bytes))
 }
 
+/// The manifest a reference names; `stale` when a mirror's upstream could not confirm a tag
+/// and the stored answer was kept.
+pub(super) struct Resolved {
+    pub(super) digest: Digest,
+    pub(super) stale: bool,
+}
+
+/// Answers a manifest pull; `resolved`: what a mirror already resolved `reference` to.
 pub(super) async fn get(
     ctx: &Ctx,
     name: &RepoName,
     reference: &Reference,
     only_head: bool,
-    mirrored: Option<&Mirrored<'_>>,
+    resolved: Option<Resolved>,
 ) -> Result<Response, RegistryError> {
-    let (digest, stale) = match (reference, mirrored) {
-        (_, Some(m)) => {
-            let resolved = mirror::resolve(ctx, m, name, reference).await?;
-            (resolved.digest, resolved.stale)
-        }
-        (Reference::Digest(d), None) => (d.clone(), false),
-        (Reference::Tag(tag), None) => {
-            let digest = resolve_tag(ctx, name, tag)
+    let Resolved { digest, stale } = match (reference, resolved) {
+        (_, Some(resolved)) => resolved,
+        (Reference::Digest(d), None) => Resolved {
+            digest: d.clone(),
+            stale: false,
+        },
+        (Reference::Tag(tag), None) => Resolved {
+            digest: resolve_tag(ctx, name, tag)
                 .await?
-                .ok_or_else(|| manifest_unknown(reference))?;
-            (digest, false)
-        }
+                .ok_or_else(|| manifest_unknown(reference))?,
+            stale: false,
+        },
     };
     let bytes = load(ctx, name, &digest)
         .await?
@@ -138,19 +145,19 @@ pub(super) async fn prepare(
     checked: &[Named<'_>],
 ) -> Result<Vec<Option<Versioned>>, RegistryError> {
     let store_bytes = StorageRequest::Write {
-        store: Store::Meta,
+        store: StoreRole::Meta,
         key: layout::blob_data(digest),
         data: body.clone(),
         condition: WriteCondition::CreateNew,
     };
     let read_tags = tags.iter().map(|tag| StorageRequest::ReadVersioned {
-        store: Store::Meta,
+        store: StoreRole::Meta,
         key: layout::tag_current(name, tag),
     });
     let checks = checked.iter().flat_map(|n| {
         [
             StorageRequest::Stat {
-                store: Store::Meta,
+                store: StoreRole::Meta,
                 key: n.link.clone(),
             },
             StorageRequest::Stat {
@@ -197,17 +204,17 @@ fn named_by<'a>(
     manifest: &'a Manifest,
 ) -> Vec<Named<'a>> {
     let this = digest.map(|digest| Named {
-        store: Store::Meta,
+        store: StoreRole::Meta,
         digest,
         link: layout::revision_link(name, digest),
     });
     let blobs = manifest.blobs.iter().map(|d| Named {
-        store: Store::Blobs,
+        store: StoreRole::Blobs,
         digest: d,
         link: layout::layer_link(name, d),
     });
     let children = manifest.manifests.iter().map(|d| Named {
-        store: Store::Meta,
+        store: StoreRole::Meta,
         digest: d,
         link: layout::revision_link(name, d),
     });
@@ -361,7 +368,7 @@ pub(super) async fn commit(
             .map(|(tag, _)| (layout::tag_index(name, tag, digest), link.clone())),
     );
     ctx.ensure(held).await?;
-    ctx.create_each(Store::Meta, links).await?;
+    ctx.create_each(StoreRole::Meta, links).await?;
     // The first pull after the push then finds the manifest in the cache.
     ctx.cache_record(keys::manifest_cache(name, digest), Some(body.clone()))
         .await?;
@@ -369,7 +376,7 @@ pub(super) async fn commit(
     let replaces = tags
         .iter()
         .map(|(tag, found)| StorageRequest::Write {
-            store: Store::Meta,
+            store: StoreRole::Meta,
             key: layout::tag_current(name, tag),
             data: link.clone(),
             condition: WriteCondition::replacing(found.as_ref()),
@@ -449,7 +456,7 @@ pub(crate) async fn untag(
         .collect();
     announce::before(ctx, &events).await?;
     ctx.ensure(held).await?;
-    ctx.delete_all(Store::Meta, layout::tag_dir(name, tag))
+    ctx.delete_all(StoreRole::Meta, layout::tag_dir(name, tag))
         .await?;
     ctx.cache_record(keys::tag_cache(name, tag), None).await?;
     Ok(events)
@@ -526,16 +533,19 @@ pub(crate) async fn remove_manifest(
     for tag in pointing {
         // Re-check under the lock: the tag may have moved since we listed it.
         if resolve_current(ctx, name, tag).await?.as_ref() == Some(digest) {
-            ctx.delete_all(Store::Meta, layout::tag_dir(name, tag))
+            ctx.delete_all(StoreRole::Meta, layout::tag_dir(name, tag))
                 .await?;
             ctx.cache_record(keys::tag_cache(name, tag), None).await?;
         }
     }
     if let Some(subject) = manifest.as_ref().and_then(|m| m.subject.as_ref()) {
-        ctx.delete(Store::Meta, layout::referrer_entry(name, subject, digest))
-            .await?;
+        ctx.delete(
+            StoreRole::Meta,
+            layout::referrer_entry(name, subject, digest),
+        )
+        .await?;
     }
-    ctx.delete(Store::Meta, layout::revision_link(name, digest))
+    ctx.delete(StoreRole::Meta, layout::revision_link(name, digest))
         .await?;
     ctx.cache_record(keys::manifest_cache(name, digest), None)
         .await?;
@@ -549,7 +559,7 @@ async fn resolve_current(
     tag: &Tag,
 ) -> Result<Option<Digest>, RegistryError> {
     match ctx
-        .read(Store::Meta, layout::tag_current(name, tag))
+        .read(StoreRole::Meta, layout::tag_current(name, tag))
         .await?
     {
         Some(link) => parse_link(&link).map(Some),
@@ -562,14 +572,14 @@ pub(crate) async fn tags_pointing_at(
     name: &RepoName,
     digest: &Digest,
 ) -> Result<Vec<Tag>, RegistryError> {
-    let tags: Vec<Tag> = layout::folders(ctx.list(Store::Meta, layout::tags_dir(name)).await?)
+    let tags: Vec<Tag> = layout::folders(ctx.list(StoreRole::Meta, layout::tags_dir(name)).await?)
         .filter_map(|folder| folder.parse().ok())
         .collect();
     let currents = tags
         .iter()
         .map(|tag| layout::tag_current(name, tag))
         .collect();
-    let links = ctx.read_each(Store::Meta, currents).await?;
+    let links = ctx.read_each(StoreRole::Meta, currents).await?;
     let mut pointing = Vec::new();
     for (tag, link) in tags.into_iter().zip(links) {
         if let Some(link) = link

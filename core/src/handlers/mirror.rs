@@ -17,15 +17,15 @@ use bytes::Bytes;
 use super::Ctx;
 use super::blobs::{link_into, size_in_repo};
 use super::ctx::keys;
-use super::manifests;
+use super::fence;
+use super::manifests::{self, Resolved};
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{ErrorCode, RegistryError};
-use crate::gc::fence;
 use crate::layout;
 use crate::manifest::Manifest;
 use crate::mirror::{Mirror, UpstreamRef, upstream_name};
 use crate::names::{Reference, RepoName, Tag};
-use crate::step::{BodyTap, Step, Store, UpstreamAnswer, UpstreamRequest};
+use crate::step::{BodyTap, Step, StoreRole, UpstreamAnswer, UpstreamRequest};
 
 /// How long a request waits for another one fetching the same blob before giving up.
 const FETCH_WAIT_MS: u64 = 15 * 60 * 1000;
@@ -49,13 +49,6 @@ impl<'a> Mirrored<'a> {
             upstreams: mirror.candidates(ns),
         }
     }
-}
-
-/// The manifest a mirrored reference names, now stored; `stale` when the upstream could
-/// not confirm a tag and the stored answer was kept.
-pub(super) struct Resolved {
-    pub(super) digest: Digest,
-    pub(super) stale: bool,
 }
 
 /// Makes sure the manifest `reference` names is stored in `name`, asking the upstreams when
@@ -259,7 +252,7 @@ async fn fetch_blob_holding(
     let key = layout::blob_data(digest);
     // Stored already, for another repository: linked here only if the upstream has it
     // here too, so a mirrored repository never serves a blob its upstream would not.
-    let answer = if ctx.exists(Store::Blobs, key.clone()).await? {
+    let answer = if ctx.exists(StoreRole::Blobs, key.clone()).await? {
         ask(ctx, m, |u| UpstreamRequest::BlobExists {
             upstream: u.index,
             repository: m.remote.clone(),
@@ -271,7 +264,7 @@ async fn fetch_blob_holding(
             upstream: u.index,
             repository: m.remote.clone(),
             digest: digest.clone(),
-            store: Store::Blobs,
+            store: StoreRole::Blobs,
             key: key.clone(),
             tap: Box::new(BodyTap::new(
                 Hasher::new(digest.algorithm()),
@@ -287,7 +280,7 @@ async fn fetch_blob_holding(
     ) {
         return Err(missing(answer, ErrorCode::BlobUnknown, digest));
     }
-    let size = ctx.stat(Store::Blobs, key).await?.ok_or_else(|| {
+    let size = ctx.stat(StoreRole::Blobs, key).await?.ok_or_else(|| {
         RegistryError::new(
             ErrorCode::Unavailable,
             format!("blob {digest} vanished; retry"),

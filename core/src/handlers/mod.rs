@@ -3,11 +3,11 @@
 pub(crate) mod announce;
 pub(crate) mod blobs;
 mod ctx;
+pub(crate) mod fence;
 mod listing;
 pub(crate) mod manifests;
 mod mirror;
 mod referrers;
-mod response;
 mod uploads;
 
 use http::{HeaderMap, Method, StatusCode};
@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use crate::access::{AccessControl, Action, Caller, Refusal, needs};
 use crate::config::Limits;
-use crate::error::RegistryError;
+use crate::error::{ErrorCode, RegistryError};
 use crate::events::Subscriptions;
 use crate::op::{Channel, Operation};
 use crate::repositories::Repositories;
@@ -24,9 +24,8 @@ use crate::rng::Entropy;
 use crate::route::Route;
 use crate::step::Response;
 
+use crate::response::{Reply, error_response};
 pub(crate) use ctx::{Ctx, keys};
-use response::Reply;
-pub(crate) use response::error_response;
 
 /// What the core needs of a request before its body: the driver parses nothing.
 #[derive(Debug, Clone)]
@@ -159,7 +158,7 @@ impl Registry {
                 if let Err(refusal) =
                     registry
                         .access
-                        .authorize(&registry.repositories, &caller, &needs, host)
+                        .authorize(registry.repositories.as_ref(), &caller, &needs, host)
                 {
                     return refusal_response(&refusal);
                 }
@@ -207,13 +206,16 @@ impl Request<'_> {
     fn may_see(&self, repository: &str) -> bool {
         self.registry
             .access
-            .may_see(&self.registry.repositories, self.caller, repository)
+            .may_see(self.registry.repositories.as_ref(), self.caller, repository)
     }
 
     /// Whether a mount without `from` may look for its blob anywhere: only while nothing
     /// is enforced, since the blob could belong to a repository the caller may not pull.
     fn may_mount_from_anywhere(&self) -> bool {
-        !self.registry.access.enforced(&self.registry.repositories)
+        !self
+            .registry
+            .access
+            .enforced(self.registry.repositories.as_ref())
     }
 
     /// The mirror settings for a pull of `name`, if it is mirrored.
@@ -244,8 +246,12 @@ async fn dispatch(request: &Request<'_>, route: Route) -> Result<Response, Regis
             reference,
             head: only_head,
         } => {
-            let mirrored = request.mirrored(&name);
-            manifests::get(ctx, &name, &reference, only_head, mirrored.as_ref()).await
+            // A mirrored repository first makes sure it holds what the reference names.
+            let resolved = match request.mirrored(&name) {
+                Some(m) => Some(mirror::resolve(ctx, &m, &name, &reference).await?),
+                None => None,
+            };
+            manifests::get(ctx, &name, &reference, only_head, resolved).await
         }
         Route::PutManifest {
             name,
@@ -259,10 +265,17 @@ async fn dispatch(request: &Request<'_>, route: Route) -> Result<Response, Regis
             name,
             digest,
             head: only_head,
-        } => {
-            let mirrored = request.mirrored(&name);
-            blobs::get(ctx, head, &name, &digest, only_head, mirrored.as_ref()).await
-        }
+        } => match blobs::get(ctx, head, &name, &digest, only_head).await {
+            // A mirrored repository fetches a blob it does not hold, then serves it.
+            Err(e) if e.code == ErrorCode::BlobUnknown => match request.mirrored(&name) {
+                Some(m) => {
+                    mirror::fetch_blob(ctx, &m, &name, &digest).await?;
+                    blobs::get(ctx, head, &name, &digest, only_head).await
+                }
+                None => Err(e),
+            },
+            answer => answer,
+        },
         Route::DeleteBlob { name, digest } => blobs::delete(ctx, &name, &digest).await,
         Route::StartUpload {
             name,

@@ -3,13 +3,13 @@
 use http::StatusCode;
 
 use super::Ctx;
-use super::response::Reply;
 use crate::digest::Digest;
 use crate::error::RegistryError;
 use crate::layout;
 use crate::manifest::{Descriptor, OCI_INDEX};
 use crate::names::RepoName;
-use crate::step::{Response, Store};
+use crate::response::Reply;
+use crate::step::{Response, StoreRole};
 
 pub(super) async fn list(
     ctx: &Ctx,
@@ -18,7 +18,7 @@ pub(super) async fn list(
     artifact_type: Option<String>,
 ) -> Result<Response, RegistryError> {
     let dir = layout::referrers_dir(name, subject);
-    let entries = ctx.list(Store::Meta, dir.clone()).await?;
+    let entries = ctx.list(StoreRole::Meta, dir.clone()).await?;
     let keys = entries
         .iter()
         .filter(|entry| !entry.ends_with('/'))
@@ -26,7 +26,7 @@ pub(super) async fn list(
         .collect();
     // An entry deleted between list and read is simply no longer a referrer.
     let mut descriptors: Vec<Descriptor> = ctx
-        .read_each(Store::Meta, keys)
+        .read_each(StoreRole::Meta, keys)
         .await?
         .into_iter()
         .flatten()

@@ -6,19 +6,19 @@ use http::StatusCode;
 use super::announce;
 use super::blobs;
 use super::ctx::keys;
-use super::response::{DOCKER_UPLOAD_UUID, Reply};
+use super::fence::{self, Watch};
 use super::{Ctx, RequestHead};
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{ErrorCode, RegistryError};
 use crate::events::{EventData, EventKind};
-use crate::gc::fence::{self, Watch};
 use crate::layout;
 use crate::lock::Held;
 use crate::names::RepoName;
 use crate::range::ChunkRange;
+use crate::response::{DOCKER_UPLOAD_UUID, Reply};
 use crate::route::UploadId;
 use crate::step::{
-    BodyError, BodyTap, Piece, Response, Store, TapError, Versioned, WriteCondition,
+    BodyError, BodyTap, Piece, Response, StoreRole, TapError, Versioned, WriteCondition,
 };
 use crate::upload::{Part, UploadRecord};
 
@@ -100,7 +100,7 @@ async fn link_and_end(
     size: u64,
 ) -> Result<Vec<announce::Event>, RegistryError> {
     let events = link(ctx, held, watched, name, digest, size).await?;
-    ctx.delete_all(Store::Blobs, layout::upload_dir(name, id))
+    ctx.delete_all(StoreRole::Blobs, layout::upload_dir(name, id))
         .await?;
     Ok(events)
 }
@@ -153,7 +153,9 @@ pub(super) async fn start(
 /// each other may all pass: the limit is exceeded by at most the starts in flight at once.
 async fn check_open_uploads(ctx: &Ctx, name: &RepoName) -> Result<(), RegistryError> {
     let limit = ctx.limits.max_open_uploads_per_repository;
-    let sessions = ctx.list(Store::Blobs, layout::uploads_dir(name)).await?;
+    let sessions = ctx
+        .list(StoreRole::Blobs, layout::uploads_dir(name))
+        .await?;
     let open = sessions.iter().filter(|s| s.ends_with('/')).count() as u64;
     if open < limit {
         return Ok(());
@@ -183,12 +185,12 @@ async fn mountable(
 ) -> Result<Option<u64>, RegistryError> {
     if let MountSource::Repository(from) = from
         && !ctx
-            .exists(Store::Meta, layout::layer_link(from, digest))
+            .exists(StoreRole::Meta, layout::layer_link(from, digest))
             .await?
     {
         return Ok(None);
     }
-    ctx.stat(Store::Blobs, layout::blob_data(digest)).await
+    ctx.stat(StoreRole::Blobs, layout::blob_data(digest)).await
 }
 
 /// `POST ?digest=` with the whole blob: the bytes go straight to their content address,
@@ -218,7 +220,7 @@ async fn store_whole(
         Some(digest.clone()),
     );
     let (tap, error) = ctx
-        .write_body(Store::Blobs, layout::blob_data(digest), tap)
+        .write_body(StoreRole::Blobs, layout::blob_data(digest), tap)
         .await?;
     match error {
         Some(error) => Err(body_error(error)),
@@ -232,7 +234,7 @@ fn upload_unknown() -> RegistryError {
 
 async fn load(ctx: &Ctx, name: &RepoName, id: &UploadId) -> Result<UploadRecord, RegistryError> {
     let bytes = ctx
-        .read(Store::Blobs, layout::upload_record(name, id))
+        .read(StoreRole::Blobs, layout::upload_record(name, id))
         .await?
         .ok_or_else(upload_unknown)?;
     serde_json::from_slice(&bytes).map_err(|_| upload_unknown())
@@ -246,7 +248,7 @@ async fn load_versioned(
     id: &UploadId,
 ) -> Result<Option<(UploadRecord, Versioned)>, RegistryError> {
     let Some(found) = ctx
-        .read_versioned(Store::Blobs, layout::upload_record(name, id))
+        .read_versioned(StoreRole::Blobs, layout::upload_record(name, id))
         .await?
     else {
         return Ok(None);
@@ -266,8 +268,13 @@ async fn save(
 ) -> Result<(), RegistryError> {
     let json = serde_json::to_vec(record)
         .map_err(|e| RegistryError::new(ErrorCode::Unavailable, e.to_string()))?;
-    ctx.replace(Store::Blobs, layout::upload_record(name, id), json, found)
-        .await
+    ctx.replace(
+        StoreRole::Blobs,
+        layout::upload_record(name, id),
+        json,
+        found,
+    )
+    .await
 }
 
 /// A chunk stored as a part but not yet part of the upload.
@@ -329,13 +336,13 @@ async fn stage_chunk(
     let (tap, error, part_name) = if in_place {
         let key = layout::upload_data(name, id);
         let (tap, error) = ctx
-            .write_body_at(Store::Blobs, key, record.offset, tap)
+            .write_body_at(StoreRole::Blobs, key, record.offset, tap)
             .await?;
         (tap, error, None)
     } else {
         let part_name = ctx.fresh_id();
         let key = layout::upload_part(name, id, &part_name);
-        let (tap, error) = ctx.write_body(Store::Blobs, key, tap).await?;
+        let (tap, error) = ctx.write_body(StoreRole::Blobs, key, tap).await?;
         (tap, error, Some(part_name))
     };
     if let Some(error) = error {
@@ -368,8 +375,13 @@ async fn claim(
     offset: u64,
 ) -> Result<bool, RegistryError> {
     let key = layout::upload_claim(name, id, offset);
-    ctx.write(Store::Blobs, key, Bytes::new(), WriteCondition::CreateNew)
-        .await
+    ctx.write(
+        StoreRole::Blobs,
+        key,
+        Bytes::new(),
+        WriteCondition::CreateNew,
+    )
+    .await
 }
 
 /// Forgets a staged part that will not be committed. Bytes in place stay where they are:
@@ -382,7 +394,7 @@ async fn drop_part(
 ) -> Result<(), RegistryError> {
     match &part.name {
         Some(part_name) => {
-            ctx.delete(Store::Blobs, layout::upload_part(name, id, part_name))
+            ctx.delete(StoreRole::Blobs, layout::upload_part(name, id, part_name))
                 .await
         }
         None => Ok(()),
@@ -408,7 +420,7 @@ async fn commit_chunk(
         // deleted, and what this request wrote since (its part or claim and the bytes in
         // place) would stay, recorded nowhere, until the next purge. The id is never used
         // again, so everything left below it goes.
-        ctx.delete_all(Store::Blobs, layout::upload_dir(name, id))
+        ctx.delete_all(StoreRole::Blobs, layout::upload_dir(name, id))
             .await?;
         return Err(upload_unknown());
     };
@@ -500,7 +512,7 @@ pub(super) async fn finish(
                     .finish()
             } else {
                 let tap = BodyTap::new(Hasher::new(digest.algorithm()), None, None);
-                ctx.hash_stored(Store::Blobs, pieces.clone(), tap)
+                ctx.hash_stored(StoreRole::Blobs, pieces.clone(), tap)
                     .await?
                     .hasher()
                     .finish()
@@ -512,7 +524,7 @@ pub(super) async fn finish(
                 ));
             }
             let data = layout::blob_data(digest);
-            if !ctx.exists(Store::Blobs, data.clone()).await? {
+            if !ctx.exists(StoreRole::Blobs, data.clone()).await? {
                 // A digest checked by re-hashing the stored pieces needs them again when this
                 // completion is retried (the fence may refuse it after the move): only an
                 // upload hashed on the way in may give its data file or a part away.
@@ -528,7 +540,7 @@ pub(super) async fn finish(
                         .map(|p| p.kept_piece(name, id))
                         .collect()
                 };
-                ctx.concat(Store::Blobs, pieces, data).await?;
+                ctx.concat(StoreRole::Blobs, pieces, data).await?;
             }
             link_and_end(ctx, held, watched, name, id, digest, record.offset).await
         })
@@ -551,7 +563,7 @@ async fn whole_data_file(
     }
     let file = layout::upload_data(name, id);
     if !claim(ctx, name, id, record.offset).await?
-        || ctx.stat(Store::Blobs, file.clone()).await? != Some(record.offset)
+        || ctx.stat(StoreRole::Blobs, file.clone()).await? != Some(record.offset)
     {
         return Ok(None);
     }
@@ -598,7 +610,7 @@ pub(super) async fn cancel(
 ) -> Result<Response, RegistryError> {
     ctx.locked(vec![keys::upload_lock(id)], async |_| {
         load(ctx, name, id).await?;
-        ctx.delete_all(Store::Blobs, layout::upload_dir(name, id))
+        ctx.delete_all(StoreRole::Blobs, layout::upload_dir(name, id))
             .await?;
         Ok(Reply::new(StatusCode::NO_CONTENT).done())
     })

@@ -2,7 +2,8 @@
 
 use std::collections::HashMap;
 
-use crate::step::{LockRequest, Millis};
+use crate::step::LockRequest;
+use crate::time::Millis;
 
 #[derive(Debug, Default)]
 pub struct MemoryLocks {

@@ -4,7 +4,8 @@ use crate::config::LockSettings;
 use crate::error::{ErrorCode, RegistryError};
 use crate::op::Channel;
 use crate::rng::Rng;
-use crate::step::{LockRequest, Millis, Outcome, Step};
+use crate::step::{LockRequest, Outcome, Step};
+use crate::time::Millis;
 
 /// Locks an operation holds, all under one token.
 #[derive(Debug)]

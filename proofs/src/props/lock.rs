@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use arbitrary::{Arbitrary, Unstructured};
 use http::Method;
 use stowage_core::config::LockSettings;
-use stowage_core::step::{LockRequest, Millis, Outcome, Response, Step};
+use stowage_core::step::{LockRequest, Outcome, Response, Step};
+use stowage_core::time::Millis;
 use stowage_core::{Limits, Registry};
 
 use crate::actor::{Actor, finish_in_turns};

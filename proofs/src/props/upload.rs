@@ -11,7 +11,7 @@ use http::{Method, StatusCode};
 use stowage_core::digest::{Algorithm, Digest};
 use stowage_core::layout;
 use stowage_core::names::RepoName;
-use stowage_core::step::Store;
+use stowage_core::step::StoreRole;
 use stowage_core::{Limits, Registry};
 
 use crate::integrity::{assert_blobs_intact, sha256};
@@ -404,7 +404,7 @@ impl Harness {
         let leftover = self
             .world
             .store
-            .objects(Store::Blobs)
+            .objects(StoreRole::Blobs)
             .iter()
             .find(|(key, _)| key.starts_with(&dir));
         assert!(leftover.is_none(), "{leftover:?} outlived its upload");

@@ -6,7 +6,7 @@ use stowage_core::digest::{Algorithm, Digest};
 use stowage_core::layout;
 use stowage_core::manifest::Manifest;
 use stowage_core::names::RepoName;
-use stowage_core::step::Store;
+use stowage_core::step::StoreRole;
 
 use super::Violation;
 use super::cluster::Cluster;
@@ -264,8 +264,8 @@ fn allowed_tag_answers(cluster: &Cluster, repo: &str, tag: &str) -> Vec<String> 
 /// have left its revision naming bytes the collector deleted, also after an acknowledged
 /// push of the same manifest was deleted (by a client, or as untagged by the collector).
 fn check_references(cluster: &Cluster) -> Result<(), Violation> {
-    let meta = cluster.world.store.objects(Store::Meta);
-    let blobs = cluster.world.store.objects(Store::Blobs);
+    let meta = cluster.world.store.objects(StoreRole::Meta);
+    let blobs = cluster.world.store.objects(StoreRole::Blobs);
     for repo in REPOS {
         let name: RepoName = repo.parse().expect("valid repository name");
         let prefix = format!("v2/repositories/{repo}/_manifests/revisions/");
@@ -357,7 +357,7 @@ fn refused_since_deleted(cluster: &Cluster, repo: &str, digest: &Digest) -> bool
 
 /// Every tag in storage points at a manifest of its repository.
 fn check_no_dangling_tags(cluster: &Cluster) -> Result<(), Violation> {
-    let meta = cluster.world.store.objects(Store::Meta);
+    let meta = cluster.world.store.objects(StoreRole::Meta);
     for repo in REPOS {
         let name: RepoName = repo.parse().expect("valid repository name");
         for tag in TAGS {
@@ -382,7 +382,7 @@ fn stored_tag(cluster: &Cluster, name: &RepoName, tag: &str) -> Option<Digest> {
     let link = cluster
         .world
         .store
-        .objects(Store::Meta)
+        .objects(StoreRole::Meta)
         .get(&layout::tag_current(name, &tag))?;
     std::str::from_utf8(link).ok()?.trim().parse().ok()
 }
@@ -390,7 +390,7 @@ fn stored_tag(cluster: &Cluster, name: &RepoName, tag: &str) -> Option<Digest> {
 /// Every tag, manifest and blob answers what storage holds, cache or not.
 fn check_cache_agrees(cluster: &mut Cluster) -> Result<(), Violation> {
     let mut reads: Vec<(String, Algorithm, String)> = Vec::new();
-    let meta = cluster.world.store.objects(Store::Meta).clone();
+    let meta = cluster.world.store.objects(StoreRole::Meta).clone();
     for repo in REPOS {
         let name: RepoName = repo.parse().expect("valid repository name");
         for tag in TAGS {
@@ -415,7 +415,7 @@ fn check_cache_agrees(cluster: &mut Cluster) -> Result<(), Violation> {
                 && cluster
                     .world
                     .store
-                    .objects(Store::Blobs)
+                    .objects(StoreRole::Blobs)
                     .get(&data)
                     .is_some();
             let answer = |present: bool| {

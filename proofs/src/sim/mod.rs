@@ -27,12 +27,24 @@ pub fn replay_command(seed: u64) -> String {
 
 /// Runs the simulation for `seed` and checks its invariants.
 pub fn run(seed: u64) -> Result<Summary, Violation> {
-    cluster::Cluster::new(seed, false).run()
+    checked(cluster::Cluster::new(seed, false))
 }
 
 /// As [`run`], with a garbage collector among the replicas in half the runs.
 pub fn run_with_collector(seed: u64) -> Result<Summary, Violation> {
-    cluster::Cluster::new(seed, true).run()
+    checked(cluster::Cluster::new(seed, true))
+}
+
+fn checked(cluster: cluster::Cluster) -> Result<Summary, Violation> {
+    let mut cluster = cluster.run()?;
+    if let Err(v) = invariants::check(&mut cluster) {
+        // A replay with SIM_TRACE set shows what led there.
+        if std::env::var_os("SIM_TRACE").is_some() {
+            cluster.trace();
+        }
+        return Err(v);
+    }
+    Ok(cluster.summary)
 }
 
 /// A broken invariant.

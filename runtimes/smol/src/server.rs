@@ -27,24 +27,22 @@ pub async fn serve(
     background: &Executor<'_>,
 ) -> Result<(), StartError> {
     // Inside tokio's context: the Redis client binds to the runtime it is created in.
-    let (registry, backends) =
+    let (registry, io) =
         Compat::new(async { stowage_app::build(&config, Arc::new(SmolSleep)) }).await?;
-    Compat::new(backends.storage.probe_conditions()).await;
+    Compat::new(io.stores.probe_conditions()).await;
     background
-        .spawn(Compat::new(stowage_app::purge_stale_uploads(
-            &config, &backends,
-        )))
+        .spawn(Compat::new(stowage_app::purge_stale_uploads(&config, &io)))
         .detach();
     background
-        .spawn(Compat::new(stowage_app::deliver_queued_events(&backends)))
+        .spawn(Compat::new(stowage_app::deliver_queued_events(&io)))
         .detach();
     background
         .spawn(Compat::new(stowage_app::collect_periodically(
-            &config, &registry, &backends,
+            &config, &registry, &io,
         )))
         .detach();
     let server = &config.server;
-    let (service, address) = stowage_app::http_service(&config, registry, backends)?;
+    let (service, address) = stowage_app::http_service(&config, registry, io)?;
     let tls = stowage_app::tls(&config)?;
     let listen_error = |source| StartError::Listen { address, source };
     let listener = Async::<TcpListener>::bind(address).map_err(listen_error)?;

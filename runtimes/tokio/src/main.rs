@@ -45,15 +45,13 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config, workers: &Workers) -> Result<(), StartError> {
-    let (registry, backends) = stowage_app::build(&config, Arc::new(TokioSleep))?;
-    backends.storage.probe_conditions().await;
-    tokio::spawn(stowage_app::purge_stale_uploads(&config, &backends));
-    tokio::spawn(stowage_app::deliver_queued_events(&backends));
-    tokio::spawn(stowage_app::collect_periodically(
-        &config, &registry, &backends,
-    ));
+    let (registry, io) = stowage_app::build(&config, Arc::new(TokioSleep))?;
+    io.stores.probe_conditions().await;
+    tokio::spawn(stowage_app::purge_stale_uploads(&config, &io));
+    tokio::spawn(stowage_app::deliver_queued_events(&io));
+    tokio::spawn(stowage_app::collect_periodically(&config, &registry, &io));
     let server = &config.server;
-    let (service, address) = stowage_app::http_service(&config, registry, backends)?;
+    let (service, address) = stowage_app::http_service(&config, registry, io)?;
     let tls = stowage_app::tls(&config)?;
     let listen_error = |source| StartError::Listen { address, source };
     let listener = TcpListener::bind(address).await.map_err(listen_error)?;

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use stowage_storage::{FsSettings, InlineCalls, Storage, StoreSettings};
+use stowage_storage::{FsSettings, InlineCalls, StoreSettings, Stores};
 
 pub struct Root(pub PathBuf);
 
@@ -15,14 +15,13 @@ impl Root {
         Root(root)
     }
 
-    pub fn storage(&self, sync_to_disk: bool) -> Storage {
+    pub fn stores(&self, sync_to_disk: bool) -> Stores {
         let settings = FsSettings {
             root_dir: self.0.to_string_lossy().into_owned(),
             sync_to_disk,
             inline_calls: InlineCalls::Auto,
-            redis: None,
         };
-        Storage::open(&StoreSettings::Fs(settings), None).unwrap()
+        Stores::open(&StoreSettings::Fs(settings), None).unwrap()
     }
 
     pub fn read(&self, key: &str) -> Option<Vec<u8>> {

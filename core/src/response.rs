@@ -1,4 +1,4 @@
-//! Building responses.
+//! Building responses: the builder every handler answers through, and the OCI error body.
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, LOCATION};
@@ -89,6 +89,12 @@ impl Reply {
 /// Seconds a client is asked to wait before retrying a 503: every one is transient (a
 /// backend failed, a lock was busy or lost, the collector is deleting what it names).
 const RETRY_AFTER_SECS: &str = "1";
+
+/// The `503` a failure outside the core answers (a stored body that cannot be opened), with
+/// the OCI error body every other failure has.
+pub fn unavailable(message: &str) -> Response {
+    error_response(&RegistryError::new(ErrorCode::Unavailable, message))
+}
 
 pub(crate) fn error_response(error: &RegistryError) -> Response {
     let mut reply = Reply::new(error.code.status());

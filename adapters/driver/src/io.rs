@@ -8,10 +8,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use stowage_core::events::Policy;
 use stowage_core::step::{
-    CacheRequest, IoError, LockRequest, Millis, Progress, Undelivered, UpstreamAnswer,
-    UpstreamRequest,
+    CacheRequest, IoError, LockRequest, Progress, Undelivered, UpstreamAnswer, UpstreamRequest,
 };
-use stowage_storage::Storage;
+use stowage_core::time::Millis;
+use stowage_storage::Stores;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -53,7 +53,7 @@ pub trait Upstreams: Send + Sync {
     fn perform<'a>(
         &'a self,
         request: UpstreamRequest,
-        storage: &'a Storage,
+        stores: &'a Stores,
     ) -> BoxFuture<'a, UpstreamAnswer>;
 }
 
@@ -64,7 +64,7 @@ impl Upstreams for NoUpstreams {
     fn perform<'a>(
         &'a self,
         _request: UpstreamRequest,
-        _storage: &'a Storage,
+        _stores: &'a Stores,
     ) -> BoxFuture<'a, UpstreamAnswer> {
         Box::pin(async {
             UpstreamAnswer::Unavailable {
@@ -93,9 +93,9 @@ pub trait Webhooks: Send + Sync {
     /// Events were just queued in the metadata store: deliver them soon.
     fn queued(&self);
 
-    /// Delivers the events queued in `backends`' metadata store, forever: spawn it beside
+    /// Delivers the events queued in `io`' metadata store, forever: spawn it beside
     /// the server.
-    fn deliver_queued(&self, backends: Backends) -> BoxFuture<'static, ()>;
+    fn deliver_queued(&self, io: Io) -> BoxFuture<'static, ()>;
 }
 
 /// No webhooks: the core asks for no delivery when none is subscribed.
@@ -113,7 +113,7 @@ impl Webhooks for NoWebhooks {
 
     fn queued(&self) {}
 
-    fn deliver_queued(&self, _backends: Backends) -> BoxFuture<'static, ()> {
+    fn deliver_queued(&self, _io: Io) -> BoxFuture<'static, ()> {
         Box::pin(std::future::ready(()))
     }
 }
@@ -132,8 +132,8 @@ impl ProgressDisplay for NoProgress {
 
 /// Everything an operation's steps are performed against.
 #[derive(Clone)]
-pub struct Backends {
-    pub storage: Storage,
+pub struct Io {
+    pub stores: Stores,
     pub locks: Arc<dyn LockStore>,
     pub cache: Arc<dyn Cache>,
     pub timer: Arc<dyn Timer>,

@@ -35,11 +35,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::Ctx;
 use crate::digest::Digest;
 use crate::error::{ErrorCode, RegistryError};
-use crate::handlers::Ctx;
 use crate::layout;
-use crate::step::{Store, WriteCondition};
+use crate::step::{StoreRole, WriteCondition};
 
 /// What the collector publishes at [`layout::GC_STATE`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -55,7 +55,10 @@ pub struct GcState {
 pub(crate) struct Watch(GcState);
 
 pub(crate) async fn read_state(ctx: &Ctx) -> Result<GcState, RegistryError> {
-    let Some(bytes) = ctx.read(Store::Meta, layout::GC_STATE.to_owned()).await? else {
+    let Some(bytes) = ctx
+        .read(StoreRole::Meta, layout::GC_STATE.to_owned())
+        .await?
+    else {
         return Ok(GcState::default());
     };
     // Unreadable: assume a run is deleting, which only costs the slow path.
@@ -69,7 +72,7 @@ pub(crate) async fn write_state(ctx: &Ctx, state: GcState) -> Result<(), Registr
     let json = serde_json::to_vec(&state)
         .map_err(|e| RegistryError::new(ErrorCode::Unavailable, e.to_string()))?;
     ctx.write(
-        Store::Meta,
+        StoreRole::Meta,
         layout::GC_STATE.to_owned(),
         json,
         WriteCondition::Overwrite,
@@ -93,7 +96,7 @@ fn collecting(digest: &Digest) -> RegistryError {
 /// A digest a write references: its bytes in `store`, reached through `link` in the
 /// metadata store (a layer link or a revision link of the repository written to).
 pub(crate) struct Named<'a> {
-    pub(crate) store: Store,
+    pub(crate) store: StoreRole,
     pub(crate) digest: &'a Digest,
     pub(crate) link: String,
 }
@@ -113,7 +116,7 @@ pub(crate) async fn confirm(
     // markers between two checks, and then only the later look at the bytes sees it.
     let doomed = named
         .iter()
-        .map(|n| (Store::Meta, layout::gc_doomed(n.digest)))
+        .map(|n| (StoreRole::Meta, layout::gc_doomed(n.digest)))
         .collect();
     let doomed = ctx.exists_each(doomed).await?;
     if let Some((at_risk, _)) = named.iter().zip(doomed).find(|(_, doomed)| *doomed) {
@@ -124,7 +127,7 @@ pub(crate) async fn confirm(
         .flat_map(|n| {
             [
                 (n.store, layout::blob_data(n.digest)),
-                (Store::Meta, n.link.clone()),
+                (StoreRole::Meta, n.link.clone()),
             ]
         })
         .collect();
