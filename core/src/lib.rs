@@ -19,6 +19,7 @@ pub mod manifest;
 pub mod mirror;
 pub mod names;
 pub mod op;
+pub mod purge;
 pub mod range;
 pub mod repositories;
 pub mod retention;
@@ -34,5 +35,5 @@ mod response;
 
 pub use config::Limits;
 pub use handlers::{Registry, RequestHead};
-pub use response::unavailable;
+pub use response::{ReportError, read_report, unavailable};
 pub use rng::Entropy;

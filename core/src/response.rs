@@ -90,6 +90,38 @@ impl Reply {
 /// backend failed, a lock was busy or lost, the collector is deleting what it names).
 const RETRY_AFTER_SECS: &str = "1";
 
+/// The `200` of an operation of the registry's own (a collection, a purge): its report as
+/// JSON.
+pub(crate) fn report_response(report: &impl serde::Serialize) -> Response {
+    Reply::new(StatusCode::OK)
+        .content_type("application/json")
+        .bytes(Bytes::from(serde_json::to_vec(report).unwrap_or_default()))
+        .done()
+}
+
+/// Why an operation of the registry's own did not give its report.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReportError {
+    #[error("the operation failed ({status}): {message}")]
+    Failed { status: StatusCode, message: String },
+    #[error("the operation answered an unreadable report: {0}")]
+    Report(String),
+}
+
+/// The report an operation of the registry's own answered with ([`report_response`]).
+pub fn read_report<T: serde::de::DeserializeOwned>(
+    status: StatusCode,
+    body: &[u8],
+) -> Result<T, ReportError> {
+    if status != StatusCode::OK {
+        return Err(ReportError::Failed {
+            status,
+            message: String::from_utf8_lossy(body).into_owned(),
+        });
+    }
+    serde_json::from_slice(body).map_err(|e| ReportError::Report(e.to_string()))
+}
+
 /// The `503` a failure outside the core answers (a stored body that cannot be opened), with
 /// the OCI error body every other failure has.
 pub fn unavailable(message: &str) -> Response {

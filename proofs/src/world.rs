@@ -5,12 +5,13 @@
 use bytes::Bytes;
 use stowage_core::access::Caller;
 use stowage_core::cache::MemoryCache;
-use stowage_core::gc::{GcError, GcReport, GcSettings};
+use stowage_core::gc::{GcReport, GcSettings};
 use stowage_core::lock::MemoryLocks;
 use stowage_core::op::Operation;
+use stowage_core::purge::PurgeReport;
 use stowage_core::step::{Body, LockRequest, Outcome, Response, Step, UpstreamAnswer};
 use stowage_core::time::Millis;
-use stowage_core::{Entropy, Registry};
+use stowage_core::{Entropy, Registry, ReportError, read_report};
 
 use crate::request::{BrokenBody, Reply, Request};
 use crate::store::{ObjectStore, RequestBody};
@@ -142,11 +143,25 @@ impl World {
         registry: &Registry,
         settings: GcSettings,
         seed: u64,
-    ) -> Result<GcReport, GcError> {
-        let op = registry.collect(settings, Entropy::from_seed(seed));
+    ) -> Result<GcReport, ReportError> {
+        self.report(registry.collect(settings, Entropy::from_seed(seed)))
+    }
+
+    /// Runs one purge of the upload sessions started before `cutoff`; its report.
+    pub fn purge_uploads(
+        &mut self,
+        registry: &Registry,
+        cutoff: Millis,
+        seed: u64,
+    ) -> Result<PurgeReport, ReportError> {
+        self.report(registry.purge_uploads(cutoff, Entropy::from_seed(seed)))
+    }
+
+    /// Runs an operation of the registry's own to its report.
+    fn report<T: serde::de::DeserializeOwned>(&mut self, op: Operation) -> Result<T, ReportError> {
         let reply = self.drive(op, RequestBody::default());
         let reply = self.reply(reply);
-        GcReport::from_response(reply.status, reply.bytes())
+        read_report(reply.status, reply.bytes())
     }
 
     /// The response with its body as a client would receive it.

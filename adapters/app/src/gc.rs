@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ring::rand::{SecureRandom, SystemRandom};
-use stowage_core::gc::{GcError, GcReport, GcSettings};
+use stowage_core::gc::{GcReport, GcSettings};
 use stowage_core::step::Body;
 use stowage_core::time::Millis;
-use stowage_core::{Entropy, Registry};
+use stowage_core::{Entropy, Registry, ReportError, read_report};
 use stowage_driver::{BoxFuture, Io, Timer};
 use stowage_storage::Leftovers;
 
@@ -27,12 +27,13 @@ fn settings(config: &Config, dry_run: bool, delete_untagged: bool) -> GcSettings
     }
 }
 
-/// Lock tokens of two collectors must differ: from the operating system's random source.
-fn entropy() -> Result<Entropy, GcError> {
+/// Lock tokens of two operations of the registry's own (collectors, purges) must differ:
+/// from the operating system's random source.
+pub(crate) fn entropy() -> Result<Entropy, ReportError> {
     let mut bytes = [0u8; 24];
     SystemRandom::new()
         .fill(&mut bytes)
-        .map_err(|_| GcError::Report("no randomness from the operating system".to_owned()))?;
+        .map_err(|_| ReportError::Report("no randomness from the operating system".to_owned()))?;
     let (id, seed) = bytes.split_at(16);
     let mut upload_id = [0u8; 16];
     upload_id.copy_from_slice(id);
@@ -53,17 +54,29 @@ struct Collected {
 
 /// One collection, driven against `io`, then the leftovers of crashed writes (a
 /// storage matter below the keys the core sees, so reclaimed here).
-async fn collect(registry: &Registry, io: &Io, settings: GcSettings) -> Result<Collected, GcError> {
+async fn collect(
+    registry: &Registry,
+    io: &Io,
+    settings: GcSettings,
+) -> Result<Collected, ReportError> {
     let op = registry.collect(settings.clone(), entropy()?);
+    let report: GcReport = run_to_report(op, io).await?;
+    let cutoff = Millis(stowage_driver::now().0.saturating_sub(settings.grace_ms));
+    let leftovers = io.stores.leftovers(cutoff, !settings.dry_run).await;
+    Ok(Collected { report, leftovers })
+}
+
+/// Drives an operation of the registry's own to its report.
+pub(crate) async fn run_to_report<T: serde::de::DeserializeOwned>(
+    op: stowage_core::op::Operation,
+    io: &Io,
+) -> Result<T, ReportError> {
     let response = stowage_driver::drive(op, io, &mut (), None).await;
     let body = match &response.body {
         Body::Bytes(bytes) => bytes.as_ref(),
         _ => &[],
     };
-    let report = GcReport::from_response(response.status, body)?;
-    let cutoff = Millis(stowage_driver::now().0.saturating_sub(settings.grace_ms));
-    let leftovers = io.stores.leftovers(cutoff, !settings.dry_run).await;
-    Ok(Collected { report, leftovers })
+    read_report(response.status, body)
 }
 
 fn log(Collected { report, leftovers }: &Collected) {

@@ -1,16 +1,18 @@
-//! The periodic purge of stale upload sessions and abandoned S3 multipart uploads. It needs
-//! nothing of a runtime but the driver's [`Timer`], so every server binary spawns the same
-//! future.
+//! The periodic purge of stale upload sessions (the core's [`Registry::purge_uploads`]) and
+//! of abandoned S3 multipart uploads (a storage matter below the keys the core sees). It
+//! needs nothing of a runtime but the driver's [`Timer`], so every server binary spawns the
+//! same future.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
+use stowage_core::Registry;
+use stowage_core::purge::PurgeReport;
 use stowage_core::time::Millis;
-use stowage_driver::{Io, Timer};
-use stowage_storage::Stores;
+use stowage_driver::Io;
 
 use crate::Config;
+use crate::gc::{entropy, run_to_report};
 
 /// Purges run at least this often, however long uploads may live.
 const LONGEST_INTERVAL: Duration = Duration::from_secs(10 * 60);
@@ -23,25 +25,44 @@ fn purge_interval(max_age: Duration) -> Duration {
 
 /// Purges uploads older than `[registry] upload_max_age_secs` now, then periodically,
 /// forever: spawn it beside the server.
-pub fn purge_stale_uploads(config: &Config, io: &Io) -> impl Future<Output = ()> + Send + 'static {
+pub fn purge_stale_uploads(
+    config: &Config,
+    registry: &Registry,
+    io: &Io,
+) -> impl Future<Output = ()> + Send + 'static {
     let max_age = Duration::from_secs(config.registry.upload_max_age_secs);
-    purge_forever(io.stores.clone(), max_age, io.timer.clone())
+    purge_forever(registry.clone(), io.clone(), max_age)
 }
 
-async fn purge_forever(stores: Stores, max_age: Duration, timer: Arc<dyn Timer>) {
+async fn purge_forever(registry: Registry, io: Io, max_age: Duration) {
     let max_age_ms = u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX);
     loop {
         let cutoff = Millis(stowage_driver::now().0.saturating_sub(max_age_ms));
-        let report = stores.purge_stale_uploads(cutoff).await;
-        if report.sessions_removed + report.multipart_uploads_aborted + report.failures > 0 {
-            tracing::info!(
-                sessions = report.sessions_removed,
-                multipart_uploads = report.multipart_uploads_aborted,
-                failures = report.failures,
+        let sessions = match entropy() {
+            Ok(entropy) => run_to_report(registry.purge_uploads(cutoff, entropy), &io).await,
+            Err(e) => Err(e),
+        };
+        let (aborted, failures) = io.stores.abort_stale_multipart_uploads(cutoff).await;
+        match sessions {
+            Ok(PurgeReport {
+                sessions_removed,
+                sessions_in_use,
+            }) if sessions_removed > 0 || aborted + failures > 0 => tracing::info!(
+                sessions = sessions_removed,
+                sessions_in_use,
+                multipart_uploads = aborted,
+                failures,
                 "purged stale uploads"
-            );
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(
+                error = %e,
+                multipart_uploads = aborted,
+                failures,
+                "purging stale upload sessions failed"
+            ),
         }
-        timer.sleep(purge_interval(max_age)).await;
+        io.timer.sleep(purge_interval(max_age)).await;
     }
 }
 

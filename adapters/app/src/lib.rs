@@ -88,7 +88,7 @@ pub enum StartError {
     #[error(transparent)]
     Webhooks(#[from] stowage_webhooks::WebhookError),
     #[error("garbage collection: {0}")]
-    Gc(#[from] stowage_core::gc::GcError),
+    Gc(#[from] stowage_core::ReportError),
 }
 
 /// A server binary's `main` around its runtime: logging, the command line, the configuration

@@ -27,7 +27,7 @@ use stowage_core::step::{Outcome, StorageRequest, StoreRole};
 pub use body::BodySource;
 pub use fs::FsStore;
 pub use hashing::{HashThread, set_hash_thread};
-pub use purge::{Leftovers, PurgeReport};
+pub use purge::Leftovers;
 pub use s3_multipart::MultipartError;
 pub use s3_store::S3Store;
 pub use settings::{ConditionalWrites, FsSettings, InlineCalls, S3Settings, StoreSettings};

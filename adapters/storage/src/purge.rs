@@ -1,21 +1,10 @@
-//! Housekeeping: removes upload sessions that started before a cutoff, and aborts the S3
-//! multipart uploads initiated before it (parts of writes whose process died); and for the
-//! garbage collector, the leftovers of writes that never committed.
+//! What storage leaves below the keys the core sees: the S3 multipart uploads of writes
+//! whose process died (aborted by the periodic purge), and for the garbage collector, the
+//! leftovers of writes that never committed.
 
-use stowage_core::layout;
-use stowage_core::step::Outcome;
 use stowage_core::time::Millis;
-use stowage_core::upload::UploadRecord;
 
 use crate::{Store, Stores};
-
-/// What one purge did. Failures are logged; the next purge tries again.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct PurgeReport {
-    pub sessions_removed: usize,
-    pub multipart_uploads_aborted: usize,
-    pub failures: usize,
-}
 
 /// What writes that never committed left behind, older than a collection's grace period:
 /// found (a dry run) or removed.
@@ -28,16 +17,10 @@ pub struct Leftovers {
 }
 
 impl Stores {
-    /// Removes upload sessions started before `cutoff` and aborts S3 multipart uploads
-    /// initiated before it, below each store's key prefix.
-    pub async fn purge_stale_uploads(&self, cutoff: Millis) -> PurgeReport {
-        let mut report = PurgeReport::default();
-        // Upload sessions live in the blob store; multipart uploads in either.
-        self.blobs.purge_stale_sessions(cutoff, &mut report).await;
-        let (aborted, failures) = self.stale_multipart_uploads(cutoff, true).await;
-        report.multipart_uploads_aborted = aborted;
-        report.failures += failures;
-        report
+    /// Aborts the multipart uploads initiated before `cutoff` below each S3 store's prefix:
+    /// how many, and how many stores failed (logged; the next purge tries again).
+    pub async fn abort_stale_multipart_uploads(&self, cutoff: Millis) -> (usize, usize) {
+        self.stale_multipart_uploads(cutoff, true).await
     }
 
     /// The leftovers of writes begun before `cutoff` that never committed: temporary files
@@ -95,89 +78,5 @@ impl Stores {
             done.push(location);
         }
         (stale, failures)
-    }
-}
-
-/// Why a purge step could not tell or do what it needed.
-fn outcome_error(what: &str, outcome: Outcome) -> String {
-    match outcome {
-        Outcome::Failed(e) => e.message,
-        other => format!("{what} answered {other:?}"),
-    }
-}
-
-impl Store {
-    async fn purge_stale_sessions(&self, cutoff: Millis, report: &mut PurgeReport) {
-        let sessions = match self.upload_sessions().await {
-            Ok(sessions) => sessions,
-            Err(e) => {
-                tracing::warn!(error = %e, "listing upload sessions failed");
-                report.failures += 1;
-                return;
-            }
-        };
-        for dir in sessions {
-            let removed = match self.session_is_stale(&dir, cutoff).await {
-                Ok(false) => continue,
-                Ok(true) => match self.delete_all(&dir).await {
-                    Outcome::Ok => Ok(()),
-                    other => Err(outcome_error("delete", other)),
-                },
-                Err(e) => Err(e),
-            };
-            match removed {
-                Ok(()) => {
-                    tracing::info!(session = dir, "removed a stale upload session");
-                    report.sessions_removed += 1;
-                }
-                Err(e) => {
-                    tracing::warn!(session = dir, error = %e, "purging an upload session failed");
-                    report.failures += 1;
-                }
-            }
-        }
-    }
-
-    /// Every upload session folder, `v2/repositories/<name>/_uploads/<id>/`: the walk the
-    /// catalog does, descending into every folder that is not a repository's own (`_...`).
-    async fn upload_sessions(&self) -> Result<Vec<String>, String> {
-        let uploads = format!("{}/", layout::UPLOADS);
-        let mut sessions = Vec::new();
-        let mut pending = vec![layout::REPOSITORIES.to_owned()];
-        while let Some(dir) = pending.pop() {
-            for folder in self.folders(&dir).await? {
-                if folder == uploads {
-                    let found = self.folders(&format!("{dir}{folder}")).await?;
-                    sessions.extend(found.iter().map(|s| format!("{dir}{folder}{s}")));
-                } else if !folder.starts_with('_') {
-                    pending.push(format!("{dir}{folder}"));
-                }
-            }
-        }
-        Ok(sessions)
-    }
-
-    /// The folders directly below `dir`, by name with a trailing `/`.
-    async fn folders(&self, dir: &str) -> Result<Vec<String>, String> {
-        match self.list(dir).await {
-            Outcome::List(names) => Ok(names.into_iter().filter(|n| n.ends_with('/')).collect()),
-            other => Err(outcome_error("list", other)),
-        }
-    }
-
-    /// A session is stale when it started before `cutoff`, or when its record is missing or
-    /// unreadable: then nothing can continue it (the core answers BLOB_UPLOAD_UNKNOWN).
-    async fn session_is_stale(&self, dir: &str, cutoff: Millis) -> Result<bool, String> {
-        let record = format!("{dir}{}", layout::UPLOAD_RECORD);
-        match self.read(&record).await {
-            Outcome::Read(Some(bytes)) => {
-                Ok(match serde_json::from_slice::<UploadRecord>(&bytes) {
-                    Ok(record) => record.started_at < cutoff.0,
-                    Err(_) => true,
-                })
-            }
-            Outcome::Read(None) => Ok(true),
-            other => Err(outcome_error("read", other)),
-        }
     }
 }

@@ -17,19 +17,16 @@ mod mark;
 mod sweep;
 mod untag;
 
-use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeSet;
 
-use crate::handlers::{Ctx, announce, keys};
+use crate::handlers::{Ctx, keys};
 use crate::names::{RepoName, Tag};
-use crate::op::{Channel, Operation};
+use crate::op::Operation;
 use crate::repositories::Repositories;
-use crate::response::error_response;
+use crate::response::{error_response, report_response};
 use crate::rng::Entropy;
-use crate::step::{Body, Response};
 use crate::{Registry, error::RegistryError};
 
 pub use crate::handlers::fence::GcState;
@@ -75,39 +72,13 @@ pub struct GcReport {
     pub elapsed_ms: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum GcError {
-    #[error("collection failed ({status}): {message}")]
-    Failed { status: StatusCode, message: String },
-    #[error("collection answered an unreadable report: {0}")]
-    Report(String),
-}
-
-impl GcReport {
-    /// The report a collection's operation answered with ([`Registry::collect`]).
-    pub fn from_response(status: StatusCode, body: &[u8]) -> Result<GcReport, GcError> {
-        if status != StatusCode::OK {
-            return Err(GcError::Failed {
-                status,
-                message: String::from_utf8_lossy(body).into_owned(),
-            });
-        }
-        serde_json::from_slice(body).map_err(|e| GcError::Report(e.to_string()))
-    }
-}
-
 impl Registry {
     /// A collection, run by a driver like a request: it answers `200` with its [`GcReport`]
     /// as JSON, or the error that stopped it (`503` while another collector holds the
     /// lease).
     pub fn collect(&self, settings: GcSettings, entropy: Entropy) -> Operation {
-        let channel = Channel::default();
         // Manifests it deletes are announced like any deletion, by no identity.
-        let audience = announce::Audience {
-            subscriptions: self.subscriptions.clone(),
-            identity: None,
-        };
-        let ctx = Ctx::new(channel.clone(), self.limits().clone(), audience, entropy);
+        let (channel, ctx) = self.own_operation(entropy);
         let repositories = self.repositories.clone();
         Operation::new(
             channel,
@@ -118,20 +89,6 @@ impl Registry {
                 }
             }),
         )
-    }
-}
-
-fn report_response(report: &GcReport) -> Response {
-    let json = serde_json::to_vec(report).unwrap_or_default();
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    Response {
-        status: StatusCode::OK,
-        headers,
-        body: Body::Bytes(Bytes::from(json)),
     }
 }
 

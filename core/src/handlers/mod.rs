@@ -112,6 +112,18 @@ impl Registry {
         &self.limits
     }
 
+    /// The channel and context of an operation the registry runs of its own accord (a
+    /// collection, a purge): what it changes is announced by no identity.
+    pub(crate) fn own_operation(&self, entropy: Entropy) -> (Channel, Ctx) {
+        let channel = Channel::default();
+        let audience = announce::Audience {
+            subscriptions: self.subscriptions.clone(),
+            identity: None,
+        };
+        let ctx = Ctx::new(channel.clone(), self.limits.clone(), audience, entropy);
+        (channel, ctx)
+    }
+
     pub fn access(&self) -> &AccessControl {
         &self.access
     }

@@ -31,7 +31,9 @@ pub async fn serve(
         Compat::new(async { stowage_app::build(&config, Arc::new(SmolSleep)) }).await?;
     Compat::new(io.stores.probe_conditions()).await;
     background
-        .spawn(Compat::new(stowage_app::purge_stale_uploads(&config, &io)))
+        .spawn(Compat::new(stowage_app::purge_stale_uploads(
+            &config, &registry, &io,
+        )))
         .detach();
     background
         .spawn(Compat::new(stowage_app::deliver_queued_events(&io)))
