@@ -194,3 +194,8 @@ def test_a_blob_truncated_during_a_slow_pull_fails_only_that_pull(registries, re
     other_digest = push_blob(reg.url, repo, other)
     r = requests.get(f"{reg.url}/v2/{repo}/blobs/{other_digest}", timeout=TIMEOUT)
     assert r.status_code == 200 and r.content == other
+    # A pull begun after the change is answered the size the registry knows, which the file
+    # no longer holds: it is refused as any failure is, with an OCI error body.
+    r = requests.get(f"{reg.url}/v2/{repo}/blobs/{digest}", timeout=TIMEOUT)
+    assert r.status_code == 503, (r.status_code, len(r.content))
+    assert r.json()["errors"][0]["code"] == "UNAVAILABLE", r.text
