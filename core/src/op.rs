@@ -5,13 +5,18 @@
 //! handler parks the step it needs in the channel and returns `Pending`; the driver performs
 //! the step and hands the outcome back through [`Operation::on_result`]. This keeps the
 //! sans-IO contract (steps out, results and time in) while the logic reads top to bottom.
+//!
+//! An operation holding locks also hands out a deadline ([`Operation::poll_timeout`]): a
+//! step still running then (a long upload, a wait for a busy lock) must not outlive its
+//! locks, so the driver extends them through [`Operation::handle_timeout`] meanwhile.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-use crate::step::{Outcome, Step};
+use crate::lock::Leases;
+use crate::step::{LockRequest, Outcome, Step};
 use crate::time::Millis;
 
 #[derive(Default)]
@@ -19,6 +24,7 @@ struct Slot {
     now: Millis,
     step: Option<Step>,
     outcome: Option<Outcome>,
+    leases: Leases,
 }
 
 /// The handler's side of the step exchange.
@@ -34,6 +40,11 @@ impl Channel {
 
     pub(crate) fn now(&self) -> Millis {
         self.slot().now
+    }
+
+    /// The operation's record of its locks.
+    pub(crate) fn leases<T>(&self, f: impl FnOnce(&mut Leases) -> T) -> T {
+        f(&mut self.slot().leases)
     }
 
     /// Hands `step` to the driver and resolves with its outcome.
@@ -112,5 +123,25 @@ impl Operation {
     /// The result of the step last returned by [`Operation::poll`].
     pub fn on_result(&mut self, outcome: Outcome) {
         self.channel.slot().outcome = Some(outcome);
+    }
+
+    /// When the driver must call [`Operation::handle_timeout`] if the current step has not
+    /// ended by then; `None` while the operation holds no lock.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        self.channel.leases(|leases| leases.next_due())
+    }
+
+    /// The lock extensions due at `now`, for the driver to perform while the current step
+    /// runs; each answer goes back through [`Operation::on_refreshed`].
+    pub fn handle_timeout(&mut self, now: Millis) -> Vec<LockRequest> {
+        self.channel.leases(|leases| leases.due_at(now))
+    }
+
+    /// The lock store's answer to an extension issued at `issued`. A driver that got no
+    /// answer does not call this: the extension is asked again when next due, and the
+    /// operation's own check before its commit write finds a lock store that stays away.
+    pub fn on_refreshed(&mut self, issued: Millis, request: &LockRequest, taken: bool) {
+        self.channel
+            .leases(|leases| leases.record(request, issued, taken));
     }
 }

@@ -111,6 +111,15 @@ impl Actor {
         }
     }
 
+    /// Extends the operation's locks due at the world's time, as the driver does while a
+    /// step runs.
+    pub fn keep_alive(&mut self, world: &mut World) {
+        for refresh in self.op.handle_timeout(world.now) {
+            let taken = world.lock(&refresh);
+            self.op.on_refreshed(world.now, &refresh, taken);
+        }
+    }
+
     /// Performs `step` (a sleep just sets the wake-up time) without feeding the outcome back.
     pub fn execute(&mut self, world: &mut World, step: Step) -> Executed {
         match world.perform(step, &mut self.body) {

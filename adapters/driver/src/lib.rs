@@ -19,8 +19,6 @@ use stowage_core::step::{
 use stowage_core::time::Millis;
 use stowage_storage::BodySource;
 
-use keep_alive::HeldLocks;
-
 pub use io::{
     BoxFuture, Cache, Io, LockStore, NoProgress, NoUpstreams, NoWebhooks, ProgressDisplay, Timer,
     Upstreams, Webhooks,
@@ -45,12 +43,13 @@ pub async fn drive(
     body: &mut impl BodySource,
     trace: Option<&Traced<'_>>,
 ) -> Response {
-    let mut held = HeldLocks::default();
     loop {
         let now = now();
         let outcome = match op.poll(now) {
             Step::Respond(response) => return response,
-            Step::Storage(request) => held.during(io, stores(io, request, body, trace)).await,
+            Step::Storage(request) => {
+                keep_alive::during(&mut op, io, stores(io, request, body, trace)).await
+            }
             Step::StorageBatch(requests) => {
                 let each = stream::iter(requests)
                     .map(|request| async move {
@@ -64,7 +63,7 @@ pub async fn drive(
                     })
                     .buffered(BATCH_CONCURRENCY)
                     .collect();
-                Outcome::Batch(held.during(io, each).await)
+                Outcome::Batch(keep_alive::during(&mut op, io, each).await)
             }
             Step::Lock(request) => {
                 let mut span = trace::span(trace, || trace::lock(&request));
@@ -72,10 +71,7 @@ pub async fn drive(
                 let label = measure::lock(&request, &result);
                 span.outcome(label, result.as_ref().err().map(|e| e.message.as_str()));
                 match result {
-                    Ok(taken) => {
-                        held.track(&request, taken);
-                        Outcome::Lock(taken)
-                    }
+                    Ok(taken) => Outcome::Lock(taken),
                     Err(e) => Outcome::Failed(e),
                 }
             }
@@ -102,12 +98,12 @@ pub async fn drive(
                 let mut span = trace::span(trace, || trace::upstream(kind));
                 let started = Instant::now();
                 let work = io.upstreams.perform(request, &io.stores);
-                let answer = held.during(io, work).await;
+                let answer = keep_alive::during(&mut op, io, work).await;
                 span.outcome(measure::upstream(kind, &answer, started.elapsed()), None);
                 Outcome::Upstream(answer)
             }
             Step::ReadBody { limit } => {
-                Outcome::BodyBytes(held.during(io, read_body(body, limit)).await)
+                Outcome::BodyBytes(keep_alive::during(&mut op, io, read_body(body, limit)).await)
             }
             // A required webhook is told under the operation's locks, which must not expire
             // while it answers.
@@ -118,7 +114,7 @@ pub async fn drive(
             }) => {
                 let mut span = trace::span(trace, || trace::webhooks(&webhooks));
                 let delivery = io.webhooks.deliver(&body, &webhooks, policy);
-                let undelivered = held.during(io, delivery).await;
+                let undelivered = keep_alive::during(&mut op, io, delivery).await;
                 let outcome = if undelivered.is_empty() {
                     "ok"
                 } else {
@@ -139,7 +135,7 @@ pub async fn drive(
             Step::Sleep { ms } => {
                 let _span = trace::span(trace, || trace::lock_wait(ms));
                 let waited = Duration::from_millis(ms);
-                held.during(io, io.timer.sleep(waited)).await;
+                keep_alive::during(&mut op, io, io.timer.sleep(waited)).await;
                 measure::lock_wait(waited);
                 Outcome::Ok
             }

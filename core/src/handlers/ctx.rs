@@ -534,7 +534,7 @@ impl Ctx {
 
     /// Checks the locks are still held right before a commit write.
     pub(crate) async fn ensure(&self, held: &mut Held) -> Result<(), RegistryError> {
-        held.ensure(&self.channel, &self.limits.locks).await
+        held.ensure(&self.channel).await
     }
 
     pub(crate) async fn unlock(&self, held: Held) {

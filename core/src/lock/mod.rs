@@ -2,8 +2,10 @@
 //! semantics), retried with jitter, refreshed before every commit write, and released by
 //! compare-and-delete. [`MemoryLocks`] is the single-instance lock table.
 
+mod leases;
 mod memory;
 mod protocol;
 
+pub(crate) use leases::Leases;
 pub use memory::MemoryLocks;
 pub(crate) use protocol::{Held, changed_underneath};

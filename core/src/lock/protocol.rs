@@ -1,19 +1,18 @@
 //! Taking, refreshing and releasing an operation's locks through lock steps.
 
+use super::leases::Standing;
 use crate::config::LockSettings;
 use crate::error::{ErrorCode, RegistryError};
 use crate::op::Channel;
 use crate::rng::Rng;
 use crate::step::{LockRequest, Outcome, Step};
-use crate::time::Millis;
 
-/// Locks an operation holds, all under one token.
+/// Locks an operation holds, all under one token. When each was last extended is in the
+/// operation's [`super::leases::Leases`], shared with the driver's timer.
 #[derive(Debug)]
 pub(crate) struct Held {
     keys: Vec<String>,
     token: String,
-    /// When the locks were last taken or refreshed.
-    since: Millis,
 }
 
 fn lock_failed(outcome: Outcome) -> RegistryError {
@@ -42,10 +41,14 @@ pub(crate) fn changed_underneath(key: &str) -> RegistryError {
 }
 
 async fn lock_step(channel: &Channel, request: LockRequest) -> Result<bool, RegistryError> {
-    match channel.perform(Step::Lock(request)).await {
+    let issued = channel.now();
+    let answer = match channel.perform(Step::Lock(request.clone())).await {
         Outcome::Lock(taken) => Ok(taken),
         other => Err(lock_failed(other)),
-    }
+    };
+    let taken = answer.as_ref().is_ok_and(|taken| *taken);
+    channel.leases(|leases| leases.record(&request, issued, taken));
+    answer
 }
 
 impl Held {
@@ -62,7 +65,6 @@ impl Held {
         let mut held = Held {
             keys: Vec::with_capacity(keys.len()),
             token: rng.id(),
-            since: channel.now(),
         };
         for key in keys {
             let mut retries = 0;
@@ -81,7 +83,7 @@ impl Held {
                         channel.perform(Step::Sleep { ms }).await;
                         // The keys taken so far must outlive the wait for this one, which
                         // may be longer than their TTL.
-                        if let Err(e) = held.ensure(channel, settings).await {
+                        if let Err(e) = held.ensure(channel).await {
                             held.release(channel).await;
                             return Err(e);
                         }
@@ -101,7 +103,6 @@ impl Held {
             }
             held.keys.push(key);
         }
-        // The TTL runs from the first acquisition, the most pessimistic start.
         Ok(held)
     }
 
@@ -118,36 +119,27 @@ impl Held {
             token: token.clone(),
             ttl_ms: settings.ttl_ms,
         };
-        let since = channel.now();
         Ok(lock_step(channel, request).await?.then(|| Held {
             keys: vec![key],
             token,
-            since,
         }))
     }
 
-    /// Makes sure every lock is still ours before a commit write, refreshing once a third of
-    /// the TTL has passed. A lock that could not be refreshed was lost: the caller must stop.
-    pub(crate) async fn ensure(
-        &mut self,
-        channel: &Channel,
-        settings: &LockSettings,
-    ) -> Result<(), RegistryError> {
+    /// Makes sure every lock is still ours before a commit write, extending the ones due. A
+    /// lock that was refused an extension was lost: the caller must stop.
+    pub(crate) async fn ensure(&mut self, channel: &Channel) -> Result<(), RegistryError> {
         let now = channel.now();
-        if now.since(self.since) < settings.ttl_ms / 3 {
-            return Ok(());
-        }
         for key in &self.keys {
-            let request = LockRequest::Refresh {
-                key: key.clone(),
-                token: self.token.clone(),
-                ttl_ms: settings.ttl_ms,
+            let standing = channel.leases(|leases| leases.standing(key, &self.token, now));
+            let extended = match standing {
+                Standing::Fresh => true,
+                Standing::Due(refresh) => lock_step(channel, refresh).await?,
+                Standing::Lost => false,
             };
-            if !lock_step(channel, request).await? {
+            if !extended {
                 return Err(lost(format!("lost lock {key} before committing")));
             }
         }
-        self.since = now;
         Ok(())
     }
 

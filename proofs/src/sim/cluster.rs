@@ -8,7 +8,6 @@ use stowage_core::config::LockSettings;
 use stowage_core::digest::Digest;
 use stowage_core::gc::GcSettings;
 use stowage_core::step::{BodyError, IoError, LockRequest, Outcome, Response, Step};
-use stowage_core::time::Millis;
 use stowage_core::{Limits, Registry};
 
 use super::Violation;
@@ -62,6 +61,10 @@ pub struct Config {
     /// Whether the store checks versions (S3) or only create-new (the filesystem): with
     /// clock jumps, locks are lost and conditional writes refuse stale commits.
     pub versioned: bool,
+    /// Whether the clients' locks are extended while they wait, as the driver extends
+    /// them (the collector's always are). In the other half of the runs they expire between
+    /// steps, as in a stalled process, so the simulation reaches commits whose lock expired.
+    pub clients_keep_alive: bool,
     /// A garbage collector running beside the clients, if any.
     pub gc: Option<GcPlan>,
 }
@@ -103,6 +106,7 @@ impl Config {
             clock_jump: rate(rng, 3),
         };
         let versioned = rng.chance(500);
+        let clients_keep_alive = rng.chance(500);
         Config {
             replicas: 1 + rng.index(3),
             clients: 2 + rng.index(5),
@@ -119,6 +123,7 @@ impl Config {
             },
             faults,
             versioned,
+            clients_keep_alive,
             gc: if collector { GcPlan::draw(rng) } else { None },
         }
     }
@@ -138,56 +143,9 @@ struct InFlight {
     actor: Actor,
     replica: usize,
     record: usize,
-    /// The collector's locks, kept alive every tick as the driver keeps them while a step
-    /// runs (`keep_alive.rs`): a run takes many ticks of waiting its turn among the
-    /// clients. A client's are not, so that the simulation reaches commits whose lock
-    /// expired; clock jumps (a paused process) expire the collector's too.
-    kept_alive: Option<KeptAlive>,
-}
-
-/// The locks an operation holds, as the refresh requests that extend them, and when they
-/// were last extended.
-#[derive(Default)]
-struct KeptAlive {
-    held: Vec<LockRequest>,
-    refreshed: Millis,
-}
-
-impl KeptAlive {
-    fn track(&mut self, request: &LockRequest, taken: bool, now: Millis) {
-        match request {
-            LockRequest::Acquire { key, token, ttl_ms } if taken => {
-                self.held.push(LockRequest::Refresh {
-                    key: key.clone(),
-                    token: token.clone(),
-                    ttl_ms: *ttl_ms,
-                });
-                self.refreshed = now;
-            }
-            LockRequest::Release { key, .. } => self.held.retain(|held| match held {
-                LockRequest::Refresh { key: held, .. } => held != key,
-                _ => true,
-            }),
-            _ => {}
-        }
-    }
-
-    /// Extends every held lock once a third of the shortest TTL has passed.
-    fn refresh(&mut self, world: &mut World) {
-        let shortest = self.held.iter().filter_map(|held| match held {
-            LockRequest::Refresh { ttl_ms, .. } => Some(*ttl_ms),
-            _ => None,
-        });
-        let Some(ttl_ms) = shortest.min() else {
-            return;
-        };
-        if world.now.since(self.refreshed) >= ttl_ms / 3 {
-            for held in &self.held {
-                world.lock(held);
-            }
-            self.refreshed = world.now;
-        }
-    }
+    /// Whether the operation's locks are extended when due, every tick, as the driver
+    /// extends them while a step runs: a run takes many ticks of waiting its turn.
+    kept_alive: bool,
 }
 
 struct Client {
@@ -301,10 +259,7 @@ impl Cluster {
         while self.tick < MAX_TICKS {
             self.tick += 1;
             self.world.now = self.world.now.plus(self.rng.below(3));
-            let collecting = self.collector.as_mut().and_then(|c| c.inflight.as_mut());
-            if let Some(kept_alive) = collecting.and_then(|f| f.kept_alive.as_mut()) {
-                kept_alive.refresh(&mut self.world);
-            }
+            self.keep_alive();
             let faults = self.config.faults;
             if self.rng.chance(faults.clock_jump) {
                 let ttl = self.config.limits.locks.ttl_ms;
@@ -404,7 +359,7 @@ impl Cluster {
                 actor,
                 replica,
                 record,
-                kept_alive: Some(KeptAlive::default()),
+                kept_alive: true,
             });
             return Ok(());
         };
@@ -434,15 +389,22 @@ impl Cluster {
         Ok(())
     }
 
+    /// Extends the due locks of every operation kept alive.
+    fn keep_alive(&mut self) {
+        let clients = self.clients.iter_mut().filter_map(|c| c.inflight.as_mut());
+        let collecting = self.collector.as_mut().and_then(|c| c.inflight.as_mut());
+        for inflight in clients.chain(collecting) {
+            if inflight.kept_alive {
+                inflight.actor.keep_alive(&mut self.world);
+            }
+        }
+    }
+
     /// One step of an operation in flight, with the faults drawn for it; its response once
     /// it answered.
     fn step(&mut self, inflight: &mut InFlight) -> Option<Response> {
         let now = self.world.now;
         let (step, record) = (inflight.actor.poll(now), inflight.record);
-        let lock_request = match &step {
-            Step::Lock(request) if inflight.kept_alive.is_some() => Some(request.clone()),
-            _ => None,
-        };
         if let Step::Lock(request) = &step {
             let (key, token) = match request {
                 LockRequest::Acquire { key, token, .. }
@@ -470,11 +432,6 @@ impl Cluster {
         };
         match executed {
             Executed::Outcome(outcome) => {
-                if let (Some(kept_alive), Some(request)) = (&mut inflight.kept_alive, lock_request)
-                {
-                    let taken = matches!(outcome, Outcome::Lock(true));
-                    kept_alive.track(&request, taken, self.world.now);
-                }
                 inflight.actor.answer(outcome);
                 None
             }
@@ -500,7 +457,7 @@ impl Cluster {
             actor,
             replica,
             record,
-            kept_alive: None,
+            kept_alive: self.config.clients_keep_alive,
         });
     }
 
