@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Installs what the client conformance suite (conformance/clients/) needs:
+# Installs what the live suites (conformance/: clients, s3, replicas, auth, mirror, and the
+# harness they share, conformance/harness/) need:
 #   - Debian packages: real registry clients, CNCF Distribution, and tools
 #   - a Python venv at <repo>/.venv with pytest, oras, requests, moto, boto3,
 #     matplotlib (for the benchmark chart, conformance/bench/chart.py), bcrypt and
 #     cryptography (htpasswd entries and token signing in the auth tests), and pyjwt (the
-#     OIDC provider of conformance/auth/), pyyaml (deploy/'s manifests, in test_deploy.py),
-#     opentelemetry-proto (the OTLP trace exports the test collector decodes, conformance/live/otlp_receiver.py)
-#   - Garage, an S3-compatible store, with cargo (conformance/live/services.py runs it)
+#     OIDC provider, conformance/harness/oidc_provider.py), pyyaml (deploy/'s manifests, in
+#     test_deploy.py), opentelemetry-proto (the OTLP trace exports the test collector
+#     decodes, conformance/harness/otlp_receiver.py)
+#   - Garage, an S3-compatible store, with cargo (conformance/harness/services.py runs it)
 # Idempotent and quick when everything is already present.
 set -euo pipefail
 

@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import secrets
-import subprocess
 import time
 from pathlib import Path
 
@@ -20,13 +19,13 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from conftest import replica_binaries
-from clientharness.layout import OciLayout, gzip_image
-from clientharness.tools import docker_ref, skopeo_copy, skopeo_inspect_raw
-from oci_client import Blob
-from oidc_provider import Key, b64url
-from replica_client import Client, Manifest, ResponseLog, UnexpectedStatus
-from services import Registry, fs_toml, wait_for_log
+from harness.auth import hash_password
+from harness.layout import OciLayout, gzip_image
+from harness.oci import Blob, Client, Image, ResponseLog, UnexpectedStatus
+from harness.oidc_provider import Key, b64url
+from harness.process import wait_for_log
+from harness.registry import fs_toml, start_stowage
+from harness.tools import docker_ref, skopeo_copy, skopeo_inspect_raw
 
 PROVIDER = "github-actions"
 POLICY = """
@@ -47,21 +46,15 @@ def oidc_toml(provider, refresh: int = 300, extra: str = "") -> str:
     )
 
 
-def client(urls: list[str], repo: str, token: str, log: ResponseLog) -> Client:
-    c = Client(urls, repo, log)
-    c.session.headers["Authorization"] = f"Bearer {token}"
-    return c
-
-
-def push_and_pull(c: Client, push_to: int, pull_from: int, tag: str) -> None:
+def push_and_pull(c: Client, repo: str, push_to: int, pull_from: int, tag: str) -> None:
     config, layer = Blob(b"{}"), Blob(os.urandom(256))
-    manifest = Manifest.image(config, [layer], tag)
-    c.push_blob(push_to, config)
-    c.push_blob(push_to, layer)
-    c.push_manifest(push_to, tag, manifest)
-    got = c.get_manifest(pull_from, tag)
-    assert got.status_code == 200 and got.content == manifest.body
-    assert c.get_blob(pull_from, layer.digest).content == layer.data
+    image = Image(config, (layer,), tag)
+    c.push_blob(repo, config, expect=201, at=push_to)
+    c.push_blob(repo, layer, expect=201, at=push_to)
+    c.push_manifest(repo, tag, image.manifest, expect=201, at=push_to)
+    got = c.get_manifest(repo, tag, expect=(200, 404), at=pull_from)
+    assert got.status_code == 200 and got.content == image.manifest
+    assert c.get_blob(repo, layer.digest, at=pull_from).content == layer.data
 
 
 def assert_unauthorized(response: requests.Response) -> None:
@@ -87,14 +80,16 @@ def test_the_cluster_fetches_the_keys_once_per_refresh_interval(provider, start_
     for i in range(9):
         # A fresh token each time, so each is verified (not served from the verified cache).
         token = provider.token(key=provider.keys[i % 2])
-        push_and_pull(client(cluster.urls, f"org/app-{i}", token, log), i % 3, (i + 1) % 3, "v1")
+        push_and_pull(Client(cluster.urls, token=token, log=log), f"org/app-{i}", i % 3,
+                      (i + 1) % 3, "v1")
     elapsed = time.monotonic() - started
     assert elapsed < refresh, f"the first round took {elapsed:.1f}s, past the interval"
     assert provider.jwks_fetches() == 1, provider.requests
     time.sleep(refresh + 0.5 - elapsed)
     for i in range(6):
         token = provider.token(key=provider.keys[i % 2])
-        push_and_pull(client(cluster.urls, f"org/again-{i}", token, log), i % 3, (i + 2) % 3, "v1")
+        push_and_pull(Client(cluster.urls, token=token, log=log), f"org/again-{i}", i % 3,
+                      (i + 2) % 3, "v1")
     assert provider.jwks_fetches() == 2, provider.requests
     discoveries = provider.requests["/.well-known/openid-configuration"]
     assert 1 <= discoveries <= 2, provider.requests
@@ -104,11 +99,12 @@ def test_the_cluster_fetches_the_keys_once_per_refresh_interval(provider, start_
 def test_a_rotated_key_is_picked_up_by_one_refetch(provider, start_cluster):
     cluster = start_cluster("fs", registry_toml=oidc_toml(provider))
     log = ResponseLog()
-    push_and_pull(client(cluster.urls, "org/app", provider.token(), log), 0, 1, "old")
+    push_and_pull(Client(cluster.urls, token=provider.token(), log=log), "org/app", 0, 1, "old")
     assert provider.jwks_fetches() == 1
     new = provider.rotate("ES256")
     for i in range(3):
-        push_and_pull(client(cluster.urls, "org/app", provider.token(key=new), log), i, (i + 1) % 3, f"new-{i}")
+        push_and_pull(Client(cluster.urls, token=provider.token(key=new), log=log), "org/app", i,
+                      (i + 1) % 3, f"new-{i}")
     assert provider.jwks_fetches() == 2, provider.requests
     no_server_errors(log)
 
@@ -132,11 +128,12 @@ def test_a_flood_of_made_up_key_ids_costs_at_most_one_refetch(provider, start_cl
 def test_an_unreachable_provider_keeps_known_keys_and_refuses_new_ones(provider, start_cluster):
     cluster = start_cluster("fs", registry_toml=oidc_toml(provider))
     log = ResponseLog()
-    push_and_pull(client(cluster.urls, "org/app", provider.token(), log), 0, 1, "before")
+    push_and_pull(Client(cluster.urls, token=provider.token(), log=log), "org/app", 0, 1, "before")
     provider.stop()
     for i in range(3):
-        push_and_pull(client(cluster.urls, "org/app", provider.token(key=provider.keys[i % 2]), log),
-                      i, (i + 1) % 3, f"down-{i}")
+        token = provider.token(key=provider.keys[i % 2])
+        push_and_pull(Client(cluster.urls, token=token, log=log), "org/app", i, (i + 1) % 3,
+                      f"down-{i}")
     unpublished = Key.new("ES256")
     for url in cluster.urls:
         response = get_tags(url, "org/app", provider.token(key=unpublished))
@@ -151,12 +148,12 @@ def test_policies_decide_on_the_tokens_claims(provider, start_cluster):
     cluster = start_cluster("fs", count=1, registry_toml=oidc_toml(provider))
     log = ResponseLog()
     app = provider.token()
-    push_and_pull(client(cluster.urls, "org/tools", app, log), 0, 0, "v1")
+    push_and_pull(Client(cluster.urls, token=app, log=log), "org/tools", 0, 0, "v1")
     with pytest.raises(UnexpectedStatus, match="403"):
-        client(cluster.urls, "other/app", app, log).push_blob(0, Blob(b"x"))
+        Client(cluster.urls, token=app, log=log).push_blob("other/app", Blob(b"x"), expect=201)
     other = provider.token(repository="org/other", sub="repo:org/other:ref:refs/heads/main")
     with pytest.raises(UnexpectedStatus, match="403"):
-        client(cluster.urls, "org/app", other, log).push_blob(0, Blob(b"y"))
+        Client(cluster.urls, token=other, log=log).push_blob("org/app", Blob(b"y"), expect=201)
     no_server_errors(log)
 
 
@@ -165,8 +162,8 @@ def test_policies_decide_on_the_tokens_claims(provider, start_cluster):
 )
 def test_bad_discovery_and_key_documents_are_refused(provider, tmp_path, mode):
     provider.mode = mode
-    server = Registry(replica_binaries()[0], tmp_path / "registry", fs_toml("blob_store", tmp_path / "store"),
-                      oidc_toml(provider))
+    server = start_stowage(tmp_path / "registry", fs_toml("blob_store", tmp_path / "store"),
+                           server_toml=oidc_toml(provider))
     try:
         for _ in range(5):
             assert_unauthorized(get_tags(server.url, "org/app", provider.token()))
@@ -180,8 +177,8 @@ def test_bad_discovery_and_key_documents_are_refused(provider, tmp_path, mode):
 
 
 def test_bad_tokens_get_401_with_an_oci_error(provider, tmp_path):
-    server = Registry(replica_binaries()[0], tmp_path / "registry", fs_toml("blob_store", tmp_path / "store"),
-                      oidc_toml(provider))
+    server = start_stowage(tmp_path / "registry", fs_toml("blob_store", tmp_path / "store"),
+                           server_toml=oidc_toml(provider))
     try:
         now = int(time.time())
         bad = {
@@ -217,8 +214,8 @@ def test_skopeo_pushes_with_the_providers_name_and_token(provider, tmp_path, log
     if login == "token_service":
         ec_key_pem(tmp_path / "signing.pem")
         extra = f'[auth.token_service]\nsigning_key = "{tmp_path / "signing.pem"}"\n'
-    server = Registry(replica_binaries()[0], tmp_path / "registry", fs_toml("blob_store", tmp_path / "store"),
-                      oidc_toml(provider, extra=extra))
+    server = start_stowage(tmp_path / "registry", fs_toml("blob_store", tmp_path / "store"),
+                           server_toml=oidc_toml(provider, extra=extra))
     try:
         challenge = requests.get(f"{server.url}/v2/", timeout=10).headers["WWW-Authenticate"]
         assert challenge.startswith("Bearer" if login == "token_service" else "Basic"), challenge
@@ -240,12 +237,6 @@ def test_skopeo_pushes_with_the_providers_name_and_token(provider, tmp_path, log
         server.stop()
 
 
-def hash_password(password: str) -> str:
-    out = subprocess.run([replica_binaries()[0], "hash-password"], input=password.encode(),
-                         capture_output=True, check=True, timeout=60)
-    return out.stdout.decode().strip()
-
-
 def jwks_of(key: ec.EllipticCurvePrivateKey) -> dict:
     """The token service's public key as a JWKS, with the `kid` stowage gives it (the first
     16 bytes of the SHA-256 of the uncompressed point, in hex)."""
@@ -262,15 +253,14 @@ def hub_and_registry(tmp_path):
     stowage that trusts it (`[auth.token]` with its key as a JWKS file)."""
     key = ec_key_pem(tmp_path / "hub.pem")
     (tmp_path / "hub-jwks.json").write_text(json.dumps(jwks_of(key)))
-    binary = replica_binaries()[0]
-    hub = Registry(binary, tmp_path / "hub", fs_toml("blob_store", tmp_path / "hub-store"),
-                   f'[auth.identity.alice]\nusername = "alice"\npassword = "{hash_password("s3cret")}"\n'
-                   f'[auth.token_service]\nsigning_key = "{tmp_path / "hub.pem"}"\n'
-                   f'service = "registry.test"\nissuer = "hub.test"\n')
-    registry = Registry(binary, tmp_path / "registry", fs_toml("blob_store", tmp_path / "store"),
-                        f'[auth.token]\nrealm = "{hub.url}/token"\nservice = "registry.test"\n'
-                        f'issuer = "hub.test"\njwks = "{tmp_path / "hub-jwks.json"}"\n'
-                        f'signing_algorithms = ["ES256"]\n')
+    hub = start_stowage(tmp_path / "hub", fs_toml("blob_store", tmp_path / "hub-store"),
+                        server_toml=f'[auth.identity.alice]\nusername = "alice"\npassword = "{hash_password("s3cret")}"\n'
+                        f'[auth.token_service]\nsigning_key = "{tmp_path / "hub.pem"}"\n'
+                        f'service = "registry.test"\nissuer = "hub.test"\n')
+    registry = start_stowage(tmp_path / "registry", fs_toml("blob_store", tmp_path / "store"),
+                             server_toml=f'[auth.token]\nrealm = "{hub.url}/token"\n'
+                             f'service = "registry.test"\nissuer = "hub.test"\n'
+                             f'jwks = "{tmp_path / "hub-jwks.json"}"\nsigning_algorithms = ["ES256"]\n')
     yield hub, registry
     registry.stop()
     hub.stop()

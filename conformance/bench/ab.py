@@ -19,12 +19,13 @@ import statistics
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "live"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the harness package
 
 import client  # noqa: E402
 import probes  # noqa: E402
 from registry_bench import CHUNK, GIB, rate, scratch_dir_on_tmpfs, settle_memory  # noqa: E402
-from services import Registry, fs_toml, remove, scratch_dir  # noqa: E402
+from harness.process import remove, scratch_dir  # noqa: E402
+from harness.registry import fs_toml, start_stowage  # noqa: E402
 
 
 def main() -> int:
@@ -44,7 +45,7 @@ def main() -> int:
         sha256 = probes.sha256_one_core(source.path)
         floor = probes.verified_write_cpu(source.path, work / "floor.bin", settle_memory)
         for name, binary in builds:
-            servers[name] = Registry(binary, work / name, fs_toml("blob_store", work / name / "data"))
+            servers[name] = start_stowage(work / name, fs_toml("blob_store", work / name / "data"), binary)
         pulled = {}
         if args.phase == "pull":
             for name, server in servers.items():

@@ -32,10 +32,10 @@ from pathlib import Path
 import client
 from registry_bench import LOAD_CONNECTIONS, default_binaries, fmt, log, rotated
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "live"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "auth"))
-from oidc_provider import OidcProvider  # noqa: E402
-from services import Registry, fs_toml, remove, scratch_dir  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the harness package
+from harness.oidc_provider import OidcProvider  # noqa: E402
+from harness.process import remove, scratch_dir  # noqa: E402
+from harness.registry import fs_toml, start_stowage  # noqa: E402
 
 USERNAME, PASSWORD = "alice", "bench-password"
 SERVICE = "stowage"
@@ -97,7 +97,7 @@ class Configuration:
             auth += token_service_toml(workdir)
         if name in ("bearer", "basic+policy"):
             auth += POLICY
-        self.registry = Registry(binary, workdir, fs_toml("blob_store", workdir / "data"), auth)
+        self.registry = start_stowage(workdir, fs_toml("blob_store", workdir / "data"), binary, auth)
         self.url = self.registry.url
         try:
             if name == "bearer":

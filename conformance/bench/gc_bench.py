@@ -38,8 +38,9 @@ from pathlib import Path
 import client
 from registry_bench import log, settle_memory
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "live"))
-from services import REPO, Registry, fs_toml, remove  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the harness package
+from harness.process import REPO, remove  # noqa: E402
+from harness.registry import Registry, fs_toml, start_stowage  # noqa: E402
 
 MIB = 1 << 20
 REPOSITORIES = 100
@@ -298,7 +299,7 @@ def push_phase(binary: str, tree: Tree, work: Path, blobs: FreshBlobs, seconds: 
     copy_tree(tree.root, root)
     extra = "[gc]\ninterval_secs = 1\n" if collector else ""
     settle_memory()
-    server = Registry(binary, work, fs_toml("blob_store", root), extra)
+    server = start_stowage(work, fs_toml("blob_store", root), binary, extra)
     pushed, refused = [], 0
     try:
         http = client.Http(server.url)
@@ -326,7 +327,7 @@ def push_phase(binary: str, tree: Tree, work: Path, blobs: FreshBlobs, seconds: 
         http.close()
     finally:
         server.stop()
-        tail = server.process.tail(5)
+        tail = server.log_tail(5)
         remove(work)
     return {"mib_s": len(pushed) * blobs.size / MIB / elapsed, "pushes": len(pushed), "refused": refused,
             "collections": len(runs), "first_collection": runs[0] if runs else "", "log_tail": tail}

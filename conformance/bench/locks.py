@@ -20,8 +20,10 @@ from pathlib import Path
 
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "live"))
-from services import REPO, RedisServer, Registry, fs_toml, remove, scratch_dir  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the harness package
+from harness.process import REPO, remove, scratch_dir  # noqa: E402
+from harness.registry import fs_toml, start_stowage  # noqa: E402
+from harness.services import RedisServer  # noqa: E402
 
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 CONFIG = b'{"bench":"locks"}'
@@ -42,7 +44,7 @@ class Setup:
         if locks == "redis":
             stores += redis.lock_toml("blob_store.fs", prefix)
         extra = redis.cache_toml(prefix) if cache == "redis" else ""
-        self.registry = Registry(binary, work, stores, extra)
+        self.registry = start_stowage(work, stores, binary, extra)
         self.session = requests.Session()
         self.put_ms: list[float] = []
         self.get_ms: list[float] = []

@@ -2,7 +2,7 @@
 # What metrics, the access log and traces cost: manifest GETs (wrk, 2 threads, 32 connections,
 # 5 s, the same request as runtimes.sh) against one binary with metrics and the access log on,
 # off, and each alone, and with both on plus traces (every request sampled, and 1 in 100) sent
-# to a collector (conformance/live/otlp_receiver.py, which takes each export without decoding
+# to a collector (conformance/harness/otlp_receiver.py, which takes each export without decoding
 # it), taking turns for ROUNDS rounds; each run prints req/s and the server's CPU per request
 # (/proc/PID/stat), which moves less than req/s when other work shares the machine.
 # Usage: conformance/bench/observability_cost.sh [BIN] [ROUNDS]
@@ -10,7 +10,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 bin=${1:-target/release/stowage}; rounds=${2:-3}; work=$(mktemp -d)
 collector_port=$((20000 + RANDOM % 20000))
-"$root/.venv/bin/python" "$root/conformance/live/otlp_receiver.py" $collector_port & collector=$!
+(cd "$root/conformance" && exec "$root/.venv/bin/python" -m harness.otlp_receiver $collector_port) & collector=$!
 trap 'kill $collector; rm -rf "$work"' EXIT
 traces=$(printf '[observability.tracing]\nendpoint="http://127.0.0.1:%s/v1/traces"' $collector_port)
 cat > $work/manifest <<JSON

@@ -32,8 +32,10 @@ import client
 import probes
 import skopeo_copy
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "live"))
-from services import REPO, S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY, S3_SERVERS, Process, Registry, S3Server, free_port, fs_toml, http_ok, remove, scratch_dir, wait_until  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the harness package
+from harness.process import REPO, free_port, remove, scratch_dir, start  # noqa: E402
+from harness.registry import answers, fs_toml, start_stowage  # noqa: E402
+from harness.services import S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY, S3_SERVERS, S3Server  # noqa: E402
 
 MIB, GIB = 1 << 20, 1 << 30
 CHUNK = 8 * MIB
@@ -77,7 +79,7 @@ def size_label(size: int) -> str:
 class Stowage:
     def __init__(self, binary: str, workdir: Path, stores_toml: str):
         self.name = Path(binary).name
-        self.registry = Registry(binary, workdir, stores_toml)
+        self.registry = start_stowage(workdir, stores_toml, binary)
         self.proc = self.registry.process.proc
         self.url, self.pid = self.registry.url, self.proc.pid
 
@@ -85,7 +87,7 @@ class Stowage:
         self.registry.stop()
 
     def log_tail(self) -> str:
-        return self.registry.process.tail(15)
+        return self.registry.log_tail(15)
 
 
 class Distribution:
@@ -112,14 +114,10 @@ class Distribution:
         # aws-sdk-go panics when AWS_CA_BUNDLE is set (Distribution installs its own HTTP
         # transport); the S3 servers here are plain HTTP, so the bundle is never needed.
         env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
-        self.process = Process(["docker-registry", "serve", str(config)], workdir / "server.log", env)
+        self.process = start(["docker-registry", "serve", config], workdir / "server.log",
+                             lambda: answers(self.url), f"docker-registry on {self.url}", env)
         self.proc = self.process.proc
         self.pid = self.proc.pid
-        try:
-            wait_until(lambda: http_ok(f"{self.url}/v2/"), f"docker-registry on {self.url}")
-        except RuntimeError:
-            self.process.stop()
-            raise RuntimeError(f"docker-registry did not start:\n{self.process.tail()}")
 
     def stop(self):
         self.process.stop()

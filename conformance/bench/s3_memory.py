@@ -21,9 +21,11 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "live"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the harness package
 
-from services import REPO, S3_SERVERS, Registry, fs_toml, remove, scratch_dir  # noqa: E402
+from harness.process import REPO, remove, scratch_dir  # noqa: E402
+from harness.registry import fs_toml, start_stowage  # noqa: E402
+from harness.services import S3_SERVERS  # noqa: E402
 
 MiB = 1024 * 1024
 CHUNK = MiB
@@ -96,7 +98,7 @@ def pull(url: str, size: int, digest: str) -> float:
 
 
 def measure(binary: str, workdir: Path, stores_toml: str, large: int, small: int) -> dict:
-    registry = Registry(binary, workdir, stores_toml)
+    registry = start_stowage(workdir, stores_toml, binary)
     pid = registry.process.proc.pid
     try:
         idle = rss_mib(pid)
@@ -138,8 +140,7 @@ def main() -> int:
             servers.append(s3 := S3_SERVERS[name](work / name))
             stores[f"s3 ({name})"] = s3.store_toml(
                 "blob_store", s3.new_bucket(),
-                extra=f'multipart_part_size = "{args.part_mib}MiB"\n'
-                f"multipart_copy_jobs = {args.jobs}\n",
+                multipart_part_size=f"{args.part_mib}MiB", multipart_copy_jobs=args.jobs,
             )
         results = {
             name: measure(

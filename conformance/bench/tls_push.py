@@ -21,14 +21,14 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent / "live"), str(HERE.parent / "clients")]
+sys.path.insert(0, str(HERE.parent))  # the harness package
 
 import client  # noqa: E402
 import probes  # noqa: E402
-import requests  # noqa: E402
-from clientharness.pki import Ca  # noqa: E402
+from harness.pki import Ca  # noqa: E402
 from registry_bench import scratch_dir_on_tmpfs, settle_memory  # noqa: E402
-from services import REPO, Process, free_port, remove, scratch_dir, wait_until  # noqa: E402
+from harness.process import REPO, remove, scratch_dir  # noqa: E402
+from harness.registry import fs_toml, start_stowage  # noqa: E402
 
 MIB = 1 << 20
 TARGET_RATIO = 0.8
@@ -39,20 +39,13 @@ class Server:
     server.crt and server.key)."""
 
     def __init__(self, name: str, binary: str, workdir: Path, tls: Path | None):
-        self.name, self.port = name, free_port()
-        workdir.mkdir(parents=True)
-        scheme = "https" if tls else "http"
-        self.url = f"{scheme}://127.0.0.1:{self.port}"
+        self.name = name
         self.curl_tls = ["--cacert", str(tls / "ca.crt")] if tls else []
-        config = workdir / "config.toml"
         tls_table = (f'[server.tls]\nserver_certificate_bundle = "{tls / "server.crt"}"\n'
                      f'server_private_key = "{tls / "server.key"}"\n') if tls else ""
-        config.write_text(f'[server]\nport = {self.port}\n{tls_table}'
-                          f'[blob_store.fs]\nroot_dir = "{workdir / "data"}"\n')
-        self.process = Process([binary, "serve", "--config", str(config)], workdir / "server.log")
-        verify = str(tls / "ca.crt") if tls else True
-        wait_until(lambda: requests.get(f"{self.url}/v2/", timeout=2, verify=verify).ok,
-                   f"{name} on {self.url}")
+        self.registry = start_stowage(workdir, fs_toml("blob_store", workdir / "data"), binary,
+                                      tls_table, {"verify": str(tls / "ca.crt")} if tls else None)
+        self.url = self.registry.url
 
     def push(self, blob: client.Blob) -> tuple[float, float]:
         """One monolithic push with curl: (MiB/s as curl measured it, server CPU-s)."""
@@ -62,11 +55,11 @@ class Server:
                 "-X", "POST", "-H", "Content-Type: application/octet-stream",
                 "--upload-file", str(blob.path), "--request-target", target, *self.curl_tls,
                 f"{self.url}/upload"]
-        with probes.ProcessProbe(self.process.proc.pid) as probe:
+        with probes.ProcessProbe(self.registry.process.proc.pid) as probe:
             out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
         status, speed = out.split()
         if status != "201":
-            raise RuntimeError(f"{self.name}: push answered {status}\n{self.process.tail()}")
+            raise RuntimeError(f"{self.name}: push answered {status}\n{self.registry.log_tail()}")
         return float(speed) / MIB, probe.cpu
 
 
@@ -107,7 +100,7 @@ def main() -> int:
                       f"server CPU {cpu * 1024 / args.size_mib:.2f} s/GiB", flush=True)
     finally:
         for server in servers:
-            server.process.stop()
+            server.registry.stop()
         remove(work)
         remove(blobs)
 

@@ -7,9 +7,9 @@ The registry under test is chosen by ``REGISTRY_UNDER_TEST``:
 
 Stowage's store layout is chosen by ``STOWAGE_STORE``: ``fs`` (default, a
 filesystem blob store), ``s3``, ``s3-blobs+fs-meta`` or ``fs-blobs+s3-meta``.
-The S3 layouts run one moto S3 server for the session and give each registry
-a fresh bucket per S3 store (``conformance/live/services.py`` and
-``matrix.py``).  Tests marked ``fs_only`` are deselected on the other layouts.
+The S3 layouts run one S3 server for the session (``STOWAGE_S3_SERVER``) and give each registry
+a fresh bucket per S3 store (``conformance/harness/registry.py``).  Tests marked
+``fs_only`` are deselected on the other layouts.
 """
 
 from __future__ import annotations
@@ -17,19 +17,26 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import sys
 from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent / "live")]
+from harness import registry as regmod
+from harness.layout import OciLayout
+from harness.process import StartError
+from harness.registry import DISTRIBUTION, STOWAGE
+from harness.services import S3Server, start_distribution
 
-from clientharness import registry as regmod  # noqa: E402
-from clientharness.layout import OciLayout  # noqa: E402
-from clientharness.tools import private_tool  # noqa: E402
-from matrix import stores_for  # noqa: E402
-from services import S3Server, s3_server  # noqa: E402
+pytest_plugins = ["harness.fixtures"]
+
+KINDS = (STOWAGE, DISTRIBUTION)
+
+
+def kind_under_test() -> str:
+    kind = os.environ.get("REGISTRY_UNDER_TEST", STOWAGE).strip().lower()
+    if kind not in KINDS:
+        raise StartError(f"REGISTRY_UNDER_TEST={kind!r} is not one of {', '.join(KINDS)}")
+    return kind
 
 
 def pytest_configure(config):
@@ -53,16 +60,15 @@ def pytest_configure(config):
 
 def pytest_report_header(config):
     try:
-        kind = regmod.kind_under_test()
-    except regmod.RegistryStartError as e:
+        kind = kind_under_test()
+    except StartError as e:
         return f"registry under test: INVALID ({e})"
-    if kind == regmod.STOWAGE:
+    if kind == STOWAGE:
         try:
             layout = regmod.store_layout()
-        except regmod.RegistryStartError as e:
+        except StartError as e:
             layout = f"INVALID ({e})"
-        binary = os.environ.get('STOWAGE_BIN') or regmod.DEFAULT_STOWAGE_BIN
-        return f"registry under test: stowage ({binary}), store layout: {layout}"
+        return f"registry under test: stowage, store layout: {layout}"
     return "registry under test: distribution (docker-registry)"
 
 
@@ -77,13 +83,13 @@ def _deselect(config, items, marker: str) -> None:
 
 def pytest_collection_modifyitems(config, items):
     try:
-        kind = regmod.kind_under_test()
+        kind = kind_under_test()
         layout = regmod.store_layout()
-    except regmod.RegistryStartError:
+    except StartError:
         return
     if layout != regmod.FS_LAYOUT:
         _deselect(config, items, "fs_only")  # they run in the fs run of the suite
-    if kind != regmod.DISTRIBUTION:
+    if kind != DISTRIBUTION:
         return
     _deselect(config, items, "stowage_only")
     for item in items:
@@ -93,18 +99,17 @@ def pytest_collection_modifyitems(config, items):
 
 
 class StoreLayout:
-    """The STOWAGE_STORE layout: gives each new Stowage registry its store tables
-    (None for ``fs``: today's ``[blob_store.fs]`` on the storage directory)."""
+    """The STOWAGE_STORE layout: gives each new Stowage registry its store tables."""
 
     def __init__(self, layout: str, s3: S3Server | None):
         self.layout = layout
         self.s3 = s3
 
-    def stores_toml(self, storage: Path) -> str | None:
+    def stores_toml(self, storage: Path) -> str:
         if self.layout == regmod.FS_LAYOUT:
-            return None
+            return regmod.fs_toml("blob_store", storage)
         # Fresh bucket(s); filesystem halves of a split live under `storage`.
-        return stores_for(self.layout, Path(storage), self.s3)
+        return regmod.stores_for(self.layout, Path(storage), self.s3)
 
 
 class Registries:
@@ -116,20 +121,26 @@ class Registries:
         self.started: list[regmod.Registry] = []
 
     def start(self, kind: str, storage: Path, stores_toml: str | None = None,
-              server_toml: str = "", tls_client: dict | None = None,
-              registry_toml: str = "") -> regmod.Registry:
-        """Starts a registry; Stowage gets the STOWAGE_STORE layout (a restart passes
-        the previous process's ``stores_toml`` to reuse its buckets), ``server_toml``
-        in its ``[server]`` table, ``registry_toml`` in its ``[registry]`` table, and
-        ``tls_client`` (``requests``' ``verify`` and ``cert``) to reach it over TLS."""
+              server_toml: str = "", tls_client: dict | None = None) -> regmod.Registry:
+        """Starts a registry whose data lives in `storage`; Stowage gets the STOWAGE_STORE
+        layout (a restart passes the previous process's ``stores_toml`` to reuse its
+        buckets), ``server_toml`` as the rest of its configuration (keys of ``[server]``,
+        then later tables), and ``tls_client`` (``requests``' ``verify`` and ``cert``) to
+        reach it over TLS."""
         error = None
         try:
-            if kind == regmod.STOWAGE and stores_toml is None:
-                stores_toml = self.stores.stores_toml(storage)
-            reg = regmod.start_registry(kind, storage, self.workdir, stores_toml=stores_toml,
-                                        server_toml=server_toml, tls_client=tls_client,
-                                        registry_toml=registry_toml)
-        except regmod.RegistryStartError as e:
+            if kind == STOWAGE:
+                storage = Path(storage)
+                storage.mkdir(parents=True, exist_ok=True)
+                if stores_toml is None:
+                    stores_toml = self.stores.stores_toml(storage)
+                reg = regmod.start_stowage(self.workdir, stores_toml, server_toml=server_toml,
+                                           tls_client=tls_client, storage=storage)
+            elif stores_toml is not None or server_toml or tls_client:
+                raise ValueError(f"{kind} has no configurable stores or server settings")
+            else:
+                reg = start_distribution(self.workdir, storage)
+        except StartError as e:
             error = str(e)
         if error:
             pytest.fail(error, pytrace=False)
@@ -141,33 +152,29 @@ class Registries:
 
     def stop_all(self) -> None:
         for reg in self.started:
-            reg.stop(timeout=10)
+            reg.stop()
 
 
 @pytest.fixture(scope="session")
 def registry_kind() -> str:
     try:
-        return regmod.kind_under_test()
-    except regmod.RegistryStartError as e:
+        return kind_under_test()
+    except StartError as e:
         error = str(e)
     pytest.fail(error, pytrace=False)
 
 
 @pytest.fixture(scope="session")
-def store_layout(tmp_path_factory, registry_kind):
-    """The STOWAGE_STORE layout; starts one moto S3 server for the session if it
-    uses S3, stopped by PID at the end."""
+def store_layout(request, registry_kind):
+    """The STOWAGE_STORE layout, with the session's S3 server if it uses S3."""
     try:
         layout = regmod.store_layout()
-    except regmod.RegistryStartError as e:
+    except StartError as e:
         pytest.fail(str(e), pytrace=False)
-    if layout != regmod.FS_LAYOUT and registry_kind != regmod.STOWAGE:
+    if layout != regmod.FS_LAYOUT and registry_kind != STOWAGE:
         pytest.fail(f"STOWAGE_STORE={layout} only applies to REGISTRY_UNDER_TEST=stowage",
                     pytrace=False)
-    s3 = s3_server(tmp_path_factory.mktemp("s3")) if "s3" in layout else None
-    yield StoreLayout(layout, s3)
-    if s3:
-        s3.stop()
+    return StoreLayout(layout, request.getfixturevalue("s3") if "s3" in layout else None)
 
 
 @pytest.fixture(scope="session")
@@ -203,15 +210,3 @@ def repo(request) -> str:
 def layout(tmp_path) -> OciLayout:
     """An empty OCI layout to build test images in."""
     return OciLayout(tmp_path / "src-layout")
-
-
-@pytest.fixture
-def podman(tmp_path):
-    """podman with storage of its own."""
-    yield from private_tool("podman", tmp_path)
-
-
-@pytest.fixture
-def buildah(tmp_path):
-    """buildah with storage of its own."""
-    yield from private_tool("buildah", tmp_path)

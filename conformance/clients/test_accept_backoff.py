@@ -41,7 +41,7 @@ def get_v2(conn: http.client.HTTPConnection) -> int:
 def test_out_of_descriptors_the_server_backs_off_and_recovers(registries, registry_kind,
                                                               tmp_path):
     reg = registries.start(registry_kind, tmp_path / "storage")
-    pid = reg.proc.pid
+    pid = reg.process.proc.pid
     resource.prlimit(pid, resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
 
     served = [http.client.HTTPConnection("127.0.0.1", reg.port, timeout=TIMEOUT)
@@ -53,11 +53,11 @@ def test_out_of_descriptors_the_server_backs_off_and_recovers(registries, regist
         for _ in range(WAITING):
             waiting.append(socket.create_connection(("127.0.0.1", reg.port), timeout=TIMEOUT))
         time.sleep(0.5)  # the server takes what it can and hits the limit
-        log_before = reg.log_path.stat().st_size
+        log_before = reg.process.log_path.stat().st_size
         cpu_before = cpu_seconds(pid)
         time.sleep(WATCH_SECS)
         cpu = cpu_seconds(pid) - cpu_before
-        logged = reg.log_path.stat().st_size - log_before
+        logged = reg.process.log_path.stat().st_size - log_before
         assert reg.running(), reg.log_tail()
         assert cpu < 0.5, f"{cpu:.2f} CPU-s in {WATCH_SECS}s out of descriptors"
         assert logged < 16 * 1024, f"{logged} bytes logged in {WATCH_SECS}s\n{reg.log_tail()}"

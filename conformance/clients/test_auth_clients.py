@@ -16,11 +16,12 @@ import oras.client
 import pytest
 import requests
 
-from clientharness.auth import hash_password, token_service_toml, toml_str
-from clientharness.layout import multi_layer_image
-from clientharness.pki import Ca
-from clientharness.tools import run
-from docker_engine import DockerEngine
+from harness.auth import hash_password, token_service_toml
+from harness.docker_engine import DockerEngine
+from harness.layout import multi_layer_image
+from harness.pki import Ca
+from harness.registry import toml_str
+from harness.tools import run
 
 pytestmark = [pytest.mark.stowage_only, pytest.mark.fs_only]
 

@@ -10,14 +10,9 @@ import time
 
 import pytest
 
-from clientharness import jwt
-from clientharness.auth import (
-    Client,
-    error_code,
-    identities_toml,
-    policy_toml,
-    token_service_toml,
-)
+from harness import jwt
+from harness.auth import identities_toml, policy_toml, push_config_image, token_service_toml
+from harness.oci import Blob, Client, error_code
 
 pytestmark = pytest.mark.stowage_only
 
@@ -78,14 +73,14 @@ def test_public_pull_authenticated_push(start):
     r = anonymous(reg).request("GET", "/v2/")
     assert r.status_code == 401 and r.headers["WWW-Authenticate"] == 'Basic realm="stowage"'
     assert as_user(reg, "alice").request("GET", "/v2/").status_code == 200
-    r, digest = as_user(reg, "alice").push_image("public/app", "v1")
+    r, digest = push_config_image(as_user(reg, "alice"), "public/app", "v1")
     assert r.status_code == 201, r.text
     assert anonymous(reg).get_manifest("public/app", "v1").status_code == 200
     assert anonymous(reg).request("GET", "/v2/public/app/tags/list").status_code == 200
-    r, _ = anonymous(reg).push_image("public/app", "v2")
+    r, _ = push_config_image(anonymous(reg), "public/app", "v2")
     assert r.status_code == 401 and error_code(r) == "UNAUTHORIZED"
     assert "WWW-Authenticate" in r.headers
-    r, _ = Client(reg.url, basic=("alice", "wrong")).push_image("public/app", "v3")
+    r, _ = push_config_image(Client(reg.url, basic=("alice", "wrong")), "public/app", "v3")
     assert r.status_code == 401 and error_code(r) == "UNAUTHORIZED"
     for tag in ("v2", "v3"):
         assert as_user(reg, "alice").get_manifest("public/app", tag).status_code == 404
@@ -93,27 +88,27 @@ def test_public_pull_authenticated_push(start):
 
 def test_per_team_prefixes(start):
     reg = start(PER_TEAM)
-    assert as_user(reg, "alice").push_image("team-a/app", "v1")[0].status_code == 201
-    assert as_user(reg, "carol").push_image("team-a/app", "v2")[0].status_code == 201
-    assert as_user(reg, "bob").push_image("team-b/app", "v1")[0].status_code == 201
-    r, _ = as_user(reg, "bob").push_image("team-a/app", "evil")
+    assert push_config_image(as_user(reg, "alice"), "team-a/app", "v1")[0].status_code == 201
+    assert push_config_image(as_user(reg, "carol"), "team-a/app", "v2")[0].status_code == 201
+    assert push_config_image(as_user(reg, "bob"), "team-b/app", "v1")[0].status_code == 201
+    r, _ = push_config_image(as_user(reg, "bob"), "team-a/app", "evil")
     assert r.status_code == 403 and error_code(r) == "DENIED", r.text
-    r, _ = as_user(reg, "alice").push_image("team-b/app", "evil")
+    r, _ = push_config_image(as_user(reg, "alice"), "team-b/app", "evil")
     assert r.status_code == 403 and error_code(r) == "DENIED"
     assert as_user(reg, "bob").get_manifest("team-a/app", "v1").status_code == 200
     assert anonymous(reg).get_manifest("team-a/app", "v1").status_code == 401
     # Outside the team prefixes the global rule alone decides: any logged-in user.
-    assert as_user(reg, "bob").push_image("shared/app", "v1")[0].status_code == 201
+    assert push_config_image(as_user(reg, "bob"), "shared/app", "v1")[0].status_code == 201
 
 
 def test_read_only_robot_accounts(start):
     reg = start(READ_ONLY_ROBOTS)
-    r, digest = as_user(reg, "alice").push_image("app", "v1")
+    r, digest = push_config_image(as_user(reg, "alice"), "app", "v1")
     assert r.status_code == 201
     robot = as_user(reg, "robot-ci")
     assert robot.get_manifest("app", "v1").status_code == 200
     assert robot.request("GET", "/v2/app/tags/list").json()["tags"] == ["v1"]
-    r, _ = robot.push_image("app", "v2")
+    r, _ = push_config_image(robot, "app", "v2")
     assert r.status_code == 403 and error_code(r) == "DENIED"
     assert robot.request("DELETE", f"/v2/app/manifests/{digest}").status_code == 403
     assert anonymous(reg).get_manifest("app", "v1").status_code == 401
@@ -121,7 +116,7 @@ def test_read_only_robot_accounts(start):
 
 def test_deny_delete_for_all_but_admins(start):
     reg = start(ADMIN_DELETES)
-    r, digest = as_user(reg, "alice").push_image("app", "v1")
+    r, digest = push_config_image(as_user(reg, "alice"), "app", "v1")
     assert r.status_code == 201
     r = as_user(reg, "alice").request("DELETE", f"/v2/app/manifests/{digest}")
     assert r.status_code == 403 and error_code(r) == "DENIED"
@@ -137,8 +132,8 @@ def test_the_catalog_lists_only_what_the_caller_may_pull(start):
         "rules = [\"!identity.anonymous\", \"request.action == 'catalog'\"]", 1)
         + policy_toml('repository."secret/".access_policy', "deny",
                       ["identity.username == 'admin'"]))
-    assert as_user(reg, "admin").push_image("secret/app", "v1")[0].status_code == 201
-    assert as_user(reg, "alice").push_image("team-a/app", "v1")[0].status_code == 201
+    assert push_config_image(as_user(reg, "admin"), "secret/app", "v1")[0].status_code == 201
+    assert push_config_image(as_user(reg, "alice"), "team-a/app", "v1")[0].status_code == 201
     seen = as_user(reg, "bob").request("GET", "/v2/_catalog").json()["repositories"]
     assert seen == ["team-a/app"]
     seen = as_user(reg, "admin").request("GET", "/v2/_catalog").json()["repositories"]
@@ -148,7 +143,7 @@ def test_the_catalog_lists_only_what_the_caller_may_pull(start):
 def test_mounts_need_pull_on_their_source(start):
     reg = start(PER_TEAM + policy_toml('repository."secret/".access_policy', "deny",
                                        ["identity.username == 'admin'"]))
-    blob = b"a secret layer"
+    blob = Blob(b"a secret layer")
     r = as_user(reg, "admin").push_blob("secret/app", blob)
     assert r.status_code == 201
     digest = r.headers["Docker-Content-Digest"]
@@ -167,21 +162,21 @@ def test_immutable_tags(start):
     reg = start(PUBLIC_PULL + '[repository."prod/"]\nimmutable_tags = true\n'
                 'immutable_tags_exclusions = ["^latest$"]\n')
     alice = as_user(reg, "alice")
-    r, first = alice.push_image("prod/app", "v1", b"one")
+    r, first = push_config_image(alice, "prod/app", "v1", b"one")
     assert r.status_code == 201
-    r, again = alice.push_image("prod/app", "v1", b"one")
+    r, again = push_config_image(alice, "prod/app", "v1", b"one")
     assert r.status_code == 201 and again == first, "pushing the same manifest again succeeds"
-    r, _ = alice.push_image("prod/app", "v1", b"two")
+    r, _ = push_config_image(alice, "prod/app", "v1", b"two")
     assert r.status_code == 409 and error_code(r) == "DENIED" and "immutable" in r.text
     assert alice.request("DELETE", "/v2/prod/app/manifests/v1").status_code == 409
     assert alice.request("DELETE", f"/v2/prod/app/manifests/{first}").status_code == 409
     assert alice.get_manifest("prod/app", "v1").headers["Docker-Content-Digest"] == first
-    assert alice.push_image("prod/app", "latest", b"one")[0].status_code == 201
-    assert alice.push_image("prod/app", "latest", b"two")[0].status_code == 201
+    assert push_config_image(alice, "prod/app", "latest", b"one")[0].status_code == 201
+    assert push_config_image(alice, "prod/app", "latest", b"two")[0].status_code == 201
     assert alice.request("DELETE", "/v2/prod/app/manifests/latest").status_code == 202
     # Elsewhere tags move freely.
-    assert alice.push_image("dev/app", "v1", b"one")[0].status_code == 201
-    assert alice.push_image("dev/app", "v1", b"two")[0].status_code == 201
+    assert push_config_image(alice, "dev/app", "v1", b"one")[0].status_code == 201
+    assert push_config_image(alice, "dev/app", "v1", b"two")[0].status_code == 201
 
 
 def test_the_token_protocol(start, tmp_path):
@@ -199,11 +194,11 @@ def test_the_token_protocol(start, tmp_path):
     assert "issued_at" in body
     bob = Client(reg.url, token=body["token"])
     # Granted: what the policy allows of what was asked (bob may pull team-a, not push).
-    r, _ = bob.push_image("team-a/app", "v1")
+    r, _ = push_config_image(bob, "team-a/app", "v1")
     assert r.status_code == 401 and 'error="insufficient_scope"' in r.headers["WWW-Authenticate"]
     alice_token = as_user(reg, "alice").token(["repository:team-a/app:pull,push"]).json()["token"]
     alice = Client(reg.url, token=alice_token)
-    r, _ = alice.push_image("team-a/app", "v1")
+    r, _ = push_config_image(alice, "team-a/app", "v1")
     assert r.status_code == 201, r.text
     assert bob.get_manifest("team-a/app", "v1").status_code == 200
     # A token for one repository opens no other.
@@ -242,7 +237,7 @@ def test_bad_tokens_are_refused(start, tmp_path):
     }
     results = {}
     for name, token in bad.items():
-        r, _ = Client(reg.url, token=token).push_image("app", name.replace(" ", "-"))
+        r, _ = push_config_image(Client(reg.url, token=token), "app", name.replace(" ", "-"))
         results[name] = (r.status_code, error_code(r), "WWW-Authenticate" in r.headers)
     assert results.pop("signed by the right key")[0] == 201
     assert results == {name: (401, "UNAUTHORIZED", True) for name in results}
@@ -252,7 +247,7 @@ def test_bad_tokens_are_refused(start, tmp_path):
 
 def test_malformed_authorization_headers(start):
     reg = start(NO_THROTTLE + PUBLIC_PULL)
-    assert as_user(reg, "alice").push_image("app", "v1")[0].status_code == 201
+    assert push_config_image(as_user(reg, "alice"), "app", "v1")[0].status_code == 201
     for value in ["Basic", "Basic !!!notbase64", "Basic " + base64.b64encode(b"nocolon").decode(),
                   "Digest username=alice", "Bearer", "Bearer a b", "Negotiate abc",
                   "Basic " + "A" * 20000]:
@@ -270,12 +265,12 @@ def test_a_user_removed_from_htpasswd_is_refused_after_the_reload(start, tmp_pat
     path.write_text(entry("dave", "dave-pw") + entry("erin", "erin-pw"))
     reg = start(f'[auth.htpasswd]\npath = "{path}"\n' + PUBLIC_PULL, with_identities=False)
     dave = Client(reg.url, basic=("dave", "dave-pw"))
-    assert dave.push_image("app", "v1")[0].status_code == 201
+    assert push_config_image(dave, "app", "v1")[0].status_code == 201
     path.write_text(entry("erin", "erin-pw"))
     time.sleep(2.5)
-    r, _ = dave.push_image("app", "v2")
+    r, _ = push_config_image(dave, "app", "v2")
     assert r.status_code == 401, "dave was removed"
-    assert Client(reg.url, basic=("erin", "erin-pw")).push_image("app", "v2")[0].status_code == 201
+    assert push_config_image(Client(reg.url, basic=("erin", "erin-pw")), "app", "v2")[0].status_code == 201
 
 
 def test_failed_logins_are_throttled_per_address(start):
@@ -299,9 +294,10 @@ def test_failed_logins_are_throttled_per_address(start):
 
 
 def test_an_invalid_policy_stops_startup_naming_the_key(registries, registry_kind, tmp_path):
-    from clientharness.registry import RegistryStartError, start_stowage
-    with pytest.raises(RegistryStartError) as failed:
-        start_stowage(tmp_path / "storage", tmp_path / "work",
+    from harness.process import StartError
+    from harness.registry import fs_toml, start_stowage
+    with pytest.raises(StartError) as failed:
+        start_stowage(tmp_path / "work", fs_toml("blob_store", tmp_path / "storage"),
                       server_toml=policy_toml("global.access_policy", "deny",
                                               ["true", "request.action =="]))
     assert "global.access_policy.rules[1]" in str(failed.value)

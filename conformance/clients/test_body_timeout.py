@@ -12,6 +12,8 @@ import urllib.parse
 import pytest
 import requests
 
+from harness.oci import Client
+
 IDLE_TIMEOUT_SECS = 1
 TIMEOUT = 30
 PIECE = 1024
@@ -26,8 +28,7 @@ def reg(registries, registry_kind, tmp_path):
 
 
 def start_upload(base_url: str, repo: str) -> urllib.parse.SplitResult:
-    r = requests.post(f"{base_url}/v2/{repo}/blobs/uploads/", timeout=TIMEOUT)
-    assert r.status_code == 202, r.text
+    r = Client(base_url).start_upload(repo, expect=202)
     return urllib.parse.urlsplit(urllib.parse.urljoin(base_url + "/", r.headers["Location"]))
 
 

@@ -21,8 +21,15 @@ from dataclasses import dataclass, field
 import pytest
 import requests
 
-from clientharness.layout import MT_CONFIG, MT_LAYER_TAR, MT_MANIFEST, canonical_json, sha256_digest
-from clientharness.tools import get_blob, get_manifest
+from harness.oci import (
+    CONFIG_TYPE,
+    LAYER_TYPE,
+    MANIFEST_TYPE,
+    Blob,
+    Client,
+    canonical_json,
+    sha256_digest,
+)
 
 MIB = 1024 * 1024
 WORKERS = 4
@@ -30,11 +37,6 @@ MIN_SIZE, MAX_SIZE = 5 * MIB, 50 * MIB
 CHUNK = 4 * MIB
 KILL_AFTER_ACKS = 6  # acknowledged blobs before we pull the plug
 KILL_DEADLINE = 90.0  # seconds; kill anyway by then
-REQ_TIMEOUT = (5, 120)
-
-
-class ServerGone(Exception):
-    pass
 
 
 @dataclass
@@ -54,61 +56,30 @@ class Ledger:
             getattr(self, table)[key] = value
 
 
-def _check(r: requests.Response, expected: int, what: str) -> requests.Response:
-    if r.status_code != expected:
-        raise AssertionError(f"{what}: HTTP {r.status_code} {r.text[:300]}")
-    return r
-
-
 class Pusher:
-    """Raw OCI distribution API pushes with requests."""
+    """The three ways of uploading a blob the test mixes, and the manifest PUT; each returns
+    the status that ends it."""
 
     def __init__(self, base_url: str, repo: str):
-        self.base = base_url
+        self.client = Client(base_url)
         self.repo = repo
-        self.s = requests.Session()
-
-    def _url(self, loc: str) -> str:
-        return loc if loc.startswith("http") else self.base + loc
-
-    def start(self) -> str:
-        r = _check(self.s.post(f"{self.base}/v2/{self.repo}/blobs/uploads/", timeout=REQ_TIMEOUT),
-                   202, "POST upload")
-        return self._url(r.headers["Location"])
 
     def monolithic_post(self, data: bytes, digest: str) -> int:
         """Single POST with ?digest= (falls back to PUT if the registry answers 202)."""
-        r = self.s.post(f"{self.base}/v2/{self.repo}/blobs/uploads/", params={"digest": digest},
-                        data=data, headers={"Content-Type": "application/octet-stream"},
-                        timeout=REQ_TIMEOUT)
+        r = self.client.push_blob(self.repo, Blob(data))
         if r.status_code == 202:
-            r = self.s.put(self._url(r.headers["Location"]), params={"digest": digest}, data=data,
-                           headers={"Content-Type": "application/octet-stream"}, timeout=REQ_TIMEOUT)
+            r = self.client.finish_upload(r.headers["Location"], digest, data=data)
         return r.status_code
 
     def post_put(self, data: bytes, digest: str) -> int:
-        loc = self.start()
-        r = self.s.put(loc, params={"digest": digest}, data=data,
-                       headers={"Content-Type": "application/octet-stream"}, timeout=REQ_TIMEOUT)
-        return r.status_code
+        location = self.client.start_upload(self.repo, expect=202).headers["Location"]
+        return self.client.finish_upload(location, digest, data=data).status_code
 
     def chunked(self, data: bytes, digest: str) -> int:
-        loc = self.start()
-        for off in range(0, len(data), CHUNK):
-            chunk = data[off:off + CHUNK]
-            r = self.s.patch(loc, data=chunk, timeout=REQ_TIMEOUT, headers={
-                "Content-Type": "application/octet-stream",
-                "Content-Range": f"{off}-{off + len(chunk) - 1}",
-            })
-            _check(r, 202, "PATCH chunk")
-            loc = self._url(r.headers["Location"])
-        r = self.s.put(loc, params={"digest": digest}, timeout=REQ_TIMEOUT)
-        return r.status_code
+        return self.client.push_chunked(self.repo, Blob(data), CHUNK).status_code
 
     def manifest(self, tag: str, body: bytes) -> int:
-        r = self.s.put(f"{self.base}/v2/{self.repo}/manifests/{tag}", data=body,
-                       headers={"Content-Type": MT_MANIFEST}, timeout=REQ_TIMEOUT)
-        return r.status_code
+        return self.client.push_manifest(self.repo, tag, body).status_code
 
 
 def blob_data(seed: int, size: int) -> bytes:
@@ -148,9 +119,9 @@ def worker(idx: int, base_url: str, repo: str, ledger: Ledger, stop: threading.E
                 return
             ledger.add("acked_blobs", config_digest, (repo, len(config)))
             body = canonical_json({
-                "schemaVersion": 2, "mediaType": MT_MANIFEST,
-                "config": {"mediaType": MT_CONFIG, "digest": config_digest, "size": len(config)},
-                "layers": [{"mediaType": MT_LAYER_TAR, "digest": digest, "size": len(data)}],
+                "schemaVersion": 2, "mediaType": MANIFEST_TYPE,
+                "config": {"mediaType": CONFIG_TYPE, "digest": config_digest, "size": len(config)},
+                "layers": [{"mediaType": LAYER_TYPE, "digest": digest, "size": len(data)}],
             })
             tag = f"w{idx}-{n}"
             ledger.add("attempted_manifests", (repo, tag), body)
@@ -206,16 +177,16 @@ def test_sigkill_during_concurrent_pushes_loses_nothing_acknowledged(registries,
 
     # 1. Everything acknowledged is served with the exact bytes.
     for digest, (r_repo, size) in ledger.acked_blobs.items():
-        head = get_blob(reg2, r_repo, digest, method="HEAD")
+        head = Client(reg2.url).get_blob(r_repo, digest, method="HEAD")
         assert head.status_code == 200, f"acknowledged blob {digest} lost (HEAD {head.status_code})"
         assert int(head.headers["Content-Length"]) == size
-        r = get_blob(reg2, r_repo, digest)
+        r = Client(reg2.url).get_blob(r_repo, digest)
         assert r.status_code == 200, f"acknowledged blob {digest} lost (GET {r.status_code})"
         assert len(r.content) == size and sha256_digest(r.content) == digest, \
             f"acknowledged blob {digest} served with wrong bytes"
     for (r_repo, tag), body in ledger.acked_manifests.items():
         for ref in (tag, sha256_digest(body)):
-            r = get_manifest(reg2, r_repo, ref)
+            r = Client(reg2.url).get_manifest(r_repo, ref)
             assert r.status_code == 200, f"acknowledged manifest {r_repo}:{ref} lost ({r.status_code})"
             assert r.content == body, f"acknowledged manifest {r_repo}:{ref} changed"
 
@@ -223,13 +194,13 @@ def test_sigkill_during_concurrent_pushes_loses_nothing_acknowledged(registries,
     for digest, (r_repo, size, _) in ledger.attempted.items():
         if digest in ledger.acked_blobs:
             continue
-        r = get_blob(reg2, r_repo, digest)
+        r = Client(reg2.url).get_blob(r_repo, digest)
         assert r.status_code in (200, 404), f"unacknowledged blob {digest}: HTTP {r.status_code}"
         if r.status_code == 200:
             assert sha256_digest(r.content) == digest and len(r.content) == size, \
                 f"unacknowledged blob {digest} served with torn bytes"
     for (r_repo, tag), body in ledger.attempted_manifests.items():
-        r = get_manifest(reg2, r_repo, tag)
+        r = Client(reg2.url).get_manifest(r_repo, tag)
         assert r.status_code in (200, 404), f"manifest {r_repo}:{tag}: HTTP {r.status_code}"
         if r.status_code == 200:
             assert r.content == body, f"unacknowledged manifest {r_repo}:{tag} served torn"
@@ -253,11 +224,11 @@ def test_sigkill_during_concurrent_pushes_loses_nothing_acknowledged(registries,
     for digest, (r_repo, size, seed) in interrupted:
         data = blob_data(seed, size)
         assert Pusher(reg2.url, r_repo).chunked(data, digest) == 201, f"re-push of {digest} failed"
-        r = get_blob(reg2, r_repo, digest)
+        r = Client(reg2.url).get_blob(r_repo, digest)
         assert r.status_code == 200 and r.content == data, f"re-pushed {digest} not served back"
     fresh = os.urandom(6 * MIB)
     assert Pusher(reg2.url, f"{repo}/after").monolithic_post(fresh, sha256_digest(fresh)) == 201
-    r = get_blob(reg2, f"{repo}/after", sha256_digest(fresh))
+    r = Client(reg2.url).get_blob(f"{repo}/after", sha256_digest(fresh))
     assert r.status_code == 200 and r.content == fresh
 
     print(f"acked blobs={len(ledger.acked_blobs)} manifests={len(ledger.acked_manifests)} "

@@ -17,9 +17,11 @@ import pytest
 import requests
 import yaml
 
-from clientharness.layout import multi_layer_image
-from clientharness.registry import free_port, stowage_bin
-from clientharness.tools import HTTP_TIMEOUT, roundtrip_with_skopeo, run
+from harness.layout import multi_layer_image
+from harness.oci import TIMEOUT
+from harness.process import free_port
+from harness.registry import server_binary
+from harness.tools import roundtrip_with_skopeo, run
 
 pytestmark = [pytest.mark.stowage_only, pytest.mark.fs_only]
 
@@ -45,7 +47,7 @@ class Endpoint:
 
 def test_the_image_serves_a_push(tmp_path, layout, buildah, podman, repo):
     context = tmp_path / "context"
-    binary = stowage_bin()
+    binary = Path(server_binary())
     # The image holds both servers under these names, staged from the binary's folder.
     assert binary.name in ("stowage", "stowage-smol"), f"STOWAGE_BIN={binary} is named otherwise"
     run([str(DEPLOY / "stage-image"), str(context), str(binary.parent)])
@@ -84,7 +86,7 @@ def test_the_image_serves_a_push(tmp_path, layout, buildah, podman, repo):
 def wait_serving(endpoint: Endpoint, podman, name: str) -> None:
     for _ in range(100):
         try:
-            if requests.get(f"{endpoint.url}/v2/", timeout=HTTP_TIMEOUT).status_code == 200:
+            if requests.get(f"{endpoint.url}/v2/", timeout=TIMEOUT).status_code == 200:
                 return
         except requests.ConnectionError:
             pass

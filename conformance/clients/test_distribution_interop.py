@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import pytest
 
-from clientharness import registry as regmod
-from clientharness.layout import OciLayout, gzip_image, multi_arch_index, multi_layer_image
-from clientharness.tools import (
+from harness import registry as regmod
+from harness.layout import OciLayout, gzip_image, multi_arch_index, multi_layer_image
+from harness.oci import Client
+from harness.process import StartError
+from harness.tools import (
     assert_layout_images_identical,
     docker_ref,
-    get_manifest,
     pull_image,
     push_image,
     skopeo_delete,
@@ -38,8 +39,8 @@ def assert_served_identically(reg, images, out_dir, label: str) -> None:
 def test_stowage_serves_distribution_storage_and_distribution_serves_stowage_writes(registries, tmp_path):
     missing = None
     try:
-        regmod.stowage_bin()
-    except regmod.RegistryStartError as e:
+        regmod.server_binary()
+    except StartError as e:
         missing = str(e)
     if missing:
         pytest.fail(f"interop test needs the Stowage server: {missing}", pytrace=False)
@@ -67,8 +68,8 @@ def test_stowage_serves_distribution_storage_and_distribution_serves_stowage_wri
     stowage = registries.start(regmod.STOWAGE, stowage_root)
     assert_served_identically(stowage, by_dist, tmp_path / "pulled-stowage", "stowage reading distribution")
     assert sorted(skopeo_list_tags(stowage, "interop/gzip")) == ["also", "v1"]
-    assert get_manifest(stowage, "interop/deleted", deleted.digest).status_code == 404
-    assert get_manifest(stowage, "interop/deleted", "gone").status_code == 404
+    assert Client(stowage.url).get_manifest("interop/deleted", deleted.digest).status_code == 404
+    assert Client(stowage.url).get_manifest("interop/deleted", "gone").status_code == 404
 
     # 3. Stowage writes: a new repository and a new tag in an existing one.
     src2 = OciLayout(tmp_path / "src2")

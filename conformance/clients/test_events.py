@@ -15,12 +15,10 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-import requests
 
-from clientharness.auth import Client, error_code, identities_toml
-from clientharness.layout import sha256_digest
-from clientharness.registry import free_port
-from clientharness.tools import HTTP_TIMEOUT
+from harness.auth import identities_toml, push_config_image
+from harness.oci import Client, error_code, sha256_digest
+from harness.process import free_port
 from test_observability import scrape, value
 
 pytestmark = pytest.mark.stowage_only
@@ -148,9 +146,9 @@ def test_required_webhook_gates_the_push(registries, registry_kind, tmp_path, re
                 identities_toml({"alice": "alice-pw"}))
     client = Client(reg.url, basic=("alice", "alice-pw"))
     refused_repo, down_repo = f"conformance/refused-{repo[-6:]}", f"conformance/down-{repo[-6:]}"
-    r, _ = client.push_image(refused_repo, "v1", b"gated")
+    r, _ = push_config_image(client, refused_repo, "v1", b"gated")
     assert r.status_code == 403 and error_code(r) == "DENIED", r.text
-    r, _ = client.push_image(down_repo, "v1", b"gated")
+    r, _ = push_config_image(client, down_repo, "v1", b"gated")
     assert r.status_code == 503 and error_code(r) == "UNAVAILABLE", r.text
     for name in (refused_repo, down_repo):
         assert client.get_manifest(name, "v1").status_code == 404
@@ -159,7 +157,7 @@ def test_required_webhook_gates_the_push(registries, registry_kind, tmp_path, re
     assert refusing.requests == 1
 
     refusing.mode = "record"
-    r, digest = client.push_image(refused_repo, "v1", b"gated")
+    r, digest = push_config_image(client, refused_repo, "v1", b"gated")
     assert r.status_code == 201, r.text
     assert client.get_manifest(refused_repo, "v1").status_code == 200
     # Told before the response.
@@ -175,7 +173,7 @@ def test_optional_failure_keeps_the_push_and_is_counted(registries, registry_kin
                 webhook_toml("best_effort", failing.url, "optional", ["manifest_pushed"],
                              max_retries=1))
     before = scrape(reg.url)
-    r, _ = Client(reg.url).push_image(repo, "v1", b"optional")
+    r, _ = push_config_image(Client(reg.url), repo, "v1", b"optional")
     assert r.status_code == 201, r.text
     assert failing.requests == 2  # the attempt and its one retry, before the response
     after = scrape(reg.url)
@@ -192,7 +190,7 @@ def test_async_delivers_after_a_quick_response_and_retries(registries, registry_
                 webhook_toml("slow", slow.url, "async", ["manifest_pushed"], timeout_secs=10),
                 webhook_toml("flaky", flaky.url, "async", ["manifest_pushed"], max_retries=5))
     started = time.monotonic()
-    r, digest = Client(reg.url).push_image(repo, "v1", b"async")
+    r, digest = push_config_image(Client(reg.url), repo, "v1", b"async")
     assert r.status_code == 201, r.text
     assert time.monotonic() - started < 1.5, "the response waited for a slow async receiver"
     for receiver in (slow, flaky):
@@ -213,7 +211,7 @@ def test_body_signature_filter_and_event_selection(registries, registry_kind, tm
     kept, other = f"conformance/kept-{repo[-6:]}", f"conformance/other-{repo[-6:]}"
     pushed = {}
     for name in (kept, other):
-        r, pushed[name] = client.push_image(name, "v1", name.encode())
+        r, pushed[name] = push_config_image(client, name, "v1", name.encode())
         assert r.status_code == 201, r.text
         r = client.request("DELETE", f"/v2/{name}/manifests/v1")
         assert r.status_code == 202, r.text
@@ -259,7 +257,7 @@ def test_async_event_survives_sigkill_right_after_the_acknowledgement(
     receiver = Receiver()  # not started: the receiver is down
     hook = webhook_toml("durable", receiver.url, "async", ["manifest_pushed"], max_retries=20)
     reg = start(registries, registry_kind, tmp_path, hook)
-    r, digest = Client(reg.url).push_image(repo, "v1", b"durable")
+    r, digest = push_config_image(Client(reg.url), repo, "v1", b"durable")
     assert r.status_code == 201, r.text
     reg.kill()
     restarted = registries.start(reg.kind, reg.storage, reg.stores_toml, server_toml=hook)

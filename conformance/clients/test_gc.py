@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from clientharness import registry as regmod
-from clientharness.layout import OciLayout, gzip_image, multi_arch_index, multi_layer_image
-from clientharness.tools import (
+from harness import registry as regmod
+from harness.layout import OciLayout, gzip_image, multi_arch_index, multi_layer_image
+from harness.tools import (
     assert_layout_images_identical,
     docker_ref,
     pull_image,
@@ -63,7 +63,7 @@ def stowage_gc(data_root: Path, workdir: Path, *flags: str, grace_secs: int = 0)
         f"[blob_store.fs]\nroot_dir = {json.dumps(str(data_root))}\n"
         f"[gc]\ngrace_period_secs = {grace_secs}\n"
     )
-    return run([str(regmod.stowage_bin()), "gc", "--config", str(config), *flags]).stdout.decode()
+    return run([regmod.server_binary(), "gc", "--config", str(config), *flags]).stdout.decode()
 
 
 def stowage_collect(tree: Path, workdir: Path, delete_untagged: bool) -> tuple[Path, str]:
@@ -208,7 +208,7 @@ def test_retention_untags_exactly_what_its_dry_run_named(registries, tmp_path):
         config = workdir / "stowage.toml"
         config.write_text(f"[blob_store.fs]\nroot_dir = {json.dumps(str(storage))}\n"
                           f"[gc]\ngrace_period_secs = 0\n{retention}")
-        return run([str(regmod.stowage_bin()), "gc", "--config", str(config), *flags]).stdout.decode()
+        return run([regmod.server_binary(), "gc", "--config", str(config), *flags]).stdout.decode()
 
     dry = collect("--dry-run", "--delete-untagged")
     named = [line.removeprefix("would untag ") for line in dry.splitlines() if line.startswith("would untag ")]
@@ -249,7 +249,7 @@ def test_gc_draws_its_progress_on_a_terminal_and_nowhere_else(registries, tmp_pa
     reg.stop()
     config = tmp_path / "gc.toml"
     config.write_text(f"[blob_store.fs]\nroot_dir = {json.dumps(str(storage))}\n[gc]\ngrace_period_secs = 0\n")
-    argv = [str(regmod.stowage_bin()), "gc", "--config", str(config), "--dry-run"]
+    argv = [regmod.server_binary(), "gc", "--config", str(config), "--dry-run"]
     status, drawn = on_a_terminal(argv)
     assert status == 0, drawn
     for phase in ("marking", "sweeping"):

@@ -47,7 +47,7 @@ def test_sigterm_finishes_requests_in_flight(registries, registry_kind, repo, tm
     blobs = [os.urandom(SIZE) for _ in range(UPLOADS)]
     conns = [start_put(reg.url, f"{repo}/u{i}", data) for i, data in enumerate(blobs)]
 
-    reg.proc.send_signal(signal.SIGTERM)
+    reg.process.proc.send_signal(signal.SIGTERM)
     time.sleep(1)
     assert reg.running(), f"exited with uploads under way:\n{reg.log_tail()}"
     with pytest.raises(requests.ConnectionError):
@@ -58,7 +58,7 @@ def test_sigterm_finishes_requests_in_flight(registries, registry_kind, repo, tm
         response = conn.getresponse()
         assert response.status == 201, response.read()[:300]
         conn.close()
-    assert reg.proc.wait(timeout=TIMEOUT) == 0, reg.log_tail()
+    assert reg.process.proc.wait(timeout=TIMEOUT) == 0, reg.log_tail()
 
     restarted = registries.restart(reg)
     for i, data in enumerate(blobs):

@@ -5,7 +5,6 @@ body rate)."""
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import os
@@ -17,18 +16,17 @@ import urllib.parse
 import pytest
 import requests
 
+from harness.oci import Blob, Client, sha256_digest
+
 TIMEOUT = 30
 
 pytestmark = pytest.mark.stowage_only
 
 
 def push_blob(base_url: str, repo: str, data: bytes) -> str:
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    r = requests.post(f"{base_url}/v2/{repo}/blobs/uploads/", params={"digest": digest},
-                      data=data, timeout=TIMEOUT,
-                      headers={"Content-Type": "application/octet-stream"})
-    assert r.status_code == 201, r.text
-    return digest
+    blob = Blob(data)
+    Client(base_url).push_blob(repo, blob, expect=201)
+    return blob.digest
 
 
 def test_a_bad_tag_in_a_manifest_put_is_tag_invalid(registry, repo):
@@ -64,33 +62,28 @@ MIN_RATE = 1024
 def limited(registries, registry_kind, tmp_path):
     return registries.start(
         registry_kind, tmp_path / "storage",
-        server_toml=f"body_grace_secs = {GRACE_SECS}\nmin_body_rate_bytes_per_sec = {MIN_RATE}",
-        registry_toml=(f"max_open_uploads_per_repository = {OPEN_UPLOADS}\n"
-                       f"max_tags_per_request = {TAGS}"))
-
-
-def start_upload(base_url: str, repo: str) -> requests.Response:
-    return requests.post(f"{base_url}/v2/{repo}/blobs/uploads/", timeout=TIMEOUT)
+        server_toml=(f"body_grace_secs = {GRACE_SECS}\nmin_body_rate_bytes_per_sec = {MIN_RATE}\n"
+                     f"[registry]\nmax_open_uploads_per_repository = {OPEN_UPLOADS}\n"
+                     f"max_tags_per_request = {TAGS}\n"))
 
 
 def test_one_open_upload_too_many_is_429(limited, repo):
+    client = Client(limited.url)
     sessions = []
     for _ in range(OPEN_UPLOADS):
-        r = start_upload(limited.url, repo)
-        assert r.status_code == 202, r.text
-        sessions.append(urllib.parse.urljoin(limited.url + "/", r.headers["Location"]))
-    r = start_upload(limited.url, repo)
-    assert r.status_code == 429, r.text
+        r = client.start_upload(repo, expect=202)
+        sessions.append(r.headers["Location"])
+    r = client.start_upload(repo, expect=429)
     error = r.json()["errors"][0]
     assert error["code"] == "TOOMANYREQUESTS"
     assert "max_open_uploads_per_repository" in error["message"]
     # Other repositories have their own sessions; a monolithic push opens none.
-    assert start_upload(limited.url, repo + "-other").status_code == 202
-    push_blob(limited.url, repo, b"whole")
+    client.start_upload(repo + "-other", expect=202)
+    client.push_blob(repo, Blob(b"whole"), expect=201)
     # Cancelling one makes room for one.
-    assert requests.delete(sessions[0], timeout=TIMEOUT).status_code == 204
-    assert start_upload(limited.url, repo).status_code == 202
-    assert start_upload(limited.url, repo).status_code == 429
+    client.request("DELETE", sessions[0], expect=204)
+    client.start_upload(repo, expect=202)
+    client.start_upload(repo, expect=429)
 
 
 def test_more_tags_than_allowed_are_tag_invalid(limited, repo):
@@ -102,22 +95,16 @@ def test_more_tags_than_allowed_are_tag_invalid(limited, repo):
                    "digest": config, "size": 2},
         "layers": [],
     }).encode()
-    digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
-    url = f"{limited.url}/v2/{repo}/manifests/{digest}"
-    headers = {"Content-Type": "application/vnd.oci.image.manifest.v1+json"}
+    client, digest = Client(limited.url), sha256_digest(manifest)
     too_many = [("tag", f"t{i}") for i in range(TAGS + 1)]
-    r = requests.put(url, params=too_many, data=manifest, headers=headers, timeout=TIMEOUT)
-    assert r.status_code == 400, r.text
+    r = client.push_manifest(repo, digest, manifest, expect=400, params=too_many)
     error = r.json()["errors"][0]
     assert error["code"] == "TAG_INVALID" and "max_tags_per_request" in error["message"]
-    r = requests.put(url, params=too_many[:TAGS], data=manifest, headers=headers,
-                     timeout=TIMEOUT)
-    assert r.status_code == 201, r.text
+    client.push_manifest(repo, digest, manifest, expect=201, params=too_many[:TAGS])
 
 
 def test_a_trickling_body_fails_and_leaves_the_upload_as_it_was(limited, repo):
-    r = start_upload(limited.url, repo)
-    assert r.status_code == 202, r.text
+    r = Client(limited.url).start_upload(repo, expect=202)
     upload = urllib.parse.urlsplit(urllib.parse.urljoin(limited.url + "/", r.headers["Location"]))
     length = 64 * 1024
     conn = http.client.HTTPConnection(upload.hostname, upload.port, timeout=TIMEOUT)
@@ -186,7 +173,7 @@ def test_a_blob_truncated_during_a_slow_pull_fails_only_that_pull(registries, re
     assert reg.running(), f"the server died:\n{reg.log_tail()}"
     # The log is written by a thread of its own, in batches: give it a moment.
     deadline = time.monotonic() + 5
-    while "shrank while it was read" not in reg.log_path.read_text(errors="replace"):
+    while "shrank while it was read" not in reg.log_text():
         assert time.monotonic() < deadline, f"no log line about the file:\n{reg.log_tail()}"
         time.sleep(0.1)
     assert requests.get(f"{reg.url}/v2/", timeout=TIMEOUT).status_code == 200

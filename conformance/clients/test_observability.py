@@ -11,10 +11,9 @@ import time
 import pytest
 import requests
 
-from clientharness.auth import Client, identities_toml
-from clientharness.layout import sha256_digest
-from clientharness.registry import free_port
-from clientharness.tools import HTTP_TIMEOUT
+from harness.auth import identities_toml, push_config_image
+from harness.oci import TIMEOUT, Blob, Client, sha256_digest
+from harness.process import free_port
 
 pytestmark = pytest.mark.stowage_only
 
@@ -27,7 +26,7 @@ LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 def scrape(url: str) -> dict[tuple[str, frozenset], float]:
     """Every sample of a /metrics page, by name and labels."""
-    r = requests.get(f"{url}/metrics", timeout=HTTP_TIMEOUT)
+    r = requests.get(f"{url}/metrics", timeout=TIMEOUT)
     assert r.status_code == 200, r.text
     assert r.headers["Content-Type"].startswith("text/plain")
     samples = {}
@@ -53,7 +52,7 @@ def access_lines(reg, request_id: str | None = None, timeout: float = 5.0) -> li
     deadline = time.monotonic() + timeout
     while True:
         lines = []
-        for line in reg.log_path.read_text(errors="replace").splitlines():
+        for line in reg.log_text().splitlines():
             try:
                 entry = json.loads(line)
             except ValueError:
@@ -76,7 +75,7 @@ def reg(registries, registry_kind, tmp_path):
 def test_counters_move_with_requests_and_no_label_names_a_repository(reg, repo):
     before = scrape(reg.url)
     client = Client(reg.url)
-    response, manifest_digest = client.push_image(repo, "v1", b"observed")
+    response, manifest_digest = push_config_image(client, repo, "v1", b"observed")
     assert response.status_code == 201, response.text
     assert client.get_manifest(repo, "v1").status_code == 200
     assert client.get_manifest(repo, "v1").status_code == 200  # from the cache
@@ -118,16 +117,16 @@ def test_counters_move_with_requests_and_no_label_names_a_repository(reg, repo):
 
 def test_the_page_has_help_and_types(reg):
     Client(reg.url).request("GET", "/v2/")
-    page = requests.get(f"{reg.url}/metrics", timeout=HTTP_TIMEOUT).text
+    page = requests.get(f"{reg.url}/metrics", timeout=TIMEOUT).text
     assert "# TYPE stowage_http_requests_total counter" in page
     assert "# TYPE stowage_http_request_duration_seconds histogram" in page
     assert "# HELP stowage_http_requests_total " in page
 
 
 def test_healthz_and_readyz(reg):
-    r = requests.get(f"{reg.url}/healthz", timeout=HTTP_TIMEOUT)
+    r = requests.get(f"{reg.url}/healthz", timeout=TIMEOUT)
     assert (r.status_code, r.text) == (200, "ok")
-    r = requests.get(f"{reg.url}/readyz", timeout=HTTP_TIMEOUT)
+    r = requests.get(f"{reg.url}/readyz", timeout=TIMEOUT)
     assert r.status_code == 200, r.text
     assert r.json() == {"checks": {"metadata_store": "ok"}}
 
@@ -139,14 +138,14 @@ def test_readyz_names_an_unreachable_redis(registries, registry_kind, tmp_path):
         server_toml=f'[observability]\nreadiness_timeout_ms = 1500\n'
                     f'[cache.redis]\nurl = "redis://127.0.0.1:{closed}"\n')
     started = time.monotonic()
-    r = requests.get(f"{reg.url}/readyz", timeout=HTTP_TIMEOUT)
+    r = requests.get(f"{reg.url}/readyz", timeout=TIMEOUT)
     assert time.monotonic() - started < 10
     assert r.status_code == 503, r.text
     checks = r.json()["checks"]
     assert checks["metadata_store"] == "ok"
     assert checks["redis"].startswith("error: "), checks
     # Alive all the same: the process serves.
-    assert requests.get(f"{reg.url}/healthz", timeout=HTTP_TIMEOUT).status_code == 200
+    assert requests.get(f"{reg.url}/healthz", timeout=TIMEOUT).status_code == 200
 
 
 def test_readyz_names_an_unreachable_metadata_store(registries, registry_kind, tmp_path):
@@ -160,7 +159,7 @@ def test_readyz_names_an_unreachable_metadata_store(registries, registry_kind, t
     )
     reg = registries.start(registry_kind, tmp_path / "storage", stores_toml=stores,
                            server_toml="[observability]\nreadiness_timeout_ms = 1000\n")
-    r = requests.get(f"{reg.url}/readyz", timeout=HTTP_TIMEOUT)
+    r = requests.get(f"{reg.url}/readyz", timeout=TIMEOUT)
     assert r.status_code == 503, r.text
     checks = r.json()["checks"]
     assert checks["metadata_store"].startswith("error: "), checks
@@ -174,7 +173,7 @@ def test_json_access_log_lines_carry_the_request(registries, registry_kind, tmp_
     alice = Client(reg.url, basic=("alice", "alice-pw"))
     alice.session.headers["X-Request-Id"] = "push-blob-1"
     data = b"logged blob"
-    assert alice.push_blob(repo, data).status_code == 201
+    assert alice.push_blob(repo, Blob(data)).status_code == 201
     [line] = access_lines(reg, "push-blob-1")
     assert line["level"] == "INFO"
     assert line["method"] == "POST"
@@ -197,14 +196,14 @@ def test_json_access_log_lines_carry_the_request(registries, registry_kind, tmp_
 
 def test_request_ids_are_echoed_or_made(reg):
     sent = "client-id-42"
-    r = requests.get(f"{reg.url}/v2/", headers={"X-Request-Id": sent}, timeout=HTTP_TIMEOUT)
+    r = requests.get(f"{reg.url}/v2/", headers={"X-Request-Id": sent}, timeout=TIMEOUT)
     assert r.headers["X-Request-Id"] == sent
-    made = [requests.get(f"{reg.url}/v2/", timeout=HTTP_TIMEOUT).headers["X-Request-Id"]
+    made = [requests.get(f"{reg.url}/v2/", timeout=TIMEOUT).headers["X-Request-Id"]
             for _ in range(2)]
     assert made[0] and made[1] and made[0] != made[1]
     for insane in ["x" * 129, "two words"]:
         r = requests.get(f"{reg.url}/v2/", headers={"X-Request-Id": insane},
-                         timeout=HTTP_TIMEOUT)
+                         timeout=TIMEOUT)
         assert r.headers["X-Request-Id"] not in (insane, ""), insane
     [line] = access_lines(reg, made[1])
     assert line["route"] == "/v2/"
@@ -214,8 +213,8 @@ def test_metrics_on_a_port_of_their_own(registries, registry_kind, tmp_path):
     port = free_port()
     reg = registries.start(registry_kind, tmp_path / "storage",
                            server_toml=f"[observability.metrics]\nport = {port}\n")
-    requests.get(f"{reg.url}/v2/", timeout=HTTP_TIMEOUT)
-    assert requests.get(f"{reg.url}/metrics", timeout=HTTP_TIMEOUT).status_code == 404
+    requests.get(f"{reg.url}/v2/", timeout=TIMEOUT)
+    assert requests.get(f"{reg.url}/metrics", timeout=TIMEOUT).status_code == 404
     samples = scrape(f"http://127.0.0.1:{port}")
     assert value(samples, "stowage_http_requests_total", route="/v2/", method="GET") >= 1
 
@@ -224,8 +223,8 @@ def test_metrics_and_access_log_can_be_turned_off(registries, registry_kind, tmp
     reg = registries.start(
         registry_kind, tmp_path / "storage",
         server_toml=JSON_LOGS + "access_log = false\n[observability.metrics]\nenabled = false\n")
-    r = requests.get(f"{reg.url}/v2/", headers={"X-Request-Id": "quiet"}, timeout=HTTP_TIMEOUT)
+    r = requests.get(f"{reg.url}/v2/", headers={"X-Request-Id": "quiet"}, timeout=TIMEOUT)
     assert r.headers["X-Request-Id"] == "quiet"
-    assert requests.get(f"{reg.url}/metrics", timeout=HTTP_TIMEOUT).status_code == 404
+    assert requests.get(f"{reg.url}/metrics", timeout=TIMEOUT).status_code == 404
     time.sleep(0.5)
     assert access_lines(reg) == []

@@ -10,10 +10,15 @@ import os
 import oras.client
 import oras.oci
 import pytest
-import requests
 
-from clientharness.layout import MT_EMPTY, MT_INDEX, MT_MANIFEST, canonical_json, sha256_digest
-from clientharness.tools import HTTP_TIMEOUT, get_manifest, put_manifest
+from harness.oci import (
+    EMPTY_TYPE,
+    INDEX_TYPE,
+    MANIFEST_TYPE,
+    Client,
+    canonical_json,
+    sha256_digest,
+)
 
 SBOM_TYPE = "application/vnd.stowage.test.sbom.v1+json"
 SIGNATURE_TYPE = "application/vnd.stowage.test.signature.v1"
@@ -34,7 +39,7 @@ def write_random(path, size: int) -> bytes:
 def manifest_of(registry, repo: str, ref: str) -> tuple[bytes, str]:
     """Raw manifest bytes at ``ref`` and their digest (checked against the
     Docker-Content-Digest header when present)."""
-    r = get_manifest(registry, repo, ref)
+    r = Client(registry.url).get_manifest(repo, ref)
     assert r.status_code == 200, f"GET manifest {ref}: {r.status_code} {r.text[:300]}"
     digest = sha256_digest(r.content)
     assert r.headers.get("Docker-Content-Digest", digest) == digest
@@ -89,7 +94,7 @@ def test_oras_artifacts_with_subject_are_listed_by_referrers_api(registry, repo,
     oras_client.push(target=f"{registry.host}/{repo}:app", files=[f"{src / 'app.bin'}:{FILE_TYPE}"],
                      disable_path_validation=True, quiet=True)
     subject_raw, subject_digest = manifest_of(registry, repo, "app")
-    subject = oras.oci.Subject(mediaType=MT_MANIFEST, digest=subject_digest, size=len(subject_raw))
+    subject = oras.oci.Subject(mediaType=MANIFEST_TYPE, digest=subject_digest, size=len(subject_raw))
 
     # 2. Referrer A: pushed by oras with `subject`; its artifact type is the
     #    config media type (no artifactType field).
@@ -101,47 +106,46 @@ def test_oras_artifacts_with_subject_are_listed_by_referrers_api(registry, repo,
     assert json.loads(sbom_raw)["subject"]["digest"] == subject_digest
 
     # 3. Referrer B: blobs pushed with oras, manifest with an explicit
-    #    artifactType + empty config PUT by digest (untagged) with requests.
+    #    artifactType + empty config PUT by digest (untagged) with the harness's client.
     signature = write_random(src / "sig.bin", 512)
     container = oras_client.get_container(f"{registry.host}/{repo}")
     layer = oras.oci.NewLayer(str(src / "sig.bin"), media_type=SIGNATURE_TYPE)
     assert oras_client.upload_blob(str(src / "sig.bin"), container, layer).status_code in (200, 201)
     (src / "empty.json").write_bytes(b"{}")
-    empty = {"mediaType": MT_EMPTY, "digest": sha256_digest(b"{}"), "size": 2}
+    empty = {"mediaType": EMPTY_TYPE, "digest": sha256_digest(b"{}"), "size": 2}
     assert oras_client.upload_blob(str(src / "empty.json"), container, dict(empty)).status_code in (200, 201)
     sig_manifest = canonical_json({
         "schemaVersion": 2,
-        "mediaType": MT_MANIFEST,
+        "mediaType": MANIFEST_TYPE,
         "artifactType": SIGNATURE_TYPE,
         "config": empty,
         "layers": [{"mediaType": SIGNATURE_TYPE, "digest": layer["digest"], "size": layer["size"],
                     "annotations": {"org.opencontainers.image.title": "sig.bin"}}],
-        "subject": {"mediaType": MT_MANIFEST, "digest": subject_digest, "size": len(subject_raw)},
+        "subject": {"mediaType": MANIFEST_TYPE, "digest": subject_digest, "size": len(subject_raw)},
         "annotations": {"org.opencontainers.image.created": "2024-01-01T00:00:00Z", "stowage.test": "sig"},
     })
     sig_digest = sha256_digest(sig_manifest)
-    r = put_manifest(registry, repo, sig_digest, sig_manifest, MT_MANIFEST)
+    r = Client(registry.url).push_manifest(repo, sig_digest, sig_manifest, MANIFEST_TYPE)
     assert r.status_code == 201, f"PUT referrer manifest: {r.status_code} {r.text[:300]}"
     assert r.headers.get("OCI-Subject") == subject_digest, "OCI-Subject header missing on PUT with subject"
 
     # 4. The referrers API lists both, with the right descriptors.
-    r = requests.get(f"{registry.url}/v2/{repo}/referrers/{subject_digest}", timeout=HTTP_TIMEOUT)
+    r = Client(registry.url).referrers(repo, subject_digest)
     assert r.status_code == 200, f"GET referrers: {r.status_code} {r.text[:300]}"
-    assert r.headers.get("Content-Type", "").split(";")[0] == MT_INDEX
+    assert r.headers.get("Content-Type", "").split(";")[0] == INDEX_TYPE
     index = r.json()
-    assert index["schemaVersion"] == 2 and index["mediaType"] == MT_INDEX
+    assert index["schemaVersion"] == 2 and index["mediaType"] == INDEX_TYPE
     by_digest = {m["digest"]: m for m in index["manifests"]}
     assert set(by_digest) == {sbom_digest, sig_digest}, f"referrers: {index}"
     assert by_digest[sbom_digest]["artifactType"] == SBOM_TYPE
     assert by_digest[sbom_digest]["size"] == len(sbom_raw)
-    assert by_digest[sbom_digest]["mediaType"] == MT_MANIFEST
+    assert by_digest[sbom_digest]["mediaType"] == MANIFEST_TYPE
     assert by_digest[sig_digest]["artifactType"] == SIGNATURE_TYPE
     assert by_digest[sig_digest]["size"] == len(sig_manifest)
     assert by_digest[sig_digest]["annotations"]["stowage.test"] == "sig"
 
     # 5. Filtering by artifactType (if the registry applies it, it says so).
-    r = requests.get(f"{registry.url}/v2/{repo}/referrers/{subject_digest}",
-                     params={"artifactType": SIGNATURE_TYPE}, timeout=HTTP_TIMEOUT)
+    r = Client(registry.url).referrers(repo, subject_digest, SIGNATURE_TYPE)
     assert r.status_code == 200
     listed = {m["digest"] for m in r.json()["manifests"]}
     if "artifactType" in r.headers.get("OCI-Filters-Applied", ""):
@@ -150,7 +154,7 @@ def test_oras_artifacts_with_subject_are_listed_by_referrers_api(registry, repo,
         assert listed == {sbom_digest, sig_digest}
 
     # 6. A digest nobody refers to has an empty (not missing) referrers list.
-    r = requests.get(f"{registry.url}/v2/{repo}/referrers/{sbom_digest}", timeout=HTTP_TIMEOUT)
+    r = Client(registry.url).referrers(repo, sbom_digest)
     assert r.status_code == 200 and r.json()["manifests"] == []
 
     # 7. The referrers pull back byte for byte with oras.

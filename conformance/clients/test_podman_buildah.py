@@ -14,38 +14,28 @@ import hashlib
 import json
 import os
 
-from clientharness.layout import (
-    MT_MANIFEST,
-    gzip_image,
-    multi_arch_index,
-    multi_layer_image,
-    sha256_digest,
-    tar_members,
-)
-from clientharness.tools import (
-    get_blob,
-    get_manifest,
-    pull_image,
-)
+from harness.layout import gzip_image, multi_arch_index, multi_layer_image, tar_members
+from harness.oci import MANIFEST_TYPE, Client, sha256_digest
+from harness.tools import pull_image
 
 
 def assert_registry_image_matches(registry, repo, ref, manifest_digest, config_bytes, layers_files):
     """The manifest at ``ref`` has digest ``manifest_digest``, carries exactly
     ``config_bytes`` as config, and each layer blob hashes to its digest,
     decompresses to its config diff_id and contains the expected files."""
-    r = get_manifest(registry, repo, ref)
+    r = Client(registry.url).get_manifest(repo, ref)
     assert r.status_code == 200, f"GET manifest {ref}: {r.status_code}"
     assert sha256_digest(r.content) == manifest_digest, "manifest digest differs from the one push reported"
     manifest = json.loads(r.content)
 
-    cfg = get_blob(registry, repo, manifest["config"]["digest"])
+    cfg = Client(registry.url).get_blob(repo, manifest["config"]["digest"])
     assert cfg.status_code == 200
     assert cfg.content == config_bytes, "config blob changed"
     diff_ids = json.loads(config_bytes)["rootfs"]["diff_ids"]
     assert len(manifest["layers"]) == len(diff_ids) == len(layers_files)
 
     for desc, diff_id, files in zip(manifest["layers"], diff_ids, layers_files):
-        blob = get_blob(registry, repo, desc["digest"])
+        blob = Client(registry.url).get_blob(repo, desc["digest"])
         assert blob.status_code == 200
         assert sha256_digest(blob.content) == desc["digest"], "blob bytes don't match digest"
         assert len(blob.content) == desc["size"]
@@ -91,7 +81,8 @@ def test_podman_push_by_digest_and_second_tag(registry, repo, layout, podman):
     digest = digestfile.read_text().strip()
     podman("push", "--tls-verify=false", image_id, f"docker://{registry.host}/{repo}:second")
 
-    first, second = get_manifest(registry, repo, "first"), get_manifest(registry, repo, "second")
+    client = Client(registry.url)
+    first, second = client.get_manifest(repo, "first"), client.get_manifest(repo, "second")
     assert first.status_code == second.status_code == 200
     assert first.content == second.content, "same image pushed twice gave different manifests"
     assert sha256_digest(first.content) == digest
@@ -116,7 +107,7 @@ def test_podman_manifest_push_all_multi_arch(registry, repo, layout, podman, tmp
     podman("manifest", "push", "--all", "--tls-verify=false", "--digestfile", str(digestfile),
            "stowage-list", f"docker://{registry.host}/{repo}:list")
 
-    r = get_manifest(registry, repo, "list")
+    r = Client(registry.url).get_manifest(repo, "list")
     assert r.status_code == 200
     assert sha256_digest(r.content) == digestfile.read_text().strip()
     pushed = json.loads(r.content)
@@ -126,11 +117,11 @@ def test_podman_manifest_push_all_multi_arch(registry, repo, layout, podman, tmp
     original_configs = {json.loads(layout.blob(c["digest"]))["config"]["digest"] for c in index["manifests"]}
     pushed_configs = set()
     for m in pushed["manifests"]:
-        child = get_manifest(registry, repo, m["digest"])
+        child = Client(registry.url).get_manifest(repo, m["digest"])
         assert child.status_code == 200 and sha256_digest(child.content) == m["digest"]
         pushed_configs.add(json.loads(child.content)["config"]["digest"])
         for d in [json.loads(child.content)["config"]] + json.loads(child.content)["layers"]:
-            b = get_blob(registry, repo, d["digest"])
+            b = Client(registry.url).get_blob(repo, d["digest"])
             assert b.status_code == 200 and sha256_digest(b.content) == d["digest"]
     assert pushed_configs == original_configs
     # And skopeo pulls the whole list back consistently.
@@ -153,9 +144,9 @@ def test_buildah_push_scratch_image_roundtrip(registry, repo, buildah, tmp_path)
             f"docker://{registry.host}/{repo}:built")
     digest = digestfile.read_text().strip()
 
-    r = get_manifest(registry, repo, "built")
+    r = Client(registry.url).get_manifest(repo, "built")
     assert r.status_code == 200
-    assert r.headers.get("Content-Type", "").split(";")[0] == MT_MANIFEST
+    assert r.headers.get("Content-Type", "").split(";")[0] == MANIFEST_TYPE
     assert sha256_digest(r.content) == digest
     manifest = json.loads(r.content)
     assert manifest["config"]["digest"] == "sha256:" + image_id

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 
-from clientharness.layout import gzip_image, multi_arch_index, multi_layer_image, umoci_image
-from clientharness.tools import (
+from harness.layout import gzip_image, multi_arch_index, multi_layer_image, umoci_image
+from harness.oci import Client
+from harness.tools import (
     assert_layout_images_identical,
     docker_ref,
-    get_manifest,
     pull_image,
     push_image,
     roundtrip_with_skopeo,
@@ -70,7 +70,7 @@ def test_skopeo_copy_between_repositories_keeps_bytes(registry, repo, layout, tm
 def test_skopeo_delete_then_pull_fails(registry, repo, layout, tmp_path):
     img = gzip_image(layout)
     ref = push_image(img, registry, repo)
-    assert get_manifest(registry, repo, img.digest).status_code == 200
+    assert Client(registry.url).get_manifest(repo, img.digest).status_code == 200
 
     skopeo_delete(ref)
 
@@ -79,5 +79,5 @@ def test_skopeo_delete_then_pull_fails(registry, repo, layout, tmp_path):
     assert skopeo_inspect_raw(by_digest, check=False).returncode != 0, "manifest still served after delete"
     cp = skopeo_copy(ref, f"oci:{tmp_path / 'after-delete'}:x", check=False)
     assert cp.returncode != 0, "pull succeeded after delete"
-    assert get_manifest(registry, repo, img.digest).status_code == 404
-    assert get_manifest(registry, repo, img.tag).status_code == 404
+    assert Client(registry.url).get_manifest(repo, img.digest).status_code == 404
+    assert Client(registry.url).get_manifest(repo, img.tag).status_code == 404

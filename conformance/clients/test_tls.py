@@ -20,9 +20,9 @@ import pytest
 import requests
 from cryptography import x509
 
-from clientharness.layout import OciLayout, gzip_image
-from clientharness.pki import Ca, Issued
-from clientharness.tools import assert_layout_images_identical, docker_ref, skopeo
+from harness.layout import OciLayout, gzip_image
+from harness.pki import Ca, Issued
+from harness.tools import assert_layout_images_identical, docker_ref, skopeo
 
 pytestmark = [pytest.mark.stowage_only, pytest.mark.fs_only]
 
@@ -203,7 +203,7 @@ def test_a_broken_or_mismatched_new_file_keeps_the_old_certificate_serving(
     time.sleep(2.5)
     assert served_serial(reg, pki) == 1001
     assert reg.running()
-    assert "cannot be used" in reg.log_path.read_text(errors="replace")
+    assert "cannot be used" in reg.log_text()
 
     # Its key arrives: the pair is served.
     pki.path("server.key").write_bytes(renewed.key_pem)

@@ -13,10 +13,11 @@ import time
 
 import pytest
 
-from clientharness.auth import Client
-from clientharness.pki import Ca
-from clientharness.registry import free_port
-from otlp_receiver import OtlpReceiver, Span
+from harness.auth import push_config_image
+from harness.oci import Client
+from harness.otlp_receiver import OtlpReceiver, Span
+from harness.pki import Ca
+from harness.process import free_port
 from test_observability import MANIFESTS
 
 pytestmark = pytest.mark.stowage_only
@@ -73,7 +74,7 @@ def test_a_push_is_a_trace_whose_spans_name_its_storage_writes(
         registries, registry_kind, tmp_path, collector, repo):
     reg = start(registries, registry_kind, tmp_path, collector.url)
     client = Client(reg.url)
-    response, manifest_digest = client.push_image(repo, "v1", b"traced")
+    response, manifest_digest = push_config_image(client, repo, "v1", b"traced")
     assert response.status_code == 201, response.text
     config_digest = client.get_manifest(repo, "v1").json()["config"]["digest"]
     assert client.request("GET", "/healthz").status_code == 200
@@ -120,7 +121,7 @@ def test_a_clients_traceparent_is_continued_and_a_bad_one_starts_a_new_trace(
         registries, registry_kind, tmp_path, collector, quick_export, repo):
     reg = start(registries, registry_kind, tmp_path, collector.url)
     client = Client(reg.url)
-    assert client.push_image(repo, "v1")[0].status_code == 201
+    assert push_config_image(client, repo, "v1")[0].status_code == 201
 
     def get(request_id: str, traceparent: str):
         r = client.request(
@@ -179,7 +180,7 @@ def test_an_unreachable_collector_costs_the_requests_nothing(
         registries, registry_kind, tmp_path, quick_export, repo):
     reg = start(registries, registry_kind, tmp_path, f"http://127.0.0.1:{free_port()}/v1/traces")
     client = Client(reg.url)
-    assert client.push_image(repo, "v1")[0].status_code == 201
+    assert push_config_image(client, repo, "v1")[0].status_code == 201
     assert client.get_manifest(repo, "v1").status_code == 200
     deadline = time.monotonic() + 10
     while "sending spans to the trace collector failed" not in reg.log_tail(200):

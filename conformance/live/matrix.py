@@ -11,9 +11,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from services import Registry, S3Server, fs_toml, remove, s3_server, scratch_dir
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the harness package
 
-LAYOUTS = ["fs", "s3", "s3-blobs+fs-meta", "fs-blobs+s3-meta"]
+from harness.process import remove, scratch_dir  # noqa: E402
+from harness.registry import STORE_LAYOUTS, start_stowage, stores_for  # noqa: E402
+from harness.services import s3_server  # noqa: E402
+
+LAYOUTS = list(STORE_LAYOUTS)
 
 USERNAME = "alice"
 PASSWORD = "matrix password, with a comma"
@@ -43,24 +47,6 @@ def cells(binaries: list[str], layouts: list[str], auth: bool) -> list[Cell]:
     logged_in = [Cell(cell.binary, cell.layout, "token") for cell in plain]
     logged_in += [Cell(binary, "fs", "basic") for binary in binaries if "fs" in layouts]
     return plain + logged_in
-
-
-def stores_for(layout: str, work, s3: S3Server | None) -> str:
-    def store(table: str, kind: str) -> str:
-        if kind == "fs":
-            return fs_toml(table, work / table)
-        return s3.store_toml(table, s3.new_bucket())
-
-    blobs, meta = {
-        "fs": ("fs", None),
-        "s3": ("s3", None),
-        "s3-blobs+fs-meta": ("s3", "fs"),
-        "fs-blobs+s3-meta": ("fs", "s3"),
-    }[layout]
-    toml = store("blob_store", blobs)
-    if meta:
-        toml += store("metadata_store", meta)
-    return toml
 
 
 class AuthSetup:
@@ -117,7 +103,7 @@ class AuthSetup:
 def run_cell(cell: Cell, cell_dir: Path, runner: str, s3, auth: AuthSetup | None):
     """Starts the cell's server, runs the runner on it; the run and the server's log tail."""
     extra = auth.toml(cell) if cell.auth else ""
-    registry = Registry(cell.binary, cell_dir, stores_for(cell.layout, cell_dir, s3), extra)
+    registry = start_stowage(cell_dir, stores_for(cell.layout, cell_dir, s3), cell.binary, extra)
     env = dict(os.environ)
     if cell.auth:
         # Through the environment, so the password stays off the command line.
@@ -128,7 +114,7 @@ def run_cell(cell: Cell, cell_dir: Path, runner: str, s3, auth: AuthSetup | None
         )
     finally:
         registry.stop()
-    return run, registry.process.tail()
+    return run, registry.log_tail()
 
 
 def main() -> int:

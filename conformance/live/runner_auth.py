@@ -9,11 +9,15 @@ import argparse
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
 import bcrypt
 
-from services import Distribution, remove, scratch_dir
-from token_server import TokenServer
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the harness package
+
+from harness.process import remove, scratch_dir  # noqa: E402
+from harness.services import start_distribution  # noqa: E402
+from harness.token_server import TokenServer  # noqa: E402
 
 USERNAME = "alice"
 PASSWORD = "wonder land, with a comma"
@@ -40,7 +44,7 @@ def main() -> int:
     work = scratch_dir("stowage-runner-auth-")
     results: list[tuple[str, str | None]] = []
     try:
-        plain = Distribution(work / "plain")
+        plain = start_distribution(work / "plain")
         try:
             expected, _ = run_runner(args.runner, plain.url, credentials=False)
         finally:
@@ -50,9 +54,9 @@ def main() -> int:
         htpasswd = work / "htpasswd"
         hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=5)).decode()
         htpasswd.write_text(f"{USERNAME}:{hashed}\n")
-        basic = Distribution(
+        basic = start_distribution(
             work / "basic",
-            f"auth:\n  htpasswd:\n    realm: stowage-test\n    path: {htpasswd}\n",
+            auth_yaml=f"auth:\n  htpasswd:\n    realm: stowage-test\n    path: {htpasswd}\n",
         )
         try:
             passed, out = run_runner(args.runner, basic.url, credentials=True)
@@ -62,7 +66,7 @@ def main() -> int:
 
         tokens = TokenServer(work, USERNAME, PASSWORD)
         try:
-            bearer = Distribution(work / "token", tokens.distribution_yaml())
+            bearer = start_distribution(work / "token", auth_yaml=tokens.distribution_yaml())
             try:
                 passed, out = run_runner(args.runner, bearer.url, credentials=True)
             finally:

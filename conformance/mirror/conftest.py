@@ -8,47 +8,22 @@ Binaries: `STOWAGE_BIN` (default `<repo>/target/release/stowage`) and `STOWAGE_S
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "live"))
-sys.path.insert(0, str(HERE))
+from harness.oci import CONFIG_TYPE, LAYER_TYPE, MANIFEST_TYPE, Blob
+from harness.registry import fs_toml, start_stowage
+from harness.services import start_distribution
+from harness.token_server import TokenServer
+from upstream_proxy import UpstreamProxy
 
-from oci_client import CONFIG_TYPE, LAYER_TYPE, MANIFEST_TYPE, Blob  # noqa: E402
-from services import REPO, Distribution, RedisServer, Registry, fs_toml, s3_server  # noqa: E402
-from token_server import TokenServer  # noqa: E402
-from upstream_proxy import UpstreamProxy  # noqa: E402
+pytest_plugins = ["harness.fixtures"]
 
 USER, PASSWORD = "mirror-user", "mirror-secret"
-
-
-def binary(name: str, env: str) -> str:
-    path = os.environ.get(env) or str(REPO / "target/release" / name)
-    if not os.access(path, os.X_OK):
-        pytest.fail(f"server binary {path} is missing; cargo build --release", pytrace=False)
-    return path
-
-
-BINARIES = {"tokio": ("stowage", "STOWAGE_BIN"), "smol": ("stowage-smol", "STOWAGE_SMOL_BIN")}
-
-
-@pytest.fixture(scope="session")
-def s3(tmp_path_factory):
-    server = s3_server(tmp_path_factory.mktemp("s3"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="session")
-def redis(tmp_path_factory):
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
+# The fixture naming each runtime's server binary.
+BINARIES = {"tokio": "stowage_bin", "smol": "smol_bin"}
 
 
 class Upstream:
@@ -70,7 +45,7 @@ class Upstream:
         else:
             self.token_server = TokenServer(workdir, USER, PASSWORD)
             auth_yaml = self.token_server.distribution_yaml()
-        self.registry = Distribution(workdir / "distribution", auth_yaml)
+        self.registry = start_distribution(workdir, auth_yaml=auth_yaml)
         self.proxy = UpstreamProxy(self.registry.url)
         self.url = self.proxy.url
         self.workdir = workdir
@@ -139,7 +114,7 @@ def mirror_toml(upstream: Upstream, prefix: str = "hub", ttl: int = 300, extra: 
 
 
 @pytest.fixture
-def start(tmp_path, s3):
+def start(tmp_path, s3, request):
     """Starts mirrors: `start(toml, runtime=..., store=..., replicas=..., redis=...)`."""
     started = []
 
@@ -154,8 +129,8 @@ def start(tmp_path, s3):
             stores += redis.lock_toml(table, prefix=work.name) + redis.cache_toml(prefix=work.name)
         registries = []
         for n in range(replicas):
-            name, env = BINARIES[runtime if n % 2 == 0 else "smol"]
-            registries.append(Registry(binary(name, env), work / f"replica-{n}", stores, toml))
+            binary = request.getfixturevalue(BINARIES[runtime if n % 2 == 0 else "smol"])
+            registries.append(start_stowage(work / f"replica-{n}", stores, binary, toml))
         started.extend(registries)
         return registries if replicas > 1 else registries[0]
 

@@ -11,7 +11,6 @@ import io
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
 import tempfile
 import time
@@ -20,14 +19,10 @@ from pathlib import Path
 import pytest
 import requests
 
-sys.path.append(str(Path(__file__).resolve().parents[1] / "clients"))
-
-from clientharness.tools import ContainerTool  # noqa: E402
-from conftest import mirror_toml  # noqa: E402
-from docker_engine import DockerEngine  # noqa: E402
-
-ACCEPT = "application/vnd.oci.image.manifest.v1+json"
-
+from conftest import mirror_toml
+from harness import process
+from harness.docker_engine import DockerEngine
+from harness.oci import MANIFEST_TYPE, Client
 
 def pull_dir(reference: str, out: Path, creds: str | None = None) -> dict[str, bytes]:
     """`skopeo copy` of `reference` to a `dir:`; its files by name."""
@@ -37,15 +32,6 @@ def pull_dir(reference: str, out: Path, creds: str | None = None) -> dict[str, b
     run = subprocess.run(argv + [f"docker://{reference}", f"dir:{out}"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     return {p.name: p.read_bytes() for p in out.iterdir() if p.name != "version"}
-
-
-def manifest(mirror, name: str, reference: str, method: str = "GET") -> requests.Response:
-    return requests.request(method, f"{mirror.url}/v2/{name}/manifests/{reference}",
-                            headers={"Accept": ACCEPT}, timeout=30)
-
-
-def blob(mirror, name: str, digest: str) -> requests.Response:
-    return requests.get(f"{mirror.url}/v2/{name}/blobs/{digest}", timeout=60)
 
 
 def stored_blobs(root: Path) -> set[str]:
@@ -67,11 +53,10 @@ def test_a_cold_pull_is_byte_identical_and_pushes_are_refused(upstream, start, t
     assert gets == 1
     assert pull_dir(f"{mirror.host}/hub/team/app@{image['digest']}", tmp_path / "warm") == direct
     assert upstream.proxy.blob_gets(image["layers"][0]["digest"]) == 1
-    r = requests.put(f"{mirror.url}/v2/hub/team/app/manifests/v2", data=through_mirror["manifest.json"],
-                     headers={"Content-Type": ACCEPT}, timeout=10)
+    r = Client(mirror.url).push_manifest("hub/team/app", "v2", through_mirror["manifest.json"])
     assert r.status_code == 403 and r.json()["errors"][0]["code"] == "DENIED", r.text
     assert "allow_push" in r.text
-    r = requests.post(f"{mirror.url}/v2/hub/team/app/blobs/uploads/", timeout=10)
+    r = Client(mirror.url).start_upload("hub/team/app")
     assert r.status_code == 403, r.text
 
 
@@ -81,7 +66,7 @@ def test_concurrent_cold_pulls_through_three_replicas_fetch_once(upstream, start
     digest = image["layers"][0]["digest"]
     replicas = start(mirror_toml(upstream), replicas=3, redis=redis)
     for r in replicas:
-        assert manifest(r, "hub/big/app", "v1").status_code == 200
+        assert Client(r.url).get_manifest("hub/big/app", "v1").status_code == 200
 
     def pull(n: int) -> str:
         with requests.get(f"{replicas[n % 3].url}/v2/hub/big/app/blobs/{digest}", stream=True, timeout=120) as r:
@@ -103,14 +88,14 @@ def test_a_broken_upstream_leaves_nothing_and_the_next_pull_refetches(upstream, 
     digest = image["layers"][0]["digest"]
     mirror = start(mirror_toml(upstream))
     root = tmp_path / "mirror-0" / "data"
-    assert manifest(mirror, "hub/team/app", "v1").status_code == 200
+    assert Client(mirror.url).get_manifest("hub/team/app", "v1").status_code == 200
     upstream.proxy.mode = mode
-    r = blob(mirror, "hub/team/app", digest)
+    r = Client(mirror.url).get_blob("hub/team/app", digest)
     assert r.status_code in (502, 503), r.text
     assert digest.split(":")[1] not in stored_blobs(root)
-    assert blob(mirror, "hub/team/app", digest).status_code in (502, 503)
+    assert Client(mirror.url).get_blob("hub/team/app", digest).status_code in (502, 503)
     upstream.proxy.mode = "pass"
-    r = blob(mirror, "hub/team/app", digest)
+    r = Client(mirror.url).get_blob("hub/team/app", digest)
     assert r.status_code == 200 and hashlib.sha256(r.content).hexdigest() == digest.split(":")[1]
     assert upstream.proxy.blob_gets(digest) == 3
     assert digest.split(":")[1] in stored_blobs(root)
@@ -123,11 +108,11 @@ def test_upstream_down_serves_cached_tags_stale_and_fails_uncached_clearly(upstr
     assert pull_dir(f"{mirror.host}/hub/team/app:v1", tmp_path / "cold")
     upstream.proxy.mode = "down"
     time.sleep(1.2)
-    r = manifest(mirror, "hub/team/app", "v1")
+    r = Client(mirror.url).get_manifest("hub/team/app", "v1")
     assert r.status_code == 200 and r.headers["Docker-Content-Digest"] == image["digest"]
     assert "Stale" in r.headers.get("Warning", "")
     assert pull_dir(f"{mirror.host}/hub/team/app:v1", tmp_path / "stale")
-    r = manifest(mirror, "hub/team/other", "v1")
+    r = Client(mirror.url).get_manifest("hub/team/other", "v1")
     assert r.status_code == 503, r.text
     assert "not cached and the upstream is unavailable" in r.json()["errors"][0]["message"]
 
@@ -135,40 +120,44 @@ def test_upstream_down_serves_cached_tags_stale_and_fails_uncached_clearly(upstr
 def test_a_429_is_honoured_and_the_cached_copy_served_meanwhile(upstream, start):
     image = upstream.push("team/app", "v1", [os.urandom(1000)])
     mirror = start(mirror_toml(upstream, ttl=1))
-    assert manifest(mirror, "hub/team/app", "v1").status_code == 200
+    assert Client(mirror.url).get_manifest("hub/team/app", "v1").status_code == 200
     upstream.proxy.mode, upstream.proxy.retry_after = "429", 3
     time.sleep(1.2)
     asked = upstream.proxy.count()
     for _ in range(5):
-        r = manifest(mirror, "hub/team/app", "v1")
+        r = Client(mirror.url).get_manifest("hub/team/app", "v1")
         assert r.status_code == 200 and r.headers["Docker-Content-Digest"] == image["digest"]
         assert "Stale" in r.headers.get("Warning", "")
     # One 429, then silence until Retry-After has passed.
     assert upstream.proxy.count() == asked + 1
     upstream.proxy.mode = "pass"
     time.sleep(3.1)
-    r = manifest(mirror, "hub/team/app", "v1")
+    r = Client(mirror.url).get_manifest("hub/team/app", "v1")
     assert r.status_code == 200 and "Warning" not in r.headers
     assert upstream.proxy.count() > asked + 1
 
 
 def test_a_repointed_tag_is_seen_after_the_ttl_and_not_before(upstream, start):
     first = upstream.push("team/app", "v1", [os.urandom(1000)])
-    mirror = start(mirror_toml(upstream, ttl=3))
-    assert manifest(mirror, "hub/team/app", "v1").headers["Docker-Content-Digest"] == first["digest"]
+    mirror = Client(start(mirror_toml(upstream, ttl=3)).url)
+
+    def served() -> str:
+        return mirror.get_manifest("hub/team/app", "v1").headers["Docker-Content-Digest"]
+
+    assert served() == first["digest"]
     second = upstream.push("team/app", "v1", [os.urandom(1000)])
-    assert manifest(mirror, "hub/team/app", "v1").headers["Docker-Content-Digest"] == first["digest"]
+    assert served() == first["digest"]
     time.sleep(3.2)
-    assert manifest(mirror, "hub/team/app", "v1").headers["Docker-Content-Digest"] == second["digest"]
+    assert served() == second["digest"]
     # The first manifest stays pullable by digest.
-    assert manifest(mirror, "hub/team/app", first["digest"]).status_code == 200
+    assert mirror.get_manifest("hub/team/app", first["digest"]).status_code == 200
 
 
 def test_the_token_flow_and_ns_selection(token_upstream, start, tmp_path):
     image = token_upstream.push("team/app", "v1", [os.urandom(1000)])
     host = "127.0.0.1"
     mirror = start(mirror_toml(token_upstream, extra='allow_push = false\n'))
-    r = requests.get(f"{mirror.url}/v2/hub/team/app/manifests/v1?ns={host}", headers={"Accept": ACCEPT}, timeout=30)
+    r = requests.get(f"{mirror.url}/v2/hub/team/app/manifests/v1?ns={host}", headers={"Accept": MANIFEST_TYPE}, timeout=30)
     assert r.status_code == 200 and r.headers["Docker-Content-Digest"] == image["digest"]
     # A registry this mirror does not stand for is not asked.
     r = requests.get(f"{mirror.url}/v2/hub/team/app/manifests/{image['digest']}?ns=quay.io", timeout=30)
@@ -220,16 +209,13 @@ class Containerd:
             'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
             f'[grpc]\naddress = "{self.socket}"\n'
         )
-        self.log = open(self.dir / "containerd.log", "wb")
-        self.proc = subprocess.Popen(["containerd", "--config", str(config)], stdout=self.log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 30
-        while self("version", check=False).returncode != 0:
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                log = (self.dir / "containerd.log").read_text(errors="replace")[-3000:]
-                self.stop()
-                pytest.fail(f"containerd did not start:\n{log}")
-            time.sleep(0.2)
+        try:
+            self.process = process.start(
+                ["containerd", "--config", config], self.dir / "containerd.log",
+                lambda: self("version", check=False).returncode == 0, "containerd")
+        except process.StartError as e:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            pytest.fail(str(e))
 
     def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         cp = subprocess.run(["ctr", "--address", str(self.socket), "--namespace", "stowage", *args],
@@ -238,10 +224,7 @@ class Containerd:
         return cp
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=30)
-        self.log.close()
+        self.process.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -270,7 +253,7 @@ def test_containerd_pulls_docker_hub_images_through_a_hosts_toml_mirror(upstream
     assert upstream.proxy.blob_gets(image["layers"][0]["digest"]) == 1
 
 
-def test_podman_pulls_through_a_registries_conf_mirror(upstream, start, tmp_path):
+def test_podman_pulls_through_a_registries_conf_mirror(upstream, start, tmp_path, podman):
     image = upstream.push("team/app", "v1", [tar_layer("hello.txt", b"through the mirror\n")])
     mirror = start(mirror_toml(upstream))
     # The location needs credentials podman is not given: only the mirror can serve it.
@@ -280,15 +263,11 @@ def test_podman_pulls_through_a_registries_conf_mirror(upstream, start, tmp_path
         f'location = "127.0.0.1:{upstream.registry.port}"\ninsecure = true\n'
         f'[[registry.mirror]]\nlocation = "{mirror.host}/hub"\ninsecure = true\n'
     )
-    # podman refuses a --runroot longer than 50 characters.
-    runroot = Path(tempfile.mkdtemp(prefix="pod-run-", dir="/tmp"))
     try:
         os.environ["CONTAINERS_REGISTRIES_CONF"] = str(conf)
-        podman = ContainerTool("podman", tmp_path / "podman-root", runroot)
         podman("pull", "-q", "upstream.test/team/app:v1")
         digest = podman.out("inspect", "--format", "{{.Digest}}", "upstream.test/team/app:v1")
         assert digest == image["digest"]
     finally:
         os.environ.pop("CONTAINERS_REGISTRIES_CONF", None)
-        shutil.rmtree(runroot, ignore_errors=True)
     assert upstream.proxy.blob_gets(image["layers"][0]["digest"]) == 1

@@ -12,8 +12,8 @@ import threading
 import time
 
 import pytest
-from oci_client import Blob, sha256
-from replica_client import Client, Manifest, ResponseLog, UnexpectedStatus
+
+from harness.oci import Blob, Client, Image, ResponseLog, UnexpectedStatus, sha256_digest
 
 GRACE_SECS = 1
 COLLECTIONS = f"[gc]\ngrace_period_secs = {GRACE_SECS}\ninterval_secs = 1\ndelete_untagged = true\n"
@@ -28,18 +28,18 @@ FENCED = "being garbage collected"
 ATTEMPTS = 20
 
 
-def image(rng: random.Random, note: str) -> Manifest:
+def random_image(rng: random.Random, note: str) -> Image:
     config = Blob(f'{{"note":"{note}"}}'.encode())
-    return Manifest.image(config, rng.sample(LAYERS, rng.randint(1, 3)), note)
+    return Image(config, tuple(rng.sample(LAYERS, rng.randint(1, 3))), note)
 
 
-def push(client: Client, rng: random.Random, tag: str, manifest: Manifest, replicas: int) -> bool:
+def push(client: Client, rng: random.Random, tag: str, image: Image, replicas: int) -> bool:
     """Pushes every blob and the manifest, each through a random replica; `False` when the
     fence refused a step (503) and the push was given up."""
     try:
-        for blob in manifest.blobs:
-            client.push_blob(rng.randrange(replicas), blob)
-        client.push_manifest(rng.randrange(replicas), tag, manifest)
+        for blob in image.blobs:
+            client.push_blob(REPO, blob, expect=201, at=rng.randrange(replicas))
+        client.push_manifest(REPO, tag, image.manifest, expect=201, at=rng.randrange(replicas))
         return True
     except UnexpectedStatus as refused:
         assert "503" in str(refused) and FENCED in str(refused), refused
@@ -47,7 +47,7 @@ def push(client: Client, rng: random.Random, tag: str, manifest: Manifest, repli
 
 
 def run_client(cid: int, client: Client, replicas: int, deadline: float,
-               final: dict[str, Manifest | None], pushes: list[int]) -> None:
+               final: dict[str, Image | None], pushes: list[int]) -> None:
     rng = random.Random(cid)
     n = 0
     while time.monotonic() < deadline:
@@ -56,16 +56,16 @@ def run_client(cid: int, client: Client, replicas: int, deadline: float,
         current = final.get(tag)
         if current is not None and rng.random() < 0.25:
             # Delete the image the tag points at (its tag goes with it).
-            response = client.request(rng.randrange(replicas), "DELETE",
-                                      f"/v2/{REPO}/manifests/{current.digest}", expect=(202, 404, 503))
+            response = client.delete_manifest(REPO, current.digest, expect=(202, 404, 503),
+                                              at=rng.randrange(replicas))
             if response.status_code == 202:
                 final[tag] = None
             continue
-        manifest = image(rng, f"{cid}-{n}")
+        image = random_image(rng, f"{cid}-{n}")
         # A refused push may have moved the tag already: it is pushed until it is taken.
         for _ in range(ATTEMPTS):
-            if push(client, rng, tag, manifest, replicas):
-                final[tag] = manifest
+            if push(client, rng, tag, image, replicas):
+                final[tag] = image
                 pushes[cid] += 1
                 break
             time.sleep(0.2)
@@ -94,14 +94,14 @@ def test_collecting_beside_pushes_on_three_replicas(kind, start_cluster, summary
     cluster = start_cluster(kind, registry_toml=COLLECTIONS)
     log = ResponseLog()
     replicas = len(cluster.urls)
-    finals: list[dict[str, Manifest | None]] = [{} for _ in range(CLIENTS)]
+    finals: list[dict[str, Image | None]] = [{} for _ in range(CLIENTS)]
     pushes = [0] * CLIENTS
     deadline = time.monotonic() + PUSHING_SECS
     errors: list[BaseException] = []
 
     def client(c: int) -> None:
         try:
-            run_client(c, Client(cluster.urls, REPO, log), replicas, deadline, finals[c], pushes)
+            run_client(c, Client(cluster.urls, log=log), replicas, deadline, finals[c], pushes)
         except BaseException as e:  # reported by the test's thread
             errors.append(e)
 
@@ -117,16 +117,16 @@ def test_collecting_beside_pushes_on_three_replicas(kind, start_cluster, summary
     assert sum(pushes) >= 10, pushes
 
     final = {tag: m for f in finals for tag, m in f.items()}
-    for tag, manifest in final.items():
-        if manifest is None:
+    for tag, image in final.items():
+        if image is None:
             continue
         skopeo_pulls(cluster.urls[0], tag, tmp_path)
         pulled = (tmp_path / "pulled" / tag / "manifest.json").read_bytes()
-        assert pulled == manifest.body, tag
+        assert pulled == image.manifest, tag
 
     # Once the grace period has passed and a collection ran, only what the tagged images
     # need is stored: their manifests, configs and layers.
-    needed = {sha256(m.body) for m in final.values() if m}
+    needed = {sha256_digest(m.manifest) for m in final.values() if m}
     needed |= {b.digest for m in final.values() if m for b in m.blobs}
     deadline = time.monotonic() + 30
     while (stored := stored_digests(cluster.store_keys())) != needed:

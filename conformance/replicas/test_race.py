@@ -14,9 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pytest
+import requests
 
-from oci_client import Blob
-from replica_client import CLOSE_AFTER, Client, Manifest, ResponseLog, served_digest
+from harness.oci import CLOSE_AFTER, Blob, Client, Image, ResponseLog, describe, sha256_digest
 
 CLIENTS = 10
 ROUNDS = 12  # per client
@@ -47,7 +47,7 @@ class History:
 
     pushes: list[Event] = field(default_factory=list)
     deletes: list[Event] = field(default_factory=list)
-    manifests: dict[str, Manifest] = field(default_factory=dict)
+    manifests: dict[str, Image] = field(default_factory=dict)
     present: dict[str, bool] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -56,10 +56,10 @@ class History:
         with self.lock:
             self.counts[what] = self.counts.get(what, 0) + n
 
-    def pushed(self, event: Event, manifest: Manifest) -> None:
+    def pushed(self, event: Event, image: Image) -> None:
         with self.lock:
             self.pushes.append(event)
-            self.manifests[event.digest] = manifest
+            self.manifests[event.digest] = image
             self.present[event.digest] = True
 
     def deleted(self, event: Event) -> None:
@@ -97,78 +97,89 @@ def hopping(rng: random.Random, replicas: int, requests: int) -> list[int]:
     return route
 
 
-def push_and_check(client: Client, history: History, replica: int, tag: str, m: Manifest):
+def served_digest(response: requests.Response) -> str | None:
+    """The digest a manifest GET served (checked against its bytes), or None for a 404."""
+    if response.status_code == 404:
+        return None
+    digest = sha256_digest(response.content)
+    assert response.headers["Docker-Content-Digest"] == digest, describe(response)
+    return digest
+
+
+def push_and_check(client: Client, repo: str, history: History, replica: int, tag: str,
+                   m: Image):
     """Pushes `m` to `tag`, then reads it by digest from every replica at once."""
     start = time.monotonic()
-    client.push_manifest(replica, tag, m)
+    client.push_manifest(repo, tag, m.manifest, expect=201, at=replica)
     history.pushed(Event(tag, m.digest, start, time.monotonic()), m)
     for other in range(len(client.urls)):
-        response = client.get_manifest(other, m.digest)
+        response = client.get_manifest(repo, m.digest, expect=(200, 404), at=other)
         assert response.status_code == 200, f"replica {other} lost fresh {m.digest} of {tag}"
-        assert response.content == m.body
+        assert response.content == m.manifest
 
 
-def delete_and_check(client: Client, history: History, replica: int, tag: str, digest: str):
+def delete_and_check(client: Client, repo: str, history: History, replica: int, tag: str,
+                     digest: str):
     """Deletes a manifest, then checks no replica serves it, by digest or through its tag."""
     start = time.monotonic()
-    client.delete_manifest(replica, digest)
+    client.delete_manifest(repo, digest, expect=202, at=replica)
     history.deleted(Event(tag, digest, start, time.monotonic()))
     for other in range(len(client.urls)):
-        assert client.get_manifest(other, digest).status_code == 404, (
+        assert client.get_manifest(repo, digest, expect=(200, 404), at=other).status_code == 404, (
             f"replica {other} serves {digest} after its delete was acknowledged"
         )
-        through_tag = served_digest(client.get_manifest(other, tag))
+        through_tag = served_digest(client.get_manifest(repo, tag, expect=(200, 404), at=other))
         assert through_tag != digest, f"replica {other} serves deleted {digest} as {tag}"
 
 
-def cancelled_upload(client: Client, rng: random.Random, blob: Blob) -> None:
+def cancelled_upload(client: Client, repo: str, rng: random.Random, blob: Blob) -> None:
     """POST, PATCH, DELETE on three replicas; then the upload is gone from a fourth."""
     post, patch, cancel, status = hopping(rng, len(client.urls), 4)
-    location = client.start_upload(post)
-    client.patch_chunk(patch, location, 0, blob.data)
-    client.request(cancel, "DELETE", location, expect=204)
-    client.request(status, "GET", location, expect=404)
+    location = client.start_upload(repo, expect=202, at=post).headers["Location"]
+    client.patch_chunk(location, 0, blob.data, expect=202, at=patch)
+    client.request("DELETE", location, expect=204, at=cancel)
+    client.request("GET", location, expect=404, at=status)
 
 
-def run_client(cid: int, client: Client, history: History, seed: int) -> None:
+def run_client(cid: int, client: Client, repo: str, history: History, seed: int) -> None:
     rng = random.Random(seed)
     replicas = len(client.urls)
-    mine: list[tuple[str, Manifest]] = []  # (tag, manifest) this client owns
+    mine: list[tuple[str, Image]] = []  # (tag, manifest) this client owns
     for round_ in range(ROUNDS):
         config = Blob(f'{{"client":{cid},"round":{round_}}}'.encode())
-        client.push_blob(rng.randrange(replicas), config)
+        client.push_blob(repo, config, expect=201, at=rng.randrange(replicas))
         # Every client pushes these same two blobs in the same round, at about the same time.
         layer = seeded_blob(f"layer {round_}", 64 * 1024)
-        client.push_blob(rng.randrange(replicas), layer)
+        client.push_blob(repo, layer, expect=201, at=rng.randrange(replicas))
         chunked = seeded_blob(f"chunked {round_}", 48 * 1024)
-        client.chunked_upload(hopping(rng, replicas, 4), chunked)
+        client.push_chunked(repo, chunked, at=hopping(rng, replicas, 4), expect=201)
         history.count("monolithic blob pushes", 2)
         history.count("chunked uploads")
         history.count("replica hops", 3)
         if rng.random() < CANCEL_CHANCE:
-            cancelled_upload(client, rng, seeded_blob(f"cancelled {cid} {round_}", 1024))
+            cancelled_upload(client, repo, rng, seeded_blob(f"cancelled {cid} {round_}", 1024))
             history.count("cancelled uploads")
             history.count("replica hops", 3)
 
-        manifest = Manifest.image(config, [layer, chunked], f"client {cid} round {round_}")
+        image = Image(config, (layer, chunked), f"client {cid} round {round_}")
         tag = rng.choice(SHARED_TAGS)
-        push_and_check(client, history, rng.randrange(replicas), tag, manifest)
-        mine.append((tag, manifest))
+        push_and_check(client, repo, history, rng.randrange(replicas), tag, image)
+        mine.append((tag, image))
         history.count("manifest pushes")
 
         alive = [(t, m) for t, m in mine if history.present[m.digest]]
         if alive and rng.random() < DELETE_CHANCE:
             tag, victim = rng.choice(alive)
             deleter = rng.randrange(replicas)
-            delete_and_check(client, history, deleter, tag, victim.digest)
+            delete_and_check(client, repo, history, deleter, tag, victim.digest)
             history.count("deletes")
             if rng.random() < REPUSH_CHANCE:
                 pusher = (deleter + rng.randrange(1, replicas)) % replicas
-                push_and_check(client, history, pusher, tag, victim)
+                push_and_check(client, repo, history, pusher, tag, victim)
                 history.count("re-pushes")
 
 
-def run_contested_uploads(clients: list[Client], history: History, seed: int) -> None:
+def run_contested_uploads(clients: list[Client], repo: str, history: History, seed: int) -> None:
     """Every replica gets a PATCH of the same upload at the same offset at the same moment,
     each with other bytes. The upload's lock must let exactly one in; the others then find
     the offset moved and get 416. The upload completes with the winner's bytes."""
@@ -179,10 +190,10 @@ def run_contested_uploads(clients: list[Client], history: History, seed: int) ->
     def contend(replica: int, location: str, chunk: Blob) -> int:
         barrier.wait()
         response = clients[replica].request(
-            replica,
             "PATCH",
             location,
             expect=(202, 416),
+            at=replica,
             data=chunk.data,
             headers={
                 "Content-Type": "application/octet-stream",
@@ -194,7 +205,8 @@ def run_contested_uploads(clients: list[Client], history: History, seed: int) ->
 
     with ThreadPoolExecutor(replicas) as pool:
         for round_ in range(CONTESTED_ROUNDS):
-            location = clients[0].start_upload(rng.randrange(replicas))
+            post = clients[0].start_upload(repo, expect=202, at=rng.randrange(replicas))
+            location = post.headers["Location"]
             chunks = [
                 seeded_blob(f"contested {seed} {round_} {r}", 256 * 1024) for r in range(replicas)
             ]
@@ -203,61 +215,64 @@ def run_contested_uploads(clients: list[Client], history: History, seed: int) ->
                 f"PATCHes of one upload at one offset through each replica got {statuses}"
             )
             winner = chunks[statuses.index(202)]
-            clients[0].finish_upload(rng.randrange(replicas), location, winner)
+            clients[0].finish_upload(location, winner.digest, expect=201,
+                                     at=rng.randrange(replicas))
             for replica in range(replicas):
-                assert clients[0].get_blob(replica, winner.digest).content == winner.data
+                assert clients[0].get_blob(repo, winner.digest, at=replica).content == winner.data
             history.count("contested PATCHes", replicas)
 
 
-def run_sequential(client: Client, history: History) -> None:
+def run_sequential(client: Client, repo: str, history: History) -> None:
     """Pushes to one tag through each replica in turn while the others race; right after
     each acknowledgement, every replica must resolve the tag to what was just pushed."""
     config = Blob(b'{"sequential":true}')
-    client.push_blob(0, config)
+    client.push_blob(repo, config, expect=201, at=0)
     replicas = len(client.urls)
     for round_ in range(SEQUENTIAL_ROUNDS):
         for i in range(replicas):
-            m = Manifest.image(config, [], f"sequential {round_} {i}")
-            push_and_check(client, history, i, SEQUENTIAL_TAG, m)
+            m = Image(config, (), f"sequential {round_} {i}")
+            push_and_check(client, repo, history, i, SEQUENTIAL_TAG, m)
             history.count("sequential pushes")
             for other in range(replicas):
-                seen = served_digest(client.get_manifest(other, SEQUENTIAL_TAG))
+                seen = served_digest(
+                    client.get_manifest(repo, SEQUENTIAL_TAG, expect=(200, 404), at=other))
                 assert seen == m.digest, (
                     f"replica {other} resolves {SEQUENTIAL_TAG} to {seen} right after "
                     f"replica {i} acknowledged {m.digest}"
                 )
 
 
-def check_manifests(client: Client, history: History) -> int:
+def check_manifests(client: Client, repo: str, history: History) -> int:
     """Present manifests are served with their bytes, and their blobs too, by every
     replica; deleted ones by none. Returns the number of blobs checked."""
     blobs: dict[str, Blob] = {}
-    for digest, manifest in history.manifests.items():
+    for digest, image in history.manifests.items():
         for replica in range(len(client.urls)):
-            response = client.get_manifest(replica, digest)
+            response = client.get_manifest(repo, digest, expect=(200, 404), at=replica)
             if history.present[digest]:
                 assert response.status_code == 200, f"replica {replica} lost {digest}"
-                assert response.content == manifest.body, f"replica {replica}: {digest} bytes"
+                assert response.content == image.manifest, f"replica {replica}: {digest} bytes"
             else:
                 assert response.status_code == 404, f"replica {replica} serves deleted {digest}"
         if history.present[digest]:
-            blobs.update((b.digest, b) for b in manifest.blobs)
+            blobs.update((b.digest, b) for b in image.blobs)
     for digest, blob in blobs.items():
         for replica in range(len(client.urls)):
-            response = client.get_blob(replica, digest)
+            response = client.get_blob(repo, digest, at=replica)
             assert response.status_code == 200, f"replica {replica}: named blob {digest} missing"
             assert response.content == blob.data, f"replica {replica}: {digest} bytes differ"
     return len(blobs)
 
 
-def check_tags(client: Client, history: History) -> dict[str, str | None]:
+def check_tags(client: Client, repo: str, history: History) -> dict[str, str | None]:
     """Each tag resolves the same on every replica, to a state the history allows; the
     sequential tag to its last push; and the tag list holds exactly the tags that resolve.
     Returns what each tag resolves to."""
     resolved = {}
     resolving = set()
     for tag in [*SHARED_TAGS, SEQUENTIAL_TAG]:
-        seen = [served_digest(client.get_manifest(r, tag)) for r in range(len(client.urls))]
+        seen = [served_digest(client.get_manifest(repo, tag, expect=(200, 404), at=r))
+                for r in range(len(client.urls))]
         assert len(set(seen)) == 1, f"replicas disagree on {tag}: {seen}"
         allowed = history.allowed_tag_states(tag)
         assert seen[0] in allowed, f"{tag} resolves to {seen[0]}, allowed: {allowed}"
@@ -268,7 +283,7 @@ def check_tags(client: Client, history: History) -> dict[str, str | None]:
         if seen[0] is not None:
             resolving.add(tag)
     for replica in range(len(client.urls)):
-        listed = client.request(replica, "GET", f"/v2/{client.repo}/tags/list", expect=200)
+        listed = client.request("GET", f"/v2/{repo}/tags/list", expect=200, at=replica)
         assert set(listed.json().get("tags") or []) == resolving, (replica, listed.text)
     return resolved
 
@@ -284,12 +299,12 @@ def test_replicas_race_on_one_store(store, start_cluster, summary):
     history = History()
     seed = int(os.environ.get("STOWAGE_RACE_SEED", time.time_ns() % 1_000_000))
     began = time.monotonic()
-    contenders = [Client(cluster.urls, repo, log) for _ in cluster.urls]
+    contenders = [Client(cluster.urls, log=log) for _ in cluster.urls]
     with ThreadPoolExecutor(CLIENTS + 2) as pool:
-        work = [pool.submit(run_sequential, Client(cluster.urls, repo, log), history)]
-        work += [pool.submit(run_contested_uploads, contenders, history, seed)]
+        work = [pool.submit(run_sequential, Client(cluster.urls, log=log), repo, history)]
+        work += [pool.submit(run_contested_uploads, contenders, repo, history, seed)]
         work += [
-            pool.submit(run_client, cid, Client(cluster.urls, repo, log), history, seed + cid)
+            pool.submit(run_client, cid, Client(cluster.urls, log=log), repo, history, seed + cid)
             for cid in range(CLIENTS)
         ]
         failures = [f.exception() for f in work if f.exception() is not None]
@@ -297,14 +312,14 @@ def test_replicas_race_on_one_store(store, start_cluster, summary):
     if failures:
         raise AssertionError(f"{len(failures)} client(s) failed (seed {seed})") from failures[0]
 
-    checker = Client(cluster.urls, repo, log)
-    checked_blobs = check_manifests(checker, history)
-    tags = check_tags(checker, history)
+    checker = Client(cluster.urls, log=log)
+    checked_blobs = check_manifests(checker, repo, history)
+    tags = check_tags(checker, repo, history)
     # What the shared cache says must be what the store says: with the cache emptied,
     # every replica reads the store and must tell the same story.
     cluster.forget_cache()
-    check_manifests(checker, history)
-    assert check_tags(checker, history) == tags, "the store and the cache disagreed on tags"
+    check_manifests(checker, repo, history)
+    assert check_tags(checker, repo, history) == tags, "the store and the cache disagreed on tags"
     assert not log.server_errors, "5xx responses:\n" + "\n".join(log.server_errors[:20])
     assert cluster.lock_keys() == [], "locks left in Redis"
 

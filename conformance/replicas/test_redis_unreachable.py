@@ -5,20 +5,20 @@ from __future__ import annotations
 
 import time
 
-from oci_client import MANIFEST_TYPE, Blob
-from replica_client import CLOSE_AFTER, Client, Manifest, ResponseLog
+from harness.oci import CLOSE_AFTER, Blob, Client, Image, ResponseLog
 
 FAIL_FAST_SECS = 3.0
 RECONNECT_SECS = 2.0
+REPO = "redis/down"
 
 
-def push_image(client: Client, replica: int, name: str) -> Manifest:
+def push_image(client: Client, replica: int, name: str) -> Image:
     config, layer = Blob(f'{{"image":"{name}"}}'.encode()), Blob(name.encode() * 1024)
-    client.push_blob(replica, config)
-    client.chunked_upload([replica] * 3, layer)
-    manifest = Manifest.image(config, [layer], name)
-    client.push_manifest(replica, name, manifest)
-    return manifest
+    client.push_blob(REPO, config, expect=201, at=replica)
+    client.push_chunked(REPO, layer, at=[replica] * 3, expect=201)
+    image = Image(config, (layer,), name)
+    client.push_manifest(REPO, name, image.manifest, expect=201, at=replica)
+    return image
 
 
 def assert_fails_fast(what: str, attempt) -> None:
@@ -33,14 +33,14 @@ def assert_fails_fast(what: str, attempt) -> None:
     assert took < FAIL_FAST_SECS, f"{what} took {took:.1f}s to fail"
 
 
-def assert_reads_work(client: Client, replica: int, manifest: Manifest, tag: str) -> None:
-    for reference in (tag, manifest.digest):
-        response = client.get_manifest(replica, reference)
-        assert response.status_code == 200 and response.content == manifest.body, (
+def assert_reads_work(client: Client, replica: int, image: Image, tag: str) -> None:
+    for reference in (tag, image.digest):
+        response = client.get_manifest(REPO, reference, expect=(200, 404), at=replica)
+        assert response.status_code == 200 and response.content == image.manifest, (
             f"replica {replica}: manifest {reference}: {response.status_code}"
         )
-    for blob in manifest.blobs:
-        response = client.get_blob(replica, blob.digest)
+    for blob in image.blobs:
+        response = client.get_blob(REPO, blob.digest, at=replica)
         assert response.status_code == 200 and response.content == blob.data, (
             f"replica {replica}: blob {blob.digest}: {response.status_code}"
         )
@@ -49,7 +49,7 @@ def assert_reads_work(client: Client, replica: int, manifest: Manifest, tag: str
 def test_writes_fail_fast_and_reads_go_on_while_redis_is_down(start_cluster, redis, summary):
     cluster = start_cluster("fs")
     log = ResponseLog()
-    client = Client(cluster.urls, "redis/down", log)
+    client = Client(cluster.urls, log=log)
     replicas = range(len(cluster.urls))
     before = push_image(client, 0, "before")
     # Read once through every replica, so the cache holds what they will read again.
@@ -61,35 +61,30 @@ def test_writes_fail_fast_and_reads_go_on_while_redis_is_down(start_cluster, red
     slowest = 0.0
     for replica in replicas:
         blob = Blob(f"written while redis is down, through {replica}".encode())
-        uploads = f"/v2/{client.repo}/blobs/uploads/"
 
         def post_then_put():
-            location = client.start_upload(replica)  # takes no lock: 202
-            finish = f"{location}?digest={blob.digest}"
-            return client.request(replica, "PUT", finish, data=blob.data, headers=CLOSE_AFTER)
+            # The POST takes no lock: 202.
+            location = client.start_upload(REPO, expect=202, at=replica).headers["Location"]
+            return client.finish_upload(location, blob.digest, data=blob.data,
+                                        headers=CLOSE_AFTER, at=replica)
 
         began = time.monotonic()
         assert_fails_fast("upload POST+PUT", post_then_put)
         assert_fails_fast(
             "monolithic upload",
-            lambda: client.request(
-                replica, "POST", f"{uploads}?digest={blob.digest}", data=blob.data,
-                headers=CLOSE_AFTER,
-            ),
+            lambda: client.push_blob(REPO, blob, headers=CLOSE_AFTER, at=replica),
         )
-        manifest = Manifest.image(before.blobs[0], [], f"while down {replica}")
+        image = Image(before.blobs[0], (), f"while down {replica}")
         assert_fails_fast(
             "manifest PUT",
-            lambda: client.request(
-                replica, "PUT", f"/v2/{client.repo}/manifests/down", data=manifest.body,
-                headers={"Content-Type": MANIFEST_TYPE, **CLOSE_AFTER},
-            ),
+            lambda: client.push_manifest(REPO, "down", image.manifest, headers=CLOSE_AFTER,
+                                         at=replica),
         )
         slowest = max(slowest, time.monotonic() - began)
         assert_reads_work(client, replica, before, "before")
         # The refused writes left nothing visible.
-        assert client.get_manifest(replica, "down").status_code == 404
-        assert client.get_blob(replica, blob.digest).status_code == 404
+        assert client.get_manifest(REPO, "down", expect=(200, 404), at=replica).status_code == 404
+        assert client.get_blob(REPO, blob.digest, at=replica).status_code == 404
     for i, replica in enumerate(cluster.replicas):
         logged = replica.log_after(logged_before[i], "redis").lower()
         assert "redis" in logged, f"replica {i} did not log the failure: {logged!r}"
@@ -115,10 +110,7 @@ def writes_refused_on_reconnect(client: Client, replica: int) -> int:
     deadline = time.monotonic() + RECONNECT_SECS
     for refused in range(3):
         blob = Blob(f"written after redis came back, through {replica}, try {refused}".encode())
-        response = client.request(
-            replica, "POST", f"/v2/{client.repo}/blobs/uploads/?digest={blob.digest}",
-            expect=(201, 503), data=blob.data,
-        )
+        response = client.push_blob(REPO, blob, expect=(201, 503), at=replica)
         if response.status_code == 201:
             return refused
         assert time.monotonic() < deadline, f"replica {replica} still refuses writes"

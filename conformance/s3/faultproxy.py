@@ -341,7 +341,7 @@ def resigned(method: str, path: str, headers: dict, body: bytes) -> dict:
     from botocore.auth import S3SigV4Auth
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
-    from services import S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY
+    from harness.services import S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY
 
     kept = {k: v for k, v in headers.items()
             if k.lower() not in CONDITIONAL and k.lower() not in SIGNATURE}

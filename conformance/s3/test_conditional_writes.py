@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import pytest
 from botocore.exceptions import ClientError
-from configs import s3_toml
+
 from faultproxy import FORWARD, REJECT, STRIP
-from s3_client import expect, make_image, push_chunked, push_image, push_manifest
+from harness.oci import Client, make_image
+from harness.services import s3_toml
 
 REPO = "cond/app"
 TAG_KEY = f"v2/repositories/{REPO}/_manifests/tags/latest/current/link"
@@ -96,7 +97,7 @@ def test_commit_writes_carry_the_conditions_the_server_enforces(s3, proxy, regis
     probe_line(registry)
     first, second = make_image("cond-1", 1000), make_image("cond-2", 2000)
 
-    push_image(registry.url, REPO, "latest", first)
+    Client(registry.url).push_image(REPO, "latest", first, expect=201)
     log = proxy.log()
     tag_puts = [e for e in log if e.key == TAG_KEY and e.action == "PutObject"]
     links = [e for e in log if e.action == "PutObject" and e.key.endswith("/link")]
@@ -104,7 +105,7 @@ def test_commit_writes_carry_the_conditions_the_server_enforces(s3, proxy, regis
     if not ENFORCES[s3.name]:
         # Nothing the store would ignore is sent: the lock alone guards these commits.
         assert conditions_sent(proxy) == []
-        push_image(registry.url, REPO, "latest", second)
+        Client(registry.url).push_image(REPO, "latest", second, expect=201)
         assert conditions_sent(proxy) == []
         return
     assert [(e.conditions, e.status) for e in tag_puts] == [((("if-none-match", "*"),), 200)]
@@ -113,13 +114,13 @@ def test_commit_writes_carry_the_conditions_the_server_enforces(s3, proxy, regis
 
     # Moving the tag replaces exactly the version read under the lock.
     proxy.reset_log()
-    push_image(registry.url, REPO, "latest", second)
+    Client(registry.url).push_image(REPO, "latest", second, expect=201)
     tag_puts = [e for e in proxy.log() if e.key == TAG_KEY and e.action == "PutObject"]
     assert [(e.conditions, e.status) for e in tag_puts] == [((("if-match", etag),), 200)]
 
     # Pushing again finds the content-addressed objects there: refused, and that is success.
     proxy.reset_log()
-    expect(push_manifest(registry.url, REPO, "latest", first), 201)
+    Client(registry.url).push_manifest(REPO, "latest", first.manifest, expect=201)
     refused = [e for e in proxy.log() if e.status == 412]
     assert refused and all(e.conditions == (("if-none-match", "*"),) for e in refused)
     assert not any(e.key == TAG_KEY for e in refused)
@@ -130,20 +131,21 @@ def test_copies_carry_no_condition_the_server_ignores(s3, proxy, registries):
     registry = registries.start(s3_toml("blob_store", proxy.endpoint, bucket))
     probe_line(registry)
     blob = make_image("cond-again", 3000).layers[0]
-    expect(push_chunked([registry.url], REPO, blob, 3000), 201)
+    Client(registry.url).push_chunked(REPO, blob, 3000, expect=201)
     copies = [e for e in proxy.log()
               if e.action == "CopyObject" and not e.key.startswith(PROBE_KEYS)]
     assert [(e.conditions, e.status) for e in copies] == [((), 200)]
     # Again: the completion finds the content address taken (before copying) and succeeds.
     proxy.reset_log()
-    expect(push_chunked([registry.url], REPO, blob, 1000), 201)
+    Client(registry.url).push_chunked(REPO, blob, 1000, expect=201)
     assert not [e for e in proxy.log() if e.action == "CopyObject"]
 
 
 def push_two_tags(registry) -> None:
     for i, size in enumerate((1500, 7 * 1024 * 1024)):
         image = make_image(f"cond-fault-{i}", size)
-        push_image(registry.url, REPO, "latest", image, chunk_size=2 * 1024 * 1024 if i else None)
+        Client(registry.url).push_image(REPO, "latest", image,
+                                        chunk_size=2 * 1024 * 1024 if i else None, expect=201)
 
 
 @pytest.mark.parametrize("mode, found", [(STRIP, "ignored"), (REJECT, "rejected")])

@@ -6,19 +6,10 @@ from __future__ import annotations
 
 import time
 
-from configs import s3_toml
 from faultproxy import Faults, Scripted
-from services import wait_until
-from s3_client import (
-    PushFailed,
-    assert_pulls,
-    error_codes,
-    expect,
-    make_image,
-    push_image,
-    push_monolithic,
-    random_blob,
-)
+from harness.oci import Client, UnexpectedStatus, error_codes, make_image, random_blob
+from harness.process import wait_until
+from harness.services import s3_toml
 from trees import BucketTree, blob_key, layout_problems
 
 MiB = 1024 * 1024
@@ -49,10 +40,10 @@ def test_pushes_under_random_faults_succeed_or_fail_clearly(s3, proxy, registrie
     for i in range(4):
         image = make_image(f"faults-{i}", 6 * MiB, 200 * 1024)
         try:
-            push_image(registry.url, f"faults/app{i % 2}", f"v{i}", image,
-                       chunk_size=2 * MiB if i % 2 else None)
+            Client(registry.url).push_image(f"faults/app{i % 2}", f"v{i}", image,
+                                            chunk_size=2 * MiB if i % 2 else None, expect=201)
             pushed.append((i, image))
-        except PushFailed as e:
+        except UnexpectedStatus as e:
             assert e.response.status_code >= 500, e
             error_codes(e.response)
             failed.append(i)
@@ -66,7 +57,7 @@ def test_pushes_under_random_faults_succeed_or_fail_clearly(s3, proxy, registrie
     assert len(pushed) >= 3, f"only {len(pushed)} of 4 pushes survived retries"
     assert_consistent(s3, bucket)
     for i, image in pushed:
-        assert_pulls(registry.url, f"faults/app{i % 2}", f"v{i}", image)
+        Client(registry.url).assert_pulls(f"faults/app{i % 2}", f"v{i}", image)
 
 
 def test_exhausted_retries_fail_with_a_clear_error_and_store_nothing(s3, proxy, registries):
@@ -74,14 +65,14 @@ def test_exhausted_retries_fail_with_a_clear_error_and_store_nothing(s3, proxy, 
     registry = start(registries, proxy, bucket, max_attempts=2)
     blob = random_blob("exhausted", 64 * 1024)
     proxy.set_faults(Faults(fail=1.0, errors=("SlowDown",), actions=WRITES))
-    response = push_monolithic(registry.url, "exhausted/app", blob)
+    response = Client(registry.url).push_blob("exhausted/app", blob)
     assert response.status_code == 503, response.text
     assert error_codes(response) == ["UNAVAILABLE"]
     attempts = [e for e in proxy.log() if e.key == blob_key(blob.digest) and e.action in WRITES]
     assert len(attempts) == 2, attempts
     proxy.clear()
     assert blob_key(blob.digest) not in BucketTree(s3.client(), bucket).keys()
-    expect(push_monolithic(registry.url, "exhausted/app", blob), 201)
+    Client(registry.url).push_blob("exhausted/app", blob, expect=201)
     assert_consistent(s3, bucket)
 
 
@@ -91,7 +82,7 @@ def test_a_slow_attempt_is_cut_and_retried(s3, proxy, registries):
     blob = random_blob("slow", 64 * 1024)
     proxy.inject(Scripted(action="PutObject", count=1, delay_secs=5))
     began = time.monotonic()
-    expect(push_monolithic(registry.url, "slow/app", blob), 201)
+    Client(registry.url).push_blob("slow/app", blob, expect=201)
     elapsed = time.monotonic() - began
     assert elapsed < 4, f"the slow attempt was not cut at its timeout ({elapsed:.1f}s)"
     print(f"slow attempt: push took {elapsed:.2f}s")
@@ -114,7 +105,7 @@ def test_the_operation_timeout_bounds_every_attempt_together(s3, proxy, registri
     blob = random_blob("bounded", 64 * 1024)
     proxy.set_faults(Faults(delay=1.0, delay_secs=1.5, actions=frozenset({"PutObject"})))
     began = time.monotonic()
-    response = push_monolithic(registry.url, "bounded/app", blob)
+    response = Client(registry.url).push_blob("bounded/app", blob)
     elapsed = time.monotonic() - began
     # Ten attempts of a second each, with backoff between them, would take far longer.
     assert elapsed < 6, f"the push took {elapsed:.1f}s"

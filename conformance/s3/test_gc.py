@@ -4,51 +4,16 @@ of writes that never committed are aborted; a dry run only tells."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import subprocess
 
 import pytest
-import requests
 
-from configs import s3_toml
-from s3_client import TIMEOUT
+from harness.oci import Blob, Client, Image
+from harness.services import s3_toml
 from trees import BucketTree
 
 PREFIX = "collected"
 REPO = "house/app"
-
-
-def push_blob(url: str, data: bytes) -> str:
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    response = requests.post(
-        f"{url}/v2/{REPO}/blobs/uploads/?digest={digest}",
-        data=data,
-        headers={"Content-Type": "application/octet-stream"},
-        timeout=TIMEOUT,
-    )
-    assert response.status_code == 201, response.text
-    return digest
-
-
-def push_image(url: str, tag: str, config: bytes, layer: bytes) -> bytes:
-    """A one-layer image tagged `tag`: its manifest."""
-    manifest = json.dumps({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": push_blob(url, config), "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": push_blob(url, layer), "size": len(layer)}],
-    }).encode()
-    response = requests.put(
-        f"{url}/v2/{REPO}/manifests/{tag}",
-        data=manifest,
-        headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
-        timeout=TIMEOUT,
-    )
-    assert response.status_code == 201, response.text
-    return manifest
 
 
 LAYOUTS = ("s3", "s3-blobs+fs-meta", "fs-blobs+s3-meta")
@@ -82,8 +47,10 @@ def test_gc_on_s3_deletes_the_unreferenced_and_aborts_crashed_multipart_uploads(
     fs_root = tmp_path / "fs-store"
     stores = store_tables(layout, s3.endpoint, bucket, fs_root)
     registry = registries.start(stores)
-    manifest = push_image(registry.url, "v1", b"{}", b"the kept layer")
-    orphan = push_blob(registry.url, b"a layer no manifest names")
+    kept = Image(Blob(b"{}"), (Blob(b"the kept layer"),))
+    Client(registry.url).push_image(REPO, "v1", kept, expect=201)
+    orphan = Blob(b"a layer no manifest names")
+    Client(registry.url).push_blob(REPO, orphan, expect=201)
     registry.stop()
     # A write whose process died: moto reports every multipart upload as initiated in 2010.
     crashed = f"{PREFIX}/v2/blobs/sha256/00/{'0' * 64}/data"
@@ -102,23 +69,14 @@ def test_gc_on_s3_deletes_the_unreferenced_and_aborts_crashed_multipart_uploads(
 
     out = collect("--dry-run")
     assert "would delete 1 blobs" in out and "and 1 multipart uploads" in out, out
-    assert blob_stored(layout, tree, fs_root, orphan)
+    assert blob_stored(layout, tree, fs_root, orphan.digest)
     assert tree.pending_multipart_uploads() == [crashed]
 
     out = collect()
     assert "deleted 1 blobs" in out and "and 1 multipart uploads" in out, out
-    assert not blob_stored(layout, tree, fs_root, orphan)
+    assert not blob_stored(layout, tree, fs_root, orphan.digest)
     assert tree.pending_multipart_uploads() == []
 
     registry = registries.start(stores)
-    pulled = requests.get(
-        f"{registry.url}/v2/{REPO}/manifests/v1",
-        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
-        timeout=TIMEOUT,
-    )
-    assert pulled.status_code == 200 and pulled.content == manifest
-    for layer in json.loads(manifest)["layers"] + [json.loads(manifest)["config"]]:
-        response = requests.get(f"{registry.url}/v2/{REPO}/blobs/{layer['digest']}", timeout=TIMEOUT)
-        assert response.status_code == 200, layer
-        assert "sha256:" + hashlib.sha256(response.content).hexdigest() == layer["digest"]
-    assert requests.head(f"{registry.url}/v2/{REPO}/blobs/{orphan}", timeout=TIMEOUT).status_code == 404
+    Client(registry.url).assert_pulls(REPO, "v1", kept)
+    assert Client(registry.url).get_blob(REPO, orphan.digest, "HEAD").status_code == 404

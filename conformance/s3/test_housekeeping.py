@@ -8,9 +8,10 @@ import time
 import pytest
 import requests
 
-from configs import s3_toml
-from s3_client import TIMEOUT
-from services import fs_toml, wait_until
+from harness.oci import TIMEOUT, Client
+from harness.process import wait_until
+from harness.registry import fs_toml
+from harness.services import s3_toml
 from trees import BucketTree, FsTree
 
 MAX_AGE_SECS = 3
@@ -20,16 +21,9 @@ PREFIX = "purged"
 
 def start_session(url: str) -> str:
     """An upload with one chunk received: its URL."""
-    response = requests.post(f"{url}/v2/house/app/blobs/uploads/", timeout=TIMEOUT)
-    assert response.status_code == 202, response.text
-    location = url + response.headers["Location"]
-    response = requests.patch(
-        location,
-        data=b"x" * 100_000,
-        headers={"Content-Type": "application/octet-stream", "Content-Range": "0-99999"},
-        timeout=TIMEOUT,
-    )
-    assert response.status_code == 202, response.text
+    client = Client(url)
+    location = client.start_upload("house/app", expect=202).headers["Location"]
+    response = client.patch_chunk(location, 0, b"x" * 100_000, expect=202)
     return url + response.headers["Location"]
 
 

@@ -10,10 +10,11 @@ import signal
 import subprocess
 from dataclasses import dataclass
 
-from configs import s3_toml
 from faultproxy import Faults
-from s3_client import assert_pulls, catalog, make_image, push_image
-from services import fs_toml, wait_until
+from harness.oci import Client, make_image
+from harness.process import wait_until
+from harness.registry import fs_toml
+from harness.services import s3_toml
 from trees import BLOB, BucketTree, FsTree, copy_tree, layout_problems
 
 MiB = 1024 * 1024
@@ -26,15 +27,15 @@ def push_images(url: str, count: int = 2) -> dict[tuple[str, str], object]:
     for i in range(count):
         image = make_image(f"migrate-{i}", 3 * MiB + i, 4096)
         repo, tag = f"migrate/app{i % 2}", f"v{i}"
-        push_image(url, repo, tag, image, chunk_size=MiB if i % 2 else None)
+        Client(url).push_image(repo, tag, image, chunk_size=MiB if i % 2 else None, expect=201)
         images[(repo, tag)] = image
     return images
 
 
 def assert_serves(url: str, images: dict) -> None:
-    assert catalog(url) == sorted({repo for repo, _ in images})
+    assert Client(url).catalog() == sorted({repo for repo, _ in images})
     for (repo, tag), image in images.items():
-        assert_pulls(url, repo, tag, image)
+        Client(url).assert_pulls(repo, tag, image)
 
 
 def test_a_filesystem_tree_copied_into_a_bucket_serves_the_same_images(s3, registries, tmp_path):

@@ -10,11 +10,9 @@ from __future__ import annotations
 import json
 import time
 
-import requests
-from configs import s3_toml
 from faultproxy import Faults
-from oci_client import MANIFEST_TYPE, sha256
-from s3_client import TIMEOUT, expect, make_image, push_image, push_manifest
+from harness.oci import MANIFEST_TYPE, Client, expect, make_image, sha256_digest
+from harness.services import s3_toml
 
 # Seconds added to every S3 request: well above what the mock and the proxy take themselves,
 # so that time counts round trips.
@@ -46,20 +44,22 @@ def slowest_path(proxy, action) -> tuple[float, int]:
     return best
 
 
-def test_a_manifest_of_many_layers_costs_the_round_trips_of_one(s3, proxy, registries, figures):
+def test_a_manifest_of_many_layers_costs_the_round_trips_of_one(s3, proxy, registries, summary):
     # Checking every layer is what makes a manifest cost more the more layers it has.
     checked = "[registry]\nallow_missing_manifest_references = false\n"
     registry = s3_registry(s3, proxy, registries, checked)
     one, many = make_image("rt-one", 1024), make_image("rt-many", *[1024] * LAYERS)
+    client = Client(registry.url)
     for name, image in (("one", one), ("many", many)):
-        push_image(registry.url, f"rt/{name}", "first", image)
+        client.push_image(f"rt/{name}", "first", image, expect=201)
     proxy.set_faults(Faults(delay=1.0, delay_secs=LATENCY))
     timed = {}
     for name, image in (("one", one), ("many", many)):
         timed[name] = slowest_path(
-            proxy, lambda run: expect(push_manifest(registry.url, f"rt/{name}", f"t{run}", image), 201)
+            proxy,
+            lambda run: client.push_manifest(f"rt/{name}", f"t{run}", image.manifest, expect=201),
         )
-        figures.append(
+        summary(
             f"manifest PUT with {len(image.layers)} layer(s), {LATENCY * 1000:.0f} ms per S3 request: "
             f"{timed[name][0]:.1f} round trips' time, {timed[name][1]} S3 requests"
         )
@@ -82,34 +82,27 @@ def referrer(subject: bytes, config, index: int) -> bytes:
             "config": config.descriptor("application/vnd.oci.empty.v1+json"),
             "layers": [],
             "annotations": {"index": str(index)},
-            "subject": {"mediaType": MANIFEST_TYPE, "digest": sha256(subject), "size": len(subject)},
+            "subject": {"mediaType": MANIFEST_TYPE, "digest": sha256_digest(subject), "size": len(subject)},
         }
     ).encode()
 
 
-def test_a_referrers_listing_reads_its_referrers_at_once(s3, proxy, registries, figures):
+def test_a_referrers_listing_reads_its_referrers_at_once(s3, proxy, registries, summary):
     registry = s3_registry(s3, proxy, registries)
     image = make_image("rt-subject", 1024)
-    push_image(registry.url, "rt/subject", "latest", image)
+    client = Client(registry.url)
+    client.push_image("rt/subject", "latest", image, expect=201)
     for index in range(LAYERS):
         body = referrer(image.manifest, image.config, index)
-        expect(
-            requests.put(
-                f"{registry.url}/v2/rt/subject/manifests/{sha256(body)}",
-                data=body,
-                headers={"Content-Type": MANIFEST_TYPE},
-                timeout=TIMEOUT,
-            ),
-            201,
-        )
+        client.push_manifest("rt/subject", sha256_digest(body), body, expect=201)
     proxy.set_faults(Faults(delay=1.0, delay_secs=LATENCY))
 
     def listing(_run):
-        response = requests.get(f"{registry.url}/v2/rt/subject/referrers/{image.digest}", timeout=TIMEOUT)
+        response = client.referrers("rt/subject", image.digest)
         assert len(expect(response, 200).json()["manifests"]) == LAYERS
 
     trips, made = slowest_path(proxy, listing)
-    figures.append(
+    summary(
         f"referrers listing of {LAYERS} referrers, {LATENCY * 1000:.0f} ms per S3 request: "
         f"{trips:.1f} round trips' time, {made} S3 requests"
     )

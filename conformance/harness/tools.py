@@ -5,16 +5,11 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
-import requests
-
-from .layout import MANIFEST_TYPES, BuiltImage, OciLayout, sha256_digest
-from .registry import Registry
-
-ACCEPT_MANIFESTS = ", ".join(MANIFEST_TYPES)
-HTTP_TIMEOUT = 60
+from harness.layout import BuiltImage, OciLayout
+from harness.oci import MANIFEST_TYPES, Client
+from harness.registry import Registry
 
 
 class CommandFailed(AssertionError):
@@ -126,14 +121,15 @@ def assert_layout_images_identical(src: OciLayout, src_tag: str, dst: OciLayout,
 def assert_registry_serves_image(reg: Registry, repo: str, layout: OciLayout, desc: dict) -> None:
     """Over plain HTTP, every manifest of the image is served by digest with
     identical bytes and media type, and every blob with identical bytes."""
+    client = Client(reg.url)
     for digest, media_type in layout.graph(desc).items():
         expected = layout.blob(digest)
         if media_type in MANIFEST_TYPES:
-            r = get_manifest(reg, repo, digest)
+            r = client.get_manifest(repo, digest)
             assert r.status_code == 200, f"GET manifest {digest}: {r.status_code} {r.text[:300]}"
             assert r.headers.get("Content-Type", "").split(";")[0] == media_type
         else:
-            r = get_blob(reg, repo, digest)
+            r = client.get_blob(repo, digest)
             assert r.status_code == 200, f"GET blob {digest}: {r.status_code} {r.text[:300]}"
         assert r.content == expected, f"{digest} served with different bytes"
         dcd = r.headers.get("Docker-Content-Digest")
@@ -151,39 +147,6 @@ def roundtrip_with_skopeo(img: BuiltImage, reg: Registry, repo: str, out_dir: Pa
     assert_layout_images_identical(img.layout, img.tag, pulled, img.tag)
     assert_registry_serves_image(reg, repo, img.layout, img.desc)
     return pulled
-
-
-# --------------------------------------------------------------------------
-# raw HTTP
-
-def get_manifest(reg: Registry, repo: str, ref: str, method: str = "GET") -> requests.Response:
-    return requests.request(method, f"{reg.url}/v2/{repo}/manifests/{ref}",
-                            headers={"Accept": ACCEPT_MANIFESTS}, timeout=HTTP_TIMEOUT)
-
-
-def get_blob(reg: Registry, repo: str, digest: str, method: str = "GET") -> requests.Response:
-    return requests.request(method, f"{reg.url}/v2/{repo}/blobs/{digest}", timeout=HTTP_TIMEOUT)
-
-
-def put_manifest(reg: Registry, repo: str, ref: str, body: bytes, media_type: str) -> requests.Response:
-    return requests.put(f"{reg.url}/v2/{repo}/manifests/{ref}", data=body,
-                        headers={"Content-Type": media_type}, timeout=HTTP_TIMEOUT)
-
-
-def push_blob_monolithic(reg: Registry, repo: str, data: bytes) -> str:
-    """POST + PUT ?digest= with the whole body; returns the digest."""
-    digest = sha256_digest(data)
-    r = requests.post(f"{reg.url}/v2/{repo}/blobs/uploads/", timeout=HTTP_TIMEOUT)
-    assert r.status_code == 202, f"POST upload: {r.status_code} {r.text[:300]}"
-    loc = absolute(reg, r.headers["Location"])
-    r = requests.put(loc, params={"digest": digest}, data=data,
-                     headers={"Content-Type": "application/octet-stream"}, timeout=HTTP_TIMEOUT)
-    assert r.status_code == 201, f"PUT upload: {r.status_code} {r.text[:300]}"
-    return digest
-
-
-def absolute(reg: Registry, location: str) -> str:
-    return location if location.startswith("http") else reg.url + location
 
 
 # --------------------------------------------------------------------------
@@ -211,18 +174,3 @@ class ContainerTool:
 
     def out(self, *args: str, **kw) -> str:
         return self(*args, **kw).stdout.decode().strip()
-
-
-def private_tool(name: str, tmp_path: Path):
-    """podman or buildah with storage of its own (a fixture's body); its runroot under /tmp,
-    since podman refuses one longer than 50 characters. Fails (never skips) with a clear
-    message when the tool cannot run here."""
-    runroot = Path(tempfile.mkdtemp(prefix=f"{name[:3]}-run-", dir="/tmp"))
-    try:
-        tool = ContainerTool(name, tmp_path / f"{name}-root", runroot)
-        tool("info", timeout=60)
-    except (AssertionError, OSError) as e:
-        shutil.rmtree(runroot, ignore_errors=True)
-        raise AssertionError(f"{name} cannot run in this environment (rootful, vfs storage): {e}")
-    yield tool
-    shutil.rmtree(runroot, ignore_errors=True)

@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from services import free_port
+from harness.process import free_port
 
 
 def b64url(data: bytes) -> str:

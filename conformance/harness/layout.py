@@ -8,7 +8,6 @@ run pushes layers the registry has never seen.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import json
 import os
@@ -18,27 +17,18 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-MT_INDEX = "application/vnd.oci.image.index.v1+json"
-MT_CONFIG = "application/vnd.oci.image.config.v1+json"
-MT_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
-MT_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
-MT_EMPTY = "application/vnd.oci.empty.v1+json"
-MANIFEST_TYPES = (
-    MT_MANIFEST,
-    MT_INDEX,
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
+from harness.oci import (
+    CONFIG_TYPE,
+    INDEX_TYPE,
+    LAYER_GZIP_TYPE,
+    LAYER_TYPE,
+    MANIFEST_TYPE,
+    MANIFEST_TYPES,
+    canonical_json,
+    sha256_digest,
 )
+
 REF_NAME = "org.opencontainers.image.ref.name"
-
-
-def sha256_digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def canonical_json(obj) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
 
 
 def host_arch() -> str:
@@ -102,8 +92,8 @@ def make_layer(gzip_it: bool = False, **tar_kwargs) -> Layer:
     tar, files = random_tar(**tar_kwargs)
     diff_id = sha256_digest(tar)
     if gzip_it:
-        return Layer(gzip.compress(tar, mtime=0), MT_LAYER_GZIP, diff_id, files)
-    return Layer(tar, MT_LAYER_TAR, diff_id, files)
+        return Layer(gzip.compress(tar, mtime=0), LAYER_GZIP_TYPE, diff_id, files)
+    return Layer(tar, LAYER_TYPE, diff_id, files)
 
 
 # --------------------------------------------------------------------------
@@ -140,21 +130,21 @@ class OciLayout:
             "rootfs": {"type": "layers", "diff_ids": [l.diff_id for l in layers]},
             "history": [{"created_by": f"stowage conformance layer {i}"} for i in range(len(layers))],
         }
-        config_desc = self.add_blob(canonical_json(config), MT_CONFIG)
+        config_desc = self.add_blob(canonical_json(config), CONFIG_TYPE)
         manifest = {
             "schemaVersion": 2,
-            "mediaType": MT_MANIFEST,
+            "mediaType": MANIFEST_TYPE,
             "config": config_desc,
             "layers": [self.add_blob(l.data, l.media_type) for l in layers],
         }
         if annotations:
             manifest["annotations"] = annotations
-        return self.add_blob(canonical_json(manifest), MT_MANIFEST,
+        return self.add_blob(canonical_json(manifest), MANIFEST_TYPE,
                              platform={"architecture": arch, "os": os_name})
 
     def add_index(self, manifests: list[dict]) -> dict:
-        index = {"schemaVersion": 2, "mediaType": MT_INDEX, "manifests": manifests}
-        return self.add_blob(canonical_json(index), MT_INDEX)
+        index = {"schemaVersion": 2, "mediaType": INDEX_TYPE, "manifests": manifests}
+        return self.add_blob(canonical_json(index), INDEX_TYPE)
 
     def tag(self, name: str, desc: dict) -> None:
         index = self.index()

@@ -1,8 +1,9 @@
 """A small OpenTelemetry collector for the tests: takes OTLP/HTTP trace exports (protobuf,
 decoded with the `opentelemetry-proto` package) on a loopback port and keeps their spans.
 
-Run as a program (`otlp_receiver.py PORT`) it serves until killed and takes every export
-without decoding it, costing the benchmarks' machine as little as a collector can."""
+Run as a program (`python -m harness.otlp_receiver PORT` in conformance/) it serves until
+killed and takes every export without decoding it, costing the benchmarks' machine as
+little as a collector can."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest, ExportTraceServiceResponse)
 
-from services import free_port
+from harness.process import free_port
 
 PATH = "/v1/traces"
 

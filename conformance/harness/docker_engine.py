@@ -9,8 +9,9 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
+
+from harness.process import StartError, start
 
 
 class DockerFailed(AssertionError):
@@ -30,20 +31,17 @@ class DockerEngine:
             shutil.copy(ca, self.certs_d / "ca.crt")
         self.env = {**os.environ, "DOCKER_HOST": f"unix://{self.socket}",
                     "DOCKER_CONFIG": str(self.dir / "client")}
-        self.log = open(self.dir / "dockerd.log", "wb")
-        self.proc = subprocess.Popen(
-            ["dockerd", "--iptables=false", "--ip6tables=false", "--bridge=none",
-             "--data-root", str(self.dir / "root"), "--exec-root", str(self.dir / "exec"),
-             "--pidfile", str(self.dir / "docker.pid"), "-H", f"unix://{self.socket}",
-             *(f"--registry-mirror={mirror}" for mirror in mirrors)],
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 60
-        while self("version", check=False).returncode != 0:
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                log = (self.dir / "dockerd.log").read_text(errors="replace")[-3000:]
-                self.stop()
-                raise DockerFailed(f"dockerd did not start:\n{log}")
-            time.sleep(0.5)
+        try:
+            self.process = start(
+                ["dockerd", "--iptables=false", "--ip6tables=false", "--bridge=none",
+                 "--data-root", self.dir / "root", "--exec-root", self.dir / "exec",
+                 "--pidfile", self.dir / "docker.pid", "-H", f"unix://{self.socket}",
+                 *(f"--registry-mirror={mirror}" for mirror in mirrors)],
+                self.dir / "dockerd.log", lambda: self("version", check=False).returncode == 0,
+                "dockerd", timeout=60)
+        except StartError as e:
+            self._remove()
+            raise DockerFailed(str(e)) from None
 
     def __call__(self, *args: str, check: bool = True, stdin: bytes | None = None):
         cp = subprocess.run(["docker", *args], env=self.env, capture_output=True,
@@ -56,14 +54,10 @@ class DockerEngine:
         return self(*args).stdout.decode().strip()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.log.close()
+        self.process.stop()
+        self._remove()
+
+    def _remove(self) -> None:
         if self.certs_d is not None:
             shutil.rmtree(self.certs_d, ignore_errors=True)
         shutil.rmtree(self.dir, ignore_errors=True)
