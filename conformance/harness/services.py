@@ -214,10 +214,12 @@ class RedisServer:
         return f'[cache.redis]\nurl = "{self.url}"\nkey_prefix = "{prefix}"\n'
 
 
-def start_distribution(workdir: Path, storage: Path | None = None, auth_yaml: str = "") -> Registry:
+def start_distribution(workdir: Path, storage: Path | None = None, auth_yaml: str = "",
+                       tls_yaml: str = "", tls_client: dict | None = None) -> Registry:
     """Debian's `docker-registry` (CNCF Distribution 2.8) on the filesystem root `storage`
     (default `<workdir>/root`; its data lands under `<storage>/docker/registry`); `auth_yaml`
-    is its `auth:` section, if any."""
+    is its `auth:` section, if any. `tls_yaml` is its `http.tls` section (indented under
+    `http:`), and `tls_client` what `requests` needs to reach it over https then."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     storage = Path(storage or workdir / "root")
@@ -232,10 +234,12 @@ def start_distribution(workdir: Path, storage: Path | None = None, auth_yaml: st
         f"  filesystem:\n    rootdirectory: {json.dumps(str(storage))}\n"
         "  delete:\n    enabled: true\n"
         f"http:\n  addr: {json.dumps(f'127.0.0.1:{port}')}\n"
+        f"{tls_yaml}"
         f"{auth_yaml}"
     )
     binary = shutil.which("docker-registry")
     if not binary:
         raise StartError("Debian's `docker-registry` (CNCF Distribution) is not installed; "
                          "run conformance/install-deps.sh")
-    return launch(DISTRIBUTION, [binary, "serve", config], workdir, port, storage)
+    return launch(DISTRIBUTION, [binary, "serve", config], workdir, port, storage,
+                  tls_client=tls_client)

@@ -1,7 +1,7 @@
 """Stowage as a pull-through mirror (issue 21): cold pulls byte-identical to the upstream's,
 one upstream fetch for concurrent misses across replicas, nothing kept from a lying upstream,
 stale tags served while the upstream is down or rate-limiting, tags re-checked after their
-TTL, pushes refused, and the token flow."""
+TTL, pushes refused, the token flow, and an https upstream asking for a client certificate."""
 
 from __future__ import annotations
 
@@ -19,8 +19,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import mirror_toml
+from conftest import USER, mirror_toml
 from harness import process
+from harness.pki import Ca
+from harness.services import start_distribution
+from harness.token_server import TokenServer
 from harness.docker_engine import DockerEngine
 from harness.oci import MANIFEST_TYPE, Client
 
@@ -167,6 +170,48 @@ def test_the_token_flow_and_ns_selection(token_upstream, start, tmp_path):
     assert pull_dir(f"{mirror.host}/hub/team/app:v1", tmp_path / "pulled")
     # One token per scope, reused from the cache for the blobs and later pulls.
     assert token_upstream.token_server.requests.count(("repository:team/app:pull",)) == 1
+
+
+def test_an_https_upstream_with_a_client_certificate_and_a_token_file(upstream, start, tmp_path):
+    """The upstream's TLS options and a token read from a file: Distribution over https on
+    the `upstream` fixture's root, asking for a client certificate, behind token auth. The
+    pull works with all three; without the CA bundle or the client certificate it fails; the
+    token server is never asked (the file's token is sent as it is)."""
+    image = upstream.push("team/app", "v1", [os.urandom(300_000)])
+    work = tmp_path / "https-upstream"
+    work.mkdir()
+    ca = Ca("upstream CA")
+    ca_pem = work / "ca.pem"
+    ca_pem.write_bytes(ca.cert_pem)
+    server_cert, server_key = ca.server("upstream").write(work / "server.pem", work / "server.key")
+    client_cert, client_key = ca.client("mirror").write(work / "client.pem", work / "client.key")
+    tokens = TokenServer(work, USER, "unused")
+    token_file = work / "token"
+    token_file.write_text(tokens.token(USER, ["repository:team/app:pull"]) + "\n")
+    tls_yaml = (f"  tls:\n    certificate: {server_cert}\n    key: {server_key}\n"
+                f"    clientcas:\n      - {ca_pem}\n")
+    https = start_distribution(work, storage=upstream.registry.storage, auth_yaml=tokens.distribution_yaml(),
+                               tls_yaml=tls_yaml, tls_client={"verify": str(ca_pem), "cert": (str(client_cert), str(client_key))})
+    try:
+        def mirror_of(options: str):
+            return Client(start(
+                f'[[repository."hub".upstream]]\nurl = "{https.url}"\ntoken_file = "{token_file}"\n'
+                f"timeout_secs = 5\n{options}").url)
+
+        certificate = f'client_certificate = "{client_cert}"\nclient_key = "{client_key}"\n'
+        for options in (certificate, f'ca_bundle = "{ca_pem}"\n'):
+            r = mirror_of(options).get_manifest("hub/team/app", "v1")
+            assert r.status_code in (502, 503), r.text
+        mirror = mirror_of(f'ca_bundle = "{ca_pem}"\n{certificate}')
+        r = mirror.get_manifest("hub/team/app", "v1")
+        assert r.status_code == 200 and r.headers["Docker-Content-Digest"] == image["digest"], r.text
+        layer = image["layers"][0]["digest"]
+        r = mirror.get_blob("hub/team/app", layer)
+        assert r.status_code == 200 and hashlib.sha256(r.content).hexdigest() == layer.split(":")[1]
+        assert tokens.requests == []
+    finally:
+        https.stop()
+        tokens.stop()
 
 
 def tar_layer(name: str, content: bytes) -> bytes:
