@@ -82,7 +82,7 @@ def test_concurrent_cold_pulls_through_three_replicas_fetch_once(upstream, start
     with concurrent.futures.ThreadPoolExecutor(24) as pool:
         digests = list(pool.map(pull, range(24)))
     assert digests == [digest] * 24
-    assert upstream.proxy.blob_gets(digest) == 1
+    assert upstream.proxy.blob_gets(digest) == 1, upstream.proxy.requests
 
 
 @pytest.mark.parametrize("mode", ["corrupt", "truncate"])
