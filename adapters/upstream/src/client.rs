@@ -2,6 +2,7 @@
 //! followed by hand (credentials dropped when one leads to another origin), and statuses
 //! turned into the answers the core decides on.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use http::header::{ACCEPT, AUTHORIZATION, LOCATION, WWW_AUTHENTICATE};
@@ -23,6 +24,8 @@ pub(crate) struct Upstream {
     credentials: Credentials,
     /// What the upstream last asked for, so later requests authenticate up front.
     challenge: Mutex<Option<Challenge>>,
+    /// Whether `GET /v2/` was asked what the upstream wants.
+    pinged: AtomicBool,
 }
 
 impl Upstream {
@@ -32,6 +35,7 @@ impl Upstream {
             client,
             credentials,
             challenge: Mutex::new(None),
+            pinged: AtomicBool::new(false),
         }
     }
 
@@ -40,6 +44,29 @@ impl Upstream {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    fn learn(&self, challenge: Challenge) {
+        *self.challenge.lock().unwrap_or_else(|p| p.into_inner()) = Some(challenge);
+    }
+
+    /// What the upstream asks for, learned once with `GET /v2/` as docker clients do, so that
+    /// the first request for content already carries credentials: one fetch of a blob is one
+    /// GET at the upstream, not a refused one and then the real one.
+    async fn challenge(&self) -> Result<Option<Challenge>, UpstreamAnswer> {
+        if matches!(self.credentials, Credentials::Token(_)) || self.pinged.load(Ordering::Relaxed)
+        {
+            return Ok(self.last_challenge());
+        }
+        let url = self.base.join("v2/").map_err(|e| UpstreamAnswer::Refused {
+            reason: format!("{}v2/: {e}", self.base),
+        })?;
+        let response = self.follow(&Method::GET, url, &[], None).await?;
+        if let Some(challenge) = parse_challenge(&response) {
+            self.learn(challenge);
+        }
+        self.pinged.store(true, Ordering::Relaxed);
+        Ok(self.last_challenge())
     }
 
     /// Sends `method` to `path` (below the base URL), authenticating for `scope` as the
@@ -62,7 +89,7 @@ impl Upstream {
             upstream: &self.base,
             credentials: &self.credentials,
         };
-        let known = self.last_challenge();
+        let known = self.challenge().await?;
         let mut authorization = authorizer
             .authorization(known.as_ref(), scope, false)
             .await?;
@@ -75,15 +102,10 @@ impl Upstream {
                 return Ok(response);
             }
             challenged = true;
-            let Some(challenge) = response
-                .headers()
-                .get(WWW_AUTHENTICATE)
-                .and_then(|v| v.to_str().ok())
-                .and_then(Challenge::parse)
-            else {
+            let Some(challenge) = parse_challenge(&response) else {
                 return Ok(response);
             };
-            *self.challenge.lock().unwrap_or_else(|p| p.into_inner()) = Some(challenge.clone());
+            self.learn(challenge.clone());
             authorization = authorizer
                 .authorization(Some(&challenge), scope, true)
                 .await?;
@@ -136,4 +158,12 @@ impl Upstream {
             reason: format!("{}: more than {MAX_REDIRECTS} redirects", self.base),
         })
     }
+}
+
+fn parse_challenge(response: &reqwest::Response) -> Option<Challenge> {
+    response
+        .headers()
+        .get(WWW_AUTHENTICATE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(Challenge::parse)
 }
