@@ -1,8 +1,8 @@
 """Federated identity against live servers: OIDC ID tokens (bearer, Basic with the provider's
 name, and at /token) with the provider's keys shared by three replicas through Redis, key
 rotation, floods of made-up key ids, an unreachable provider, policies over claims, real
-clients (skopeo, podman), and an external token server (one stowage issuing tokens for
-another)."""
+clients (skopeo, podman), and external token servers (one stowage issuing tokens for
+another; one naming its signer by an `x5c` certificate chain)."""
 
 from __future__ import annotations
 
@@ -23,8 +23,12 @@ from harness.auth import hash_password
 from harness.layout import OciLayout, gzip_image
 from harness.oci import Blob, Client, Image, ResponseLog, UnexpectedStatus
 from harness.oidc_provider import Key, b64url
+from harness.pki import Ca
 from harness.process import wait_for_log
 from harness.registry import fs_toml, start_stowage
+from harness.token_server import ISSUER as TOKEN_ISSUER
+from harness.token_server import SERVICE as TOKEN_SERVICE
+from harness.token_server import TokenServer
 from harness.tools import docker_ref, skopeo_copy, skopeo_inspect_raw
 
 PROVIDER = "github-actions"
@@ -293,3 +297,46 @@ def test_an_external_token_servers_tokens_admit_podman(hub_and_registry, tmp_pat
     assert podman.out("inspect", "--format", "{{.Id}}", target) == image_id
     refused = podman("pull", "-q", "--tls-verify=false", "--creds", "alice:nope", target, check=False)
     assert refused.returncode != 0
+
+
+def chain_signed_token_server(tmp_path: Path) -> TokenServer:
+    """A token server whose tokens name their signer by an `x5c` chain: its certificate, issued
+    by an intermediate CA, issued by a root CA (the root is the bundle a registry trusts)."""
+    root = Ca("token root")
+    intermediate = Ca("token intermediate", parent=root)
+    signer = intermediate.server("token signer")
+    return TokenServer(tmp_path, "alice", "s3cret",
+                       signer=(signer.key, [signer.cert, intermediate.cert, root.cert]))
+
+
+@pytest.mark.parametrize("bundle", ["the chain's root", "another root"])
+def test_an_external_token_servers_certificate_chain_is_checked_against_the_bundle(tmp_path, bundle):
+    tokens = chain_signed_token_server(tmp_path)
+    roots = tokens.cert_bundle
+    if bundle == "another root":
+        roots = tmp_path / "other-root.pem"
+        roots.write_bytes(Ca("another root").cert_pem)
+    registry = start_stowage(tmp_path / "registry", fs_toml("blob_store", tmp_path / "store"),
+                             server_toml=f'[auth.token]\nrealm = "{tokens.realm}"\n'
+                             f'service = "{TOKEN_SERVICE}"\nissuer = "{TOKEN_ISSUER}"\n'
+                             f'rootcertbundle = "{roots}"\nsigning_algorithms = ["ES256"]\n')
+    try:
+        image = gzip_image(OciLayout(tmp_path / "layout"))
+        target = docker_ref(registry, "team/app", "v1")
+        pushed = skopeo_copy(image.ref, target, "--dest-creds", "alice:s3cret", check=False)
+        scope = ["repository:team/app:pull"]
+        if bundle == "another root":
+            assert pushed.returncode != 0, "a chain to an untrusted root was accepted"
+            assert_unauthorized(get_tags(registry.url, "team/app", tokens.token("alice", scope)))
+            return
+        assert pushed.returncode == 0, pushed.stderr
+        pulled = tmp_path / "pulled"
+        skopeo_copy(target, f"oci:{pulled}:v1", "--src-creds", "alice:s3cret")
+        assert OciLayout(pulled).resolve("v1")["digest"] == image.digest
+        assert get_tags(registry.url, "team/app", tokens.token("alice", scope)).status_code == 200
+        # The same chain in the header of a token another key signed proves nothing.
+        tokens.key = ec.generate_private_key(ec.SECP256R1())
+        assert_unauthorized(get_tags(registry.url, "team/app", tokens.token("alice", scope)))
+    finally:
+        registry.stop()
+        tokens.stop()

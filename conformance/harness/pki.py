@@ -50,13 +50,16 @@ def _validity(builder: x509.CertificateBuilder) -> x509.CertificateBuilder:
 
 
 class Ca:
-    """A self-signed CA that issues server and client certificates."""
+    """A CA that issues server and client certificates: self-signed, or an intermediate
+    issued by `parent`."""
 
-    def __init__(self, common_name: str):
+    def __init__(self, common_name: str, parent: "Ca | None" = None):
         self.key = ec.generate_private_key(ec.SECP256R1())
         name = _name(common_name)
+        issuer = parent.cert.subject if parent else name
+        signer = parent.key if parent else self.key
         builder = _validity(x509.CertificateBuilder()) \
-            .subject_name(name).issuer_name(name) \
+            .subject_name(name).issuer_name(issuer) \
             .public_key(self.key.public_key()) \
             .serial_number(x509.random_serial_number()) \
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True) \
@@ -67,7 +70,10 @@ class Ca:
                                          decipher_only=False), critical=True) \
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()),
                            critical=False)
-        self.cert = builder.sign(self.key, hashes.SHA256())
+        if parent:
+            builder = builder.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                parent.key.public_key()), critical=False)
+        self.cert = builder.sign(signer, hashes.SHA256())
 
     @property
     def cert_pem(self) -> bytes:

@@ -1,7 +1,8 @@
 """A Docker token service for tests, as CNCF Distribution's `auth: token:` expects one: `GET
 /token?service=…&scope=…` with Basic credentials answers `{"token": …}`, a JWT signed with ES256
 whose `x5c` header carries a self-signed certificate that Distribution is given as its root
-bundle. Authenticated users get every action they ask for, anonymous ones none. Each request's
+bundle (or, given a `signer` and its chain, that certificate and its intermediates, the root
+bundle then being the chain's root). Authenticated users get every action they ask for, anonymous ones none. Each request's
 scope set is recorded, so a test can see how many tokens a client asked for."""
 
 from __future__ import annotations
@@ -59,11 +60,17 @@ def parse_scope(scope: str) -> tuple[str, str, list[str]] | None:
 class TokenServer:
     """Serves `/token` on a free loopback port from a thread of this process."""
 
-    def __init__(self, workdir: Path, username: str, password: str):
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        self.cert = self_signed(self.key)
+    def __init__(self, workdir: Path, username: str, password: str,
+                 signer: tuple[ec.EllipticCurvePrivateKey, list[x509.Certificate]] | None = None):
+        if signer:
+            self.key, self.chain = signer[0], signer[1][:-1]
+            root = signer[1][-1]
+        else:
+            self.key = ec.generate_private_key(ec.SECP256R1())
+            self.chain = [self_signed(self.key)]
+            root = self.chain[0]
         self.cert_bundle = workdir / "token-root.pem"
-        self.cert_bundle.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
+        self.cert_bundle.write_bytes(root.public_bytes(serialization.Encoding.PEM))
         self.username = username
         self.credentials = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
         # Scope sets asked for, one entry per token request.
@@ -85,8 +92,9 @@ class TokenServer:
             if parsed and subject:
                 kind, name, actions = parsed
                 access.append({"type": kind, "name": name, "actions": actions})
-        x5c = base64.b64encode(self.cert.public_bytes(serialization.Encoding.DER)).decode()
-        header = {"typ": "JWT", "alg": "ES256", "x5c": [x5c]}
+        x5c = [base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode()
+               for c in self.chain]
+        header = {"typ": "JWT", "alg": "ES256", "x5c": x5c}
         claims = {
             "iss": ISSUER,
             "sub": subject,

@@ -12,9 +12,10 @@ use stowage_core::access::Access;
 use crate::AuthError;
 use crate::fetch::JwksLocation;
 use crate::foreign::{ForeignTokens, Keys, signing_algorithms};
-use crate::jwks::KeySet;
+use crate::jwks::{KeySet, KeysError};
 use crate::oidc::web_url;
 use crate::remote_keys::{RemoteKeys, Shared};
+use crate::x5c::Roots;
 
 /// Clock skew tolerated on the token server's `exp` and `nbf`.
 const CLOCK_SKEW_SECS: u64 = 30;
@@ -98,9 +99,11 @@ impl ExternalTokens {
         };
         let keys = match (&settings.rootcertbundle, &settings.jwks, &settings.jwks_uri) {
             (Some(path), _, _) => {
-                let keys = KeySet::from_certificates(&read("rootcertbundle", path)?)
-                    .map_err(|e| Self::invalid_file("rootcertbundle", path, e.to_string()))?;
-                Keys::Fixed(Arc::new(keys))
+                let pem = read("rootcertbundle", path)?;
+                let invalid =
+                    |e: KeysError| Self::invalid_file("rootcertbundle", path, e.to_string());
+                let keys = KeySet::from_certificates(&pem).map_err(invalid)?;
+                Keys::Certificates(Arc::new(keys), Roots::from_pem(&pem).map_err(invalid)?)
             }
             (_, Some(path), _) => {
                 let keys = KeySet::from_jwks(&read("jwks", path)?)

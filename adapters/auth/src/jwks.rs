@@ -76,13 +76,8 @@ impl KeySet {
                     reason: format!("a {} block, not a CERTIFICATE", block.tag()),
                 });
             }
-            let one = pem::encode(&block);
-            let decoding = DecodingKey::from_ec_pem(one.as_bytes())
-                .or_else(|_| DecodingKey::from_rsa_pem(one.as_bytes()))
-                .map_err(|e| KeysError::Certificate {
-                    index,
-                    reason: format!("neither an EC nor an RSA key: {e}"),
-                })?;
+            let decoding = certificate_key(block.contents())
+                .map_err(|reason| KeysError::Certificate { index, reason })?;
             keys.push(Key {
                 kid: None,
                 algorithm: None,
@@ -122,6 +117,14 @@ impl KeySet {
     pub fn knows(&self, kid: Option<&str>, algorithm: Algorithm) -> bool {
         !self.candidates(kid, algorithm).is_empty()
     }
+}
+
+/// The public key of a DER certificate, EC or RSA.
+pub fn certificate_key(der: &[u8]) -> Result<DecodingKey, String> {
+    let pem = pem::encode(&pem::Pem::new("CERTIFICATE", der));
+    DecodingKey::from_ec_pem(pem.as_bytes())
+        .or_else(|_| DecodingKey::from_rsa_pem(pem.as_bytes()))
+        .map_err(|e| format!("neither an EC nor an RSA key: {e}"))
 }
 
 fn key_from_jwk(jwk: &Jwk) -> Option<Key> {

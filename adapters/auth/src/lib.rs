@@ -18,6 +18,7 @@ mod tests;
 mod throttle;
 mod token;
 mod token_service;
+mod x5c;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
