@@ -1,11 +1,13 @@
 """A proxy in front of the upstream registry that counts what the mirror asks and can
-misbehave on demand: corrupt or truncate blobs, answer 429 with Retry-After, or drop every
-connection as an unreachable upstream would."""
+misbehave on demand: corrupt or truncate blobs, stall a blob after its first quarter MiB until
+told to go on, answer 429 with Retry-After, or drop every connection as an unreachable
+upstream would."""
 
 from __future__ import annotations
 
 import http.client
 import threading
+import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
@@ -19,6 +21,9 @@ class UpstreamProxy:
         self.target = (target.hostname, target.port)
         self.mode = "pass"
         self.retry_after = 2
+        # "stall": a blob's first CHUNK goes out in small writes, then the rest waits for this.
+        self.resume = threading.Event()
+        self.stall_timed_out = False
         self.requests: list[tuple[str, str]] = []
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -92,7 +97,15 @@ class UpstreamProxy:
                     if blob and mode == "truncate" and sent > 0:
                         self.close_connection = True
                         break
-                    self.wfile.write(chunk)
+                    if blob and mode == "stall" and sent == CHUNK:
+                        proxy.stall_timed_out = not proxy.resume.wait(30)
+                    if blob and mode == "stall" and sent == 0:
+                        for piece in range(0, len(chunk), CHUNK // 4):
+                            self.wfile.write(chunk[piece:piece + CHUNK // 4])
+                            self.wfile.flush()
+                            time.sleep(0.05)
+                    else:
+                        self.wfile.write(chunk)
                     sent += len(chunk)
                 upstream.close()
 

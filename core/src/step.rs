@@ -311,6 +311,12 @@ pub enum UpstreamRequest {
     },
     /// GET blob `digest` and stream it into `key` through `tap`, with the guarantee of
     /// [`StorageRequest::WriteBody`]: the object appears only if the tap accepted it all.
+    ///
+    /// With `serve`, the client is answered as soon as the upstream sends the blob: `200`
+    /// with these headers (the driver sets `Content-Length` to the upstream's), the body the
+    /// blob as it arrives. Its last bytes are held back until the blob is stored, so a
+    /// client never receives the whole of a blob that does not hash to its name: the stream
+    /// is cut instead. The operation's own answer is then not sent.
     FetchBlob {
         upstream: usize,
         repository: String,
@@ -318,6 +324,7 @@ pub enum UpstreamRequest {
         store: StoreRole,
         key: String,
         tap: Box<BodyTap>,
+        serve: Option<HeaderMap>,
     },
 }
 
@@ -345,11 +352,12 @@ pub enum UpstreamAnswer {
     },
     /// The blob is there ([`UpstreamRequest::BlobExists`]).
     Found,
-    /// The tap after a [`UpstreamRequest::FetchBlob`], and why the blob was not stored, if
-    /// it was not.
+    /// The tap after a [`UpstreamRequest::FetchBlob`], why the blob was not stored if it was
+    /// not, and whether the client was answered with the blob as it streamed (`serve`).
     Fetched {
         tap: Box<BodyTap>,
         error: Option<BodyError>,
+        served: bool,
     },
     /// The upstream does not have it (404).
     NotFound,

@@ -71,7 +71,7 @@ pub(crate) async fn run_to_report<T: serde::de::DeserializeOwned>(
     op: stowage_core::op::Operation,
     io: &Io,
 ) -> Result<T, ReportError> {
-    let response = stowage_driver::drive(op, io, &mut (), None).await;
+    let response = stowage_driver::drive(op, io, &mut (), None, None).await;
     let body = match &response.body {
         Body::Bytes(bytes) => bytes.as_ref(),
         _ => &[],

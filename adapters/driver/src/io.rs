@@ -13,6 +13,8 @@ use stowage_core::step::{
 use stowage_core::time::Millis;
 use stowage_storage::Stores;
 
+use crate::early::AnswerEarly;
+
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A lock table: in memory for one instance, Redis for several.
@@ -49,11 +51,13 @@ pub trait Cache: Send + Sync {
 
 /// The upstream registries mirrored repositories ask, by the index the core names them by.
 pub trait Upstreams: Send + Sync {
-    /// Performs one upstream request; a fetched blob is written through `storage`.
+    /// Performs one upstream request; a fetched blob is written through `storage` (and
+    /// streamed to the client through `early`, when the request says to serve it).
     fn perform<'a>(
         &'a self,
         request: UpstreamRequest,
         stores: &'a Stores,
+        early: Option<&'a AnswerEarly>,
     ) -> BoxFuture<'a, UpstreamAnswer>;
 }
 
@@ -65,6 +69,7 @@ impl Upstreams for NoUpstreams {
         &'a self,
         _request: UpstreamRequest,
         _stores: &'a Stores,
+        _early: Option<&'a AnswerEarly>,
     ) -> BoxFuture<'a, UpstreamAnswer> {
         Box::pin(async {
             UpstreamAnswer::Unavailable {

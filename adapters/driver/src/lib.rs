@@ -1,6 +1,7 @@
 //! The one driver loop both servers share: it asks an operation for its next step, performs
 //! it against its IO (and a mirror's upstreams), and feeds the outcome back until the operation answers.
 
+mod early;
 mod io;
 mod keep_alive;
 mod measure;
@@ -19,6 +20,7 @@ use stowage_core::step::{
 use stowage_core::time::Millis;
 use stowage_storage::BodySource;
 
+pub use early::{AnswerEarly, Chunks, EarlyAnswer, Piece, Tee, answer_early};
 pub use io::{
     BoxFuture, Cache, Io, LockStore, NoProgress, NoUpstreams, NoWebhooks, ProgressDisplay, Timer,
     Upstreams, Webhooks,
@@ -36,12 +38,14 @@ pub fn now() -> Millis {
 }
 
 /// Runs `op` to completion. `body` is the request body; `trace`, when the request is traced,
-/// gets a span for each step.
+/// gets a span for each step; `early`, when given, takes an answer the client gets before the
+/// operation ends (a mirror's streamed fetch), and then the returned one is not for it.
 pub async fn drive(
     mut op: Operation,
     io: &Io,
     body: &mut impl BodySource,
     trace: Option<&Traced<'_>>,
+    early: Option<&AnswerEarly>,
 ) -> Response {
     loop {
         let now = now();
@@ -97,7 +101,7 @@ pub async fn drive(
                 let kind = request.kind();
                 let mut span = trace::span(trace, || trace::upstream(kind));
                 let started = Instant::now();
-                let work = io.upstreams.perform(request, &io.stores);
+                let work = io.upstreams.perform(request, &io.stores, early);
                 let answer = keep_alive::during(&mut op, io, work).await;
                 span.outcome(measure::upstream(kind, &answer, started.elapsed()), None);
                 Outcome::Upstream(answer)

@@ -11,6 +11,7 @@ mod measure;
 mod peer;
 mod request_body;
 mod request_id;
+mod streamed;
 mod trace;
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures_util::TryStreamExt;
+use futures_util::future::{self, Either};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -26,14 +28,17 @@ use ring::rand::{SecureRandom, SystemRandom};
 use stowage_auth::Authenticator;
 use stowage_core::access::{Authentication, Caller, Identity};
 use stowage_core::error::{ErrorCode, RegistryError};
+use stowage_core::op::Operation;
 use stowage_core::route::Route;
 use stowage_core::step::{Body, Response as CoreResponse};
 use stowage_core::{Entropy, Registry, RequestHead};
-use stowage_driver::{Io, drive};
+use stowage_driver::{Io, answer_early, drive};
 
 use exchange::Exchange;
 use health::Probe;
 use request_id::{RequestIds, X_REQUEST_ID};
+use streamed::{Driving, Streamed};
+use trace::RequestSpan;
 
 pub use exchange::ACCESS_LOG_TARGET;
 pub use measure::describe_metrics;
@@ -229,10 +234,10 @@ impl Service {
             inner.access_log,
             trace,
         );
-        let response = match own {
+        let answer = match own {
             Some(own) => {
                 exchange.route(labels::unrouted(path), None);
-                self.serve_own(own).await
+                Answer::Finished(self.serve_own(own).await)
             }
             None => {
                 let head = RequestHead {
@@ -245,7 +250,10 @@ impl Service {
                     .await
             }
         };
-        let mut response = self.to_http(response).await;
+        let mut response = match answer {
+            Answer::Finished(response) => self.to_http(response).await,
+            Answer::Early(response) => response,
+        };
         response.headers_mut().insert(X_REQUEST_ID, request_id);
         exchange.finish(response)
     }
@@ -300,7 +308,7 @@ impl Service {
         incoming: Incoming,
         peer: &Peer,
         exchange: &mut Exchange,
-    ) -> CoreResponse {
+    ) -> Answer {
         let inner = &self.inner;
         let route = Route::parse(&head.method, &head.path, head.query.as_deref());
         match &route {
@@ -312,8 +320,13 @@ impl Service {
             (Ok(caller), Some(entropy)) => {
                 exchange.identity(caller.identity_id());
                 let op = inner.registry.handle_route(route, head, caller, entropy);
-                let traced = exchange.trace().map(|trace| trace.traced());
-                drive(op, &inner.io, &mut body, traced.as_ref()).await
+                match self.drive(op, body, exchange.trace()).await {
+                    Driven::Finished(response, returned) => {
+                        body = returned;
+                        response
+                    }
+                    Driven::Early(response) => return Answer::Early(response),
+                }
             }
             (Err(answer), _) => answer,
             (Ok(_), None) => stowage_auth::error_response(
@@ -330,7 +343,46 @@ impl Service {
                 http::HeaderValue::from_static("close"),
             );
         }
-        response
+        Answer::Finished(response)
+    }
+
+    /// Drives `op` to its end, or until it answers early (a mirror streaming a blob as it
+    /// fetches it); then the rest of the operation runs as that answer's body is sent.
+    async fn drive(
+        &self,
+        op: Operation,
+        mut body: RequestBody,
+        trace: Option<&RequestSpan>,
+    ) -> Driven {
+        let inner = self.inner.clone();
+        let trace = trace.cloned();
+        let (early, answered) = answer_early();
+        let mut driving = Box::pin(async move {
+            let traced = trace.as_ref().map(RequestSpan::traced);
+            let response = drive(op, &inner.io, &mut body, traced.as_ref(), Some(&early)).await;
+            (response, body)
+        });
+        let answer = std::pin::pin!(answered.recv());
+        let (answer, rest) = match future::select(driving.as_mut(), answer).await {
+            // Finished, perhaps having answered early within one poll (a small blob).
+            Either::Left(((response, body), _)) => match answered.try_recv() {
+                Ok(answer) => (answer, None),
+                Err(_) => return Driven::Finished(response, body),
+            },
+            Either::Right((Ok(answer), _)) => {
+                let rest: Driving = Box::pin(async move { driving.await.0 });
+                (answer, Some(rest))
+            }
+            Either::Right((Err(_), _)) => {
+                let (response, body) = driving.await;
+                return Driven::Finished(response, body);
+            }
+        };
+        let body = Streamed::new(rest, answer.body).map_ok(Frame::data);
+        let mut response = http::Response::new(StreamBody::new(body).boxed_unsync());
+        *response.status_mut() = answer.status;
+        *response.headers_mut() = answer.headers;
+        Driven::Early(response)
     }
 
     async fn to_http(&self, response: CoreResponse) -> http::Response<ResponseBody> {
@@ -358,6 +410,19 @@ impl Service {
         *http_response.headers_mut() = headers;
         http_response
     }
+}
+
+/// A registry request's answer: the one its operation ended with, or one it gave earlier.
+enum Answer {
+    Finished(CoreResponse),
+    Early(http::Response<ResponseBody>),
+}
+
+/// How driving an operation ended: with its answer (and the request body back), or with an
+/// answer given early whose body finishes the operation.
+enum Driven {
+    Finished(CoreResponse, RequestBody),
+    Early(http::Response<ResponseBody>),
 }
 
 fn whole(bytes: Bytes) -> ResponseBody {

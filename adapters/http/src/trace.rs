@@ -84,6 +84,7 @@ impl Tracing {
 }
 
 /// A sampled request's span, in the context its steps' spans are made under.
+#[derive(Clone)]
 pub(crate) struct RequestSpan {
     tracer: SdkTracer,
     context: Context,

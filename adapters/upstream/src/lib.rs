@@ -16,10 +16,10 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::Method;
-use http::header::CONTENT_TYPE;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use stowage_core::digest::Digest;
 use stowage_core::step::{Outcome, StorageRequest, UpstreamAnswer, UpstreamRequest};
-use stowage_driver::{BoxFuture, Cache, Upstreams};
+use stowage_driver::{AnswerEarly, BoxFuture, Cache, Upstreams};
 use stowage_storage::Stores;
 use url::Url;
 
@@ -94,7 +94,12 @@ impl HttpUpstreams {
         Ok(HttpUpstreams { upstreams, cache })
     }
 
-    async fn answer(&self, request: UpstreamRequest, stores: &Stores) -> UpstreamAnswer {
+    async fn answer(
+        &self,
+        request: UpstreamRequest,
+        stores: &Stores,
+        early: Option<&AnswerEarly>,
+    ) -> UpstreamAnswer {
         let index = match &request {
             UpstreamRequest::Manifest { upstream, .. }
             | UpstreamRequest::BlobExists { upstream, .. }
@@ -105,7 +110,7 @@ impl HttpUpstreams {
                 reason: format!("no upstream number {index}"),
             };
         };
-        match self.exchange(upstream, request, stores).await {
+        match self.exchange(upstream, request, stores, early).await {
             Ok(answer) | Err(answer) => answer,
         }
     }
@@ -115,6 +120,7 @@ impl HttpUpstreams {
         upstream: &Upstream,
         request: UpstreamRequest,
         stores: &Stores,
+        early: Option<&AnswerEarly>,
     ) -> Result<UpstreamAnswer, UpstreamAnswer> {
         let who = upstream.base.as_str();
         match request {
@@ -182,6 +188,7 @@ impl HttpUpstreams {
                 store,
                 key,
                 tap,
+                serve,
                 ..
             } => {
                 let path = format!("v2/{repository}/blobs/{digest}");
@@ -202,19 +209,46 @@ impl HttpUpstreams {
                     key,
                     tap: *tap,
                 };
-                match stores.perform(write, &mut ResponseBody(response)).await {
-                    Outcome::Body { tap, error } => Ok(UpstreamAnswer::Fetched { tap, error }),
-                    Outcome::Failed(e) => Err(UpstreamAnswer::Unavailable {
-                        reason: format!("storing the blob from {who} failed: {e}"),
-                        retry_after_ms: None,
-                    }),
-                    other => Err(UpstreamAnswer::Unavailable {
-                        reason: format!("storing the blob from {who}: unexpected {other:?}"),
-                        retry_after_ms: None,
-                    }),
+                let length = response.headers().get(CONTENT_LENGTH).cloned();
+                let mut body = ResponseBody(response);
+                if let (Some(mut headers), Some(early)) = (serve, early) {
+                    match length {
+                        Some(length) => headers.insert(CONTENT_LENGTH, length),
+                        None => headers.remove(CONTENT_LENGTH),
+                    };
+                    match early.open(headers, body) {
+                        Ok(mut tee) => {
+                            let outcome = stores.perform(write, &mut tee).await;
+                            let stored = matches!(outcome, Outcome::Body { error: None, .. });
+                            tee.finish(stored).await;
+                            return fetched(outcome, true, who);
+                        }
+                        // Answered already, or nobody waits: stored only.
+                        Err(source) => body = source,
+                    }
                 }
+                fetched(stores.perform(write, &mut body).await, false, who)
             }
         }
+    }
+}
+
+/// What storing a fetched blob came to.
+fn fetched(outcome: Outcome, served: bool, who: &str) -> Result<UpstreamAnswer, UpstreamAnswer> {
+    match outcome {
+        Outcome::Body { tap, error } => Ok(UpstreamAnswer::Fetched { tap, error, served }),
+        Outcome::Failed(e) => Err(unavailable(who, &format!("storing the blob failed: {e}"))),
+        other => Err(unavailable(
+            who,
+            &format!("storing the blob: unexpected {other:?}"),
+        )),
+    }
+}
+
+fn unavailable(who: &str, reason: &str) -> UpstreamAnswer {
+    UpstreamAnswer::Unavailable {
+        reason: format!("{who}: {reason}"),
+        retry_after_ms: None,
     }
 }
 
@@ -223,8 +257,9 @@ impl Upstreams for HttpUpstreams {
         &'a self,
         request: UpstreamRequest,
         stores: &'a Stores,
+        early: Option<&'a AnswerEarly>,
     ) -> BoxFuture<'a, UpstreamAnswer> {
-        Box::pin(self.answer(request, stores))
+        Box::pin(self.answer(request, stores, early))
     }
 }
 

@@ -117,6 +117,26 @@ pub(super) async fn size_in_repo(
     Ok(size)
 }
 
+/// A blob's answer before its length and body: the same whether it comes from the store or
+/// streams from a mirror's upstream.
+fn found(digest: &Digest) -> Reply {
+    Reply::new(StatusCode::OK)
+        .digest(digest)
+        .content_type("application/octet-stream")
+        .header("accept-ranges", "bytes")
+}
+
+/// The headers of blob `digest`'s answer when a mirror may stream it to the client as it is
+/// fetched: a whole-blob GET; a HEAD or a range is answered from the store once it is there.
+pub(super) fn streamed_headers(
+    head: &RequestHead,
+    digest: &Digest,
+    only_head: bool,
+) -> Option<http::HeaderMap> {
+    let whole = !only_head && head.header("range").is_none();
+    whole.then(|| found(digest).done().headers)
+}
+
 pub(super) async fn get(
     ctx: &Ctx,
     head: &RequestHead,
@@ -127,10 +147,7 @@ pub(super) async fn get(
     let size = size_in_repo(ctx, name, digest)
         .await?
         .ok_or_else(|| blob_unknown(digest))?;
-    let reply = Reply::new(StatusCode::OK)
-        .digest(digest)
-        .content_type("application/octet-stream")
-        .header("accept-ranges", "bytes");
+    let reply = found(digest);
     // A malformed Range is ignored (RFC 9110 14.2); an unsatisfiable one is refused.
     let range = head.header("range").and_then(|r| ByteRange::parse(r).ok());
     let (reply, span) = match range {

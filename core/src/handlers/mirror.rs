@@ -4,7 +4,9 @@
 //! - A blob is fetched under a lock on its digest ([`keys::mirror_fetch_lock`], in the lock
 //!   store replicas share): whoever takes it fetches, the others wait for it to be released
 //!   and find the blob stored. The bytes go straight to the blob's address through a tap
-//!   expecting its digest, so a blob that does not hash to its name is never visible.
+//!   expecting its digest, so a blob that does not hash to its name is never visible. The
+//!   fetching request's client gets the blob as it arrives (a whole-blob GET), its stream
+//!   cut if the blob does not verify.
 //! - A manifest by digest is verified against the digest and kept for good. A tag is
 //!   trusted for `tag_ttl_secs` after the upstream last named its digest (a cache entry
 //!   replicas share); then a HEAD asks again, and only a new digest is fetched.
@@ -13,6 +15,7 @@
 //!   nobody asks that upstream until it has passed.
 
 use bytes::Bytes;
+use http::HeaderMap;
 
 use super::Ctx;
 use super::blobs::{link_into, size_in_repo};
@@ -213,21 +216,32 @@ async fn store_manifest(
     .await
 }
 
+/// How a missed blob reached the mirror.
+pub(super) enum Fetched {
+    /// It is stored and linked; the request answers from the store.
+    Stored,
+    /// This request fetched it and its client was answered with the blob as it arrived
+    /// (see [`UpstreamRequest::FetchBlob`]'s `serve`).
+    Streamed,
+}
+
 /// Makes sure blob `digest` is stored and belongs to `name`, fetching it once however many
-/// requests (on however many replicas) miss it at the same time.
+/// requests (on however many replicas) miss it at the same time. The request that fetches
+/// streams it to its client as it arrives when `serve` gives the answer's headers.
 pub(super) async fn fetch_blob(
     ctx: &Ctx,
     m: &Mirrored<'_>,
     name: &RepoName,
     digest: &Digest,
-) -> Result<(), RegistryError> {
+    serve: Option<HeaderMap>,
+) -> Result<Fetched, RegistryError> {
     let deadline = ctx.channel.now().plus(FETCH_WAIT_MS);
     loop {
         if size_in_repo(ctx, name, digest).await?.is_some() {
-            return Ok(());
+            return Ok(Fetched::Stored);
         }
         if let Some(mut held) = ctx.try_lock(keys::mirror_fetch_lock(digest)).await? {
-            let result = fetch_blob_holding(ctx, m, name, digest, &mut held).await;
+            let result = fetch_blob_holding(ctx, m, name, digest, serve, &mut held).await;
             ctx.unlock(held).await;
             return result;
         }
@@ -246,8 +260,9 @@ async fn fetch_blob_holding(
     m: &Mirrored<'_>,
     name: &RepoName,
     digest: &Digest,
+    serve: Option<HeaderMap>,
     held: &mut crate::lock::Held,
-) -> Result<(), RegistryError> {
+) -> Result<Fetched, RegistryError> {
     let watched = fence::watch(ctx).await?;
     let key = layout::blob_data(digest);
     // Stored already, for another repository: linked here only if the upstream has it
@@ -271,22 +286,40 @@ async fn fetch_blob_holding(
                 None,
                 Some(digest.clone()),
             )),
+            serve: serve.clone(),
         })
         .await
     };
-    if !matches!(
-        answer,
-        UpstreamAnswer::Found | UpstreamAnswer::Fetched { error: None, .. }
-    ) {
-        return Err(missing(answer, ErrorCode::BlobUnknown, digest));
-    }
+    let fetched = match answer {
+        UpstreamAnswer::Found => Fetched::Stored,
+        UpstreamAnswer::Fetched {
+            error: None,
+            served,
+            ..
+        } => match served {
+            true => Fetched::Streamed,
+            false => Fetched::Stored,
+        },
+        // Only a streamed fetch comes back broken (`ask` tries the next upstream
+        // otherwise): its client's stream was cut, nothing was stored.
+        UpstreamAnswer::Fetched {
+            error: Some(error), ..
+        } => {
+            return Err(RegistryError::new(
+                ErrorCode::Unavailable,
+                format!("blob {digest} broke off while it streamed from the upstream: {error}"),
+            ));
+        }
+        answer => return Err(missing(answer, ErrorCode::BlobUnknown, digest)),
+    };
     let size = ctx.stat(StoreRole::Blobs, key).await?.ok_or_else(|| {
         RegistryError::new(
             ErrorCode::Unavailable,
             format!("blob {digest} vanished; retry"),
         )
     })?;
-    link_into(ctx, held, watched, name, digest, size).await
+    link_into(ctx, held, watched, name, digest, size).await?;
+    Ok(fetched)
 }
 
 /// Asks the upstreams in order until one has what `request` asks for. An upstream in its
@@ -308,8 +341,11 @@ async fn ask(
             }
         } else {
             match ctx.upstream(request(upstream)).await {
+                // A broken blob its client was not shown yet: the next upstream may have it.
                 UpstreamAnswer::Fetched {
-                    error: Some(error), ..
+                    error: Some(error),
+                    served: false,
+                    ..
                 } => UpstreamAnswer::Unavailable {
                     reason: format!("{} sent a broken blob: {error}", upstream.url),
                     retry_after_ms: None,

@@ -278,11 +278,18 @@ async fn dispatch(request: &Request<'_>, route: Route) -> Result<Response, Regis
             digest,
             head: only_head,
         } => match blobs::get(ctx, head, &name, &digest, only_head).await {
-            // A mirrored repository fetches a blob it does not hold, then serves it.
+            // A mirrored repository fetches a blob it does not hold, then serves it (or
+            // streams it as it arrives).
             Err(e) if e.code == ErrorCode::BlobUnknown => match request.mirrored(&name) {
                 Some(m) => {
-                    mirror::fetch_blob(ctx, &m, &name, &digest).await?;
-                    blobs::get(ctx, head, &name, &digest, only_head).await
+                    let serve = blobs::streamed_headers(head, &digest, only_head);
+                    match mirror::fetch_blob(ctx, &m, &name, &digest, serve).await? {
+                        mirror::Fetched::Stored => {
+                            blobs::get(ctx, head, &name, &digest, only_head).await
+                        }
+                        // The client has had its answer; the driver does not send this one.
+                        mirror::Fetched::Streamed => Ok(Reply::new(StatusCode::OK).done()),
+                    }
                 }
                 None => Err(e),
             },

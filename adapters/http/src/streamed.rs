@@ -1,0 +1,87 @@
+//! The body of an answer given while its operation still runs (a mirror streaming a blob as
+//! it fetches it): the chunks the operation sends, while this body drives the operation to
+//! its end. The last chunk is held until the operation has ended: hyper stops polling (and
+//! drops) a body once it has sent its `Content-Length`, and the operation's last steps
+//! (linking the blob, releasing the fetch lock) must not be dropped with it.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::Stream;
+use stowage_core::step::Response as CoreResponse;
+use stowage_driver::{Chunks, Piece};
+
+/// The rest of an operation that answered early.
+pub(crate) type Driving = Pin<Box<dyn Future<Output = CoreResponse> + Send>>;
+
+pub(crate) struct Streamed {
+    driving: Option<Driving>,
+    chunks: Pin<Box<Chunks>>,
+    /// No more chunks come: [`Piece::End`] arrived, or the channel closed without it.
+    ended: bool,
+    /// The body ended without [`Piece::End`]: it is cut, once the operation has ended.
+    cut: bool,
+    /// The latest chunk, sent when the next arrives or, the last, when the operation ends.
+    held: Option<Bytes>,
+}
+
+impl Streamed {
+    /// `driving` is `None` when the operation ended as it answered.
+    pub(crate) fn new(driving: Option<Driving>, chunks: Chunks) -> Self {
+        Streamed {
+            driving,
+            chunks: Box::pin(chunks),
+            ended: false,
+            cut: false,
+            held: None,
+        }
+    }
+}
+
+impl Stream for Streamed {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if let Some(driving) = &mut this.driving
+            && let Poll::Ready(response) = driving.as_mut().poll(cx)
+        {
+            this.driving = None;
+            if !response.status.is_success() {
+                // Its client has the answer it was given; this one only tells the log.
+                tracing::warn!(
+                    status = %response.status,
+                    "an operation failed after it had answered early"
+                );
+            }
+        }
+        while !this.ended {
+            match this.chunks.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Piece::Data(chunk))) => {
+                    if let Some(previous) = this.held.replace(chunk) {
+                        return Poll::Ready(Some(Ok(previous)));
+                    }
+                }
+                Poll::Ready(Some(Piece::End)) => this.ended = true,
+                Poll::Ready(None) => (this.ended, this.cut) = (true, true),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        // The body ends once the operation has (its waker is registered above).
+        if this.driving.is_some() {
+            return Poll::Pending;
+        }
+        if std::mem::take(&mut this.cut) {
+            this.held = None;
+            return Poll::Ready(Some(Err(std::io::Error::other(
+                "the blob's stream was cut: it broke off or did not match its digest",
+            ))));
+        }
+        if let Some(last) = this.held.take() {
+            return Poll::Ready(Some(Ok(last)));
+        }
+        Poll::Ready(None)
+    }
+}
