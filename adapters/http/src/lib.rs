@@ -319,13 +319,20 @@ impl Service {
         let mut response = match (self.caller(&head, peer).await, self.entropy()) {
             (Ok(caller), Some(entropy)) => {
                 exchange.identity(caller.identity_id());
+                let early = inner.registry.may_answer_early(&route);
                 let op = inner.registry.handle_route(route, head, caller, entropy);
-                match self.drive(op, body, exchange.trace()).await {
-                    Driven::Finished(response, returned) => {
-                        body = returned;
-                        response
+                let trace = exchange.trace();
+                if early {
+                    match self.drive_answering_early(op, body, trace).await {
+                        Driven::Finished(response, returned) => {
+                            body = returned;
+                            response
+                        }
+                        Driven::Early(response) => return Answer::Early(response),
                     }
-                    Driven::Early(response) => return Answer::Early(response),
+                } else {
+                    let traced = trace.map(|trace| trace.traced());
+                    drive(op, &inner.io, &mut body, traced.as_ref(), None).await
                 }
             }
             (Err(answer), _) => answer,
@@ -347,8 +354,10 @@ impl Service {
     }
 
     /// Drives `op` to its end, or until it answers early (a mirror streaming a blob as it
-    /// fetches it); then the rest of the operation runs as that answer's body is sent.
-    async fn drive(
+    /// fetches it); then the rest of the operation runs as that answer's body is sent. The
+    /// operation is boxed to outlive this call, which costs a copy of its state: only
+    /// operations that may answer early come here.
+    async fn drive_answering_early(
         &self,
         op: Operation,
         mut body: RequestBody,

@@ -85,3 +85,68 @@ impl Stream for Streamed {
         Poll::Ready(None)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use futures_lite::StreamExt;
+    use futures_lite::future::block_on;
+    use http::StatusCode;
+    use stowage_core::step::Body;
+
+    use super::*;
+
+    /// An operation that is done once `release` is set (it is polled again by the body).
+    fn operation(release: Arc<AtomicBool>) -> Driving {
+        Box::pin(futures_lite::future::poll_fn(move |cx| {
+            if release.load(Ordering::SeqCst) {
+                Poll::Ready(CoreResponse {
+                    status: StatusCode::OK,
+                    headers: http::HeaderMap::new(),
+                    body: Body::Empty,
+                })
+            } else {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+        }))
+    }
+
+    fn data(text: &'static str) -> Piece {
+        Piece::Data(Bytes::from_static(text.as_bytes()))
+    }
+
+    #[test]
+    fn the_last_chunk_waits_for_the_operation_and_a_body_without_its_end_is_cut() {
+        let (sender, chunks) = async_channel::unbounded();
+        let release = Arc::new(AtomicBool::new(false));
+        let mut body = Streamed::new(Some(operation(release.clone())), chunks);
+        for piece in [data("a"), data("b"), Piece::End] {
+            block_on(sender.send(piece)).unwrap();
+        }
+        assert_eq!(block_on(body.next()).unwrap().unwrap(), "a");
+        let mut last = std::pin::pin!(body.next());
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        assert!(
+            last.as_mut().poll(&mut cx).is_pending(),
+            "sent before the end"
+        );
+        release.store(true, Ordering::SeqCst);
+        assert_eq!(block_on(last).unwrap().unwrap(), "b");
+        assert!(block_on(body.next()).is_none());
+
+        // Every chunk came but not the end: the client never gets the last one.
+        let (sender, chunks) = async_channel::unbounded();
+        let mut body = Streamed::new(None, chunks);
+        for piece in [data("a"), data("b")] {
+            block_on(sender.send(piece)).unwrap();
+        }
+        drop(sender);
+        assert_eq!(block_on(body.next()).unwrap().unwrap(), "a");
+        assert!(block_on(body.next()).unwrap().is_err(), "not cut");
+        assert!(block_on(body.next()).is_none());
+    }
+}

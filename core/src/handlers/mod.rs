@@ -139,6 +139,19 @@ impl Registry {
         self.handle_route(route, head, caller, entropy)
     }
 
+    /// Whether the operation for `route` may answer before it ends: a blob GET of a mirrored
+    /// repository streams a missed blob as it is fetched (see
+    /// [`crate::step::UpstreamRequest::FetchBlob`]). The driver need not offer any other
+    /// operation a place for an early answer.
+    pub fn may_answer_early(&self, route: &Result<Route, RegistryError>) -> bool {
+        match route {
+            Ok(Route::GetBlob {
+                name, head: false, ..
+            }) => self.repositories.mirror_for(name.as_str()).is_some(),
+            _ => false,
+        }
+    }
+
     /// As [`Registry::handle`], with the request already routed (a server that labels its
     /// metrics by route parses it once).
     pub fn handle_route(
