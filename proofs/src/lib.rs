@@ -15,4 +15,5 @@ pub mod request;
 pub mod rng;
 pub mod sim;
 pub mod store;
+pub mod upstream;
 pub mod world;

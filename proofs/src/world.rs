@@ -15,6 +15,7 @@ use stowage_core::{Entropy, Registry, ReportError, read_report};
 
 use crate::request::{BrokenBody, Reply, Request};
 use crate::store::{ObjectStore, RequestBody};
+use crate::upstream::UpstreamModel;
 
 /// Room for every cached entry a test creates: eviction is not what we are testing.
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
@@ -39,6 +40,8 @@ pub struct World {
     pub locks: MemoryLocks,
     pub cache: MemoryCache,
     pub now: Millis,
+    /// The registry every upstream request goes to, when the test set one.
+    pub upstream: Option<UpstreamModel>,
 }
 
 impl Default for World {
@@ -48,6 +51,7 @@ impl Default for World {
             locks: MemoryLocks::default(),
             cache: MemoryCache::new(CACHE_BYTES),
             now: Millis(1_000_000),
+            upstream: None,
         }
     }
 }
@@ -72,10 +76,13 @@ impl World {
             Step::Lock(request) => Outcome::Lock(self.lock(&request)),
             Step::Cache(request) => Outcome::Cache(self.cache.apply(request, self.now)),
             Step::ReadBody { limit } => Outcome::BodyBytes(body.read_all(limit)),
-            // The model deploys no mirror; a registry that asks anyway finds nobody there.
-            Step::Upstream(_) => Outcome::Upstream(UpstreamAnswer::Unavailable {
-                reason: "the model has no upstreams".to_owned(),
-                retry_after_ms: None,
+            Step::Upstream(request) => Outcome::Upstream(match &mut self.upstream {
+                Some(upstream) => upstream.answer(request, &mut self.store, self.now),
+                // A registry that mirrors nothing finds nobody there.
+                None => UpstreamAnswer::Unavailable {
+                    reason: "the model has no upstreams".to_owned(),
+                    retry_after_ms: None,
+                },
             }),
             // No webhooks are subscribed in the model.
             Step::Announce(_) => Outcome::Announced(Vec::new()),

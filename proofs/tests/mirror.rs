@@ -1,0 +1,184 @@
+//! The mirror's decisions against a model upstream (`stowage_proofs::upstream`): a cold pull
+//! stores what the upstream sent and streams it to its client, later pulls are local, a
+//! corrupting upstream leaves nothing and cuts the stream, a tag is trusted for its TTL and
+//! then asked again, and a stored tag is served stale while the upstream is down.
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use stowage_core::access::AccessControl;
+use stowage_core::layout;
+use stowage_core::manifest::OCI_MANIFEST;
+use stowage_core::mirror::{Mirror, UpstreamRef};
+use stowage_core::repositories::{Repositories, RepositorySettings};
+use stowage_core::step::StoreRole;
+use stowage_core::{Limits, Registry};
+use stowage_proofs::fixtures;
+use stowage_proofs::integrity::sha256;
+use stowage_proofs::request::Request;
+use stowage_proofs::upstream::{Behaviour, Streamed, UpstreamModel};
+use stowage_proofs::world::World;
+
+const TTL_MS: u64 = 60_000;
+
+/// A registry mirroring the model upstream under `hub`, and a world holding `library/app:v1`
+/// there (a config and one 20 KiB layer); the layer.
+fn mirror() -> (Registry, World, Bytes) {
+    let settings = RepositorySettings {
+        mirror: Some(Mirror {
+            upstreams: vec![UpstreamRef {
+                index: 0,
+                url: "https://upstream.test".to_owned(),
+                hosts: vec!["upstream.test".to_owned()],
+            }],
+            tag_ttl_ms: TTL_MS,
+            allow_push: false,
+        }),
+        ..RepositorySettings::default()
+    };
+    let registry = Registry::new(Limits::default()).with_access(
+        AccessControl::default(),
+        Repositories::new([("hub".to_owned(), settings)]),
+    );
+    let mut upstream = UpstreamModel::default();
+    let (config, layer) = (fixtures::blob(3), layer(1));
+    upstream.put_blob("library/app", config.clone());
+    upstream.put_blob("library/app", layer.clone());
+    let manifest = fixtures::image_manifest(&config, std::slice::from_ref(&layer), 1);
+    upstream.put_manifest("library/app", Some("v1"), manifest, OCI_MANIFEST);
+    let world = World {
+        upstream: Some(upstream),
+        ..World::default()
+    };
+    (registry, world, layer)
+}
+
+fn layer(seed: u8) -> Bytes {
+    Bytes::from(
+        (0..20 * 1024)
+            .map(|i| (i as u8) ^ seed)
+            .collect::<Vec<u8>>(),
+    )
+}
+
+fn upstream(world: &mut World) -> &mut UpstreamModel {
+    world.upstream.as_mut().expect("the model upstream")
+}
+
+fn get_blob(blob: &Bytes) -> Request {
+    blob_request(Method::GET, blob)
+}
+
+fn head_blob(blob: &Bytes) -> Request {
+    blob_request(Method::HEAD, blob)
+}
+
+fn blob_request(method: Method, blob: &Bytes) -> Request {
+    Request::new(
+        method,
+        format!("/v2/hub/library/app/blobs/{}", sha256(blob)),
+    )
+}
+
+fn get_manifest(reference: &str) -> Request {
+    Request::get(format!("/v2/hub/library/app/manifests/{reference}"))
+        .header("accept", OCI_MANIFEST)
+}
+
+#[test]
+fn a_cold_blob_is_stored_and_streamed_once_and_later_pulls_are_local() {
+    let (registry, mut world, layer) = mirror();
+    let reply = world.run(&registry, get_blob(&layer), 1);
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        upstream(&mut world).streamed,
+        [Streamed::Whole(layer.clone())]
+    );
+    let stored = world
+        .store
+        .objects(StoreRole::Blobs)
+        .get(&layout::blob_data(&sha256(&layer)));
+    assert_eq!(stored, Some(&layer));
+
+    let reply = world.run(&registry, get_blob(&layer), 2);
+    assert_eq!((reply.status, reply.bytes()), (StatusCode::OK, &layer));
+    let reply = world.run(&registry, head_blob(&layer), 3);
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(upstream(&mut world).count("get_blob"), 1);
+    assert_eq!(
+        upstream(&mut world).streamed.len(),
+        1,
+        "a warm pull streamed again"
+    );
+}
+
+#[test]
+fn a_head_or_a_range_is_fetched_whole_and_answered_from_the_store() {
+    let (registry, mut world, layer) = mirror();
+    let reply = world.run(&registry, head_blob(&layer), 1);
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.header("content-length"), Some("20480"));
+
+    let (registry, mut world, layer) = mirror();
+    let reply = world.run(&registry, get_blob(&layer).header("range", "bytes=0-9"), 1);
+    assert_eq!(reply.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(reply.bytes(), &layer.slice(0..10));
+    assert_eq!(upstream(&mut world).count("get_blob"), 1);
+    assert!(
+        upstream(&mut world).streamed.is_empty(),
+        "a range was streamed"
+    );
+}
+
+#[test]
+fn a_corrupting_upstream_leaves_nothing_and_the_next_pull_fetches_again() {
+    let (registry, mut world, layer) = mirror();
+    upstream(&mut world).behaviour = Behaviour::Corrupts;
+    world.run(&registry, get_blob(&layer), 1);
+    assert_eq!(upstream(&mut world).streamed, [Streamed::Cut]);
+    let key = layout::blob_data(&sha256(&layer));
+    assert_eq!(world.store.objects(StoreRole::Blobs).get(&key), None);
+    let reply = world.run(&registry, head_blob(&layer), 2);
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+
+    upstream(&mut world).behaviour = Behaviour::Serves;
+    let reply = world.run(&registry, head_blob(&layer), 3);
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        world.store.objects(StoreRole::Blobs).get(&key),
+        Some(&layer)
+    );
+    assert_eq!(upstream(&mut world).count("get_blob"), 3);
+}
+
+#[test]
+fn a_tag_is_trusted_for_its_ttl_then_asked_again_and_served_stale_while_the_upstream_is_down() {
+    let (registry, mut world, _) = mirror();
+    let first = world.run(&registry, get_manifest("v1"), 1);
+    assert_eq!(first.status, StatusCode::OK);
+    let (config, layer) = (fixtures::blob(4), layer(2));
+    let model = upstream(&mut world);
+    model.put_blob("library/app", config.clone());
+    model.put_blob("library/app", layer.clone());
+    let second = fixtures::image_manifest(&config, std::slice::from_ref(&layer), 2);
+    model.put_manifest("library/app", Some("v1"), second.clone(), OCI_MANIFEST);
+
+    world.now = world.now.plus(TTL_MS - 1);
+    let reply = world.run(&registry, get_manifest("v1"), 2);
+    assert_eq!(reply.bytes(), first.bytes(), "re-checked before the TTL");
+    world.now = world.now.plus(2);
+    let reply = world.run(&registry, get_manifest("v1"), 3);
+    assert_eq!(reply.bytes(), &second, "not re-checked after the TTL");
+    assert_eq!(reply.header("warning"), None);
+
+    upstream(&mut world).behaviour = Behaviour::Down;
+    world.now = world.now.plus(TTL_MS + 1);
+    let reply = world.run(&registry, get_manifest("v1"), 4);
+    assert_eq!((reply.status, reply.bytes()), (StatusCode::OK, &second));
+    assert!(
+        reply
+            .header("warning")
+            .is_some_and(|w| w.starts_with("110"))
+    );
+    let reply = world.run(&registry, get_manifest("v2"), 5);
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+}
