@@ -3,6 +3,7 @@
 
 mod accept;
 mod access;
+mod access_log;
 mod allocator;
 mod cli;
 mod config;
@@ -205,7 +206,7 @@ fn observability(config: &Config) -> Result<Observability, StartError> {
     };
     Ok(Observability {
         metrics,
-        access_log: settings.log.access_log,
+        access_log: access_log::start(&settings.log, logging::writer()),
         readiness_timeout: Duration::from_millis(settings.readiness_timeout_ms),
         tracing: traces::start(&settings.tracing)?,
     })

@@ -105,16 +105,26 @@ fn write_batches(shared: &Shared, mut out: impl Write) {
     }
 }
 
-impl Write for LogWriter {
-    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+impl LogWriter {
+    /// A writer without a thread: lines are written to stderr by whoever logs.
+    pub(crate) fn direct() -> Self {
+        let shared = Shared::default();
+        shared.lock().closed = true;
+        LogWriter(Arc::new(shared))
+    }
+
+    /// Hands one or more whole lines over.
+    pub(crate) fn append(&self, line: &[u8]) {
         let mut pending = self.0.lock();
         if pending.closed {
             drop(pending);
-            return std::io::stderr().write(line);
+            // Nowhere to report a failing stderr: the line is lost either way.
+            let _ = std::io::stderr().write_all(line);
+            return;
         }
         if pending.bytes.len() + line.len() > MAX_PENDING {
             pending.dropped += 1;
-            return Ok(line.len());
+            return;
         }
         let was_empty = pending.bytes.is_empty();
         pending.bytes.extend_from_slice(line);
@@ -122,6 +132,12 @@ impl Write for LogWriter {
         if was_empty {
             self.0.arrived.notify_one();
         }
+    }
+}
+
+impl Write for LogWriter {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        self.append(line);
         Ok(line.len())
     }
 

@@ -40,6 +40,7 @@ pub(crate) fn install() -> Result<RenderMetrics, StartError> {
         .set_buckets(BUCKETS)
         .and_then(PrometheusBuilder::install_recorder)
         .map_err(|e| StartError::Metrics(e.to_string()))?;
+    stowage_driver::series::recording();
     stowage_http::describe_metrics();
     stowage_driver::describe_metrics();
     stowage_storage::describe_metrics();

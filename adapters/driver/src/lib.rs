@@ -6,6 +6,7 @@ mod io;
 mod keep_alive;
 mod measure;
 mod memory;
+pub mod series;
 mod trace;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

@@ -8,6 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use stowage_core::step::{IoError, LockRequest, Outcome, UpstreamAnswer};
 
+use crate::series;
+
 const STORAGE_OPERATIONS: &str = "stowage_storage_operations_total";
 const STORAGE_DURATION: &str = "stowage_storage_operation_duration_seconds";
 const UPLOADS_IN_FLIGHT: &str = "stowage_uploads_in_flight";
@@ -71,10 +73,20 @@ pub(crate) fn stores(
     took: Duration,
 ) -> &'static str {
     let outcome = storage_outcome(outcome);
-    metrics::counter!(STORAGE_OPERATIONS, "backend" => backend, "operation" => kind, "outcome" => outcome)
-        .increment(1);
-    metrics::histogram!(STORAGE_DURATION, "backend" => backend, "operation" => kind)
-        .record(took.as_secs_f64());
+    series::counter(
+        STORAGE_OPERATIONS,
+        &[
+            ("backend", backend),
+            ("operation", kind),
+            ("outcome", outcome),
+        ],
+    )
+    .increment(1);
+    series::histogram(
+        STORAGE_DURATION,
+        &[("backend", backend), ("operation", kind)],
+    )
+    .record(took.as_secs_f64());
     outcome
 }
 
@@ -96,23 +108,23 @@ pub(crate) struct UploadInFlight;
 
 impl UploadInFlight {
     pub(crate) fn start() -> Self {
-        metrics::gauge!(UPLOADS_IN_FLIGHT).increment(1.0);
+        series::gauge(UPLOADS_IN_FLIGHT, &[]).increment(1.0);
         UploadInFlight
     }
 }
 
 impl Drop for UploadInFlight {
     fn drop(&mut self) {
-        metrics::gauge!(UPLOADS_IN_FLIGHT).decrement(1.0);
+        series::gauge(UPLOADS_IN_FLIGHT, &[]).decrement(1.0);
     }
 }
 
 /// Counts one lock request and what came of it; its outcome's label.
 pub(crate) fn lock(request: &LockRequest, result: &Result<bool, IoError>) -> &'static str {
     let (request, outcome, lost) = lock_labels(request, result);
-    metrics::counter!(LOCK_REQUESTS, "request" => request, "outcome" => outcome).increment(1);
+    series::counter(LOCK_REQUESTS, &[("request", request), ("outcome", outcome)]).increment(1);
     if lost {
-        metrics::counter!(LOCK_LOSSES).increment(1);
+        series::counter(LOCK_LOSSES, &[]).increment(1);
     }
     outcome
 }
@@ -136,7 +148,7 @@ fn lock_labels(
 
 /// Counts one back-off wait for a held lock.
 pub(crate) fn lock_wait(waited: Duration) {
-    metrics::histogram!(LOCK_WAITS).record(waited.as_secs_f64());
+    series::histogram(LOCK_WAITS, &[]).record(waited.as_secs_f64());
 }
 
 /// Counts one upstream request of `kind` and what came of it; its result's label.
@@ -154,8 +166,8 @@ pub(crate) fn upstream(
         UpstreamAnswer::Unavailable { .. } => "unavailable",
         UpstreamAnswer::Refused { .. } => "refused",
     };
-    metrics::counter!(UPSTREAM_REQUESTS, "request" => kind, "result" => result).increment(1);
-    metrics::histogram!(UPSTREAM_DURATION, "request" => kind).record(took.as_secs_f64());
+    series::counter(UPSTREAM_REQUESTS, &[("request", kind), ("result", result)]).increment(1);
+    series::histogram(UPSTREAM_DURATION, &[("request", kind)]).record(took.as_secs_f64());
     result
 }
 
@@ -169,7 +181,7 @@ pub(crate) fn cache_lookup(
         Ok(None) => "miss",
         Err(_) => "error",
     };
-    metrics::counter!(CACHE_LOOKUPS, "kind" => kind, "result" => result).increment(1);
+    series::counter(CACHE_LOOKUPS, &[("kind", kind), ("result", result)]).increment(1);
     result
 }
 

@@ -6,8 +6,9 @@
 
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode};
@@ -21,6 +22,30 @@ use crate::{ResponseBody, measure};
 /// The target of access log lines, so they can be filtered (`RUST_LOG=stowage::access=off`).
 pub const ACCESS_LOG_TARGET: &str = "stowage::access";
 
+/// Where access log lines go: one call per request, once its exchange is over.
+pub trait AccessLog: Send + Sync {
+    fn write(&self, request: &AccessRecord<'_>);
+}
+
+/// One request, as its access log line tells it.
+pub struct AccessRecord<'a> {
+    pub method: &'a Method,
+    /// The route template (`/v2/{name}/manifests/{reference}`), or `other`.
+    pub route: &'static str,
+    pub repository: Option<&'a str>,
+    /// `None`: the client left before the answer.
+    pub status: Option<u16>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// From the request's head to the end of its response body.
+    pub duration: Duration,
+    pub client: IpAddr,
+    /// The caller's identity id; `None` for an anonymous caller.
+    pub identity: Option<&'a str>,
+    /// Visible ASCII only (a client's id is kept only if it is).
+    pub request_id: &'a str,
+}
+
 pub(crate) struct Exchange {
     started: Instant,
     method: Method,
@@ -32,7 +57,7 @@ pub(crate) struct Exchange {
     identity: String,
     request_id: HeaderValue,
     received: u64,
-    access_log: bool,
+    access_log: Option<Arc<dyn AccessLog>>,
     /// The answer's status, once there is one.
     status: Option<StatusCode>,
     sent: u64,
@@ -45,7 +70,7 @@ impl Exchange {
         method: Method,
         client: IpAddr,
         request_id: HeaderValue,
-        access_log: bool,
+        access_log: Option<Arc<dyn AccessLog>>,
         trace: Option<RequestSpan>,
     ) -> Self {
         measure::request_started();
@@ -70,13 +95,13 @@ impl Exchange {
         if let Some(trace) = &self.trace {
             trace.route(&self.method, template, repository);
         }
-        if self.access_log {
+        if self.access_log.is_some() {
             self.repository = repository.cloned();
         }
     }
 
     pub(crate) fn identity(&mut self, id: &str) {
-        if self.access_log {
+        if self.access_log.is_some() {
             id.clone_into(&mut self.identity);
         }
     }
@@ -120,23 +145,20 @@ impl Drop for Exchange {
         if let Some(trace) = &self.trace {
             trace.finish(self.status, self.received, self.sent);
         }
-        if !self.access_log {
-            return;
+        if let Some(access_log) = &self.access_log {
+            access_log.write(&AccessRecord {
+                method: &self.method,
+                route: self.route,
+                repository: self.repository.as_ref().map(RepoName::as_str),
+                status: self.status.map(|status| status.as_u16()),
+                bytes_in: self.received,
+                bytes_out: self.sent,
+                duration: took,
+                client: self.client,
+                identity: (!self.identity.is_empty()).then_some(self.identity.as_str()),
+                request_id: self.request_id.to_str().unwrap_or_default(),
+            });
         }
-        tracing::info!(
-            target: ACCESS_LOG_TARGET,
-            method = %self.method,
-            route = self.route,
-            repository = self.repository.as_ref().map(RepoName::as_str),
-            status = self.status.map(|status| status.as_u16()),
-            bytes_in = self.received,
-            bytes_out = self.sent,
-            duration_ms = took.as_secs_f64() * 1000.0,
-            client = %self.client,
-            identity = (!self.identity.is_empty()).then_some(self.identity.as_str()),
-            request_id = self.request_id.to_str().unwrap_or_default(),
-            "request"
-        );
     }
 }
 

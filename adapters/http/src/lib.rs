@@ -40,7 +40,7 @@ use request_id::{RequestIds, X_REQUEST_ID};
 use streamed::{Driving, Streamed};
 use trace::RequestSpan;
 
-pub use exchange::ACCESS_LOG_TARGET;
+pub use exchange::{ACCESS_LOG_TARGET, AccessLog, AccessRecord};
 pub use measure::describe_metrics;
 pub use peer::Peer;
 pub use request_body::{BodyPace, RequestBody};
@@ -55,8 +55,8 @@ pub struct Observability {
     /// Serves `/metrics` on this listener; `None` when metrics are off or served on a
     /// listener of their own.
     pub metrics: Option<RenderMetrics>,
-    /// One log line per request, under [`ACCESS_LOG_TARGET`].
-    pub access_log: bool,
+    /// Where a line per request goes; `None` when the access log is off.
+    pub access_log: Option<Arc<dyn AccessLog>>,
     /// How long each `/readyz` check may take.
     pub readiness_timeout: Duration,
     /// A span for each registry request; `None` when tracing is off.
@@ -97,7 +97,7 @@ struct Inner {
     authenticator: Option<Arc<Authenticator>>,
     random: SystemRandom,
     metrics: Option<RenderMetrics>,
-    access_log: bool,
+    access_log: Option<Arc<dyn AccessLog>>,
     readiness: Probe,
     request_ids: RequestIds,
     tracing: Option<Tracing>,
@@ -231,7 +231,7 @@ impl Service {
             parts.method.clone(),
             peer.address,
             request_id.clone(),
-            inner.access_log,
+            inner.access_log.clone(),
             trace,
         );
         let answer = match own {

@@ -1,11 +1,12 @@
 //! The HTTP metrics: requests by route template, method and status class with their
 //! latency, bytes in and out, requests in flight, and how callers authenticated. Recorded
-//! through the `metrics` facade (free until the app installs a recorder); label values
-//! come from [`crate::labels`].
+//! through the `metrics` facade (free until the app installs a recorder), each series' handle
+//! remembered ([`stowage_driver::series`]); label values come from [`crate::labels`].
 
 use std::time::Duration;
 
 use http::{Method, StatusCode};
+use stowage_driver::series;
 
 use crate::labels;
 
@@ -38,7 +39,7 @@ pub fn describe_metrics() {
 }
 
 pub(crate) fn request_started() {
-    metrics::gauge!(IN_FLIGHT).increment(1.0);
+    series::gauge(IN_FLIGHT, &[]).increment(1.0);
 }
 
 /// One request over: its response body sent, or its client gone (with no status if it
@@ -53,18 +54,21 @@ pub(crate) fn request_finished(
 ) {
     let method = labels::method(method);
     let status = status.map_or("aborted", labels::status_class);
-    metrics::gauge!(IN_FLIGHT).decrement(1.0);
-    metrics::counter!(REQUESTS, "route" => route, "method" => method, "status" => status)
-        .increment(1);
-    metrics::histogram!(DURATION, "route" => route, "method" => method).record(took.as_secs_f64());
+    series::gauge(IN_FLIGHT, &[]).decrement(1.0);
+    series::counter(
+        REQUESTS,
+        &[("route", route), ("method", method), ("status", status)],
+    )
+    .increment(1);
+    series::histogram(DURATION, &[("route", route), ("method", method)]).record(took.as_secs_f64());
     if received > 0 {
-        metrics::counter!(RECEIVED).increment(received);
+        series::counter(RECEIVED, &[]).increment(received);
     }
     if sent > 0 {
-        metrics::counter!(SENT).increment(sent);
+        series::counter(SENT, &[]).increment(sent);
     }
 }
 
 pub(crate) fn authenticated(outcome: &'static str) {
-    metrics::counter!(AUTHENTICATIONS, "outcome" => outcome).increment(1);
+    series::counter(AUTHENTICATIONS, &[("outcome", outcome)]).increment(1);
 }

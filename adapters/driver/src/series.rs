@@ -1,0 +1,141 @@
+//! Handles of metric series, remembered by each thread once a recorder is installed.
+//!
+//! The `metrics` macros look a labelled series up in the recorder's registry on every call:
+//! they allocate its labels, hash and compare them under a lock. A request records a few
+//! series, and those lookups were several percent of a manifest GET's CPU. Every label value
+//! here is a `&'static str` from a fixed set, so a thread keeps the handles it has used, keyed
+//! by the addresses of the name and labels: the same text at two addresses makes two entries
+//! holding handles of one series, never two series.
+//!
+//! Handles taken before the recorder was installed would be no-ops forever, so nothing is
+//! remembered until [`recording`] says the recorder is in place; until then each call goes to
+//! the macros.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use metrics::{Counter, Gauge, Histogram, Label, Level, Metadata};
+
+/// Labels as the call sites name them: `[("route", route), ("method", method)]`.
+pub type Labels<'a> = &'a [(&'static str, &'static str)];
+
+/// The most labels a remembered series has; a series with more is looked up each time.
+const MAX_LABELS: usize = 3;
+
+/// Addresses of the name, then of each label's name and value (zero past the last).
+type Address = [usize; 1 + 2 * MAX_LABELS];
+
+static RECORDING: AtomicBool = AtomicBool::new(false);
+
+/// Says the process's recorder is installed: handles may be remembered from now on.
+pub fn recording() {
+    RECORDING.store(true, Ordering::Release);
+}
+
+type Handles<H> = RefCell<HashMap<Address, H, foldhash::fast::RandomState>>;
+
+thread_local! {
+    static COUNTERS: Handles<Counter> = RefCell::default();
+    static GAUGES: Handles<Gauge> = RefCell::default();
+    static HISTOGRAMS: Handles<Histogram> = RefCell::default();
+}
+
+/// The counter `name` with `labels`.
+pub fn counter(name: &'static str, labels: Labels) -> Counter {
+    handle(&COUNTERS, name, labels, |recorder, key, metadata| {
+        recorder.register_counter(key, metadata)
+    })
+}
+
+/// The gauge `name` with `labels`.
+pub fn gauge(name: &'static str, labels: Labels) -> Gauge {
+    handle(&GAUGES, name, labels, |recorder, key, metadata| {
+        recorder.register_gauge(key, metadata)
+    })
+}
+
+/// The histogram `name` with `labels`.
+pub fn histogram(name: &'static str, labels: Labels) -> Histogram {
+    handle(&HISTOGRAMS, name, labels, |recorder, key, metadata| {
+        recorder.register_histogram(key, metadata)
+    })
+}
+
+fn handle<H: Clone + 'static>(
+    remembered: &'static std::thread::LocalKey<Handles<H>>,
+    name: &'static str,
+    labels: Labels,
+    register: fn(&dyn metrics::Recorder, &metrics::Key, &Metadata<'static>) -> H,
+) -> H {
+    let lookup = || {
+        let key = metrics::Key::from_parts(
+            name,
+            labels
+                .iter()
+                .map(|&(label, value)| Label::from_static_parts(label, value))
+                .collect::<Vec<_>>(),
+        );
+        metrics::with_recorder(|recorder| register(recorder, &key, &METADATA))
+    };
+    let Some(address) = address(name, labels).filter(|_| RECORDING.load(Ordering::Acquire)) else {
+        return lookup();
+    };
+    remembered.with(|handles| {
+        if let Some(handle) = handles.borrow().get(&address) {
+            return handle.clone();
+        }
+        let handle = lookup();
+        handles.borrow_mut().insert(address, handle.clone());
+        handle
+    })
+}
+
+static METADATA: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, None);
+
+fn address(name: &'static str, labels: Labels) -> Option<Address> {
+    if labels.len() > MAX_LABELS {
+        return None;
+    }
+    let mut address = [0; 1 + 2 * MAX_LABELS];
+    address[0] = name.as_ptr() as usize;
+    for (i, (label, value)) in labels.iter().enumerate() {
+        address[1 + 2 * i] = label.as_ptr() as usize;
+        address[2 + 2 * i] = value.as_ptr() as usize;
+    }
+    Some(address)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    #[test]
+    fn remembered_handles_count_into_the_series_they_were_taken_for() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        metrics::with_local_recorder(&recorder, || {
+            recording();
+            for route in ["/a", "/b", "/a", "/a"] {
+                counter("requests", &[("route", route), ("status", "2xx")]).increment(1);
+            }
+            // Equal text at another address is the same series.
+            let other = String::from("/b").leak();
+            counter("requests", &[("route", other), ("status", "2xx")]).increment(1);
+        });
+        let counts: HashMap<String, u64> = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .map(|(key, _, _, value)| {
+                let route = key.key().labels().next().unwrap().value().to_owned();
+                let DebugValue::Counter(n) = value else {
+                    panic!("not a counter: {value:?}")
+                };
+                (route, n)
+            })
+            .collect();
+        assert_eq!(counts, HashMap::from([("/a".into(), 3), ("/b".into(), 2)]));
+    }
+}
