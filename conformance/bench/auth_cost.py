@@ -30,7 +30,6 @@ from pathlib import Path
 from config_cost import REPO_NAME, Configuration, measure, run
 
 from harness.oidc_provider import OidcProvider
-from harness.process import remove, scratch_dir
 
 USERNAME, PASSWORD = "alice", "bench-password"
 SERVICE = "stowage"
@@ -101,18 +100,12 @@ def configuration(name: str, binary: str, work: Path, provider: OidcProvider) ->
 
 
 def measure_binary(binary: str, rounds: int, seconds: int) -> dict:
-    work = scratch_dir("stowage-auth-cost-")
-    configurations = []
     provider = OidcProvider()
     try:
-        for name in ("none", *TARGETS):
-            configurations.append(configuration(name, binary, work, provider))
-        return measure(Path(binary).name, configurations, rounds, seconds)
+        return measure(binary, rounds, seconds, lambda work: (
+            configuration(name, binary, work, provider) for name in ("none", *TARGETS)))
     finally:
-        for started in configurations:
-            started.registry.stop()
         provider.stop()
-        remove(work)
 
 
 if __name__ == "__main__":

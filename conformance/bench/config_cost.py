@@ -9,11 +9,12 @@ import argparse
 import os
 import statistics
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import client
 from registry_bench import LOAD_CONNECTIONS, default_binaries, fmt, log, rotated
 
+from harness.process import remove, scratch_dir
 from harness.registry import fs_toml, start_stowage
 
 REPO_NAME = "bench/image"
@@ -60,9 +61,24 @@ class Configuration:
         return result
 
 
-def measure(label: str, configurations: list, rounds: int, seconds: int) -> dict:
-    """figures[configuration][kind][field] (FIELDS): medians over `rounds`, in which the
-    configurations take turns; None for a figure with a failed round."""
+def measure(binary: str, rounds: int, seconds: int,
+            configurations: Callable[[Path], Iterable[Configuration]]) -> dict:
+    """figures[configuration][kind][field] (FIELDS) for the servers `configurations(work)`
+    starts under a scratch directory `work`, stopped and removed afterwards."""
+    work = scratch_dir("stowage-config-cost-")
+    started = []
+    try:
+        started.extend(configurations(work))
+        return measure_started(Path(binary).name, started, rounds, seconds)
+    finally:
+        for configuration in started:
+            configuration.registry.stop()
+        remove(work)
+
+
+def measure_started(label: str, configurations: list, rounds: int, seconds: int) -> dict:
+    """Medians over `rounds`, in which the configurations take turns; None for a figure
+    with a failed round."""
     samples = {c.name: {kind: [] for kind, _ in KINDS} for c in configurations}
     for run in range(rounds):
         for kind, _ in KINDS:

@@ -15,12 +15,9 @@ without decoding it. Targets (issue 20): on and sampled keep >= 0.9x off's req/s
 """
 
 import sys
-from pathlib import Path
-
 from config_cost import Configuration, measure, run
 
 from harness.otlp_receiver import OtlpReceiver
-from harness.process import remove, scratch_dir
 
 NO_METRICS = "[observability.metrics]\nenabled = false\n"
 NO_ACCESS_LOG = "[observability.log]\naccess_log = false\n"
@@ -32,25 +29,20 @@ def tracing(collector: OtlpReceiver, rate: float) -> str:
 
 
 def measure_binary(binary: str, rounds: int, seconds: int) -> dict:
-    work = scratch_dir("stowage-observability-cost-")
     collector = OtlpReceiver(keep=False).start()
-    configurations = []
+    variants = (
+        ("off", NO_METRICS + NO_ACCESS_LOG),
+        ("metrics", NO_ACCESS_LOG),
+        ("log", NO_METRICS),
+        ("on", ""),
+        ("traced", tracing(collector, 1.0)),
+        ("sampled", tracing(collector, 0.01)),
+    )
     try:
-        for name, toml in (
-            ("off", NO_METRICS + NO_ACCESS_LOG),
-            ("metrics", NO_ACCESS_LOG),
-            ("log", NO_METRICS),
-            ("on", ""),
-            ("traced", tracing(collector, 1.0)),
-            ("sampled", tracing(collector, 0.01)),
-        ):
-            configurations.append(Configuration(name, binary, work, toml))
-        return measure(Path(binary).name, configurations, rounds, seconds)
+        return measure(binary, rounds, seconds, lambda work: (
+            Configuration(name, binary, work, toml) for name, toml in variants))
     finally:
-        for started in configurations:
-            started.registry.stop()
         collector.stop()
-        remove(work)
 
 
 if __name__ == "__main__":
