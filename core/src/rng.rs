@@ -5,7 +5,7 @@
 /// Fresh randomness for one request, supplied by the driver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entropy {
-    /// The id a new upload session gets. It must come straight from a cryptographic source:
+    /// The id a new upload session gets. It must come from a cryptographically secure source:
     /// anyone who could compute another session's id could write into that upload.
     pub upload_id: u128,
     /// Seeds the generator for what only has to differ, not be secret.

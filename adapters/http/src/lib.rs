@@ -24,6 +24,8 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::server::conn::http1;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use ring::rand::{SecureRandom, SystemRandom};
 use stowage_auth::Authenticator;
 use stowage_core::access::{Authentication, Caller, Identity};
@@ -45,6 +47,11 @@ pub use measure::describe_metrics;
 pub use peer::Peer;
 pub use request_body::{BodyPace, RequestBody};
 pub use trace::Tracing;
+
+thread_local! {
+    /// Each thread's generator of request entropy (`Service::entropy`); ChaCha12.
+    static GENERATOR: std::cell::RefCell<Option<StdRng>> = const { std::cell::RefCell::new(None) };
+}
 
 /// Renders the metrics in Prometheus' text format.
 pub type RenderMetrics = Arc<dyn Fn() -> String + Send + Sync>;
@@ -197,14 +204,23 @@ impl Service {
         }
     }
 
-    /// Fresh randomness for one request: its upload id straight from the operating system.
+    /// Fresh randomness for one request (its upload id, which must be unguessable, and its
+    /// seed) from this thread's cryptographically secure generator, seeded from the
+    /// operating system on the thread's first request: a system call per request was
+    /// about 3.5 % of a small GET's CPU. `None` if the system gave no seed.
     fn entropy(&self) -> Option<Entropy> {
-        let mut bytes = [0u8; 24];
-        self.inner.random.fill(&mut bytes).ok()?;
-        let (id, seed) = bytes.split_at(16);
-        Some(Entropy {
-            upload_id: u128::from_le_bytes(id.try_into().ok()?),
-            seed: u64::from_le_bytes(seed.try_into().ok()?),
+        GENERATOR.with(|generator| {
+            let mut generator = generator.borrow_mut();
+            if generator.is_none() {
+                let mut seed = [0u8; 32];
+                self.inner.random.fill(&mut seed).ok()?;
+                *generator = Some(StdRng::from_seed(seed));
+            }
+            let generator = generator.as_mut()?;
+            Some(Entropy {
+                upload_id: generator.random(),
+                seed: generator.random(),
+            })
         })
     }
 
