@@ -1,7 +1,7 @@
 """What a part of the configuration costs a pull, measured the same way for each part
 (auth_cost.py, observability_cost.py): Stowage servers that differ only in their
 configuration, each on a fresh root seeded with a small image, take turns under wrk (manifest
-GET and 1 KiB blob GET, 32 connections). A table per binary: req/s, p99 and the server's CPU
+GET and 1 KiB blob GET, 32 connections), started anew for every round. A table per binary: req/s, p99 and the server's CPU
 per request (medians over the rounds), and each configuration's req/s against the
 baseline's, held to its target."""
 
@@ -63,35 +63,33 @@ class Configuration:
 
 def measure(binary: str, rounds: int, seconds: int,
             configurations: Callable[[Path], Iterable[Configuration]]) -> dict:
-    """figures[configuration][kind][field] (FIELDS) for the servers `configurations(work)`
-    starts under a scratch directory `work`, stopped and removed afterwards."""
-    work = scratch_dir("stowage-config-cost-")
-    started = []
-    try:
-        started.extend(configurations(work))
-        return measure_started(Path(binary).name, started, rounds, seconds)
-    finally:
-        for configuration in started:
-            configuration.registry.stop()
-        remove(work)
-
-
-def measure_started(label: str, configurations: list, rounds: int, seconds: int) -> dict:
-    """Medians over `rounds`, in which the configurations take turns; None for a figure
-    with a failed round."""
-    samples = {c.name: {kind: [] for kind, _ in KINDS} for c in configurations}
+    """figures[configuration][kind][field] (FIELDS): medians over `rounds`, None for a figure
+    with a failed round. Each round starts the servers `configurations(work)` gives anew,
+    under a scratch directory `work` removed afterwards, and they take turns: where a start
+    happens to place a server's threads and allocator arenas moves its rate by about 10 %,
+    so one start weighs one round rather than every round."""
+    label = Path(binary).name
+    samples: dict = {}
     for run in range(rounds):
-        for kind, _ in KINDS:
-            for configuration in rotated(configurations, run):
-                log(f"{label} round {run + 1}/{rounds}: {kind}, {configuration.name}")
-                try:
-                    result = configuration.load(kind, seconds)
-                except client.HttpError as e:
-                    # A round with errors or timeouts has no req/s worth comparing; the
-                    # configuration fails its target, and the others go on.
-                    log(f"{configuration.name} {kind} failed: {str(e)[:600]}")
-                    result = None
-                samples[configuration.name][kind].append(result)
+        work = scratch_dir("stowage-config-cost-")
+        started = []
+        try:
+            started.extend(configurations(work))
+            for kind, _ in KINDS:
+                for configuration in rotated(started, run):
+                    log(f"{label} round {run + 1}/{rounds}: {kind}, {configuration.name}")
+                    try:
+                        result = configuration.load(kind, seconds)
+                    except client.HttpError as e:
+                        # A round with errors or timeouts has no req/s worth comparing; the
+                        # configuration fails its target, and the others go on.
+                        log(f"{configuration.name} {kind} failed: {str(e)[:600]}")
+                        result = None
+                    samples.setdefault(configuration.name, {k: [] for k, _ in KINDS})[kind].append(result)
+        finally:
+            for configuration in started:
+                configuration.registry.stop()
+            remove(work)
     return {
         name: {
             kind: {
@@ -135,8 +133,8 @@ def run(description: str, measure_binary: Callable[[str, int, int], dict], basel
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stowage-bin", action="append", help="a Stowage server binary (repeatable); "
                         "default: target/release/stowage and, if built, target/release/stowage-smol")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--seconds", type=int, default=3)
     args = parser.parse_args()
     binaries = args.stowage_bin or default_binaries()
     if not binaries:

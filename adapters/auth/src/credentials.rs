@@ -3,25 +3,26 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-/// What a request presents.
+/// What a request presents; a Bearer token is borrowed from the header (it is compared and
+/// hashed, never kept).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Credentials {
+pub enum Credentials<'a> {
     None,
     Basic {
         username: String,
         password: String,
     },
-    Bearer(String),
+    Bearer(&'a str),
     /// A header that is not one of the above, or not well formed: refused, never ignored.
     Malformed(&'static str),
 }
 
-impl Credentials {
+impl<'a> Credentials<'a> {
     /// Longest `Authorization` value considered: a registry token is about 1 KiB, an OIDC
     /// token a few KiB.
     pub const MAX_LEN: usize = 16 * 1024;
 
-    pub fn from_headers(headers: &http::HeaderMap) -> Self {
+    pub fn from_headers(headers: &'a http::HeaderMap) -> Self {
         let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
         let Some(value) = values.next() else {
             return Credentials::None;
@@ -35,7 +36,7 @@ impl Credentials {
         }
     }
 
-    pub fn parse(value: &str) -> Self {
+    pub fn parse(value: &'a str) -> Self {
         if value.len() > Self::MAX_LEN {
             return Credentials::Malformed("Authorization is too long");
         }
@@ -47,7 +48,7 @@ impl Credentials {
             if rest.is_empty() || rest.contains(' ') {
                 Credentials::Malformed("a Bearer token is one word")
             } else {
-                Credentials::Bearer(rest.to_owned())
+                Credentials::Bearer(rest)
             }
         } else {
             Credentials::Malformed("unknown authentication scheme")
@@ -55,7 +56,7 @@ impl Credentials {
     }
 }
 
-fn basic(encoded: &str) -> Credentials {
+fn basic(encoded: &str) -> Credentials<'static> {
     let Ok(decoded) = STANDARD.decode(encoded) else {
         return Credentials::Malformed("Basic credentials are not base64");
     };
@@ -86,7 +87,7 @@ mod tests {
         );
         assert_eq!(
             Credentials::parse("bearer abc.def.ghi"),
-            Credentials::Bearer("abc.def.ghi".into())
+            Credentials::Bearer("abc.def.ghi")
         );
         for bad in [
             "Basic !!!",

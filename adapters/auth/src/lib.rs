@@ -261,7 +261,7 @@ impl Authenticator {
                 }
             }
             Credentials::Bearer(token) => {
-                return match self.verify_token(&token, None, SystemTime::now()).await {
+                return match self.verify_token(token, None, SystemTime::now()).await {
                     Ok(Authentication::Token { identity, access }) => Ok(Authentication::Token {
                         identity: with_certificate(identity),
                         access,
@@ -352,7 +352,7 @@ impl Authenticator {
                     .map_err(|e| format!("invalid token: {e}"))?;
                 let authentication = Authentication::Token {
                     identity: token_identity(&claims.sub),
-                    access: claims.access,
+                    access: claims.access.into(),
                 };
                 return Ok((authentication, claims.exp));
             }
@@ -360,7 +360,7 @@ impl Authenticator {
                 let grant = external.verify(token).await?;
                 let authentication = Authentication::Token {
                     identity: token_identity(&grant.sub),
-                    access: grant.access,
+                    access: grant.access.into(),
                 };
                 return Ok((authentication, grant.exp));
             }

@@ -351,7 +351,7 @@ fn an_external_token_servers_tokens_grant_their_access() {
             panic!("the hub's token was refused");
         };
         assert_eq!(
-            (identity.username.as_str(), granted),
+            (identity.username.as_str(), granted.to_vec()),
             ("alice", access.clone())
         );
         let elsewhere =

@@ -42,7 +42,8 @@ pub enum Authentication {
     /// when it was issued.
     Token {
         identity: Identity,
-        access: Vec<Access>,
+        /// Shared: a verified token's authentication is cloned on every request it makes.
+        access: std::sync::Arc<[Access]>,
     },
     /// Credentials were presented and proved nothing (the reason is for logs).
     Failed(String),

@@ -141,7 +141,7 @@ fn tokens_grant_exactly_their_access() {
     let repos = Repositories::default();
     let token = caller(Authentication::Token {
         identity: Identity::user("alice"),
-        access: vec![Access::parse("repository:app:pull").unwrap()],
+        access: vec![Access::parse("repository:app:pull").unwrap()].into(),
     });
     let pull = needs(&route(Method::GET, "/v2/app/manifests/v1", None));
     assert!(access.authorize(&repos, &token, &pull, None).is_ok());

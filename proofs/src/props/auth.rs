@@ -257,7 +257,7 @@ fn check_challenge(text: &str) {
     check_challenge_header(&failed, &needed, false);
     let scopeless = refused(Authentication::Token {
         identity: Identity::user("alice"),
-        access: Vec::new(),
+        access: Vec::new().into(),
     });
     match scopeless {
         Some(challenge) => check_challenge_header(&challenge, &needed, true),
