@@ -6,11 +6,11 @@
 //! that formatter's would (text, or JSON through `serde_json`), and `RUST_LOG` still
 //! silences them (`stowage::access=off`), asked once at startup as the filter never changes.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io::Write;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use stowage_http::{ACCESS_LOG_TARGET, AccessLog, AccessRecord};
@@ -38,6 +38,35 @@ struct AccessLines {
 thread_local! {
     /// Each thread's line being formatted, kept for the next.
     static LINE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// The second this thread last logged in, and its `YYYY-MM-DDTHH:MM:SS`.
+    static SECOND: Cell<(u64, [u8; 19])> = const { Cell::new((u64::MAX, [0; 19])) };
+}
+
+/// The length of a [`timestamp`].
+const TIMESTAMP_LEN: usize = 27;
+
+/// `now` in RFC 3339 with microseconds, as `humantime` writes it
+/// (`2026-12-04T17:40:01.123456Z`); the date and time of day are formatted once per second
+/// per thread, as every line of that second shares them.
+fn timestamp(now: SystemTime) -> [u8; TIMESTAMP_LEN] {
+    let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let second = since_epoch.as_secs();
+    let (cached, mut date_and_time) = SECOND.get();
+    if cached != second {
+        let whole = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(second));
+        date_and_time.copy_from_slice(&whole.to_string().as_bytes()[..19]);
+        SECOND.set((second, date_and_time));
+    }
+    let mut out = [0; TIMESTAMP_LEN];
+    out[..19].copy_from_slice(&date_and_time);
+    out[19] = b'.';
+    let mut micros = since_epoch.subsec_micros();
+    for digit in out[20..26].iter_mut().rev() {
+        *digit = b'0' + (micros % 10) as u8;
+        micros /= 10;
+    }
+    out[26] = b'Z';
+    out
 }
 
 impl AccessLog for AccessLines {
@@ -45,10 +74,11 @@ impl AccessLog for AccessLines {
         LINE.with(|line| {
             let mut line = line.borrow_mut();
             line.clear();
-            let timestamp = humantime::format_rfc3339_micros(SystemTime::now());
+            let timestamp = timestamp(SystemTime::now());
+            let timestamp = std::str::from_utf8(&timestamp).unwrap_or_default();
             let formatted = match self.format {
-                LogFormat::Text => text(&mut line, &timestamp, request),
-                LogFormat::Json => json(&mut line, &timestamp, request),
+                LogFormat::Text => text(&mut line, timestamp, request),
+                LogFormat::Json => json(&mut line, timestamp, request),
             };
             if formatted.is_ok() {
                 self.out.append(&line);
@@ -60,12 +90,8 @@ impl AccessLog for AccessLines {
 /// As `tracing`'s text format: strings quoted and escaped, absent fields left out. Pieces are
 /// appended directly rather than through `write!`, whose formatting machinery was most of
 /// a line's cost.
-fn text(
-    line: &mut Vec<u8>,
-    timestamp: &humantime::Rfc3339Timestamp,
-    request: &AccessRecord<'_>,
-) -> std::io::Result<()> {
-    write!(line, "{timestamp}")?;
+fn text(line: &mut Vec<u8>, timestamp: &str, request: &AccessRecord<'_>) -> std::io::Result<()> {
+    line.extend_from_slice(timestamp.as_bytes());
     line.extend_from_slice(b"  INFO stowage::access: request method=");
     line.extend_from_slice(request.method.as_str().as_bytes());
     line.extend_from_slice(b" route=");
@@ -81,7 +107,8 @@ fn text(
     number(line, b" bytes_out=", request.bytes_out);
     line.extend_from_slice(b" duration_ms=");
     millis(line, request.duration);
-    write!(line, " client={}", request.client)?;
+    line.extend_from_slice(b" client=");
+    address(line, request.client)?;
     if let Some(identity) = request.identity {
         line.extend_from_slice(b" identity=");
         quoted(line, identity)?;
@@ -105,6 +132,22 @@ fn quoted(line: &mut Vec<u8>, text: &str) -> std::io::Result<()> {
     line.extend_from_slice(text.as_bytes());
     line.push(b'"');
     Ok(())
+}
+
+/// As `Display` writes it; an IPv4 address (most clients) without the formatting machinery.
+fn address(line: &mut Vec<u8>, address: IpAddr) -> std::io::Result<()> {
+    match address {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    line.push(b'.');
+                }
+                line.extend_from_slice(itoa::Buffer::new().format(octet).as_bytes());
+            }
+            Ok(())
+        }
+        IpAddr::V6(v6) => write!(line, "{v6}"),
+    }
 }
 
 fn number(line: &mut Vec<u8>, name: &[u8], value: u64) {
@@ -133,8 +176,7 @@ fn millis(line: &mut Vec<u8>, duration: Duration) {
 /// As `tracing`'s JSON format with the event's fields flattened.
 #[derive(Serialize)]
 struct JsonLine<'a> {
-    #[serde(serialize_with = "as_text")]
-    timestamp: &'a humantime::Rfc3339Timestamp,
+    timestamp: &'a str,
     level: &'static str,
     message: &'static str,
     method: &'a str,
@@ -153,11 +195,7 @@ struct JsonLine<'a> {
     target: &'static str,
 }
 
-fn json(
-    line: &mut Vec<u8>,
-    timestamp: &humantime::Rfc3339Timestamp,
-    request: &AccessRecord<'_>,
-) -> std::io::Result<()> {
+fn json(line: &mut Vec<u8>, timestamp: &str, request: &AccessRecord<'_>) -> std::io::Result<()> {
     let fields = JsonLine {
         timestamp,
         level: "INFO",
@@ -177,13 +215,6 @@ fn json(
     serde_json::to_writer(&mut *line, &fields)?;
     line.push(b'\n');
     Ok(())
-}
-
-fn as_text<S: serde::Serializer>(
-    value: &&humantime::Rfc3339Timestamp,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    serializer.collect_str(value)
 }
 
 /// Divided from whole nanoseconds, so the shortest form of the result is the exact decimal
@@ -213,10 +244,10 @@ mod tests {
 
     fn formatted(format: LogFormat, request: &AccessRecord<'_>) -> String {
         let mut line = Vec::new();
-        let timestamp = humantime::format_rfc3339_micros(SystemTime::UNIX_EPOCH);
+        let timestamp = "1970-01-01T00:00:00.000000Z";
         match format {
-            LogFormat::Text => text(&mut line, &timestamp, request),
-            LogFormat::Json => json(&mut line, &timestamp, request),
+            LogFormat::Text => text(&mut line, timestamp, request),
+            LogFormat::Json => json(&mut line, timestamp, request),
         }
         .unwrap();
         String::from_utf8(line).unwrap()
@@ -232,6 +263,30 @@ mod tests {
              bytes_in=527 bytes_out=0 duration_ms=1.5 client=::1 identity=\"ci \\\"bot\\\"\" \
              request_id=\"a\\\"b\\\\c\"\n"
         );
+    }
+
+    #[test]
+    fn timestamps_read_as_humantime_writes_them() {
+        let mut at = Duration::from_micros(1);
+        for step in 0..3000u64 {
+            let now = UNIX_EPOCH + at;
+            assert_eq!(
+                std::str::from_utf8(&timestamp(now)).unwrap(),
+                humantime::format_rfc3339_micros(now).to_string(),
+                "{at:?}"
+            );
+            // Steps within one second, then across seconds, days and years.
+            at += Duration::from_micros(step * step * 7_919 + step);
+        }
+    }
+
+    #[test]
+    fn an_ipv4_client_reads_as_display_writes_it() {
+        for client in ["192.0.2.7", "0.0.0.0", "255.255.255.255", "10.200.3.45"] {
+            let mut line = Vec::new();
+            address(&mut line, client.parse().unwrap()).unwrap();
+            assert_eq!(String::from_utf8(line).unwrap(), client);
+        }
     }
 
     #[test]

@@ -38,16 +38,19 @@ pub(crate) fn start(settings: &TracingSettings) -> Result<Option<Tracing>, Start
         .with_timeout(EXPORT_TIMEOUT)
         .build()
         .map_err(|e| StartError::Tracing(e.to_string()))?;
-    // A client that decided in its `traceparent` is followed; the rate decides the rest.
-    let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-        settings.sampling_rate(),
-    )));
+    // A client that decided in its `traceparent` is followed; `Tracing` applies the rate
+    // to the rest before a span is made.
+    let sampler = Sampler::ParentBased(Box::new(Sampler::AlwaysOn));
     let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
         .with_sampler(sampler)
         .with_resource(resource())
         .build();
-    Ok(Some(Tracing::new(provider.tracer(SERVICE_NAME), provider)))
+    Ok(Some(Tracing::new(
+        provider.tracer(SERVICE_NAME),
+        provider,
+        settings.sampling_rate(),
+    )))
 }
 
 /// Who the spans come from: the SDK's defaults (and `OTEL_RESOURCE_ATTRIBUTES`), named

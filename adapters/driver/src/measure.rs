@@ -73,20 +73,20 @@ pub(crate) fn stores(
     took: Duration,
 ) -> &'static str {
     let outcome = storage_outcome(outcome);
-    series::counter(
+    series::increment(
         STORAGE_OPERATIONS,
         &[
             ("backend", backend),
             ("operation", kind),
             ("outcome", outcome),
         ],
-    )
-    .increment(1);
-    series::histogram(
+        1,
+    );
+    series::record(
         STORAGE_DURATION,
         &[("backend", backend), ("operation", kind)],
-    )
-    .record(took.as_secs_f64());
+        took.as_secs_f64(),
+    );
     outcome
 }
 
@@ -108,23 +108,27 @@ pub(crate) struct UploadInFlight;
 
 impl UploadInFlight {
     pub(crate) fn start() -> Self {
-        series::gauge(UPLOADS_IN_FLIGHT, &[]).increment(1.0);
+        series::gauge_add(UPLOADS_IN_FLIGHT, &[], 1.0);
         UploadInFlight
     }
 }
 
 impl Drop for UploadInFlight {
     fn drop(&mut self) {
-        series::gauge(UPLOADS_IN_FLIGHT, &[]).decrement(1.0);
+        series::gauge_add(UPLOADS_IN_FLIGHT, &[], -1.0);
     }
 }
 
 /// Counts one lock request and what came of it; its outcome's label.
 pub(crate) fn lock(request: &LockRequest, result: &Result<bool, IoError>) -> &'static str {
     let (request, outcome, lost) = lock_labels(request, result);
-    series::counter(LOCK_REQUESTS, &[("request", request), ("outcome", outcome)]).increment(1);
+    series::increment(
+        LOCK_REQUESTS,
+        &[("request", request), ("outcome", outcome)],
+        1,
+    );
     if lost {
-        series::counter(LOCK_LOSSES, &[]).increment(1);
+        series::increment(LOCK_LOSSES, &[], 1);
     }
     outcome
 }
@@ -148,7 +152,7 @@ fn lock_labels(
 
 /// Counts one back-off wait for a held lock.
 pub(crate) fn lock_wait(waited: Duration) {
-    series::histogram(LOCK_WAITS, &[]).record(waited.as_secs_f64());
+    series::record(LOCK_WAITS, &[], waited.as_secs_f64());
 }
 
 /// Counts one upstream request of `kind` and what came of it; its result's label.
@@ -166,8 +170,12 @@ pub(crate) fn upstream(
         UpstreamAnswer::Unavailable { .. } => "unavailable",
         UpstreamAnswer::Refused { .. } => "refused",
     };
-    series::counter(UPSTREAM_REQUESTS, &[("request", kind), ("result", result)]).increment(1);
-    series::histogram(UPSTREAM_DURATION, &[("request", kind)]).record(took.as_secs_f64());
+    series::increment(
+        UPSTREAM_REQUESTS,
+        &[("request", kind), ("result", result)],
+        1,
+    );
+    series::record(UPSTREAM_DURATION, &[("request", kind)], took.as_secs_f64());
     result
 }
 
@@ -181,7 +189,7 @@ pub(crate) fn cache_lookup(
         Ok(None) => "miss",
         Err(_) => "error",
     };
-    series::counter(CACHE_LOOKUPS, &[("kind", kind), ("result", result)]).increment(1);
+    series::increment(CACHE_LOOKUPS, &[("kind", kind), ("result", result)], 1);
     result
 }
 

@@ -41,33 +41,48 @@ thread_local! {
     static HISTOGRAMS: Handles<Histogram> = RefCell::default();
 }
 
-/// The counter `name` with `labels`.
-pub fn counter(name: &'static str, labels: Labels) -> Counter {
-    handle(&COUNTERS, name, labels, |recorder, key, metadata| {
-        recorder.register_counter(key, metadata)
-    })
+/// Adds `value` to the counter `name` with `labels`.
+pub fn increment(name: &'static str, labels: Labels, value: u64) {
+    with_handle(
+        &COUNTERS,
+        name,
+        labels,
+        |recorder, key, metadata| recorder.register_counter(key, metadata),
+        |counter| counter.increment(value),
+    );
 }
 
-/// The gauge `name` with `labels`.
-pub fn gauge(name: &'static str, labels: Labels) -> Gauge {
-    handle(&GAUGES, name, labels, |recorder, key, metadata| {
-        recorder.register_gauge(key, metadata)
-    })
+/// Adds `delta` (less than zero: takes it away) to the gauge `name` with `labels`.
+pub fn gauge_add(name: &'static str, labels: Labels, delta: f64) {
+    with_handle(
+        &GAUGES,
+        name,
+        labels,
+        |recorder, key, metadata| recorder.register_gauge(key, metadata),
+        |gauge| gauge.increment(delta),
+    );
 }
 
-/// The histogram `name` with `labels`.
-pub fn histogram(name: &'static str, labels: Labels) -> Histogram {
-    handle(&HISTOGRAMS, name, labels, |recorder, key, metadata| {
-        recorder.register_histogram(key, metadata)
-    })
+/// Records `value` in the histogram `name` with `labels`.
+pub fn record(name: &'static str, labels: Labels, value: f64) {
+    with_handle(
+        &HISTOGRAMS,
+        name,
+        labels,
+        |recorder, key, metadata| recorder.register_histogram(key, metadata),
+        |histogram| histogram.record(value),
+    );
 }
 
-fn handle<H: Clone + 'static>(
+/// Calls `act` with the handle of the series: a remembered one is borrowed, not cloned, as
+/// a clone and its drop are two atomic updates of a count every thread shares.
+fn with_handle<H: 'static>(
     remembered: &'static std::thread::LocalKey<Handles<H>>,
     name: &'static str,
     labels: Labels,
     register: fn(&dyn metrics::Recorder, &metrics::Key, &Metadata<'static>) -> H,
-) -> H {
+    act: impl FnOnce(&H),
+) {
     let lookup = || {
         let key = metrics::Key::from_parts(
             name,
@@ -79,15 +94,15 @@ fn handle<H: Clone + 'static>(
         metrics::with_recorder(|recorder| register(recorder, &key, &METADATA))
     };
     let Some(address) = address(name, labels).filter(|_| RECORDING.load(Ordering::Acquire)) else {
-        return lookup();
+        return act(&lookup());
     };
     remembered.with(|handles| {
         if let Some(handle) = handles.borrow().get(&address) {
-            return handle.clone();
+            return act(handle);
         }
         let handle = lookup();
-        handles.borrow_mut().insert(address, handle.clone());
-        handle
+        act(&handle);
+        handles.borrow_mut().insert(address, handle);
     })
 }
 
@@ -118,11 +133,11 @@ mod tests {
         metrics::with_local_recorder(&recorder, || {
             recording();
             for route in ["/a", "/b", "/a", "/a"] {
-                counter("requests", &[("route", route), ("status", "2xx")]).increment(1);
+                increment("requests", &[("route", route), ("status", "2xx")], 1);
             }
             // Equal text at another address is the same series.
             let other = String::from("/b").leak();
-            counter("requests", &[("route", other), ("status", "2xx")]).increment(1);
+            increment("requests", &[("route", other), ("status", "2xx")], 1);
         });
         let counts: HashMap<String, u64> = snapshotter
             .snapshot()

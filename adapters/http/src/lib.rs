@@ -209,6 +209,15 @@ impl Service {
     /// operating system on the thread's first request: a system call per request was
     /// about 3.5 % of a small GET's CPU. `None` if the system gave no seed.
     fn entropy(&self) -> Option<Entropy> {
+        self.generator(|generator| Entropy {
+            upload_id: generator.random(),
+            seed: generator.random(),
+        })
+    }
+
+    /// `f` with this thread's generator, seeded on first use; `None` if the system gave no
+    /// seed.
+    fn generator<T>(&self, f: impl FnOnce(&mut StdRng) -> T) -> Option<T> {
         GENERATOR.with(|generator| {
             let mut generator = generator.borrow_mut();
             if generator.is_none() {
@@ -216,11 +225,7 @@ impl Service {
                 self.inner.random.fill(&mut seed).ok()?;
                 *generator = Some(StdRng::from_seed(seed));
             }
-            let generator = generator.as_mut()?;
-            Some(Entropy {
-                upload_id: generator.random(),
-                seed: generator.random(),
-            })
+            generator.as_mut().map(f)
         })
     }
 
@@ -238,9 +243,13 @@ impl Service {
         let own = self.own_endpoint(path);
         // The server's own endpoints (probes, scrapes) are not traced.
         let trace = match (&own, &inner.tracing) {
-            (None, Some(tracing)) => {
-                tracing.start(&parts.method, &parts.headers, peer.address, &request_id)
-            }
+            (None, Some(tracing)) => tracing.start(
+                &parts.method,
+                &parts.headers,
+                peer.address,
+                &request_id,
+                || self.generator(|generator| generator.random::<f64>()),
+            ),
             _ => None,
         };
         let mut exchange = Exchange::start(

@@ -39,7 +39,7 @@ pub fn describe_metrics() {
 }
 
 pub(crate) fn request_started() {
-    series::gauge(IN_FLIGHT, &[]).increment(1.0);
+    series::gauge_add(IN_FLIGHT, &[], 1.0);
 }
 
 /// One request over: its response body sent, or its client gone (with no status if it
@@ -54,21 +54,25 @@ pub(crate) fn request_finished(
 ) {
     let method = labels::method(method);
     let status = status.map_or("aborted", labels::status_class);
-    series::gauge(IN_FLIGHT, &[]).decrement(1.0);
-    series::counter(
+    series::gauge_add(IN_FLIGHT, &[], -1.0);
+    series::increment(
         REQUESTS,
         &[("route", route), ("method", method), ("status", status)],
-    )
-    .increment(1);
-    series::histogram(DURATION, &[("route", route), ("method", method)]).record(took.as_secs_f64());
+        1,
+    );
+    series::record(
+        DURATION,
+        &[("route", route), ("method", method)],
+        took.as_secs_f64(),
+    );
     if received > 0 {
-        series::counter(RECEIVED, &[]).increment(received);
+        series::increment(RECEIVED, &[], received);
     }
     if sent > 0 {
-        series::counter(SENT, &[]).increment(sent);
+        series::increment(SENT, &[], sent);
     }
 }
 
 pub(crate) fn authenticated(outcome: &'static str) {
-    series::counter(AUTHENTICATIONS, &[("outcome", outcome)]).increment(1);
+    series::increment(AUTHENTICATIONS, &[("outcome", outcome)], 1);
 }

@@ -1,12 +1,12 @@
 //! Each registry request's span (`[observability.tracing]`). It continues the client's trace
 //! when the request carries a valid W3C `traceparent` (anything else starts a new trace),
 //! takes the route template as its name once the request is routed, and ends with the
-//! exchange, when the response body has been sent. Only a request the sampler keeps gets
-//! one; the others pay for the sampling decision alone, and their steps for nothing.
+//! exchange, when the response body has been sent. Only a sampled request gets one; the
+//! others pay for the sampling decision alone, and their steps for nothing.
 
 use std::net::IpAddr;
 
-use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer as _};
 use opentelemetry::{Context, KeyValue};
@@ -18,7 +18,7 @@ use stowage_driver::Traced;
 
 use crate::labels;
 
-const TRACEPARENT: &str = "traceparent";
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// Where the service's spans go: a tracer of the app's exporting tracer provider.
 #[derive(Clone)]
@@ -26,14 +26,19 @@ pub struct Tracing {
     tracer: SdkTracer,
     provider: SdkTracerProvider,
     propagator: TraceContextPropagator,
+    /// The share of requests traced when their client did not decide.
+    sampling_rate: f64,
 }
 
 impl Tracing {
-    pub fn new(tracer: SdkTracer, provider: SdkTracerProvider) -> Self {
+    /// `provider` samples every span whose parent does not decide otherwise: the rate is
+    /// applied by [`Tracing::start`].
+    pub fn new(tracer: SdkTracer, provider: SdkTracerProvider, sampling_rate: f64) -> Self {
         Tracing {
             tracer,
             provider,
             propagator: TraceContextPropagator::new(),
+            sampling_rate,
         }
     }
 
@@ -46,19 +51,30 @@ impl Tracing {
     }
 
     /// The span of a request with these `headers`, or `None` when it is not sampled.
+    /// `draw` gives a number in `[0, 1)` (`None`: none to be had, and no trace).
     pub(crate) fn start(
         &self,
         method: &Method,
         headers: &HeaderMap,
         client: IpAddr,
         request_id: &HeaderValue,
+        draw: impl FnOnce() -> Option<f64>,
     ) -> Option<RequestSpan> {
-        let parent = match headers.get(TRACEPARENT) {
+        let parent = match headers.get(&TRACEPARENT) {
             Some(sent) if well_formed(sent.as_bytes()) => {
                 self.propagator.extract(&HeaderExtractor(headers))
             }
             _ => Context::new(),
         };
+        // A client's `traceparent` carries its decision, which the SDK's sampler follows.
+        // The rate decides the rest here, before the SDK makes ids and a span for a request
+        // it would drop (that was most of what an unsampled request paid).
+        if !parent.span().span_context().is_valid()
+            && self.sampling_rate < 1.0
+            && !draw().is_some_and(|d| d < self.sampling_rate)
+        {
+            return None;
+        }
         let method = labels::method(method);
         let mut span = self
             .tracer
@@ -187,7 +203,7 @@ mod tests {
     #[test]
     fn requests_continue_a_valid_traceparent_and_start_a_trace_otherwise() {
         let provider = SdkTracerProvider::builder().build();
-        let tracing = Tracing::new(provider.tracer("test"), provider);
+        let tracing = Tracing::new(provider.tracer("test"), provider, 1.0);
         let id = HeaderValue::from_static("r");
         let client = IpAddr::from([127, 0, 0, 1]);
         let trace_of = |traceparent: Option<String>| {
@@ -195,7 +211,9 @@ mod tests {
             if let Some(value) = traceparent {
                 headers.insert(TRACEPARENT, HeaderValue::from_str(&value).unwrap());
             }
-            let span = tracing.start(&Method::GET, &headers, client, &id).unwrap();
+            let span = tracing
+                .start(&Method::GET, &headers, client, &id, || Some(0.0))
+                .unwrap();
             let context = span.context.span().span_context().clone();
             (context.trace_id().to_string(), context.is_valid())
         };
@@ -214,5 +232,47 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_rate_decides_for_requests_whose_client_did_not() {
+        let provider = SdkTracerProvider::builder().build();
+        let tracing = Tracing::new(provider.tracer("test"), provider, 0.25);
+        let id = HeaderValue::from_static("r");
+        let client = IpAddr::from([127, 0, 0, 1]);
+        let none = HeaderMap::new();
+        let traced = (0..100)
+            .filter(|i| {
+                let draw = f64::from(*i) / 100.0;
+                tracing
+                    .start(&Method::GET, &none, client, &id, || Some(draw))
+                    .is_some()
+            })
+            .count();
+        assert_eq!(traced, 25);
+        let never = || -> Option<f64> { panic!("a client's decision is not drawn for") };
+        let sampled = headers_with_traceparent(&format!("00-{TRACE}-{PARENT}-01"));
+        assert!(
+            tracing
+                .start(&Method::GET, &sampled, client, &id, never)
+                .is_some()
+        );
+        let unsampled = headers_with_traceparent(&format!("00-{TRACE}-{PARENT}-00"));
+        assert!(
+            tracing
+                .start(&Method::GET, &unsampled, client, &id, never)
+                .is_none()
+        );
+        assert!(
+            tracing
+                .start(&Method::GET, &none, client, &id, || None)
+                .is_none()
+        );
+    }
+
+    fn headers_with_traceparent(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(TRACEPARENT, HeaderValue::from_str(value).unwrap());
+        headers
     }
 }
