@@ -14,6 +14,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::LocalKey;
 
 use metrics::{Counter, Gauge, Histogram, Label, Level, Metadata};
 
@@ -43,46 +44,57 @@ thread_local! {
 
 /// Adds `value` to the counter `name` with `labels`.
 pub fn increment(name: &'static str, labels: Labels, value: u64) {
-    with_handle(
-        &COUNTERS,
-        name,
-        labels,
-        |recorder, key, metadata| recorder.register_counter(key, metadata),
-        |counter| counter.increment(value),
-    );
+    with_handle(name, labels, |counter: &Counter| counter.increment(value));
 }
 
 /// Adds `delta` (less than zero: takes it away) to the gauge `name` with `labels`.
 pub fn gauge_add(name: &'static str, labels: Labels, delta: f64) {
-    with_handle(
-        &GAUGES,
-        name,
-        labels,
-        |recorder, key, metadata| recorder.register_gauge(key, metadata),
-        |gauge| gauge.increment(delta),
-    );
+    with_handle(name, labels, |gauge: &Gauge| gauge.increment(delta));
 }
 
 /// Records `value` in the histogram `name` with `labels`.
 pub fn record(name: &'static str, labels: Labels, value: f64) {
-    with_handle(
-        &HISTOGRAMS,
-        name,
-        labels,
-        |recorder, key, metadata| recorder.register_histogram(key, metadata),
-        |histogram| histogram.record(value),
-    );
+    with_handle(name, labels, |histogram: &Histogram| {
+        histogram.record(value)
+    });
+}
+
+/// A kind of series: how its handle is registered, and where a thread keeps them.
+trait Series: Sized + 'static {
+    fn register(recorder: &dyn metrics::Recorder, key: &metrics::Key) -> Self;
+    fn remembered() -> &'static LocalKey<Handles<Self>>;
+}
+
+impl Series for Counter {
+    fn register(recorder: &dyn metrics::Recorder, key: &metrics::Key) -> Self {
+        recorder.register_counter(key, &METADATA)
+    }
+    fn remembered() -> &'static LocalKey<Handles<Self>> {
+        &COUNTERS
+    }
+}
+
+impl Series for Gauge {
+    fn register(recorder: &dyn metrics::Recorder, key: &metrics::Key) -> Self {
+        recorder.register_gauge(key, &METADATA)
+    }
+    fn remembered() -> &'static LocalKey<Handles<Self>> {
+        &GAUGES
+    }
+}
+
+impl Series for Histogram {
+    fn register(recorder: &dyn metrics::Recorder, key: &metrics::Key) -> Self {
+        recorder.register_histogram(key, &METADATA)
+    }
+    fn remembered() -> &'static LocalKey<Handles<Self>> {
+        &HISTOGRAMS
+    }
 }
 
 /// Calls `act` with the handle of the series: a remembered one is borrowed, not cloned, as
 /// a clone and its drop are two atomic updates of a count every thread shares.
-fn with_handle<H: 'static>(
-    remembered: &'static std::thread::LocalKey<Handles<H>>,
-    name: &'static str,
-    labels: Labels,
-    register: fn(&dyn metrics::Recorder, &metrics::Key, &Metadata<'static>) -> H,
-    act: impl FnOnce(&H),
-) {
+fn with_handle<H: Series>(name: &'static str, labels: Labels, act: impl FnOnce(&H)) {
     let lookup = || {
         let key = metrics::Key::from_parts(
             name,
@@ -91,12 +103,12 @@ fn with_handle<H: 'static>(
                 .map(|&(label, value)| Label::from_static_parts(label, value))
                 .collect::<Vec<_>>(),
         );
-        metrics::with_recorder(|recorder| register(recorder, &key, &METADATA))
+        metrics::with_recorder(|recorder| H::register(recorder, &key))
     };
     let Some(address) = address(name, labels).filter(|_| RECORDING.load(Ordering::Acquire)) else {
         return act(&lookup());
     };
-    remembered.with(|handles| {
+    H::remembered().with(|handles| {
         if let Some(handle) = handles.borrow().get(&address) {
             return act(handle);
         }
