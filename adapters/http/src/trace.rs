@@ -207,10 +207,8 @@ mod tests {
         let id = HeaderValue::from_static("r");
         let client = IpAddr::from([127, 0, 0, 1]);
         let trace_of = |traceparent: Option<String>| {
-            let mut headers = HeaderMap::new();
-            if let Some(value) = traceparent {
-                headers.insert(TRACEPARENT, HeaderValue::from_str(&value).unwrap());
-            }
+            let headers =
+                traceparent.map_or_else(HeaderMap::new, |value| headers_with_traceparent(&value));
             let span = tracing
                 .start(&Method::GET, &headers, client, &id, || Some(0.0))
                 .unwrap();
