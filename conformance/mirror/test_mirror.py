@@ -11,11 +11,13 @@ import hashlib
 import io
 import os
 import shutil
+import socket
 import subprocess
 import tarfile
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -160,6 +162,38 @@ def test_a_cold_blob_streams_to_its_client_as_it_arrives(upstream, start, runtim
     assert Client(mirror.url).get_blob("hub/team/other", digest).content == data
     assert time.monotonic() - started < 5, "the streamed fetch left its lock to lapse"
     assert upstream.proxy.blob_gets(digest) == 1
+
+
+@pytest.mark.parametrize("runtime", ["tokio", "smol"])
+def test_a_client_that_stops_reading_does_not_hold_up_the_fetch(upstream, start, runtime):
+    data = os.urandom(64 * 1024 * 1024)
+    image = upstream.push("team/app", "v1", [data])
+    digest = image["layers"][0]["digest"]
+    mirror = start(mirror_toml(upstream), runtime=runtime)
+    target = urlsplit(mirror.url)
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    stalled.settimeout(30)
+    stalled.connect((target.hostname, target.port))
+    try:
+        stalled.sendall(f"GET /v2/hub/team/app/blobs/{digest} HTTP/1.1\r\nHost: mirror\r\n\r\n".encode())
+        head = stalled.recv(64 * 1024)
+        assert head.startswith(b"HTTP/1.1 200"), head[:200]
+        # Its fetch is under way, and this client reads no more. Another pull of the blob waits
+        # for that fetch, which goes on (its lock kept) once the stalled client is cut loose.
+        started = time.monotonic()
+        assert Client(mirror.url).get_blob("hub/team/app", digest).content == data
+        print(f"the second pull waited {time.monotonic() - started:.1f} s")
+        assert upstream.proxy.blob_gets(digest) == 1, mirror.log_tail(30)
+        received = len(head)
+        try:
+            while chunk := stalled.recv(1 << 20):
+                received += len(chunk)
+        except ConnectionResetError:
+            pass
+        assert received < len(data), "the stalled client's stream was not cut"
+    finally:
+        stalled.close()
 
 
 @pytest.mark.parametrize("mode", ["corrupt", "truncate"])

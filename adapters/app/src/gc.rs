@@ -11,10 +11,11 @@ use stowage_core::gc::{GcReport, GcSettings};
 use stowage_core::step::Body;
 use stowage_core::time::Millis;
 use stowage_core::{Entropy, Registry, ReportError, read_report};
-use stowage_driver::{BoxFuture, Io, Timer};
+use stowage_driver::Io;
 use stowage_storage::Leftovers;
 
 use crate::gc_progress::GcProgress;
+use crate::tokio_runtime::{TokioSleep, TokioSpawn};
 use crate::{Config, StartError};
 
 /// What the collector is told by `[gc]` and the command line.
@@ -151,14 +152,6 @@ fn summary(Collected { report, leftovers }: &Collected) -> String {
     text
 }
 
-struct TokioTimer;
-
-impl Timer for TokioTimer {
-    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
-        Box::pin(tokio::time::sleep(duration))
-    }
-}
-
 /// `stowage gc --config FILE [--dry-run] [--delete-untagged]`, beside the servers.
 pub(crate) fn collect_once(
     config: &Config,
@@ -171,7 +164,7 @@ pub(crate) fn collect_once(
         .map_err(StartError::Runtime)?;
     let progress = Arc::new(GcProgress::new());
     let collected = runtime.block_on(async {
-        let (registry, mut io) = crate::build(config, Arc::new(TokioTimer))?;
+        let (registry, mut io) = crate::build(config, Arc::new(TokioSleep), Arc::new(TokioSpawn))?;
         io.progress = progress.clone();
         let settings = settings(config, dry_run, delete_untagged);
         collect(&registry, &io, settings)

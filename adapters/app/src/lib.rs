@@ -19,6 +19,7 @@ mod prometheus;
 mod repositories;
 mod spread;
 mod tls;
+mod tokio_runtime;
 mod traces;
 
 use std::net::{IpAddr, SocketAddr};
@@ -33,7 +34,7 @@ use stowage_core::step::StoreRole;
 use stowage_core::{Limits, Registry};
 use stowage_driver::{
     Cache, Io, LockStore, MemoryCacheStore, MemoryLockStore, NoProgress, NoUpstreams, NoWebhooks,
-    Timer, Upstreams, Webhooks,
+    Spawn, Timer, Upstreams, Webhooks,
 };
 use stowage_http::{BodyPace, Observability, Service};
 use stowage_redis::{Redis, RedisCache, RedisLocks};
@@ -46,6 +47,7 @@ pub use gc::collect_periodically;
 pub use housekeeping::purge_stale_uploads;
 pub use spread::{Serving, Spread};
 pub use tls::{Tls, TlsError, tls_peer};
+pub use tokio_runtime::{TokioSleep, TokioSpawn};
 
 /// The in-memory cache's size bound.
 const MEMORY_CACHE_BYTES: usize = 64 * 1024 * 1024;
@@ -224,9 +226,13 @@ pub fn listen_address(server: &ServerSettings) -> Result<SocketAddr, StartError>
     Ok(SocketAddr::new(ip, server.port))
 }
 
-/// The registry logic and its io, built from a configuration. Must be called inside
-/// the async runtime (the Redis client binds to it).
-pub fn build(config: &Config, timer: Arc<dyn Timer>) -> Result<(Registry, Io), StartError> {
+/// The registry logic and its io, built from a configuration, with the runtime's `timer`
+/// and `spawner`. Must be called inside the async runtime (the Redis client binds to it).
+pub fn build(
+    config: &Config,
+    timer: Arc<dyn Timer>,
+    spawner: Arc<dyn Spawn>,
+) -> Result<(Registry, Io), StartError> {
     let blobs = config
         .blob_store_settings()
         .ok_or(StartError::NoBlobStore)?;
@@ -281,6 +287,7 @@ pub fn build(config: &Config, timer: Arc<dyn Timer>) -> Result<(Registry, Io), S
         locks,
         cache,
         timer,
+        spawner,
         upstreams,
         webhooks,
         progress: Arc::new(NoProgress),

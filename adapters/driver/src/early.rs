@@ -1,15 +1,23 @@
 //! An answer given while its operation still runs: a mirror streams a cold blob to its
 //! client as it fetches it (`UpstreamRequest::FetchBlob`'s `serve`). The upstream client
 //! opens the answer once the upstream has sent the blob's head and feeds it through a
-//! [`Tee`]; the HTTP layer answers with it and keeps driving the operation until it ends.
+//! [`Tee`]; the HTTP layer answers with it and runs the rest of the operation as a task of
+//! its own, so the fetch, and the lock other requests wait on, go on if the client leaves.
 
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_channel::TrySendError;
 use bytes::Bytes;
+use futures_util::future::{Either, select};
 use http::{HeaderMap, StatusCode};
 use stowage_core::step::BodyError;
 use stowage_storage::BodySource;
 
-/// Chunks waiting for a slow client before the fetch waits for it too. The fetch runs at
-/// its client's pace: it is driven as the client's body is sent (see the HTTP layer).
+use crate::Timer;
+
+/// Chunks waiting for a slow client before the fetch waits for it too.
 const CHUNKS_IN_FLIGHT: usize = 32;
 
 /// What an early answer's body is made of. A body that ends without [`Piece::End`] is cut.
@@ -28,31 +36,43 @@ pub struct EarlyAnswer {
 
 /// Where an operation's early answer goes. One answer is taken, the first.
 #[derive(Clone)]
-pub struct AnswerEarly(async_channel::Sender<EarlyAnswer>);
+pub struct AnswerEarly {
+    answers: async_channel::Sender<EarlyAnswer>,
+    /// Bounds the wait for a stalled client ([`Tee::patience`]).
+    timer: Arc<dyn Timer>,
+}
 
 /// A place for one early answer, and where it arrives.
-pub fn answer_early() -> (AnswerEarly, async_channel::Receiver<EarlyAnswer>) {
+pub fn answer_early(timer: Arc<dyn Timer>) -> (AnswerEarly, async_channel::Receiver<EarlyAnswer>) {
     let (answers, receiver) = async_channel::bounded(1);
-    (AnswerEarly(answers), receiver)
+    (AnswerEarly { answers, timer }, receiver)
 }
 
 impl AnswerEarly {
-    /// Answers `200` with `headers` and a body `source` feeds as storage reads it; `source`
-    /// back when an answer was given already or nobody waits for one.
-    pub fn open<S: BodySource>(&self, headers: HeaderMap, source: S) -> Result<Tee<S>, S> {
+    /// Answers `200` with `headers` and a body `source` feeds as storage reads it, waiting
+    /// up to `patience` for a client that takes nothing; `source` back when an answer was
+    /// given already or nobody waits for one.
+    pub fn open<S: BodySource>(
+        &self,
+        headers: HeaderMap,
+        source: S,
+        patience: Duration,
+    ) -> Result<Tee<S>, S> {
         let (chunks, body) = async_channel::bounded(CHUNKS_IN_FLIGHT);
         let answer = EarlyAnswer {
             status: StatusCode::OK,
             headers,
             body,
         };
-        if self.0.try_send(answer).is_err() {
+        if self.answers.try_send(answer).is_err() {
             return Err(source);
         }
-        self.0.close();
+        self.answers.close();
         Ok(Tee {
             source,
             chunks: Some(chunks),
+            timer: self.timer.clone(),
+            patience,
         })
     }
 }
@@ -63,8 +83,13 @@ impl AnswerEarly {
 /// storage refused.
 pub struct Tee<S> {
     source: S,
-    /// `None` once the client has left.
+    /// `None` once the client has left or was cut for stalling.
     chunks: Option<async_channel::Sender<Piece>>,
+    timer: Arc<dyn Timer>,
+    /// How long the fetch waits for a client that takes nothing. Then the client's stream
+    /// is cut and the fetch goes on for the store and the requests waiting for it: a client
+    /// that stopped reading must not hold up everyone else's pull of the blob.
+    patience: Duration,
 }
 
 impl<S: BodySource> BodySource for Tee<S> {
@@ -85,13 +110,38 @@ impl<S> Tee<S> {
         }
     }
 
-    /// Hands `piece` to the client; one that has left is not sent more, and the fetch goes
-    /// on for the others.
+    /// Hands `piece` to the client, waiting up to `patience` for room; a client that has
+    /// left or took nothing that long is sent no more (dropping the sender cuts its stream),
+    /// and the fetch goes on for the others.
     async fn pass(&mut self, piece: Piece) {
-        if let Some(chunks) = &self.chunks
-            && chunks.send(piece).await.is_err()
+        let Some(chunks) = &self.chunks else {
+            return;
+        };
+        let piece = match chunks.try_send(piece) {
+            Ok(()) => return,
+            Err(TrySendError::Full(piece)) => piece,
+            Err(TrySendError::Closed(_)) => {
+                self.chunks = None;
+                return;
+            }
+        };
+        // `Some(taken)` when the client took it or left; `None` when it stalled.
+        let answered = match select(pin!(chunks.send(piece)), self.timer.sleep(self.patience)).await
         {
-            self.chunks = None;
+            Either::Left((sent, _)) => Some(sent.is_ok()),
+            Either::Right(_) => None,
+        };
+        match answered {
+            Some(true) => {}
+            Some(false) => self.chunks = None,
+            None => {
+                tracing::warn!(
+                    waited = ?self.patience,
+                    "a client stopped taking a blob streamed as it is fetched: \
+                     its stream is cut, the fetch goes on"
+                );
+                self.chunks = None;
+            }
         }
     }
 }

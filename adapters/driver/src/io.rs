@@ -85,6 +85,13 @@ pub trait Timer: Send + Sync {
     fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()>;
 }
 
+/// The runtime's way to run a task beside the request that started it: the rest of an
+/// operation that answered early (a mirror's fetch) goes on whether its client reads or not.
+pub trait Spawn: Send + Sync {
+    /// Runs `task` to its end, on the worker that asks where the runtime has several.
+    fn spawn(&self, task: BoxFuture<'static, ()>);
+}
+
 /// Where events go: the configured webhooks.
 pub trait Webhooks: Send + Sync {
     /// Delivers `body` to each of `webhooks` now; those that did not take it.
@@ -142,6 +149,7 @@ pub struct Io {
     pub locks: Arc<dyn LockStore>,
     pub cache: Arc<dyn Cache>,
     pub timer: Arc<dyn Timer>,
+    pub spawner: Arc<dyn Spawn>,
     pub upstreams: Arc<dyn Upstreams>,
     pub webhooks: Arc<dyn Webhooks>,
     pub progress: Arc<dyn ProgressDisplay>,

@@ -23,8 +23,8 @@ use stowage_storage::BodySource;
 
 pub use early::{AnswerEarly, Chunks, EarlyAnswer, Piece, Tee, answer_early};
 pub use io::{
-    BoxFuture, Cache, Io, LockStore, NoProgress, NoUpstreams, NoWebhooks, ProgressDisplay, Timer,
-    Upstreams, Webhooks,
+    BoxFuture, Cache, Io, LockStore, NoProgress, NoUpstreams, NoWebhooks, ProgressDisplay, Spawn,
+    Timer, Upstreams, Webhooks,
 };
 pub use measure::describe_metrics;
 pub use memory::{MemoryCacheStore, MemoryLockStore};

@@ -39,7 +39,7 @@ use stowage_driver::{Io, answer_early, drive};
 use exchange::Exchange;
 use health::Probe;
 use request_id::{RequestIds, X_REQUEST_ID};
-use streamed::{Driving, Streamed};
+use streamed::{OperationEnd, Streamed};
 use trace::RequestSpan;
 
 pub use exchange::{ACCESS_LOG_TARGET, AccessLog, AccessRecord};
@@ -379,9 +379,9 @@ impl Service {
     }
 
     /// Drives `op` to its end, or until it answers early (a mirror streaming a blob as it
-    /// fetches it); then the rest of the operation runs as that answer's body is sent. The
-    /// operation is boxed to outlive this call, which costs a copy of its state: only
-    /// operations that may answer early come here.
+    /// fetches it); then the rest of the operation runs as a task of its own, and the
+    /// answer's body ends when it does. The operation is boxed to outlive this call, which
+    /// costs a copy of its state: only operations that may answer early come here.
     async fn drive_answering_early(
         &self,
         op: Operation,
@@ -390,7 +390,7 @@ impl Service {
     ) -> Driven {
         let inner = self.inner.clone();
         let trace = trace.cloned();
-        let (early, answered) = answer_early();
+        let (early, answered) = answer_early(self.inner.io.timer.clone());
         let mut driving = Box::pin(async move {
             let traced = trace.as_ref().map(RequestSpan::traced);
             let response = drive(op, &inner.io, &mut body, traced.as_ref(), Some(&early)).await;
@@ -404,7 +404,15 @@ impl Service {
                 Err(_) => return Driven::Finished(response, body),
             },
             Either::Right((Ok(answer), _)) => {
-                let rest: Driving = Box::pin(async move { driving.await.0 });
+                let (ended, end) = async_channel::bounded(1);
+                self.inner.io.spawner.spawn(Box::pin(async move {
+                    let _ = ended.try_send(driving.await.0);
+                }));
+                let rest: OperationEnd = Box::pin(async move {
+                    end.recv().await.unwrap_or_else(|_| {
+                        stowage_core::unavailable("the operation stopped before it ended")
+                    })
+                });
                 (answer, Some(rest))
             }
             Either::Right((Err(_), _)) => {

@@ -1,8 +1,7 @@
 //! The body of an answer given while its operation still runs (a mirror streaming a blob as
-//! it fetches it): the chunks the operation sends, while this body drives the operation to
-//! its end. The last chunk is held until the operation has ended: hyper stops polling (and
-//! drops) a body once it has sent its `Content-Length`, and the operation's last steps
-//! (linking the blob, releasing the fetch lock) must not be dropped with it.
+//! it fetches it): the chunks the operation sends, the operation itself running as a task of
+//! its own. The last chunk is held until the operation has ended (the blob linked, the fetch
+//! lock released), so a client that has the whole blob finds it stored when it asks again.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,11 +12,12 @@ use futures_util::Stream;
 use stowage_core::step::Response as CoreResponse;
 use stowage_driver::{Chunks, Piece};
 
-/// The rest of an operation that answered early.
-pub(crate) type Driving = Pin<Box<dyn Future<Output = CoreResponse> + Send>>;
+/// The end of an operation that answered early: its final response.
+pub(crate) type OperationEnd = Pin<Box<dyn Future<Output = CoreResponse> + Send>>;
 
 pub(crate) struct Streamed {
-    driving: Option<Driving>,
+    /// `None` once the operation has ended.
+    end: Option<OperationEnd>,
     chunks: Pin<Box<Chunks>>,
     /// No more chunks come: [`Piece::End`] arrived, or the channel closed without it.
     ended: bool,
@@ -28,10 +28,10 @@ pub(crate) struct Streamed {
 }
 
 impl Streamed {
-    /// `driving` is `None` when the operation ended as it answered.
-    pub(crate) fn new(driving: Option<Driving>, chunks: Chunks) -> Self {
+    /// `end` is `None` when the operation ended as it answered.
+    pub(crate) fn new(end: Option<OperationEnd>, chunks: Chunks) -> Self {
         Streamed {
-            driving,
+            end,
             chunks: Box::pin(chunks),
             ended: false,
             cut: false,
@@ -45,10 +45,10 @@ impl Stream for Streamed {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        if let Some(driving) = &mut this.driving
-            && let Poll::Ready(response) = driving.as_mut().poll(cx)
+        if let Some(end) = &mut this.end
+            && let Poll::Ready(response) = end.as_mut().poll(cx)
         {
-            this.driving = None;
+            this.end = None;
             if !response.status.is_success() {
                 // Its client has the answer it was given; this one only tells the log.
                 tracing::warn!(
@@ -70,7 +70,7 @@ impl Stream for Streamed {
             }
         }
         // The body ends once the operation has (its waker is registered above).
-        if this.driving.is_some() {
+        if this.end.is_some() {
             return Poll::Pending;
         }
         if std::mem::take(&mut this.cut) {
@@ -99,7 +99,7 @@ mod tests {
     use super::*;
 
     /// An operation that is done once `release` is set (it is polled again by the body).
-    fn operation(release: Arc<AtomicBool>) -> Driving {
+    fn operation(release: Arc<AtomicBool>) -> OperationEnd {
         Box::pin(futures_lite::future::poll_fn(move |cx| {
             if release.load(Ordering::SeqCst) {
                 Poll::Ready(CoreResponse {

@@ -4,6 +4,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use http::header::{ACCEPT, AUTHORIZATION, LOCATION, WWW_AUTHENTICATE};
 use http::{HeaderValue, Method, StatusCode};
@@ -26,16 +27,24 @@ pub(crate) struct Upstream {
     challenge: Mutex<Option<Challenge>>,
     /// Whether `GET /v2/` was asked what the upstream wants.
     pinged: AtomicBool,
+    /// How long each wait for more of an answer may take (`timeout_secs`).
+    pub(crate) read_timeout: Duration,
 }
 
 impl Upstream {
-    pub(crate) fn new(base: Url, client: reqwest::Client, credentials: Credentials) -> Self {
+    pub(crate) fn new(
+        base: Url,
+        client: reqwest::Client,
+        credentials: Credentials,
+        read_timeout: Duration,
+    ) -> Self {
         Upstream {
             base,
             client,
             credentials,
             challenge: Mutex::new(None),
             pinged: AtomicBool::new(false),
+            read_timeout,
         }
     }
 

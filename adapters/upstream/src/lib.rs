@@ -216,7 +216,9 @@ impl HttpUpstreams {
                         Some(length) => headers.insert(CONTENT_LENGTH, length),
                         None => headers.remove(CONTENT_LENGTH),
                     };
-                    match early.open(headers, body) {
+                    // A client that stalls is cut before the upstream's read timeout
+                    // would fail the fetch.
+                    match early.open(headers, body, upstream.read_timeout / 2) {
                         Ok(mut tee) => {
                             let outcome = stores.perform(write, &mut tee).await;
                             let stored = matches!(outcome, Outcome::Body { error: None, .. });
@@ -347,5 +349,5 @@ fn build(settings: &UpstreamSettings) -> Result<Upstream, UpstreamError> {
         builder = builder.identity(identity);
     }
     let client = builder.build().map_err(|e| error(e.to_string()))?;
-    Ok(Upstream::new(base, client, credentials))
+    Ok(Upstream::new(base, client, credentials, settings.timeout))
 }

@@ -18,7 +18,7 @@ use stowage_app::{AcceptBackoff, Config, StartError, Tls};
 use crate::serve_connection::ServeConnection;
 use crate::signal::shutdown_signal;
 use crate::sleep::SmolSleep;
-use crate::workers::Workers;
+use crate::workers::{WorkerSpawn, Workers};
 
 /// Serves until a shutdown signal; `background` runs the housekeeping tasks.
 pub async fn serve(
@@ -27,8 +27,10 @@ pub async fn serve(
     background: &Executor<'_>,
 ) -> Result<(), StartError> {
     // Inside tokio's context: the Redis client binds to the runtime it is created in.
-    let (registry, io) =
-        Compat::new(async { stowage_app::build(&config, Arc::new(SmolSleep)) }).await?;
+    let (registry, io) = Compat::new(async {
+        stowage_app::build(&config, Arc::new(SmolSleep), Arc::new(WorkerSpawn))
+    })
+    .await?;
     Compat::new(io.stores.probe_conditions()).await;
     background
         .spawn(Compat::new(stowage_app::purge_stale_uploads(

@@ -10,15 +10,24 @@
 //! one): an idle worker waits on it.
 //!
 //! There is no work stealing between executors, so each new connection goes to the one
-//! serving the fewest ([`Spread`]).
+//! serving the fewest ([`Spread`]); a task a request starts runs on its connection's
+//! ([`WorkerSpawn`]).
 
+use std::cell::OnceCell;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
 use std::thread;
 
+use async_compat::Compat;
 use async_executor::Executor;
 use stowage_app::Spread;
+use stowage_driver::{BoxFuture, Spawn};
+
+thread_local! {
+    /// The executor this worker thread runs.
+    static EXECUTOR: OnceCell<Arc<Executor<'static>>> = const { OnceCell::new() };
+}
 
 pub struct Workers {
     executors: Vec<Arc<Executor<'static>>>,
@@ -37,6 +46,9 @@ impl Workers {
                 thread::Builder::new()
                     .name(format!("stowage-worker-{index}"))
                     .spawn(move || {
+                        EXECUTOR.with(|executor| {
+                            executor.get_or_init(|| runs.clone());
+                        });
                         async_io::block_on(runs.run(futures_lite::future::pending::<()>()))
                     })?;
                 Ok(executor)
@@ -54,5 +66,23 @@ impl Workers {
                 connection.await;
             })
             .detach();
+    }
+}
+
+/// Spawns on the executor of the worker thread that asks, beside the connection whose
+/// request started the task; inside a tokio context, as connections are (see `server.rs`).
+pub struct WorkerSpawn;
+
+impl Spawn for WorkerSpawn {
+    fn spawn(&self, task: BoxFuture<'static, ()>) {
+        let task = Compat::new(task);
+        EXECUTOR.with(|executor| match executor.get() {
+            Some(executor) => executor.spawn(task).detach(),
+            // Requests are served on worker threads only; should another thread ask, the
+            // task gets a thread of its own rather than be dropped.
+            None => {
+                thread::spawn(move || async_io::block_on(task));
+            }
+        });
     }
 }

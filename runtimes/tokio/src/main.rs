@@ -15,20 +15,11 @@ use std::time::Duration;
 
 use hyper_util::rt::TokioTimer;
 use hyper_util::server::graceful::GracefulShutdown;
-use stowage_app::{AcceptBackoff, Config, StartError, Tls};
-use stowage_driver::{BoxFuture, Timer};
+use stowage_app::{AcceptBackoff, Config, StartError, Tls, TokioSleep, TokioSpawn};
 use tokio::net::TcpListener;
 
 use crate::connection::Connection;
 use crate::workers::Workers;
-
-struct TokioSleep;
-
-impl Timer for TokioSleep {
-    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
-        Box::pin(tokio::time::sleep(duration))
-    }
-}
 
 fn main() -> ExitCode {
     stowage_app::run(env!("CARGO_BIN_NAME"), |config| {
@@ -45,7 +36,7 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config, workers: &Workers) -> Result<(), StartError> {
-    let (registry, io) = stowage_app::build(&config, Arc::new(TokioSleep))?;
+    let (registry, io) = stowage_app::build(&config, Arc::new(TokioSleep), Arc::new(TokioSpawn))?;
     io.stores.probe_conditions().await;
     tokio::spawn(stowage_app::purge_stale_uploads(&config, &registry, &io));
     tokio::spawn(stowage_app::deliver_queued_events(&io));
