@@ -8,6 +8,7 @@ mod external;
 mod fetch;
 mod foreign;
 mod jwks;
+mod last_token;
 mod oidc;
 mod passwords;
 mod remote_keys;
@@ -37,6 +38,7 @@ use oidc::OidcProvider;
 pub use credentials::Credentials;
 pub use external::ExternalTokenSettings;
 pub use fetch::{Fetch, FetchError, HttpFetch};
+pub use last_token::LastToken;
 pub use oidc::OidcSettings;
 pub use passwords::{Passwords, hash_password};
 pub use remote_keys::Shared;
@@ -217,11 +219,13 @@ impl Authenticator {
 
     /// Who the caller of a request is. Credentials that fail are [`Authentication::Failed`]
     /// (and counted against the address); a throttled address is refused before any check.
+    /// `last_token`: the connection's, when the request came on one.
     pub async fn authenticate(
         &self,
         headers: &http::HeaderMap,
         address: IpAddr,
         certificate: Option<CertificateNames>,
+        last_token: Option<&LastToken>,
     ) -> Result<Authentication, Throttled> {
         let with_certificate = |identity: Identity| match &certificate {
             Some(names) => identity.with_certificate(names.clone()),
@@ -246,7 +250,7 @@ impl Authenticator {
             Credentials::Basic { username, password }
                 if self.oidc.iter().any(|p| p.name() == username) =>
             {
-                self.verify_token(&password, Some(&username), SystemTime::now())
+                self.verify_token(&password, Some(&username), SystemTime::now(), last_token)
                     .await
                     .and_then(|authentication| match authentication {
                         Authentication::Identified(identity) => Ok(identity),
@@ -261,7 +265,10 @@ impl Authenticator {
                 }
             }
             Credentials::Bearer(token) => {
-                return match self.verify_token(token, None, SystemTime::now()).await {
+                return match self
+                    .verify_token(token, None, SystemTime::now(), last_token)
+                    .await
+                {
                     Ok(Authentication::Token { identity, access }) => Ok(Authentication::Token {
                         identity: with_certificate(identity),
                         access,
@@ -285,17 +292,22 @@ impl Authenticator {
         })
     }
 
-    /// A token's authentication, from the cache of verified tokens when it can be: a client
-    /// that sends one token on every request costs one signature check. `provider`: the
-    /// token is the password of a Basic login as that OIDC provider, and must be its.
+    /// A token's authentication, from the connection's last token or the cache of verified
+    /// tokens when it can be: a client that sends one token on every request costs one
+    /// signature check. `provider`: the token is the password of a Basic login as that OIDC
+    /// provider, and must be its.
     async fn verify_token(
         &self,
         token: &str,
         provider: Option<&str>,
         now: SystemTime,
+        last_token: Option<&LastToken>,
     ) -> Result<Authentication, String> {
-        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now_secs = token::unix(now);
+        if let Some(authentication) = last_token.and_then(|l| l.recall(token, provider, now_secs)) {
+            return Ok(authentication);
+        }
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let remembered = {
             let mut cache = self
                 .verified_tokens
@@ -303,7 +315,7 @@ impl Authenticator {
                 .unwrap_or_else(|p| p.into_inner());
             match cache.get(&key) {
                 Some((authentication, expires)) if *expires > now_secs => {
-                    Some(authentication.clone())
+                    Some((authentication.clone(), *expires))
                 }
                 Some(_) => {
                     cache.pop(&key);
@@ -312,12 +324,12 @@ impl Authenticator {
                 None => None,
             }
         };
-        let (authentication, expires) = match remembered {
-            Some(authentication) => (authentication, None),
+        let (authentication, expires, verified_now) = match remembered {
+            Some((authentication, expires)) => (authentication, expires, false),
             None => self
                 .verify_uncached(token, provider)
                 .await
-                .map(|(authentication, expires)| (authentication, Some(expires)))?,
+                .map(|(authentication, expires)| (authentication, expires, true))?,
         };
         let proven_by = match &authentication {
             Authentication::Identified(identity) => {
@@ -328,11 +340,14 @@ impl Authenticator {
         if provider.is_some() && proven_by != provider {
             return Err(format!("not a token of oidc provider {provider:?}"));
         }
-        if let Some(expires) = expires {
+        if verified_now {
             self.verified_tokens
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .put(key, (authentication.clone(), expires));
+        }
+        if let Some(last_token) = last_token {
+            last_token.remember(token, provider, &authentication, expires);
         }
         Ok(authentication)
     }

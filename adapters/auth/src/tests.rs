@@ -48,7 +48,7 @@ fn bearer(authenticator: &Authenticator, token: &str) -> Authentication {
         http::header::AUTHORIZATION,
         format!("Bearer {token}").parse().unwrap(),
     );
-    block_on(authenticator.authenticate(&headers, address(), None)).unwrap()
+    block_on(authenticator.authenticate(&headers, address(), None, None)).unwrap()
 }
 
 fn basic(authenticator: &Authenticator, username: &str, password: &str) -> Authentication {
@@ -58,7 +58,7 @@ fn basic(authenticator: &Authenticator, username: &str, password: &str) -> Authe
         http::header::AUTHORIZATION,
         format!("Basic {credentials}").parse().unwrap(),
     );
-    block_on(authenticator.authenticate(&headers, address(), None)).unwrap()
+    block_on(authenticator.authenticate(&headers, address(), None, None)).unwrap()
 }
 
 fn is_failed(authentication: &Authentication) -> bool {

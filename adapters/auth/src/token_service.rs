@@ -35,7 +35,7 @@ impl Authenticator {
                 None,
             );
         };
-        let identity = match self.authenticate(headers, address, certificate).await {
+        let identity = match self.authenticate(headers, address, certificate, None).await {
             Err(throttled) => return throttled_response(throttled),
             Ok(Authentication::Anonymous) => Identity::anonymous(),
             Ok(Authentication::Identified(identity)) => identity,

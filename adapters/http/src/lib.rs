@@ -187,7 +187,12 @@ impl Service {
                 .await);
         }
         match authenticator
-            .authenticate(&head.headers, peer.address, certificate)
+            .authenticate(
+                &head.headers,
+                peer.address,
+                certificate,
+                Some(&peer.last_token),
+            )
             .await
         {
             Ok(authentication) => {

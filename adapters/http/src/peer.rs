@@ -1,9 +1,11 @@
 //! Who is at the other end of a connection, as far as the transport can tell: the address it
-//! connects from and, over TLS with client certificates, the certificate it proved it holds.
+//! connects from and, over TLS with client certificates, the certificate it proved it holds;
+//! and the last token it presented.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use stowage_auth::LastToken;
 use stowage_core::access::CertificateNames;
 
 /// One connection's peer; every request on the connection shares it.
@@ -15,6 +17,8 @@ pub struct Peer {
     /// Present only when the client sent a certificate that verified against
     /// `client_ca_bundle`.
     pub certificate: Option<Arc<CertificateNames>>,
+    /// The last token the connection presented, and what it proved.
+    pub last_token: Arc<LastToken>,
 }
 
 impl Peer {
@@ -24,6 +28,7 @@ impl Peer {
             address,
             tls: false,
             certificate: None,
+            last_token: Arc::default(),
         }
     }
 }

@@ -22,6 +22,7 @@ pub fn tls_peer(address: IpAddr, connection: &ServerConnection) -> Peer {
         address,
         tls: true,
         certificate,
+        last_token: Arc::default(),
     }
 }
 
