@@ -145,3 +145,67 @@ impl<S> Tee<S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use futures_lite::future::block_on;
+
+    use super::*;
+    use crate::BoxFuture;
+
+    /// Sleeps on a thread of its own: no runtime needed.
+    struct ThreadSleep;
+
+    impl Timer for ThreadSleep {
+        fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
+            let (done, woken) = async_channel::bounded(1);
+            std::thread::spawn(move || {
+                std::thread::sleep(duration);
+                let _ = done.send_blocking(());
+            });
+            Box::pin(async move {
+                let _ = woken.recv().await;
+            })
+        }
+    }
+
+    struct Chunks(VecDeque<Bytes>);
+
+    impl BodySource for Chunks {
+        async fn next_chunk(&mut self) -> Option<Result<Bytes, BodyError>> {
+            self.0.pop_front().map(Ok)
+        }
+    }
+
+    #[test]
+    fn a_client_that_takes_nothing_is_cut_and_the_fetch_goes_on() {
+        let (early, answered) = answer_early(Arc::new(ThreadSleep));
+        let chunks = (0..100).map(|i| Bytes::from(vec![i as u8; 16])).collect();
+        let patience = Duration::from_millis(50);
+        let Ok(mut tee) = early.open(HeaderMap::new(), Chunks(chunks), patience) else {
+            panic!("the answer was not opened");
+        };
+        // Storage reads every chunk although the client never takes one.
+        let mut stored = 0;
+        block_on(async {
+            while let Some(chunk) = tee.next_chunk().await {
+                stored += chunk.map_or(0, |c| c.len());
+            }
+            tee.finish(true).await;
+        });
+        assert_eq!(stored, 100 * 16);
+        // The client finds what fitted before it stalled, and then no end: its stream is cut.
+        let body = answered.try_recv().expect("an answer").body;
+        let mut received = 0;
+        while let Ok(piece) = body.try_recv() {
+            match piece {
+                Piece::Data(_) => received += 1,
+                Piece::End => panic!("a stalled client's stream ended as if whole"),
+            }
+        }
+        assert_eq!(received, CHUNKS_IN_FLIGHT);
+        assert!(body.is_closed());
+    }
+}
