@@ -136,12 +136,17 @@ def test_concurrent_cold_pulls_through_three_replicas_fetch_once(upstream, start
     assert upstream.proxy.blob_gets(digest) == 1, upstream.proxy.requests
 
 
-@pytest.mark.parametrize("runtime", ["tokio", "smol"])
-def test_a_cold_blob_streams_to_its_client_as_it_arrives(upstream, start, runtime):
+def cold_blob_behind_a_mirror(upstream, start, runtime: str):
+    """A 64 MiB blob the upstream holds as team/app's layer, and a mirror that has none of it:
+    (the blob, its digest, the mirror)."""
     data = os.urandom(64 * 1024 * 1024)
     image = upstream.push("team/app", "v1", [data])
-    digest = image["layers"][0]["digest"]
-    mirror = start(mirror_toml(upstream), runtime=runtime)
+    return data, image["layers"][0]["digest"], start(mirror_toml(upstream), runtime=runtime)
+
+
+@pytest.mark.parametrize("runtime", ["tokio", "smol"])
+def test_a_cold_blob_streams_to_its_client_as_it_arrives(upstream, start, runtime):
+    data, digest, mirror = cold_blob_behind_a_mirror(upstream, start, runtime)
     upstream.proxy.mode = "stall"
     with requests.get(f"{mirror.url}/v2/hub/team/app/blobs/{digest}", stream=True, timeout=60) as r:
         assert r.status_code == 200, r.text
@@ -166,10 +171,7 @@ def test_a_cold_blob_streams_to_its_client_as_it_arrives(upstream, start, runtim
 
 @pytest.mark.parametrize("runtime", ["tokio", "smol"])
 def test_a_client_that_stops_reading_does_not_hold_up_the_fetch(upstream, start, runtime):
-    data = os.urandom(64 * 1024 * 1024)
-    image = upstream.push("team/app", "v1", [data])
-    digest = image["layers"][0]["digest"]
-    mirror = start(mirror_toml(upstream), runtime=runtime)
+    data, digest, mirror = cold_blob_behind_a_mirror(upstream, start, runtime)
     target = urlsplit(mirror.url)
     stalled = socket.socket()
     stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
