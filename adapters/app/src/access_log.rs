@@ -92,7 +92,9 @@ impl AccessLog for AccessLines {
 /// a line's cost.
 fn text(line: &mut Vec<u8>, timestamp: &str, request: &AccessRecord<'_>) -> std::io::Result<()> {
     line.extend_from_slice(timestamp.as_bytes());
-    line.extend_from_slice(b"  INFO stowage::access: request method=");
+    line.extend_from_slice(b"  INFO ");
+    line.extend_from_slice(ACCESS_LOG_TARGET.as_bytes());
+    line.extend_from_slice(b": request method=");
     line.extend_from_slice(request.method.as_str().as_bytes());
     line.extend_from_slice(b" route=");
     quoted(line, request.route)?;

@@ -38,6 +38,7 @@ use oidc::OidcProvider;
 pub use credentials::Credentials;
 pub use external::ExternalTokenSettings;
 pub use fetch::{Fetch, FetchError, HttpFetch};
+pub use jwks::{KeySet, KeysError};
 pub use last_token::LastToken;
 pub use oidc::OidcSettings;
 pub use passwords::{Passwords, hash_password};

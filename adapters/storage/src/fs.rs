@@ -46,6 +46,17 @@ fn absent_is<T>(result: std::io::Result<T>, absent: T) -> std::io::Result<T> {
     }
 }
 
+/// When the file was last written, in milliseconds since the epoch; `None` when the
+/// filesystem has no such time or it is before the epoch.
+fn modified_millis(meta: &std::fs::Metadata) -> Option<u64> {
+    let since_epoch = meta
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    u64::try_from(since_epoch.as_millis()).ok()
+}
+
 /// A delete's outcome: nothing there to delete is fine.
 fn deleted(key: &str, removed: std::io::Result<()>) -> Outcome {
     match absent_is(removed, ()) {
@@ -146,12 +157,7 @@ impl FsStore {
                 Ok(meta.filter(|meta| meta.is_file()).map(|meta| {
                     // A time before the epoch or none at all makes the file look new: the
                     // collector then spares it rather than guess its age.
-                    let modified = meta
-                        .modified()
-                        .ok()
-                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                        .and_then(|d| u64::try_from(d.as_millis()).ok())
-                        .unwrap_or(u64::MAX);
+                    let modified = modified_millis(&meta).unwrap_or(u64::MAX);
                     ObjectInfo {
                         size: meta.len(),
                         modified: Millis(modified),
@@ -194,11 +200,7 @@ impl FsStore {
                         let Some(meta) = absent_is(file.metadata().map(Some), None)? else {
                             continue;
                         };
-                        let modified = meta
-                            .modified()
-                            .ok()
-                            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                            .and_then(|d| u64::try_from(d.as_millis()).ok());
+                        let modified = modified_millis(&meta);
                         if !meta.is_file() || modified.is_none_or(|m| m >= cutoff.0) {
                             continue;
                         }

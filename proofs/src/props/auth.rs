@@ -1,25 +1,30 @@
 //! What a request presents before anything is verified, and what a `401` answers: the
-//! `Authorization` header, registry tokens, token scopes and the Bearer challenge.
+//! `Authorization` header, registry tokens, token scopes and the Bearer challenge; and the
+//! JWKS documents providers publish.
 //!
 //! - Every parser is total, and what it accepts writes back to itself.
 //! - No token verifies unless the key signed it: the only token the check's key ever signs
 //!   is [`Fixture::token`], so anything that verifies must carry exactly its claims.
 //! - A challenge is a valid header whose parameters are the ones the core meant to send,
 //!   whatever `Host` the client gave.
+//! - Reading a JWKS document is total; a shared secret (`oct`) never becomes a key; entries
+//!   beside a genuine key cannot hide it.
 //!
 //! Input: any bytes. They are read as an `Authorization` value, as a token (alone, and in
 //! place of each part of the genuine token, so the fuzzer can pair its own header with a
-//! real signature), as a scope, and as `METHOD path[?query]` followed by an optional
-//! `\n<Host>` for the challenge.
+//! real signature), as a scope, as `METHOD path[?query]` followed by an optional
+//! `\n<Host>` for the challenge, and as a JWKS document, a shared secret in one, and entries
+//! beside a genuine key.
 
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderValue, Method};
-use stowage_auth::{Claims, Credentials, TokenKeys};
+use jsonwebtoken::Algorithm;
+use stowage_auth::{Claims, Credentials, KeySet, KeysError, TokenKeys};
 use stowage_core::access::{
     Access, AccessControl, Authentication, Caller, Challenge, Identity, Need, Resource, needs,
     scope_string,
@@ -73,6 +78,7 @@ fn fixture() -> &'static Fixture {
 
 pub fn check(data: &[u8]) {
     check_header(data);
+    check_jwks(data);
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
@@ -80,6 +86,37 @@ pub fn check(data: &[u8]) {
     check_token(text);
     check_scope(text);
     check_challenge(text);
+}
+
+/// A provider's RSA signing key, as its JWKS publishes it (`kid` r1, pinned to RS256).
+const GENUINE_JWK: &str = r#"{"kty":"RSA","kid":"r1","use":"sig","alg":"RS256","n":"sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw","e":"AQAB"}"#;
+
+/// A JWKS document is untrusted input fetched from the network: reading one never panics,
+/// the bytes as the secret of an `oct` entry never make a key (so no published document
+/// can make an HMAC token verify), and the bytes as entries after a genuine key leave it
+/// found (or the document refused whole).
+fn check_jwks(data: &[u8]) {
+    let _ = KeySet::from_jwks(data);
+    let secret = URL_SAFE_NO_PAD.encode(data);
+    let symmetric =
+        format!(r#"{{"keys":[{{"kty":"oct","kid":"h","alg":"HS256","k":"{secret}"}}]}}"#);
+    assert!(
+        matches!(
+            KeySet::from_jwks(symmetric.as_bytes()),
+            Err(KeysError::Empty)
+        ),
+        "a shared secret became a key"
+    );
+    let mut beside = format!(r#"{{"keys":[{GENUINE_JWK},"#).into_bytes();
+    beside.extend_from_slice(data);
+    beside.extend_from_slice(b"]}");
+    if let Ok(keys) = KeySet::from_jwks(&beside) {
+        assert!(
+            keys.knows(Some("r1"), Algorithm::RS256),
+            "entries beside the genuine key hid it: {}",
+            String::from_utf8_lossy(data)
+        );
+    }
 }
 
 /// `from_headers` reads one header as `parse` reads its text, refuses what is not visible
