@@ -5,7 +5,9 @@
 use bytes::Bytes;
 use stowage_core::access::Caller;
 use stowage_core::cache::MemoryCache;
-use stowage_core::gc::{GcReport, GcSettings};
+use stowage_core::digest::Digest;
+use stowage_core::gc::{GcReport, GcSettings, GcState};
+use stowage_core::layout;
 use stowage_core::lock::MemoryLocks;
 use stowage_core::op::Operation;
 use stowage_core::purge::PurgeReport;
@@ -152,6 +154,20 @@ impl World {
         seed: u64,
     ) -> Result<GcReport, ReportError> {
         self.report(registry.collect(settings, Entropy::from_seed(seed)))
+    }
+
+    /// Writes the state a collector publishes while it deletes, with `digest` doomed, as if
+    /// a collection stood between its marks.
+    pub fn doom(&mut self, digest: &Digest) {
+        let state = GcState {
+            epoch: 1,
+            deleting: true,
+        };
+        let json = serde_json::to_vec(&state).expect("state serializes");
+        self.store.meta.put(layout::GC_STATE, json.into());
+        self.store
+            .meta
+            .put(&layout::gc_doomed(digest), Bytes::new());
     }
 
     /// Runs one purge of the upload sessions started before `cutoff`; its report.

@@ -6,7 +6,7 @@ use http::{Method, StatusCode};
 use serde_json::json;
 use stowage_core::access::AccessControl;
 use stowage_core::digest::Digest;
-use stowage_core::gc::{GcReport, GcSettings, GcState};
+use stowage_core::gc::{GcReport, GcSettings};
 use stowage_core::layout;
 use stowage_core::manifest::{OCI_INDEX, OCI_MANIFEST};
 use stowage_core::repositories::{Repositories, RepositorySettings};
@@ -244,20 +244,6 @@ fn delete_untagged_keeps_index_children_and_referrers() {
     assert!(!r.stored(StoreRole::Meta, &untagged));
 }
 
-/// Writes the state a collector publishes while it deletes, with `digest` doomed.
-fn fence_up(world: &mut World, digest: &Digest) {
-    let state = GcState {
-        epoch: 1,
-        deleting: true,
-    };
-    let json = serde_json::to_vec(&state).expect("state serializes");
-    world.store.meta.put(layout::GC_STATE, json.into());
-    world
-        .store
-        .meta
-        .put(&layout::gc_doomed(digest), Bytes::new());
-}
-
 #[test]
 fn writers_refuse_a_doomed_digest_with_retry_after() {
     let mut r = Harness::new();
@@ -265,7 +251,7 @@ fn writers_refuse_a_doomed_digest_with_retry_after() {
     r.push_blob(&config);
     r.push_blob(&other);
     let doomed = sha256(&layer);
-    fence_up(&mut r.world, &doomed);
+    r.world.doom(&doomed);
 
     let upload = Request::new(Method::POST, format!("/v2/{REPO}/blobs/uploads/"))
         .query(format!("digest={doomed}"))
@@ -284,6 +270,28 @@ fn writers_refuse_a_doomed_digest_with_retry_after() {
         .header("content-type", OCI_MANIFEST)
         .body(vec![named]);
     assert_eq!(r.send(put), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+/// A collector that died while deleting left its fence up; the next run takes it down even
+/// when it finds nothing to delete, and the digest it doomed may be named again.
+#[test]
+fn a_run_with_nothing_to_delete_lowers_a_dead_collectors_fence() {
+    let mut r = Harness::new();
+    let (config, layer) = (fixtures::blob(1), fixtures::blob(2));
+    r.push_blob(&config);
+    let doomed = r.push_blob(&layer);
+    r.world.doom(&doomed);
+    let manifest = fixtures::image_manifest(&config, std::slice::from_ref(&layer), 0);
+    let put = || {
+        Request::new(Method::PUT, format!("/v2/{REPO}/manifests/v1"))
+            .header("content-type", OCI_MANIFEST)
+            .body(vec![manifest.clone()])
+    };
+    assert_eq!(r.send(put()), StatusCode::SERVICE_UNAVAILABLE);
+
+    let report = r.collect(settings(false, false));
+    assert_eq!(planned(&report), (0, 0, 0, 0), "{report:?}");
+    assert_eq!(r.send(put()), StatusCode::CREATED);
 }
 
 /// Retention keeps the two newest tags and the `release-` ones; the rest are untagged and

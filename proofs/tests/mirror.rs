@@ -6,6 +6,7 @@
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use stowage_core::access::AccessControl;
+use stowage_core::gc::GcSettings;
 use stowage_core::layout;
 use stowage_core::manifest::OCI_MANIFEST;
 use stowage_core::mirror::{Mirror, UpstreamRef};
@@ -181,4 +182,35 @@ fn a_tag_is_trusted_for_its_ttl_then_asked_again_and_served_stale_while_the_upst
     );
     let reply = world.run(&registry, get_manifest("v2"), 5);
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+/// A mirror's fetch is a writer like a push (`handlers::fence`): a manifest fetched while a
+/// collection has doomed its digest is refused with `Retry-After`, not acknowledged, and
+/// fetched once the collection is over.
+#[test]
+fn a_manifest_fetched_while_the_collector_dooms_it_is_refused_then_fetched() {
+    let (registry, mut world, layer) = mirror();
+    let manifest = fixtures::image_manifest(&fixtures::blob(3), std::slice::from_ref(&layer), 1);
+    world.doom(&sha256(&manifest));
+    let refused = world.run(&registry, get_manifest("v1"), 1);
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.header("retry-after"), Some("1"));
+
+    // The next collection clears what the one that doomed it left.
+    let settings = GcSettings {
+        grace_ms: TTL_MS,
+        delete_untagged: false,
+        dry_run: false,
+        separate_meta_store: true,
+    };
+    world.collect(&registry, settings, 2).expect("a collection");
+    assert!(
+        world
+            .store
+            .meta
+            .get(&layout::gc_doomed(&sha256(&manifest)))
+            .is_none()
+    );
+    let reply = world.run(&registry, get_manifest("v1"), 3);
+    assert_eq!((reply.status, reply.bytes()), (StatusCode::OK, &manifest));
 }

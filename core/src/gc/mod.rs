@@ -121,9 +121,11 @@ async fn run(
                 blobs.extend(found.await?);
             }
             let garbage = sweep::Garbage { marking, blobs };
-            let report = if settings.dry_run || garbage.is_empty() || garbage.marking.unreadable > 0
-            {
+            let report = if settings.dry_run || garbage.marking.unreadable > 0 {
                 garbage.report(settings.dry_run)
+            } else if garbage.is_empty() {
+                sweep::lower_dead_collectors_fence(ctx, lease).await?;
+                garbage.report(false)
             } else {
                 sweep::delete(ctx, settings, lease, garbage, &gone).await?
             };

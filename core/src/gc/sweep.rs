@@ -132,8 +132,18 @@ pub(super) async fn delete(
     ctx.ensure(lease).await?;
     fence::write_state(ctx, state).await?;
     let deleted = publish_and_delete(ctx, settings, lease, &garbage, untagged).await;
-    // Every deletion above has finished, so the markers may go; unless the lease was lost:
-    // then another collector may be deleting behind markers of its own.
+    // Every deletion above has finished, so the markers may go.
+    lower_fence(ctx, lease, state).await?;
+    let planned = garbage.report(false);
+    let mut done = deleted?;
+    done.spared = (planned.blobs_deleted + planned.layer_links_deleted + planned.manifests_deleted)
+        - (done.blobs_deleted + done.layer_links_deleted + done.manifests_deleted);
+    Ok(done)
+}
+
+/// Removes the doomed markers and publishes `state` as no longer deleting; unless the lease
+/// was lost: then another collector may be deleting behind markers of its own.
+async fn lower_fence(ctx: &Ctx, lease: &mut Held, state: GcState) -> Result<(), RegistryError> {
     ctx.ensure(lease).await?;
     ctx.delete_all(StoreRole::Meta, layout::GC_DOOMED.to_owned())
         .await?;
@@ -144,12 +154,21 @@ pub(super) async fn delete(
             ..state
         },
     )
-    .await?;
-    let planned = garbage.report(false);
-    let mut done = deleted?;
-    done.spared = (planned.blobs_deleted + planned.layer_links_deleted + planned.manifests_deleted)
-        - (done.blobs_deleted + done.layer_links_deleted + done.manifests_deleted);
-    Ok(done)
+    .await
+}
+
+/// For a run that deletes nothing: a collector that died while deleting left the fence up
+/// (writers refuse its doomed digests until it is down), and this run, holding the lease,
+/// takes it down.
+pub(super) async fn lower_dead_collectors_fence(
+    ctx: &Ctx,
+    lease: &mut Held,
+) -> Result<(), RegistryError> {
+    let state = fence::read_state(ctx).await?;
+    if !state.deleting {
+        return Ok(());
+    }
+    lower_fence(ctx, lease, state).await
 }
 
 async fn publish_and_delete(

@@ -1,5 +1,5 @@
 //! The fence between the collector and writers that make a digest referenced (a manifest
-//! push, an upload's completion, a mount), on any replica.
+//! push, an upload's completion, a mount, a mirror's fetch), on any replica.
 //!
 //! A grace period alone is not enough: a push may link, or name in a manifest, a blob that
 //! has been unreferenced for longer than the grace period, at the moment the collector

@@ -5,7 +5,7 @@ use http::StatusCode;
 
 use super::announce;
 use super::ctx::{answer, keys};
-use super::fence::{self, Named};
+use super::fence::{self, Named, Watch};
 use super::{Ctx, Request};
 use crate::digest::{Algorithm, Digest};
 use crate::error::{ErrorCode, RegistryError};
@@ -314,15 +314,7 @@ pub(super) async fn put(
             // After every write the push makes, tags included: a collector's second mark
             // that misses them comes after this check's read (see `fence`).
             let named = named_by(name, Some(&digest), &manifest);
-            if let Err(refused) = fence::confirm(ctx, watched, &named).await {
-                // What the push wrote stays, naming what the collector may delete: the cache
-                // forgets it, so readers ask storage.
-                ctx.cache_forget(keys::manifest_cache(name, &digest)).await;
-                for (tag, _) in &tags {
-                    ctx.cache_forget(keys::tag_cache(name, tag)).await;
-                }
-                return Err(refused);
-            }
+            confirm_commit(ctx, watched, &named, name, &digest, &tags).await?;
             Ok(events)
         })
         .await?;
@@ -402,6 +394,28 @@ pub(super) async fn commit(
         }
     }
     committed
+}
+
+/// Step (3) of the fence (see `fence`) for a committed manifest `digest` and its `tags`,
+/// naming `named`. When it refuses, what the commit wrote stays, naming what the collector
+/// may delete: the cache forgets it, so readers ask storage.
+pub(super) async fn confirm_commit(
+    ctx: &Ctx,
+    watched: Watch,
+    named: &[Named<'_>],
+    name: &RepoName,
+    digest: &Digest,
+    tags: &[(Tag, Option<Versioned>)],
+) -> Result<(), RegistryError> {
+    let refused = match fence::confirm(ctx, watched, named).await {
+        Ok(()) => return Ok(()),
+        Err(refused) => refused,
+    };
+    ctx.cache_forget(keys::manifest_cache(name, digest)).await;
+    for (tag, _) in tags {
+        ctx.cache_forget(keys::tag_cache(name, tag)).await;
+    }
+    Err(refused)
 }
 
 pub(super) async fn delete(

@@ -20,7 +20,7 @@ use http::HeaderMap;
 use super::Ctx;
 use super::blobs::{link_into, size_in_repo};
 use super::ctx::keys;
-use super::fence;
+use super::fence::{self, Named};
 use super::manifests::{self, Resolved};
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{ErrorCode, RegistryError};
@@ -205,13 +205,22 @@ async fn store_manifest(
             format!("the upstream sent an invalid manifest {digest}: {e}"),
         )
     })?;
+    let watched = fence::watch(ctx).await?;
     let mut locks = vec![keys::manifest_lock(name, digest)];
     locks.extend(tag.map(|t| keys::tag_lock(name, t)));
     ctx.locked(locks, async |held| {
         let tags: Vec<Tag> = tag.into_iter().cloned().collect();
         let current = manifests::prepare(ctx, name, digest, &body, &tags, &[]).await?;
         let tags: Vec<_> = tags.into_iter().zip(current).collect();
-        manifests::commit(ctx, name, digest, &body, &manifest, &tags, held).await
+        manifests::commit(ctx, name, digest, &body, &manifest, &tags, held).await?;
+        // Only the manifest itself is named: its blobs and children are fetched when they
+        // are pulled, so naming them would refuse every fetch during a collection.
+        let itself = [Named {
+            store: StoreRole::Meta,
+            digest,
+            link: layout::revision_link(name, digest),
+        }];
+        manifests::confirm_commit(ctx, watched, &itself, name, digest, &tags).await
     })
     .await
 }
