@@ -7,7 +7,7 @@ use stowage_core::op::Operation;
 use stowage_core::step::{Outcome, Response, Step, StorageRequest};
 use stowage_core::time::Millis;
 
-use crate::request::Request;
+use crate::request::{Reply, Request};
 use crate::rng::SimRng;
 use crate::store::RequestBody;
 use crate::world::MAX_STEPS;
@@ -30,6 +30,8 @@ pub struct Actor {
     /// order, interleaved with other actors' steps, as a driver performing them at once may.
     batch: Option<Batch>,
     rng: SimRng,
+    /// What the client was answered before the operation's end, if it was.
+    early: Option<Reply>,
 }
 
 /// A [`Step::StorageBatch`] being performed member by member.
@@ -53,6 +55,7 @@ impl Actor {
             wake_at: Millis(0),
             batch: None,
             rng: SimRng::new(seed),
+            early: None,
         }
     }
 
@@ -64,6 +67,7 @@ impl Actor {
             wake_at: Millis(0),
             batch: None,
             rng: SimRng::new(seed),
+            early: None,
         }
     }
 
@@ -128,8 +132,17 @@ impl Actor {
                 self.wake_at = world.now.plus(ms);
                 Executed::Outcome(Outcome::Ok)
             }
+            Performed::AnsweredEarly(outcome, reply) => {
+                self.early = Some(reply);
+                Executed::Outcome(outcome)
+            }
             Performed::Responded(response) => Executed::Responded(response),
         }
+    }
+
+    /// What the client received, the operation having responded `response`.
+    pub fn reply(&mut self, world: &World, response: Response) -> Reply {
+        world.reply_to(self.early.take(), response)
     }
 
     /// Performs `step` faithfully and feeds its outcome back; the response once done.

@@ -61,12 +61,15 @@ pub fn chunks_of(data: &[u8], size: usize) -> Vec<Bytes> {
         .collect()
 }
 
-/// A stored body that could not be served: the object is gone or shorter than the span.
+/// A body the client did not receive whole.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("response body {key} {span:?} is not in the store")]
-pub struct BrokenBody {
-    pub key: String,
-    pub span: Span,
+pub enum BrokenBody {
+    /// A stored body that could not be served: the object is gone or shorter than the span.
+    #[error("response body {key} {span:?} is not in the store")]
+    NotStored { key: String, span: Span },
+    /// A blob streamed as it was fetched, cut before its end.
+    #[error("the stream was cut before its end")]
+    Cut,
 }
 
 #[derive(Debug)]

@@ -7,9 +7,13 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
+use stowage_core::access::AccessControl;
 use stowage_core::digest::Digest;
+use stowage_core::mirror::{Mirror, UpstreamRef};
+use stowage_core::repositories::{Repositories, RepositorySettings};
 use stowage_core::step::{Outcome, StorageRequest, UpstreamAnswer, UpstreamRequest};
 use stowage_core::time::Millis;
+use stowage_core::{Limits, Registry};
 
 use crate::request::chunks_of;
 use crate::store::{ObjectStore, RequestBody};
@@ -46,6 +50,29 @@ pub struct UpstreamModel {
     pub asked: Vec<&'static str>,
     /// What each streamed fetch's client received, in order.
     pub streamed: Vec<Streamed>,
+    /// The digest of each blob sent whole (`get_blob` found it), in order.
+    pub sent_blobs: Vec<Digest>,
+}
+
+/// A registry that mirrors the model upstream under `prefix/` (its one upstream, index 0),
+/// trusting a tag's answer for `tag_ttl_ms`.
+pub fn mirroring(limits: Limits, prefix: &str, tag_ttl_ms: u64) -> Registry {
+    let settings = RepositorySettings {
+        mirror: Some(Mirror {
+            upstreams: vec![UpstreamRef {
+                index: 0,
+                url: "https://upstream.test".to_owned(),
+                hosts: vec!["upstream.test".to_owned()],
+            }],
+            tag_ttl_ms,
+            allow_push: false,
+        }),
+        ..RepositorySettings::default()
+    };
+    Registry::new(limits).with_access(
+        AccessControl::default(),
+        Repositories::new([(prefix.to_owned(), settings)]),
+    )
 }
 
 impl UpstreamModel {
@@ -123,9 +150,10 @@ impl UpstreamModel {
                 serve,
                 ..
             } => {
-                let Some(data) = self.blobs.get(&(repository, digest)).cloned() else {
+                let Some(data) = self.blobs.get(&(repository, digest.clone())).cloned() else {
                     return UpstreamAnswer::NotFound;
                 };
+                self.sent_blobs.push(digest);
                 let data = match self.behaviour {
                     Behaviour::Corrupts => {
                         let mut bytes = data.to_vec();

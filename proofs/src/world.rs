@@ -3,6 +3,7 @@
 //! several replicas against one world (a shared lock table and cache, as with Redis).
 
 use bytes::Bytes;
+use http::StatusCode;
 use stowage_core::access::Caller;
 use stowage_core::cache::MemoryCache;
 use stowage_core::digest::Digest;
@@ -11,13 +12,15 @@ use stowage_core::layout;
 use stowage_core::lock::MemoryLocks;
 use stowage_core::op::Operation;
 use stowage_core::purge::PurgeReport;
-use stowage_core::step::{Body, LockRequest, Outcome, Response, Step, UpstreamAnswer};
+use stowage_core::step::{
+    Body, LockRequest, Outcome, Response, Step, UpstreamAnswer, UpstreamRequest,
+};
 use stowage_core::time::Millis;
 use stowage_core::{Entropy, Registry, ReportError, read_report};
 
 use crate::request::{BrokenBody, Reply, Request};
 use crate::store::{ObjectStore, RequestBody};
-use crate::upstream::UpstreamModel;
+use crate::upstream::{Streamed, UpstreamModel};
 
 /// Room for every cached entry a test creates: eviction is not what we are testing.
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
@@ -34,6 +37,9 @@ pub enum Performed {
     Sleep(u64),
     /// The operation answered.
     Responded(Response),
+    /// Feed this back; the client has had its answer already (a blob streamed as it was
+    /// fetched): the driver sends this rather than the operation's response.
+    AnsweredEarly(Outcome, Reply),
 }
 
 #[derive(Debug)]
@@ -78,14 +84,39 @@ impl World {
             Step::Lock(request) => Outcome::Lock(self.lock(&request)),
             Step::Cache(request) => Outcome::Cache(self.cache.apply(request, self.now)),
             Step::ReadBody { limit } => Outcome::BodyBytes(body.read_all(limit)),
-            Step::Upstream(request) => Outcome::Upstream(match &mut self.upstream {
-                Some(upstream) => upstream.answer(request, &mut self.store, self.now),
-                // A registry that mirrors nothing finds nobody there.
-                None => UpstreamAnswer::Unavailable {
-                    reason: "the model has no upstreams".to_owned(),
-                    retry_after_ms: None,
-                },
-            }),
+            Step::Upstream(request) => {
+                let early = match &request {
+                    UpstreamRequest::FetchBlob {
+                        serve: Some(headers),
+                        ..
+                    } => Some(headers.clone()),
+                    _ => None,
+                };
+                let answer = match &mut self.upstream {
+                    Some(upstream) => upstream.answer(request, &mut self.store, self.now),
+                    // A registry that mirrors nothing finds nobody there.
+                    None => UpstreamAnswer::Unavailable {
+                        reason: "the model has no upstreams".to_owned(),
+                        retry_after_ms: None,
+                    },
+                };
+                let streamed = self.upstream.as_ref().and_then(|u| u.streamed.last());
+                if let (Some(headers), UpstreamAnswer::Fetched { served: true, .. }) =
+                    (early, &answer)
+                {
+                    let body = match streamed {
+                        Some(Streamed::Whole(data)) => Ok(data.clone()),
+                        _ => Err(BrokenBody::Cut),
+                    };
+                    let reply = Reply {
+                        status: StatusCode::OK,
+                        headers,
+                        body,
+                    };
+                    return Performed::AnsweredEarly(Outcome::Upstream(answer), reply);
+                }
+                Outcome::Upstream(answer)
+            }
             // No webhooks are subscribed in the model.
             Step::Announce(_) => Outcome::Announced(Vec::new()),
             Step::Progress(_) => Outcome::Ok,
@@ -126,12 +157,13 @@ impl World {
     ) -> Reply {
         let Request { head, body } = request;
         let op = registry.handle(head, caller, entropy);
-        let response = self.drive(op, body);
-        self.reply(response)
+        self.drive(op, body)
     }
 
-    /// Runs an operation to its response with no faults; sleeps move the clock.
-    fn drive(&mut self, mut op: Operation, mut body: RequestBody) -> Response {
+    /// Runs an operation to what its client received, with no faults; sleeps move the
+    /// clock.
+    fn drive(&mut self, mut op: Operation, mut body: RequestBody) -> Reply {
+        let mut early = None;
         for _ in 0..MAX_STEPS {
             let step = op.poll(self.now);
             match self.perform(step, &mut body) {
@@ -140,7 +172,11 @@ impl World {
                     self.now = self.now.plus(ms);
                     op.on_result(Outcome::Ok);
                 }
-                Performed::Responded(response) => return response,
+                Performed::AnsweredEarly(outcome, reply) => {
+                    op.on_result(outcome);
+                    early = Some(reply);
+                }
+                Performed::Responded(response) => return self.reply_to(early, response),
             }
         }
         panic!("an operation did not finish within {MAX_STEPS} steps");
@@ -183,8 +219,19 @@ impl World {
     /// Runs an operation of the registry's own to its report.
     fn report<T: serde::de::DeserializeOwned>(&mut self, op: Operation) -> Result<T, ReportError> {
         let reply = self.drive(op, RequestBody::default());
-        let reply = self.reply(reply);
         read_report(reply.status, reply.bytes())
+    }
+
+    /// What the client received: the answer given `early`, if any (its stream cut unless
+    /// the operation then succeeded, as the driver cuts it), or else `response`.
+    pub fn reply_to(&self, early: Option<Reply>, response: Response) -> Reply {
+        let Some(mut early) = early else {
+            return self.reply(response);
+        };
+        if !response.status.is_success() {
+            early.body = Err(BrokenBody::Cut);
+        }
+        early
     }
 
     /// The response with its body as a client would receive it.
@@ -195,7 +242,7 @@ impl World {
             Body::Stored { store, key, span } => self
                 .store
                 .read_span(store, &key, span)
-                .ok_or(BrokenBody { key, span }),
+                .ok_or(BrokenBody::NotStored { key, span }),
         };
         Reply {
             status: response.status,

@@ -1,22 +1,21 @@
 //! The mirror's decisions against a model upstream (`stowage_proofs::upstream`): a cold pull
 //! stores what the upstream sent and streams it to its client, later pulls are local, a
 //! corrupting upstream leaves nothing and cuts the stream, a tag is trusted for its TTL and
-//! then asked again, and a stored tag is served stale while the upstream is down.
+//! then asked again, and a stored tag is served stale while the upstream is down; a fetch is
+//! a writer of the collector's fence, and what the collector took is fetched again.
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use stowage_core::access::AccessControl;
 use stowage_core::gc::GcSettings;
 use stowage_core::layout;
 use stowage_core::manifest::OCI_MANIFEST;
-use stowage_core::mirror::{Mirror, UpstreamRef};
-use stowage_core::repositories::{Repositories, RepositorySettings};
-use stowage_core::step::StoreRole;
+use stowage_core::step::{StorageRequest, StoreRole};
 use stowage_core::{Limits, Registry};
 use stowage_proofs::fixtures;
 use stowage_proofs::integrity::sha256;
 use stowage_proofs::request::Request;
-use stowage_proofs::upstream::{Behaviour, Streamed, UpstreamModel};
+use stowage_proofs::store::RequestBody;
+use stowage_proofs::upstream::{Behaviour, Streamed, UpstreamModel, mirroring};
 use stowage_proofs::world::World;
 
 const TTL_MS: u64 = 60_000;
@@ -24,22 +23,7 @@ const TTL_MS: u64 = 60_000;
 /// A registry mirroring the model upstream under `hub`, and a world holding `library/app:v1`
 /// there (a config and one 20 KiB layer); the layer.
 fn mirror() -> (Registry, World, Bytes) {
-    let settings = RepositorySettings {
-        mirror: Some(Mirror {
-            upstreams: vec![UpstreamRef {
-                index: 0,
-                url: "https://upstream.test".to_owned(),
-                hosts: vec!["upstream.test".to_owned()],
-            }],
-            tag_ttl_ms: TTL_MS,
-            allow_push: false,
-        }),
-        ..RepositorySettings::default()
-    };
-    let registry = Registry::new(Limits::default()).with_access(
-        AccessControl::default(),
-        Repositories::new([("hub".to_owned(), settings)]),
-    );
+    let registry = mirroring(Limits::default(), "hub", TTL_MS);
     let mut upstream = UpstreamModel::default();
     let (config, layer) = (fixtures::blob(3), layer(1));
     upstream.put_blob("library/app", config.clone());
@@ -213,4 +197,52 @@ fn a_manifest_fetched_while_the_collector_dooms_it_is_refused_then_fetched() {
     );
     let reply = world.run(&registry, get_manifest("v1"), 3);
     assert_eq!((reply.status, reply.bytes()), (StatusCode::OK, &manifest));
+}
+
+/// Deletes `key` from the world's store, as the collector does.
+fn delete(world: &mut World, store: StoreRole, key: String) {
+    let request = StorageRequest::Delete { store, key };
+    let now = world.now;
+    world
+        .store
+        .perform(request, &mut RequestBody::default(), now);
+}
+
+/// Found by the cluster simulation: a fetch the collector's fence refused leaves its tag,
+/// and the collector then deletes the manifest's bytes. The tag's manifest is fetched
+/// again; it answered 404 for good (the upstream still named the same digest).
+#[test]
+fn a_tag_whose_manifest_the_collector_took_is_fetched_again() {
+    let (registry, mut world, layer) = mirror();
+    let manifest = fixtures::image_manifest(&fixtures::blob(3), std::slice::from_ref(&layer), 1);
+    let first = world.run(&registry, get_manifest("v1"), 1);
+    assert_eq!((first.status, first.bytes()), (StatusCode::OK, &manifest));
+    delete(
+        &mut world,
+        StoreRole::Meta,
+        layout::blob_data(&sha256(&manifest)),
+    );
+    // The refused fetch forgot its cache entries.
+    world.forget_cache();
+    let reply = world.run(&registry, get_manifest("v1"), 2);
+    assert_eq!((reply.status, reply.bytes()), (StatusCode::OK, &manifest));
+    assert_eq!(upstream(&mut world).count("get_manifest"), 2);
+}
+
+/// Found by the cluster simulation: a blob's size cached while the collector deleted its
+/// bytes under a link its fence refused. A small blob read finds the bytes gone, the cache
+/// forgets it, and the mirror fetches it again; it answered 404 while the entry lived.
+#[test]
+fn a_cached_blob_whose_bytes_the_collector_took_is_fetched_again() {
+    let (registry, mut world, layer) = mirror();
+    let first = world.run(&registry, get_blob(&layer), 1);
+    assert_eq!(first.status, StatusCode::OK);
+    delete(
+        &mut world,
+        StoreRole::Blobs,
+        layout::blob_data(&sha256(&layer)),
+    );
+    let reply = world.run(&registry, get_blob(&layer), 2);
+    assert_eq!((reply.status, reply.bytes()), (StatusCode::OK, &layer));
+    assert_eq!(upstream(&mut world).count("get_blob"), 2);
 }

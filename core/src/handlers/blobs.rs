@@ -25,17 +25,28 @@ fn blob_unknown(digest: &Digest) -> RegistryError {
 }
 
 /// The whole of a small blob of `size` bytes, from the cache when it can be.
-async fn small_blob(ctx: &Ctx, digest: &Digest, size: u64) -> Result<Bytes, RegistryError> {
+async fn small_blob(
+    ctx: &Ctx,
+    name: &RepoName,
+    digest: &Digest,
+    size: u64,
+) -> Result<Bytes, RegistryError> {
     let cache_key = keys::blob_data_cache(digest);
     if let Some(Some(bytes)) = ctx.cache_get(cache_key.clone()).await
         && bytes.len() as u64 == size
     {
         return Ok(bytes);
     }
-    let bytes = ctx
+    let Some(bytes) = ctx
         .read(StoreRole::Blobs, layout::blob_data(digest))
         .await?
-        .ok_or_else(|| blob_unknown(digest))?;
+    else {
+        // The size came from a cache entry filled before the collector deleted the bytes
+        // under a link its fence refused: forgotten, so the next read (a mirror's refetch
+        // among them) asks storage.
+        ctx.cache_forget(keys::blob_cache(name, digest)).await;
+        return Err(blob_unknown(digest));
+    };
     if bytes.len() as u64 != size {
         return Err(RegistryError::new(
             ErrorCode::Unavailable,
@@ -175,7 +186,7 @@ pub(super) async fn get(
     let reply = if only_head || span.len == 0 {
         reply.length(span.len)
     } else if size <= CACHED_BLOB_MAX_BYTES {
-        let bytes = small_blob(ctx, digest, size).await?;
+        let bytes = small_blob(ctx, name, digest, size).await?;
         // Within `size`: `resolve` keeps every span inside the blob.
         let (start, end) = (span.start as usize, (span.start + span.len) as usize);
         reply.body(Body::Bytes(bytes.slice(start..end)), span.len)

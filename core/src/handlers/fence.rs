@@ -86,7 +86,8 @@ pub(crate) async fn watch(ctx: &Ctx) -> Result<Watch, RegistryError> {
     read_state(ctx).await.map(Watch)
 }
 
-fn collecting(digest: &Digest) -> RegistryError {
+/// Refuses a write that names `digest`, which the collector may delete or has deleted.
+pub(crate) fn collecting(digest: &Digest) -> RegistryError {
     RegistryError::new(
         ErrorCode::Unavailable,
         format!("{digest} is being garbage collected; retry (its blob may need pushing again)"),

@@ -82,7 +82,12 @@ async fn resolve_tag(
     name: &RepoName,
     tag: &Tag,
 ) -> Result<Resolved, RegistryError> {
-    let local = manifests::resolve_tag(ctx, name, tag).await?;
+    // A tag whose manifest is gone counts as none, so the manifest is fetched again: a fetch
+    // the collector's fence refused leaves its tag, and the collector may take the manifest.
+    let local = match manifests::resolve_tag(ctx, name, tag).await? {
+        Some(digest) if manifests::load(ctx, name, &digest).await?.is_some() => Some(digest),
+        _ => None,
+    };
     let checked = keys::mirror_tag_checked(name, tag);
     if let Some(digest) = &local
         && let Some(Some(_)) = ctx.cache_get(checked.clone()).await
@@ -321,12 +326,11 @@ async fn fetch_blob_holding(
         }
         answer => return Err(missing(answer, ErrorCode::BlobUnknown, digest)),
     };
-    let size = ctx.stat(StoreRole::Blobs, key).await?.ok_or_else(|| {
-        RegistryError::new(
-            ErrorCode::Unavailable,
-            format!("blob {digest} vanished; retry"),
-        )
-    })?;
+    // Only the collector deletes a blob's bytes: it took them before they were linked.
+    let size = ctx
+        .stat(StoreRole::Blobs, key)
+        .await?
+        .ok_or_else(|| fence::collecting(digest))?;
     link_into(ctx, held, watched, name, digest, size).await?;
     Ok(fetched)
 }

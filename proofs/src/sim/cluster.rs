@@ -15,10 +15,14 @@ use super::history::{Ending, History};
 use super::workload::{self, Answer, Intent, Kind, Op, Planned, Task};
 use crate::actor::{Actor, Executed};
 use crate::integrity::sha256;
-use crate::request::Reply;
+use crate::request::{BrokenBody, Reply};
 use crate::rng::SimRng;
 use crate::store::ObjectStore;
+use crate::upstream::mirroring;
 use crate::world::World;
+
+/// How long the mirror trusts a tag's answer: short enough that runs ask again.
+const TAG_TTL_MS: u64 = 100;
 
 /// A run that needs more scheduler ticks than this is stuck.
 const MAX_TICKS: u64 = 200_000;
@@ -238,11 +242,12 @@ impl Cluster {
         });
         Cluster {
             collector,
-            registry: Registry::new(config.limits.clone()),
+            registry: mirroring(config.limits.clone(), workload::MIRROR_PREFIX, TAG_TTL_MS),
             rng,
             config,
             world: World {
                 store,
+                upstream: Some(workload::upstream()),
                 ..World::default()
             },
             history: History::default(),
@@ -330,7 +335,7 @@ impl Cluster {
             self.clients[c].inflight = Some(inflight);
             return Ok(());
         };
-        let reply = self.world.reply(response);
+        let reply = inflight.actor.reply(&self.world, response);
         self.history
             .end(inflight.record, self.tick, Ending::Answered(reply.status));
         self.check_reply(inflight.record, &reply)?;
@@ -498,9 +503,12 @@ impl Cluster {
         let body = String::from_utf8_lossy(reply.body.as_deref().unwrap_or_default());
         // The collector's fence refuses writes naming what it may be deleting.
         let fenced = self.config.gc.is_some() && body.contains("being garbage collected");
+        // Locks that are not kept alive expire while their holder waits its turn (a stalled
+        // process): its commit is refused.
+        let stalled = !self.config.clients_keep_alive && body.contains("lost lock");
         if reply.status.is_server_error()
             && (reply.status != StatusCode::SERVICE_UNAVAILABLE
-                || !(self.config.faults.any() || fenced))
+                || !(self.config.faults.any() || fenced || stalled))
         {
             return Err(bad(format!("server error without injected faults: {body}")));
         }
@@ -514,6 +522,11 @@ impl Cluster {
             Kind::Op(Op::ReadBlob { digest, .. }) if ok => match &reply.body {
                 Ok(body) if Digest::of(digest.algorithm(), body) == *digest => Ok(()),
                 Ok(body) => Err(bad(format!("blob read gave {}", sha256(body)))),
+                // A fetch streaming to its client that a fault or the collector's fence then
+                // failed: the client's stream is cut, as the driver cuts it.
+                Err(BrokenBody::Cut) if self.config.faults.any() || self.config.gc.is_some() => {
+                    Ok(())
+                }
                 Err(broken) => Err(bad(broken.to_string())),
             },
             Kind::Op(Op::ReadTag { repo, tag }) if ok => {
@@ -523,7 +536,11 @@ impl Cluster {
                     matches!(&r.kind, Kind::ManifestPush { repo: pr, digest: d, tags, .. }
                         if pr == repo && *d == digest && tags.contains(tag))
                 });
-                if !pushed || reply.header("docker-content-digest") != Some(&digest.to_string()) {
+                let mirrored = *repo == workload::MIRRORED
+                    && workload::upstream_tag(tag).as_ref() == Some(&digest);
+                if !(pushed || mirrored)
+                    || reply.header("docker-content-digest") != Some(&digest.to_string())
+                {
                     return Err(bad(format!("tag answered {digest}, never pushed to it")));
                 }
                 Ok(())

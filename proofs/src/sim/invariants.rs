@@ -11,9 +11,9 @@ use stowage_core::step::StoreRole;
 use super::Violation;
 use super::cluster::Cluster;
 use super::history::Record;
-use super::workload::{Kind, Op, REPOS, TAGS};
+use super::workload::{self, Kind, MIRRORED, Op, REPOS, TAGS};
 use crate::integrity::corrupt_blobs;
-use crate::request::{Reply, Request};
+use crate::request::{BrokenBody, Reply, Request};
 
 pub(super) fn check(cluster: &mut Cluster) -> Result<(), Violation> {
     if let Some(corrupt) = corrupt_blobs(&cluster.world.store).into_iter().next() {
@@ -34,7 +34,63 @@ pub(super) fn check(cluster: &mut Cluster) -> Result<(), Violation> {
     if !cluster.config.faults.any() {
         check_cache_agrees(cluster)?;
     }
+    check_mirror(cluster)?;
     check_locks_expire(cluster)
+}
+
+/// Through every replica, the mirrored repository answers each tag and blob as the upstream
+/// holds them, whatever the collector took meanwhile (it is fetched again). In a run with
+/// no faults, no collector and no stalled lock holder, no blob came from the upstream twice,
+/// these reads included.
+fn check_mirror(cluster: &mut Cluster) -> Result<(), Violation> {
+    let tags = TAGS.iter().filter_map(|tag| {
+        let digest = workload::upstream_tag(tag)?;
+        Some((format!("/v2/{MIRRORED}/manifests/{tag}"), digest))
+    });
+    let blobs = workload::upstream_blobs().into_iter().map(|digest| {
+        let path = format!("/v2/{MIRRORED}/blobs/{digest}");
+        (path, digest)
+    });
+    for (path, digest) in tags.chain(blobs).collect::<Vec<_>>() {
+        // A collector that died while deleting left its fence up: what it doomed is refused
+        // until the next run takes it down.
+        let doomed = cluster
+            .world
+            .store
+            .objects(StoreRole::Meta)
+            .get(&layout::gc_doomed(&digest))
+            .is_some();
+        for reply in read_everywhere(cluster, &path) {
+            let got = summarize(&reply, digest.algorithm());
+            let fenced = doomed
+                && (reply.status == StatusCode::SERVICE_UNAVAILABLE
+                    || reply.body == Err(BrokenBody::Cut));
+            if got != digest.to_string() && !fenced {
+                return Err(Violation::MirrorDiffers {
+                    path,
+                    got,
+                    upstream: digest.to_string(),
+                });
+            }
+        }
+    }
+    let config = &cluster.config;
+    if config.faults.any() || config.gc.is_some() || !config.clients_keep_alive {
+        return Ok(());
+    }
+    let sent = cluster
+        .world
+        .upstream
+        .as_ref()
+        .map(|u| u.sent_blobs.clone())
+        .unwrap_or_default();
+    for digest in workload::upstream_blobs() {
+        let times = sent.iter().filter(|d| **d == digest).count();
+        if times > 1 {
+            return Err(Violation::FetchedAgain { digest, times });
+        }
+    }
+    Ok(())
 }
 
 /// `GET path` through every replica.

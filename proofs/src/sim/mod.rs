@@ -3,7 +3,8 @@
 //! a shared cache, as with Redis). A seeded scheduler interleaves the operations step by
 //! step and injects faults: storage, lock and cache errors (not applied) and timeouts
 //! (applied, answer lost), client disconnects mid-body, replica crashes between any two
-//! steps, and clock jumps past the lock TTL. After the run the invariants are checked.
+//! steps, and clock jumps past the lock TTL. Every run mirrors a model upstream under
+//! `hub/`, and clients pull through it. After the run the invariants are checked.
 //!
 //! A seed replays a run exactly: `SIM_SEED=<seed> cargo nextest run -p stowage-proofs
 //! --release cluster_simulation`.
@@ -95,6 +96,14 @@ pub enum Violation {
         manifest: Digest,
         blob: Digest,
     },
+    #[error("{path} through the mirror answers {got}, the upstream holds {upstream}")]
+    MirrorDiffers {
+        path: String,
+        got: String,
+        upstream: String,
+    },
+    #[error("blob {digest} was fetched from the upstream {times} times")]
+    FetchedAgain { digest: Digest, times: usize },
     #[error("corrupt blob: {0}")]
     CorruptBlob(CorruptBlob),
     #[error("lock {key} still held by {token} ({why})")]

@@ -10,9 +10,16 @@ use crate::fixtures;
 use crate::integrity::sha256;
 use crate::request::{Reply, Request, chunks_of};
 use crate::rng::SimRng;
+use crate::upstream::UpstreamModel;
 
 pub const REPOS: [&str; 2] = ["lib/app", "lib/db"];
 pub const TAGS: [&str; 2] = ["latest", "stable"];
+/// Under this prefix every run mirrors the model upstream ([`upstream`]).
+pub const MIRROR_PREFIX: &str = "hub";
+/// The repository clients pull through the mirror; nobody pushes to it.
+pub const MIRRORED: &str = "hub/library/app";
+/// Its name at the upstream.
+const UPSTREAM_REPO: &str = "library/app";
 /// Distinct blob contents the clients share (so their pushes collide).
 const BLOB_POOL: u64 = 6;
 /// Distinct manifests the clients share.
@@ -162,6 +169,32 @@ fn pool_manifest(i: u64) -> (Bytes, Vec<Bytes>) {
     (manifest, std::iter::once(config).chain(layers).collect())
 }
 
+/// The registry every run mirrors: the manifest pool and every blob it names, `TAGS[i]`
+/// naming manifest `i`.
+pub fn upstream() -> UpstreamModel {
+    let mut upstream = UpstreamModel::default();
+    for i in 0..MANIFEST_POOL {
+        let (manifest, blobs) = pool_manifest(i);
+        for blob in blobs {
+            upstream.put_blob(UPSTREAM_REPO, blob);
+        }
+        let tag = usize::try_from(i).ok().and_then(|i| TAGS.get(i)).copied();
+        upstream.put_manifest(UPSTREAM_REPO, tag, manifest, OCI_MANIFEST);
+    }
+    upstream
+}
+
+/// The manifest the upstream's `tag` names.
+pub fn upstream_tag(tag: &str) -> Option<Digest> {
+    let i = TAGS.iter().position(|t| *t == tag)?;
+    Some(sha256(&pool_manifest(i as u64).0))
+}
+
+/// Every blob the upstream holds.
+pub fn upstream_blobs() -> Vec<Digest> {
+    (0..BLOB_POOL).map(|i| sha256(&pool_blob(i))).collect()
+}
+
 fn push_blob(rng: &mut SimRng, repo: &'static str, blob: Bytes) -> Intent {
     let chunks = rng.chance(500).then(|| {
         let mut sizes = Vec::new();
@@ -189,7 +222,7 @@ pub fn script(rng: &mut SimRng) -> Vec<Intent> {
     let mut intents = Vec::new();
     for _ in 0..2 + rng.below(7) {
         let repo = pick(rng, &REPOS);
-        let roll = rng.below(100);
+        let roll = rng.below(110);
         match roll {
             0..30 => {
                 let blob = pool_blob(rng.below(BLOB_POOL));
@@ -229,10 +262,24 @@ pub fn script(rng: &mut SimRng) -> Vec<Intent> {
                 repo,
                 digest: sha256(&pool_manifest(rng.below(MANIFEST_POOL)).0),
             })),
-            _ => intents.push(Intent::Op(Op::DeleteBlob {
+            95..100 => intents.push(Intent::Op(Op::DeleteBlob {
                 repo,
                 digest: sha256(&pool_blob(rng.below(BLOB_POOL))),
             })),
+            // An image pulled through the mirror: its tag, then its blobs.
+            _ => {
+                let i = rng.index(TAGS.len());
+                intents.push(Intent::Op(Op::ReadTag {
+                    repo: MIRRORED,
+                    tag: TAGS[i],
+                }));
+                for blob in pool_manifest(i as u64).1 {
+                    intents.push(Intent::Op(Op::ReadBlob {
+                        repo: MIRRORED,
+                        digest: sha256(&blob),
+                    }));
+                }
+            }
         }
     }
     intents
