@@ -16,6 +16,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -115,8 +116,15 @@ def test_concurrent_cold_pulls_through_three_replicas_fetch_once(upstream, start
     image = upstream.push("big/app", "v1", [data])
     digest = image["layers"][0]["digest"]
     replicas = start(mirror_toml(upstream), replicas=3, redis=redis)
-    for r in replicas:
-        assert Client(r.url).get_manifest("hub/big/app", "v1").status_code == 200
+
+    def pull_manifest(n: int) -> int:
+        return Client(replicas[n % 3].url).get_manifest("hub/big/app", "v1").status_code
+
+    with concurrent.futures.ThreadPoolExecutor(pulls) as pool:
+        assert list(pool.map(pull_manifest, range(pulls))) == [200] * pulls
+    # Tags are revalidated with HEADs; the manifest's GET counts against a pull limit.
+    manifest_gets = Counter(upstream.proxy.requests)[("GET", f"/v2/big/app/manifests/{image['digest']}")]
+    assert manifest_gets == 1, upstream.proxy.requests
 
     def pull(n: int) -> str:
         with requests.get(f"{replicas[n % 3].url}/v2/hub/big/app/blobs/{digest}", stream=True, timeout=600) as r:

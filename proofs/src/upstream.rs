@@ -50,8 +50,8 @@ pub struct UpstreamModel {
     pub asked: Vec<&'static str>,
     /// What each streamed fetch's client received, in order.
     pub streamed: Vec<Streamed>,
-    /// The digest of each blob sent whole (`get_blob` found it), in order.
-    pub sent_blobs: Vec<Digest>,
+    /// The digest of each blob or manifest sent whole (a `GET` that found it), in order.
+    pub sent: Vec<Digest>,
 }
 
 /// A registry that mirrors the model upstream under `prefix/` (its one upstream, index 0),
@@ -128,11 +128,17 @@ impl UpstreamModel {
                 body,
                 ..
             } => match self.manifests.get(&(repository, reference)) {
-                Some((bytes, media_type)) => UpstreamAnswer::Manifest {
-                    digest: Some(Digest::of(stowage_core::digest::Algorithm::Sha256, bytes)),
-                    media_type: Some(media_type.clone()),
-                    body: body.then(|| bytes.clone()),
-                },
+                Some((bytes, media_type)) => {
+                    let digest = Digest::of(stowage_core::digest::Algorithm::Sha256, bytes);
+                    if body {
+                        self.sent.push(digest.clone());
+                    }
+                    UpstreamAnswer::Manifest {
+                        digest: Some(digest),
+                        media_type: Some(media_type.clone()),
+                        body: body.then(|| bytes.clone()),
+                    }
+                }
                 None => UpstreamAnswer::NotFound,
             },
             UpstreamRequest::BlobExists {
@@ -153,7 +159,7 @@ impl UpstreamModel {
                 let Some(data) = self.blobs.get(&(repository, digest.clone())).cloned() else {
                     return UpstreamAnswer::NotFound;
                 };
-                self.sent_blobs.push(digest);
+                self.sent.push(digest);
                 let data = match self.behaviour {
                     Behaviour::Corrupts => {
                         let mut bytes = data.to_vec();

@@ -7,7 +7,8 @@
 //!   expecting its digest, so a blob that does not hash to its name is never visible. The
 //!   fetching request's client gets the blob as it arrives (a whole-blob GET), its stream
 //!   cut if the blob does not verify.
-//! - A manifest by digest is verified against the digest and kept for good. A tag is
+//! - A missing manifest is fetched under the same lock on its digest (its `GET` counts
+//!   against an upstream's pull limit), verified against the digest and kept for good. A tag is
 //!   trusted for `tag_ttl_secs` after the upstream last named its digest (a cache entry
 //!   replicas share); then a HEAD asks again, and only a new digest is fetched.
 //! - An upstream that is unreachable or answers `429`/`5xx` leaves what is stored to be
@@ -25,10 +26,12 @@ use super::manifests::{self, Resolved};
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{ErrorCode, RegistryError};
 use crate::layout;
+use crate::lock::Held;
 use crate::manifest::Manifest;
 use crate::mirror::{Mirror, UpstreamRef, upstream_name};
 use crate::names::{Reference, RepoName, Tag};
 use crate::step::{BodyTap, Step, StoreRole, UpstreamAnswer, UpstreamRequest};
+use crate::time::Millis;
 
 /// How long a request waits for another one fetching the same blob before giving up.
 const FETCH_WAIT_MS: u64 = 15 * 60 * 1000;
@@ -156,7 +159,8 @@ fn manifest_request(
 }
 
 /// Stores manifest `digest` in `name` (pointing `tag` at it, if given), fetching it unless
-/// it is stored already.
+/// it is stored already; once however many requests miss it at the same time (a manifest
+/// `GET` counts against an upstream's pull limit).
 async fn fetch_manifest(
     ctx: &Ctx,
     m: &Mirrored<'_>,
@@ -164,22 +168,59 @@ async fn fetch_manifest(
     digest: &Digest,
     tag: Option<&Tag>,
 ) -> Result<(), RegistryError> {
-    let (body, media_type) = match manifests::load(ctx, name, digest).await? {
-        Some(body) => (body, None),
-        None => {
-            let get = |u: &UpstreamRef| manifest_request(m, u, &digest.to_string(), true, ctx);
-            let (body, media_type) = manifest_body(ask(ctx, m, get).await, digest)?;
-            let actual = Digest::of(digest.algorithm(), &body);
-            if &actual != digest {
-                return Err(RegistryError::new(
-                    ErrorCode::Unavailable,
-                    format!("the upstream sent manifest {actual} for {digest}; nothing was kept"),
-                ));
-            }
-            (body, media_type)
+    let deadline = ctx.channel.now().plus(FETCH_WAIT_MS);
+    loop {
+        // Stored already (by the request this one waited for, or under another tag):
+        // committed again, which points the tag at it.
+        if let Some(body) = manifests::load(ctx, name, digest).await? {
+            return store_manifest(ctx, name, digest, body, None, tag).await;
         }
-    };
+        if let Some(held) = fetch_turn(ctx, digest, deadline).await? {
+            let result = fetch_manifest_holding(ctx, m, name, digest, tag).await;
+            ctx.unlock(held).await;
+            return result;
+        }
+    }
+}
+
+async fn fetch_manifest_holding(
+    ctx: &Ctx,
+    m: &Mirrored<'_>,
+    name: &RepoName,
+    digest: &Digest,
+    tag: Option<&Tag>,
+) -> Result<(), RegistryError> {
+    let get = |u: &UpstreamRef| manifest_request(m, u, &digest.to_string(), true, ctx);
+    let (body, media_type) = manifest_body(ask(ctx, m, get).await, digest)?;
+    let actual = Digest::of(digest.algorithm(), &body);
+    if &actual != digest {
+        return Err(RegistryError::new(
+            ErrorCode::Unavailable,
+            format!("the upstream sent manifest {actual} for {digest}; nothing was kept"),
+        ));
+    }
     store_manifest(ctx, name, digest, body, media_type.as_deref(), tag).await
+}
+
+/// One turn of a request that misses `digest`: the lock on it that replicas share, when
+/// this request is to fetch it; otherwise `None` after a pause, and the caller looks whether
+/// the one fetching it is done. So a miss is fetched once however many requests have it.
+async fn fetch_turn(
+    ctx: &Ctx,
+    digest: &Digest,
+    deadline: Millis,
+) -> Result<Option<Held>, RegistryError> {
+    if let Some(held) = ctx.try_lock(keys::mirror_fetch_lock(digest)).await? {
+        return Ok(Some(held));
+    }
+    if ctx.channel.now() >= deadline {
+        return Err(RegistryError::new(
+            ErrorCode::Unavailable,
+            format!("{digest} is still being fetched from the upstream; retry"),
+        ));
+    }
+    ctx.channel.perform(Step::Sleep { ms: FETCH_POLL_MS }).await;
+    Ok(None)
 }
 
 fn manifest_body(
@@ -254,18 +295,11 @@ pub(super) async fn fetch_blob(
         if size_in_repo(ctx, name, digest).await?.is_some() {
             return Ok(Fetched::Stored);
         }
-        if let Some(mut held) = ctx.try_lock(keys::mirror_fetch_lock(digest)).await? {
+        if let Some(mut held) = fetch_turn(ctx, digest, deadline).await? {
             let result = fetch_blob_holding(ctx, m, name, digest, serve, &mut held).await;
             ctx.unlock(held).await;
             return result;
         }
-        if ctx.channel.now() >= deadline {
-            return Err(RegistryError::new(
-                ErrorCode::Unavailable,
-                format!("blob {digest} is still being fetched from the upstream; retry"),
-            ));
-        }
-        ctx.channel.perform(Step::Sleep { ms: FETCH_POLL_MS }).await;
     }
 }
 
@@ -275,7 +309,7 @@ async fn fetch_blob_holding(
     name: &RepoName,
     digest: &Digest,
     serve: Option<HeaderMap>,
-    held: &mut crate::lock::Held,
+    held: &mut Held,
 ) -> Result<Fetched, RegistryError> {
     let watched = fence::watch(ctx).await?;
     let key = layout::blob_data(digest);

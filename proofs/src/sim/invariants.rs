@@ -40,8 +40,8 @@ pub(super) fn check(cluster: &mut Cluster) -> Result<(), Violation> {
 
 /// Through every replica, the mirrored repository answers each tag and blob as the upstream
 /// holds them, whatever the collector took meanwhile (it is fetched again). In a run with
-/// no faults, no collector and no stalled lock holder, no blob came from the upstream twice,
-/// these reads included.
+/// no faults, no collector and no stalled lock holder, no blob or manifest came from the
+/// upstream twice, these reads included.
 fn check_mirror(cluster: &mut Cluster) -> Result<(), Violation> {
     let tags = TAGS.iter().filter_map(|tag| {
         let digest = workload::upstream_tag(tag)?;
@@ -82,9 +82,10 @@ fn check_mirror(cluster: &mut Cluster) -> Result<(), Violation> {
         .world
         .upstream
         .as_ref()
-        .map(|u| u.sent_blobs.clone())
+        .map(|u| u.sent.clone())
         .unwrap_or_default();
-    for digest in workload::upstream_blobs() {
+    let manifests = TAGS.iter().filter_map(|tag| workload::upstream_tag(tag));
+    for digest in workload::upstream_blobs().into_iter().chain(manifests) {
         let times = sent.iter().filter(|d| **d == digest).count();
         if times > 1 {
             return Err(Violation::FetchedAgain { digest, times });

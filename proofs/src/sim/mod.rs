@@ -102,7 +102,7 @@ pub enum Violation {
         got: String,
         upstream: String,
     },
-    #[error("blob {digest} was fetched from the upstream {times} times")]
+    #[error("{digest} was fetched from the upstream {times} times")]
     FetchedAgain { digest: Digest, times: usize },
     #[error("corrupt blob: {0}")]
     CorruptBlob(CorruptBlob),
