@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import client
+from probes import cpu_seconds
 from registry_bench import LOAD_CONNECTIONS, default_binaries, fmt, log, rotated
 
 from harness.process import remove, scratch_dir
@@ -20,13 +21,6 @@ from harness.registry import fs_toml, start_stowage
 REPO_NAME = "bench/image"
 KINDS = (("manifest_get", "manifest GET"), ("blob_get", "1 KiB blob GET"))
 FIELDS = ("rps", "p99_ms", "cpu_us")
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 class Configuration:

@@ -3,8 +3,9 @@ a Stowage mirror of it (missed, fetched from the upstream, stored, then served),
 the mirror (served from its store), and from a Stowage it was pushed to (a local pull), in
 alternated rounds with a fresh blob each round and the page cache dropped before each pull.
 Prints each pull's median MiB/s and the two ratios of issue 21: cold through the mirror
-against the upstream directly (target at least 0.8x), warm against local (target 1x). Run as
-root, so the page cache can be dropped.
+against the upstream directly (target at least 0.8x), warm against local (target 1x); and the
+CPU each pull cost the upstream, the Stowage serving it and the client, with the speed that
+CPU allows on this machine's cores. Run as root, so the page cache can be dropped.
 
     .venv/bin/python conformance/bench/mirror_pull.py [--bin STOWAGE] [--rounds 5] [--size-mib 1024]
 """
@@ -12,6 +13,7 @@ root, so the page cache can be dropped.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -19,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the harness package
 
 import client  # noqa: E402
+from probes import cpu_seconds  # noqa: E402
 from registry_bench import MIB, rate, scratch_dir_on_tmpfs, settle_memory  # noqa: E402
 from harness.process import remove, scratch_dir  # noqa: E402
 from harness.registry import fs_toml, server_binary, start_stowage  # noqa: E402
@@ -26,6 +29,12 @@ from harness.services import start_distribution  # noqa: E402
 
 REPO = "bench/blob"
 PULLS = ("upstream, direct", "mirror, cold", "mirror, warm", "stowage, local")
+CPU_OF = ("upstream", "stowage", "client")
+
+
+def client_cpu() -> float:
+    times = os.times()
+    return times.user + times.system
 
 
 def main() -> int:
@@ -53,19 +62,29 @@ def main() -> int:
         to = {name: client.Http(server.url) for name, server in
               (("upstream", upstream), ("mirror", mirror), ("local", local))}
         samples = {pull: [] for pull in PULLS}
+        # CPU-s per GiB of each pull, by whom: the upstream, the Stowage serving it, the client.
+        cpu = {pull: {who: [] for who in CPU_OF} for pull in PULLS}
         for _ in range(args.rounds):
             blob = source.fresh()
             client.push_monolithic(to["upstream"], REPO, blob)
             client.push_monolithic(to["local"], REPO, blob)
             pulls = {
-                "upstream, direct": (to["upstream"], REPO),
-                "mirror, cold": (to["mirror"], f"hub/{REPO}"),
-                "mirror, warm": (to["mirror"], f"hub/{REPO}"),
-                "stowage, local": (to["local"], REPO),
+                "upstream, direct": (to["upstream"], REPO, None),
+                "mirror, cold": (to["mirror"], f"hub/{REPO}", mirror),
+                "mirror, warm": (to["mirror"], f"hub/{REPO}", mirror),
+                "stowage, local": (to["local"], REPO, local),
             }
-            for pull, (http, repo) in pulls.items():
+            for pull, (http, repo, stowage) in pulls.items():
                 settle_memory()
+                pids = {"upstream": upstream.process.proc.pid,
+                        "stowage": stowage.process.proc.pid if stowage else None}
+                before = {who: cpu_seconds(pid) if pid else 0.0 for who, pid in pids.items()}
+                before["client"] = client_cpu()
                 samples[pull].append(rate(lambda: client.pull(http, repo, blob.digest, size), size))
+                after = {who: cpu_seconds(pid) if pid else 0.0 for who, pid in pids.items()}
+                after["client"] = client_cpu()
+                for who in CPU_OF:
+                    cpu[pull][who].append((after[who] - before[who]) * MIB * 1024 / size)
         for http in to.values():
             http.close()
     finally:
@@ -82,6 +101,13 @@ def main() -> int:
           "(target >= 0.8)")
     print(f"mirror warm / stowage local:   {median['mirror, warm'] / median['stowage, local']:.2f}x "
           "(target 1)")
+    cores = os.cpu_count() or 1
+    print(f"CPU-s per GiB (medians) | {' | '.join(CPU_OF)} | all | MiB/s that CPU allows on {cores} cores")
+    for pull in PULLS:
+        each = {who: statistics.median(cpu[pull][who]) for who in CPU_OF}
+        total = sum(each.values())
+        allowed = cores * 1024 / total if total else float("inf")
+        print(f"{pull:<18} | {' | '.join(f'{each[who]:.2f}' for who in CPU_OF)} | {total:.2f} | {allowed:,.0f}")
     return 0
 
 
