@@ -7,7 +7,9 @@ use http::StatusCode;
 use stowage_core::config::LockSettings;
 use stowage_core::digest::Digest;
 use stowage_core::gc::GcSettings;
-use stowage_core::step::{BodyError, IoError, LockRequest, Outcome, Response, Step};
+use stowage_core::step::{
+    BodyError, IoError, LockRequest, Outcome, Response, Step, UpstreamAnswer,
+};
 use stowage_core::{Limits, Registry};
 
 use super::Violation;
@@ -30,9 +32,9 @@ const MAX_TICKS: u64 = 200_000;
 /// Fault rates, per mille.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Faults {
-    /// Per storage, lock or cache step: fails without taking effect.
+    /// Per storage, lock, cache or upstream step: fails without taking effect.
     pub error: u64,
-    /// Per storage, lock or cache step: takes effect, but the answer is lost.
+    /// Per storage, lock, cache or upstream step: takes effect, but the answer is lost.
     pub timeout: u64,
     /// Per request: the client disconnects mid-body.
     pub disconnect: u64,
@@ -554,7 +556,11 @@ impl Cluster {
 fn draw_fault(rng: &mut SimRng, faults: Faults, step: &Step) -> Option<Fault> {
     let faultable = matches!(
         step,
-        Step::Storage(_) | Step::Lock(_) | Step::Cache(_) | Step::ReadBody { .. }
+        Step::Storage(_)
+            | Step::Lock(_)
+            | Step::Cache(_)
+            | Step::ReadBody { .. }
+            | Step::Upstream(_)
     );
     if !faultable {
         None
@@ -573,6 +579,10 @@ fn failure_for(step: &Step) -> Outcome {
         Step::ReadBody { .. } => {
             Outcome::BodyBytes(Err(BodyError::Client("client disconnected".to_owned())))
         }
+        Step::Upstream(_) => Outcome::Upstream(UpstreamAnswer::Unavailable {
+            reason: "injected fault".to_owned(),
+            retry_after_ms: None,
+        }),
         _ => Outcome::Failed(IoError {
             message: "injected fault".to_owned(),
         }),

@@ -1,9 +1,9 @@
 //! The simulated cluster: several replicas serve the requests of several clients over one
 //! in-memory world (object store with the real backend's semantics, a shared lock table and
 //! a shared cache, as with Redis). A seeded scheduler interleaves the operations step by
-//! step and injects faults: storage, lock and cache errors (not applied) and timeouts
-//! (applied, answer lost), client disconnects mid-body, replica crashes between any two
-//! steps, and clock jumps past the lock TTL. Every run mirrors a model upstream under
+//! step and injects faults: storage, lock, cache and upstream errors (not applied) and
+//! timeouts (applied, answer lost), client disconnects mid-body, replica crashes between any
+//! two steps, and clock jumps past the lock TTL. Every run mirrors a model upstream under
 //! `hub/`, and clients pull through it. After the run the invariants are checked.
 //!
 //! A seed replays a run exactly: `SIM_SEED=<seed> cargo nextest run -p stowage-proofs
