@@ -31,7 +31,6 @@ use crate::manifest::Manifest;
 use crate::mirror::{Mirror, UpstreamRef, upstream_name};
 use crate::names::{Reference, RepoName, Tag};
 use crate::step::{BodyTap, Step, StoreRole, UpstreamAnswer, UpstreamRequest};
-use crate::time::Millis;
 
 /// How long a request waits for another one fetching the same blob before giving up.
 const FETCH_WAIT_MS: u64 = 15 * 60 * 1000;
@@ -168,59 +167,69 @@ async fn fetch_manifest(
     digest: &Digest,
     tag: Option<&Tag>,
 ) -> Result<(), RegistryError> {
-    let deadline = ctx.channel.now().plus(FETCH_WAIT_MS);
-    loop {
+    let stored = move || async move { manifests::load(ctx, name, digest).await };
+    match take_turn(ctx, digest, stored).await? {
         // Stored already (by the request this one waited for, or under another tag):
         // committed again, which points the tag at it.
-        if let Some(body) = manifests::load(ctx, name, digest).await? {
-            return store_manifest(ctx, name, digest, body, None, tag).await;
-        }
-        if let Some(held) = fetch_turn(ctx, digest, deadline).await? {
-            let result = fetch_manifest_holding(ctx, m, name, digest, tag).await;
+        Turn::Stored(body) => store_manifest(ctx, name, digest, body, None, tag).await,
+        Turn::Fetch(held) => {
+            let fetched = async {
+                let get = |u: &UpstreamRef| manifest_request(m, u, &digest.to_string(), true, ctx);
+                let (body, media_type) = manifest_body(ask(ctx, m, get).await, digest)?;
+                let actual = Digest::of(digest.algorithm(), &body);
+                if &actual != digest {
+                    return Err(RegistryError::new(
+                        ErrorCode::Unavailable,
+                        format!(
+                            "the upstream sent manifest {actual} for {digest}; nothing was kept"
+                        ),
+                    ));
+                }
+                store_manifest(ctx, name, digest, body, media_type.as_deref(), tag).await
+            };
+            let fetched = fetched.await;
             ctx.unlock(held).await;
-            return result;
+            fetched
         }
     }
 }
 
-async fn fetch_manifest_holding(
-    ctx: &Ctx,
-    m: &Mirrored<'_>,
-    name: &RepoName,
-    digest: &Digest,
-    tag: Option<&Tag>,
-) -> Result<(), RegistryError> {
-    let get = |u: &UpstreamRef| manifest_request(m, u, &digest.to_string(), true, ctx);
-    let (body, media_type) = manifest_body(ask(ctx, m, get).await, digest)?;
-    let actual = Digest::of(digest.algorithm(), &body);
-    if &actual != digest {
-        return Err(RegistryError::new(
-            ErrorCode::Unavailable,
-            format!("the upstream sent manifest {actual} for {digest}; nothing was kept"),
-        ));
-    }
-    store_manifest(ctx, name, digest, body, media_type.as_deref(), tag).await
+/// What a request that misses `digest` is to do.
+enum Turn<T> {
+    /// Another request fetched it meanwhile (or it was there): what `stored` found.
+    Stored(T),
+    /// Fetch it, holding the lock on it that replicas share.
+    Fetch(Held),
 }
 
-/// One turn of a request that misses `digest`: the lock on it that replicas share, when
-/// this request is to fetch it; otherwise `None` after a pause, and the caller looks whether
-/// the one fetching it is done. So a miss is fetched once however many requests have it.
-async fn fetch_turn(
+/// Waits for the turn of a request that misses `digest`: whoever takes the lock fetches, the
+/// others look every [`FETCH_POLL_MS`] whether `stored` finds it, and take the lock if the
+/// one fetching failed. So a miss is fetched once however many requests have it.
+async fn take_turn<T, F, Found>(
     ctx: &Ctx,
     digest: &Digest,
-    deadline: Millis,
-) -> Result<Option<Held>, RegistryError> {
-    if let Some(held) = ctx.try_lock(keys::mirror_fetch_lock(digest)).await? {
-        return Ok(Some(held));
+    stored: F,
+) -> Result<Turn<T>, RegistryError>
+where
+    F: Fn() -> Found,
+    Found: Future<Output = Result<Option<T>, RegistryError>>,
+{
+    let deadline = ctx.channel.now().plus(FETCH_WAIT_MS);
+    loop {
+        if let Some(found) = stored().await? {
+            return Ok(Turn::Stored(found));
+        }
+        if let Some(held) = ctx.try_lock(keys::mirror_fetch_lock(digest)).await? {
+            return Ok(Turn::Fetch(held));
+        }
+        if ctx.channel.now() >= deadline {
+            return Err(RegistryError::new(
+                ErrorCode::Unavailable,
+                format!("{digest} is still being fetched from the upstream; retry"),
+            ));
+        }
+        ctx.channel.perform(Step::Sleep { ms: FETCH_POLL_MS }).await;
     }
-    if ctx.channel.now() >= deadline {
-        return Err(RegistryError::new(
-            ErrorCode::Unavailable,
-            format!("{digest} is still being fetched from the upstream; retry"),
-        ));
-    }
-    ctx.channel.perform(Step::Sleep { ms: FETCH_POLL_MS }).await;
-    Ok(None)
 }
 
 fn manifest_body(
@@ -290,15 +299,13 @@ pub(super) async fn fetch_blob(
     digest: &Digest,
     serve: Option<HeaderMap>,
 ) -> Result<Fetched, RegistryError> {
-    let deadline = ctx.channel.now().plus(FETCH_WAIT_MS);
-    loop {
-        if size_in_repo(ctx, name, digest).await?.is_some() {
-            return Ok(Fetched::Stored);
-        }
-        if let Some(mut held) = fetch_turn(ctx, digest, deadline).await? {
+    let stored = move || async move { size_in_repo(ctx, name, digest).await };
+    match take_turn(ctx, digest, stored).await? {
+        Turn::Stored(_) => Ok(Fetched::Stored),
+        Turn::Fetch(mut held) => {
             let result = fetch_blob_holding(ctx, m, name, digest, serve, &mut held).await;
             ctx.unlock(held).await;
-            return result;
+            result
         }
     }
 }
