@@ -202,9 +202,10 @@ enum Turn<T> {
     Fetch(Held),
 }
 
-/// Waits for the turn of a request that misses `digest`: whoever takes the lock fetches, the
-/// others look every [`FETCH_POLL_MS`] whether `stored` finds it, and take the lock if the
-/// one fetching failed. So a miss is fetched once however many requests have it.
+/// Waits for the turn of a request that misses `digest`: whoever takes the lock looks again
+/// and fetches, the others look every [`FETCH_POLL_MS`] whether `stored` finds it, and take
+/// the lock if the one fetching failed. So a miss is fetched once however many requests
+/// have it.
 async fn take_turn<T, F, Found>(
     ctx: &Ctx,
     digest: &Digest,
@@ -220,7 +221,14 @@ where
             return Ok(Turn::Stored(found));
         }
         if let Some(held) = ctx.try_lock(keys::mirror_fetch_lock(digest)).await? {
-            return Ok(Turn::Fetch(held));
+            // The one fetching may have finished between the look above and the lock.
+            let turn = match stored().await {
+                Ok(None) => return Ok(Turn::Fetch(held)),
+                Ok(Some(found)) => Ok(Turn::Stored(found)),
+                Err(e) => Err(e),
+            };
+            ctx.unlock(held).await;
+            return turn;
         }
         if ctx.channel.now() >= deadline {
             return Err(RegistryError::new(
