@@ -86,6 +86,8 @@ pub(super) async fn load(
 pub(super) struct Resolved {
     pub(super) digest: Digest,
     pub(super) stale: bool,
+    /// The manifest's bytes, when resolving read them already.
+    pub(super) bytes: Option<Bytes>,
 }
 
 /// Answers a manifest pull; `resolved`: what a mirror already resolved `reference` to.
@@ -96,22 +98,31 @@ pub(super) async fn get(
     only_head: bool,
     resolved: Option<Resolved>,
 ) -> Result<Response, RegistryError> {
-    let Resolved { digest, stale } = match (reference, resolved) {
+    let Resolved {
+        digest,
+        stale,
+        bytes,
+    } = match (reference, resolved) {
         (_, Some(resolved)) => resolved,
         (Reference::Digest(d), None) => Resolved {
             digest: d.clone(),
             stale: false,
+            bytes: None,
         },
         (Reference::Tag(tag), None) => Resolved {
             digest: resolve_tag(ctx, name, tag)
                 .await?
                 .ok_or_else(|| manifest_unknown(reference))?,
             stale: false,
+            bytes: None,
         },
     };
-    let bytes = load(ctx, name, &digest)
-        .await?
-        .ok_or_else(|| manifest_unknown(reference))?;
+    let bytes = match bytes {
+        Some(bytes) => bytes,
+        None => load(ctx, name, &digest)
+            .await?
+            .ok_or_else(|| manifest_unknown(reference))?,
+    };
     let mut reply = Reply::new(StatusCode::OK)
         .digest(&digest)
         .content_type(&stored_media_type(&bytes));

@@ -66,12 +66,14 @@ pub(super) async fn resolve(
 ) -> Result<Resolved, RegistryError> {
     match reference {
         Reference::Digest(digest) => {
-            if manifests::load(ctx, name, digest).await?.is_none() {
+            let bytes = manifests::load(ctx, name, digest).await?;
+            if bytes.is_none() {
                 fetch_manifest(ctx, m, name, digest, None).await?;
             }
             Ok(Resolved {
                 digest: digest.clone(),
                 stale: false,
+                bytes,
             })
         }
         Reference::Tag(tag) => resolve_tag(ctx, m, name, tag).await,
@@ -87,28 +89,34 @@ async fn resolve_tag(
     // A tag whose manifest is gone counts as none, so the manifest is fetched again: a fetch
     // the collector's fence refused leaves its tag, and the collector may take the manifest.
     let local = match manifests::resolve_tag(ctx, name, tag).await? {
-        Some(digest) if manifests::load(ctx, name, &digest).await?.is_some() => Some(digest),
-        _ => None,
+        Some(digest) => manifests::load(ctx, name, &digest)
+            .await?
+            .map(|bytes| (digest, bytes)),
+        None => None,
     };
     let checked = keys::mirror_tag_checked(name, tag);
-    if let Some(digest) = &local
+    if let Some((digest, bytes)) = &local
         && let Some(Some(_)) = ctx.cache_get(checked.clone()).await
     {
         return Ok(Resolved {
             digest: digest.clone(),
             stale: false,
+            bytes: Some(bytes.clone()),
         });
     }
+    let (local, bytes) = local.unzip();
     let head = |u: &UpstreamRef| manifest_request(m, u, tag.as_str(), false, ctx);
-    let digest = match ask(ctx, m, head).await {
+    let (digest, bytes) = match ask(ctx, m, head).await {
         UpstreamAnswer::Manifest {
             digest: Some(digest),
             ..
         } => {
-            if local.as_ref() != Some(&digest) {
+            if local.as_ref() == Some(&digest) {
+                (digest, bytes)
+            } else {
                 fetch_manifest(ctx, m, name, &digest, Some(tag)).await?;
+                (digest, None)
             }
-            digest
         }
         // An upstream that names no digest on a HEAD: the GET's bytes name it.
         UpstreamAnswer::Manifest { digest: None, .. } => {
@@ -116,7 +124,7 @@ async fn resolve_tag(
             let (body, media_type) = manifest_body(ask(ctx, m, get).await, tag)?;
             let digest = Digest::of(Algorithm::Sha256, &body);
             store_manifest(ctx, name, &digest, body, media_type.as_deref(), Some(tag)).await?;
-            digest
+            (digest, None)
         }
         answer => {
             let Some(digest) = local else {
@@ -129,7 +137,11 @@ async fn resolve_tag(
                 ctx.cache_remember(checked, Bytes::new(), m.mirror.tag_ttl_ms)
                     .await;
             }
-            return Ok(Resolved { digest, stale });
+            return Ok(Resolved {
+                digest,
+                stale,
+                bytes,
+            });
         }
     };
     let record = Bytes::from(digest.to_string());
@@ -138,6 +150,7 @@ async fn resolve_tag(
     Ok(Resolved {
         digest,
         stale: false,
+        bytes,
     })
 }
 
@@ -169,9 +182,12 @@ async fn fetch_manifest(
 ) -> Result<(), RegistryError> {
     let stored = move || async move { manifests::load(ctx, name, digest).await };
     match take_turn(ctx, digest, stored).await? {
-        // Stored already (by the request this one waited for, or under another tag):
-        // committed again, which points the tag at it.
-        Turn::Stored(body) => store_manifest(ctx, name, digest, body, None, tag).await,
+        // Stored already (by the request this one waited for, or under another tag): a tag
+        // is pointed at it by committing it again.
+        Turn::Stored(body) => match tag {
+            Some(_) => store_manifest(ctx, name, digest, body, None, tag).await,
+            None => Ok(()),
+        },
         Turn::Fetch(held) => {
             let fetched = async {
                 let get = |u: &UpstreamRef| manifest_request(m, u, &digest.to_string(), true, ctx);
