@@ -71,6 +71,8 @@ class Logged:
     status: int | None
     # The request's conditional headers (If-Match, If-None-Match), by lower-case name.
     conditions: tuple[tuple[str, str], ...] = ()
+    # When the request reached the proxy (time.monotonic()).
+    arrived: float = 0.0
 
 
 def s3_action(method: str, key: str, query: dict, headers) -> str:
@@ -236,6 +238,7 @@ class FaultProxy:
                         proxy._finished.notify_all()
 
             def _proxy(self):
+                arrived = time.monotonic()
                 url = urlsplit(self.path)
                 bucket, _, key = unquote(url.path).lstrip("/").partition("/")
                 query = parse_qs(url.query, keep_blank_values=True)
@@ -247,7 +250,7 @@ class FaultProxy:
                     if name.lower() in CONDITIONAL
                 )
                 entry = dict(method=self.command, bucket=bucket, key=key, query=query,
-                             action=action, conditions=conditions)
+                             action=action, conditions=conditions, arrived=arrived)
                 mode = proxy.conditions if conditions and self.command in ("PUT", "POST") else FORWARD
                 if mode == REJECT:
                     proxy._record(Logged(**entry, fault="condition rejected", status=501))

@@ -1,11 +1,12 @@
 //! What a handler has at hand: the step channel, settings, randomness, and typed wrappers
 //! around each kind of step.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
 use super::announce::Audience;
+use super::fence::LastRead;
 use crate::config::Limits;
 use crate::error::{ErrorCode, RegistryError};
 use crate::lock::{Held, changed_underneath};
@@ -22,6 +23,7 @@ pub(crate) struct Ctx {
     pub(crate) audience: Audience,
     upload_id: String,
     rng: Mutex<Rng>,
+    pub(crate) gc_state_read: Arc<LastRead>,
 }
 
 /// Why a step did not give the outcome asked for.
@@ -43,6 +45,7 @@ impl Ctx {
         limits: Limits,
         audience: Audience,
         entropy: Entropy,
+        gc_state_read: Arc<LastRead>,
     ) -> Self {
         Ctx {
             channel,
@@ -50,6 +53,7 @@ impl Ctx {
             audience,
             upload_id: entropy.upload_id(),
             rng: Mutex::new(Rng::new(entropy.seed)),
+            gc_state_read,
         }
     }
 

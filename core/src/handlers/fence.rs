@@ -12,11 +12,11 @@
 //! what the second mark also finds unreferenced, (4) removes the markers and writes the
 //! state back with `deleting = false`.
 //!
-//! A writer (1) reads the state before it relies on anything existing ([`watch`]), (2)
-//! writes everything its answer promises (links, revision, tags), (3) reads the state again
-//! ([`confirm`]). If the state is unchanged and not deleting, no deletion happened between
-//! its two reads (deletions happen only while `deleting`, inside an epoch that began after
-//! its first read or ended before it), so what it checked at the start still exists, and
+//! A writer (1) knows a state the store held before it relies on anything existing
+//! ([`watch`]), (2) writes everything its answer promises (links, revision, tags), (3) reads
+//! the state again ([`confirm`]). If the state is unchanged and not deleting, no deletion
+//! happened between the two (deletions happen only while `deleting`, inside an epoch that
+//! began after the first or ended before it), so what it checked at the start still exists, and
 //! every later deletion follows a second mark that reads the writer's writes and keeps what
 //! they name. Otherwise it checks each digest it names: a doomed marker means the collector
 //! may delete it, so the writer answers 503 with `Retry-After` instead of acknowledging;
@@ -29,9 +29,17 @@
 //! cluster simulation found the interleaving where a look at the bytes that lands first
 //! misses a whole doom-delete-clear.
 //!
+//! The state of step (1) need not be read for the writer: any read this process finished
+//! before the writer's checks began is a state the store held before them
+//! ([`LastRead`]). An older state only widens the window between (1) and (3): a run that
+//! ended inside it sends the writer down the slow path, never past a deletion unseen. So a
+//! writer spends no round trip on (1) unless its process has not read the state yet.
+//!
 //! So an acknowledged write never names a digest the collector deletes. A collector that
 //! dies while deleting leaves `deleting = true` and its markers: writers then take the
 //! slow path, and answer 503 for the doomed digests only, until the next run clears them.
+
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
@@ -50,22 +58,40 @@ pub struct GcState {
     pub deleting: bool,
 }
 
-/// The collector's state as a writer read it before relying on what exists.
+/// The collector's state as a writer knew it before relying on what exists.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Watch(GcState);
 
+/// The collector's state as this process last read it, for a writer's step (1). One per
+/// process (a [`crate::Registry`] and its clones): another replica's reads are not known
+/// to have finished before this one's checks.
+#[derive(Debug, Default)]
+pub(crate) struct LastRead(Mutex<Option<GcState>>);
+
+impl LastRead {
+    fn get(&self) -> Option<GcState> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set(&self, state: GcState) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(state);
+    }
+}
+
 pub(crate) async fn read_state(ctx: &Ctx) -> Result<GcState, RegistryError> {
-    let Some(bytes) = ctx
+    let state = match ctx
         .read(StoreRole::Meta, layout::GC_STATE.to_owned())
         .await?
-    else {
-        return Ok(GcState::default());
+    {
+        None => GcState::default(),
+        // Unreadable: assume a run is deleting, which only costs the slow path.
+        Some(bytes) => serde_json::from_slice(&bytes).unwrap_or(GcState {
+            epoch: u64::MAX,
+            deleting: true,
+        }),
     };
-    // Unreadable: assume a run is deleting, which only costs the slow path.
-    Ok(serde_json::from_slice(&bytes).unwrap_or(GcState {
-        epoch: u64::MAX,
-        deleting: true,
-    }))
+    ctx.gc_state_read.set(state);
+    Ok(state)
 }
 
 pub(crate) async fn write_state(ctx: &Ctx, state: GcState) -> Result<(), RegistryError> {
@@ -81,9 +107,13 @@ pub(crate) async fn write_state(ctx: &Ctx, state: GcState) -> Result<(), Registr
     .map(|_| ())
 }
 
-/// Step (1) of a writer: before it checks that what it will reference exists.
+/// Step (1) of a writer: before it checks that what it will reference exists. The state
+/// this process last read, or read now if it has read none.
 pub(crate) async fn watch(ctx: &Ctx) -> Result<Watch, RegistryError> {
-    read_state(ctx).await.map(Watch)
+    match ctx.gc_state_read.get() {
+        Some(state) => Ok(Watch(state)),
+        None => read_state(ctx).await.map(Watch),
+    }
 }
 
 /// Refuses a write that names `digest`, which the collector may delete or has deleted.

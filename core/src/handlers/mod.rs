@@ -62,6 +62,7 @@ pub struct Registry {
     access: Arc<AccessControl>,
     pub(crate) repositories: Arc<Repositories>,
     pub(crate) subscriptions: Arc<Subscriptions>,
+    gc_state_read: Arc<fence::LastRead>,
 }
 
 impl Registry {
@@ -120,7 +121,13 @@ impl Registry {
             subscriptions: self.subscriptions.clone(),
             identity: None,
         };
-        let ctx = Ctx::new(channel.clone(), self.limits.clone(), audience, entropy);
+        let ctx = Ctx::new(
+            channel.clone(),
+            self.limits.clone(),
+            audience,
+            entropy,
+            self.gc_state_read.clone(),
+        );
         (channel, ctx)
     }
 
@@ -169,7 +176,13 @@ impl Registry {
             subscriptions: self.subscriptions.clone(),
             identity,
         };
-        let ctx = Ctx::new(channel.clone(), self.limits.clone(), audience, entropy);
+        let ctx = Ctx::new(
+            channel.clone(),
+            self.limits.clone(),
+            audience,
+            entropy,
+            self.gc_state_read.clone(),
+        );
         let registry = self.clone();
         Operation::new(
             channel,

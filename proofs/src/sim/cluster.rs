@@ -197,10 +197,16 @@ enum Fault {
     Timeout,
 }
 
+/// A replica's process as it starts: it mirrors the model upstream and remembers nothing.
+fn replica_process(config: &Config) -> Registry {
+    mirroring(config.limits.clone(), workload::MIRROR_PREFIX, TAG_TTL_MS)
+}
+
 pub(super) struct Cluster {
     rng: SimRng,
     pub(super) config: Config,
-    pub(super) registry: Registry,
+    /// Each replica's process: what it remembers between requests is its own.
+    pub(super) registries: Vec<Registry>,
     pub(super) world: World,
     pub(super) history: History,
     clients: Vec<Client>,
@@ -244,7 +250,9 @@ impl Cluster {
         });
         Cluster {
             collector,
-            registry: mirroring(config.limits.clone(), workload::MIRROR_PREFIX, TAG_TTL_MS),
+            registries: (0..config.replicas)
+                .map(|_| replica_process(&config))
+                .collect(),
             rng,
             config,
             world: World {
@@ -361,7 +369,7 @@ impl Cluster {
             let Some(settings) = settings else {
                 return Ok(());
             };
-            let actor = Actor::collect(&self.registry, settings, self.rng.next_u64());
+            let actor = Actor::collect(&self.registries[replica], settings, self.rng.next_u64());
             collector.inflight = Some(InFlight {
                 actor,
                 replica,
@@ -459,7 +467,7 @@ impl Cluster {
             request.body = request.body.disconnect_after(kept);
             self.summary.injected += 1;
         }
-        let actor = Actor::start(&self.registry, request, self.rng.next_u64());
+        let actor = Actor::start(&self.registries[replica], request, self.rng.next_u64());
         self.clients[c].inflight = Some(InFlight {
             actor,
             replica,
@@ -493,6 +501,7 @@ impl Cluster {
         if self.config.replicas == 1 {
             self.world.forget_cache();
         }
+        self.registries[replica] = replica_process(&self.config);
     }
 
     /// What an answer must be, judged as it arrives.

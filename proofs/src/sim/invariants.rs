@@ -101,7 +101,7 @@ fn read_everywhere(cluster: &mut Cluster, path: &str) -> Vec<Reply> {
             let seed = u64::MAX - replica as u64;
             cluster
                 .world
-                .run(&cluster.registry, Request::get(path), seed)
+                .run(&cluster.registries[replica], Request::get(path), seed)
         })
         .collect()
 }
