@@ -121,14 +121,19 @@ impl Registry {
             subscriptions: self.subscriptions.clone(),
             identity: None,
         };
-        let ctx = Ctx::new(
+        let ctx = self.context(&channel, audience, entropy);
+        (channel, ctx)
+    }
+
+    /// The context of one operation run by this registry's process.
+    fn context(&self, channel: &Channel, audience: announce::Audience, entropy: Entropy) -> Ctx {
+        Ctx::new(
             channel.clone(),
             self.limits.clone(),
             audience,
             entropy,
             self.gc_state_read.clone(),
-        );
-        (channel, ctx)
+        )
     }
 
     pub fn access(&self) -> &AccessControl {
@@ -176,13 +181,7 @@ impl Registry {
             subscriptions: self.subscriptions.clone(),
             identity,
         };
-        let ctx = Ctx::new(
-            channel.clone(),
-            self.limits.clone(),
-            audience,
-            entropy,
-            self.gc_state_read.clone(),
-        );
+        let ctx = self.context(&channel, audience, entropy);
         let registry = self.clone();
         Operation::new(
             channel,
