@@ -80,3 +80,33 @@ def test_gc_on_s3_deletes_the_unreferenced_and_aborts_crashed_multipart_uploads(
     registry = registries.start(stores)
     Client(registry.url).assert_pulls(REPO, "v1", kept)
     assert Client(registry.url).get_blob(REPO, orphan.digest, "HEAD").status_code == 404
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_a_blob_whose_bytes_went_under_its_cache_entry_answers_404_and_heals(
+        s3, registries, tmp_path, layout):
+    """The collector deletes only bytes nothing links to, but a link a refused write left
+    can still be vouched for by the cache (`docs/gc.md`, "The cache"). A blob too large to be
+    cached whole streams from storage after the answer's head: the bytes are opened first,
+    so their absence answers 404 (not a 200 cut short on S3, or a 503 on the filesystem)
+    and the cache forgets the entry, so the HEAD after asks storage."""
+    bucket = s3.new_bucket()
+    fs_root = tmp_path / "fs-store"
+    registry = registries.start(store_tables(layout, s3.endpoint, bucket, fs_root))
+    client = Client(registry.url)
+    blob = Blob(bytes(range(256)) * 1024)
+    client.push_blob(REPO, blob, expect=201)
+    assert client.get_blob(REPO, blob.digest, expect=200).content == blob.data
+    hexdigest = blob.digest.split(":", 1)[1]
+    key = f"v2/blobs/sha256/{hexdigest[:2]}/{hexdigest}/data"
+    if layout.startswith("fs-blobs"):
+        for path in fs_root.glob(f"**/{key}"):
+            path.unlink()
+    else:
+        s3.client().delete_object(Bucket=bucket, Key=f"{PREFIX}/{key}")
+    assert not blob_stored(layout, BucketTree(s3.client(), bucket, PREFIX), fs_root, blob.digest)
+
+    gone = client.get_blob(REPO, blob.digest)
+    assert gone.status_code == 404, (gone.status_code, gone.text)
+    assert gone.json()["errors"][0]["code"] == "BLOB_UNKNOWN"
+    assert client.get_blob(REPO, blob.digest, "HEAD").status_code == 404

@@ -35,5 +35,5 @@ mod response;
 
 pub use config::Limits;
 pub use handlers::{Registry, RequestHead};
-pub use response::{ReportError, read_report, unavailable};
+pub use response::{ReportError, read_report, stored_object_gone, unavailable};
 pub use rng::Entropy;

@@ -128,6 +128,15 @@ pub fn unavailable(message: &str) -> Response {
     error_response(&RegistryError::new(ErrorCode::Unavailable, message))
 }
 
+/// The `404` a driver answers when a stored body's object is gone (the collector took bytes
+/// a cache entry still vouched for), as the core answers a blob it does not hold.
+pub fn stored_object_gone() -> Response {
+    error_response(&RegistryError::new(
+        ErrorCode::BlobUnknown,
+        "the blob's bytes are gone",
+    ))
+}
+
 pub(crate) fn error_response(error: &RegistryError) -> Response {
     let mut reply = Reply::new(error.code.status());
     if error.code == ErrorCode::Unavailable {

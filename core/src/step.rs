@@ -573,5 +573,9 @@ pub enum Body {
         store: StoreRole,
         key: String,
         span: Span,
+        /// The cache entry that vouched for the object. A driver that finds the object
+        /// gone removes it, so the next request asks storage (and a mirror fetches the blob
+        /// again), and answers [`crate::stored_object_gone`] instead.
+        cached_as: String,
     },
 }

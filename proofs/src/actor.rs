@@ -141,7 +141,7 @@ impl Actor {
     }
 
     /// What the client received, the operation having responded `response`.
-    pub fn reply(&mut self, world: &World, response: Response) -> Reply {
+    pub fn reply(&mut self, world: &mut World, response: Response) -> Reply {
         world.reply_to(self.early.take(), response)
     }
 

@@ -13,7 +13,7 @@ use stowage_core::lock::MemoryLocks;
 use stowage_core::op::Operation;
 use stowage_core::purge::PurgeReport;
 use stowage_core::step::{
-    Body, LockRequest, Outcome, Response, Step, UpstreamAnswer, UpstreamRequest,
+    Body, CacheRequest, LockRequest, Outcome, Response, Step, UpstreamAnswer, UpstreamRequest,
 };
 use stowage_core::time::Millis;
 use stowage_core::{Entropy, Registry, ReportError, read_report};
@@ -224,7 +224,7 @@ impl World {
 
     /// What the client received: the answer given `early`, if any (its stream cut unless
     /// the operation then succeeded, as the driver cuts it), or else `response`.
-    pub fn reply_to(&self, early: Option<Reply>, response: Response) -> Reply {
+    pub fn reply_to(&mut self, early: Option<Reply>, response: Response) -> Reply {
         let Some(mut early) = early else {
             return self.reply(response);
         };
@@ -234,12 +234,25 @@ impl World {
         early
     }
 
-    /// The response with its body as a client would receive it.
-    pub fn reply(&self, response: Response) -> Reply {
+    /// The response with its body as a client would receive it. A stored body whose object
+    /// is gone is answered as the driver answers it: its cache entry forgotten, a 404.
+    pub fn reply(&mut self, response: Response) -> Reply {
         let body = match response.body {
             Body::Empty => Ok(Bytes::new()),
             Body::Bytes(bytes) => Ok(bytes),
-            Body::Stored { store, key, span } => self
+            Body::Stored {
+                store,
+                key,
+                cached_as,
+                ..
+            } if self.store.objects(store).get(&key).is_none() => {
+                let forget = CacheRequest::Remove { key: cached_as };
+                self.cache.apply(forget, self.now);
+                return self.reply(stowage_core::stored_object_gone());
+            }
+            Body::Stored {
+                store, key, span, ..
+            } => self
                 .store
                 .read_span(store, &key, span)
                 .ok_or(BrokenBody::NotStored { key, span }),

@@ -246,3 +246,31 @@ fn a_cached_blob_whose_bytes_the_collector_took_is_fetched_again() {
     assert_eq!((reply.status, reply.bytes()), (StatusCode::OK, &layer));
     assert_eq!(upstream(&mut world).count("get_blob"), 2);
 }
+
+/// The same for a blob too large to be read whole: its bytes stream from storage after the
+/// answer's head, so the driver opens them first, and finding them gone answers 404 and
+/// forgets the entry. The next pull fetches the blob again; the stream was cut, and the
+/// entry claimed the blob until its TTL.
+#[test]
+fn a_cached_large_blob_whose_bytes_the_collector_took_is_fetched_again() {
+    let (registry, mut world, _) = mirror();
+    let large = Bytes::from(layer(7).repeat(5));
+    assert!(
+        large.len() > 64 * 1024,
+        "streamed from storage, not cached whole"
+    );
+    upstream(&mut world).put_blob("library/app", large.clone());
+    let first = world.run(&registry, get_blob(&large), 1);
+    assert_eq!((first.status, first.bytes()), (StatusCode::OK, &large));
+    delete(
+        &mut world,
+        StoreRole::Blobs,
+        layout::blob_data(&sha256(&large)),
+    );
+    let gone = world.run(&registry, get_blob(&large), 2);
+    assert_eq!(gone.status, StatusCode::NOT_FOUND, "{gone:?}");
+    assert!(String::from_utf8_lossy(gone.bytes()).contains("BLOB_UNKNOWN"));
+    let reply = world.run(&registry, get_blob(&large), 3);
+    assert_eq!((reply.status, reply.bytes()), (StatusCode::OK, &large));
+    assert_eq!(upstream(&mut world).count("get_blob"), 2);
+}

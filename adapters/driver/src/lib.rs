@@ -7,6 +7,7 @@ mod keep_alive;
 mod measure;
 mod memory;
 pub mod series;
+mod stored;
 mod trace;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -28,6 +29,7 @@ pub use io::{
 };
 pub use measure::describe_metrics;
 pub use memory::{MemoryCacheStore, MemoryLockStore};
+pub use stored::open_stored;
 pub use trace::Traced;
 
 /// Wall-clock time as the core counts it.

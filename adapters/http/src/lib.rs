@@ -34,7 +34,7 @@ use stowage_core::op::Operation;
 use stowage_core::route::Route;
 use stowage_core::step::{Body, Response as CoreResponse};
 use stowage_core::{Entropy, Registry, RequestHead};
-use stowage_driver::{Io, answer_early, drive};
+use stowage_driver::{Io, answer_early, drive, open_stored};
 
 use exchange::Exchange;
 use health::Probe;
@@ -441,16 +441,15 @@ impl Service {
         let body = match body {
             Body::Empty => Empty::new().map_err(|never| match never {}).boxed_unsync(),
             Body::Bytes(bytes) => whole(bytes),
-            Body::Stored { store, key, span } => {
-                match self.inner.io.stores.read_span(store, &key, span).await {
-                    Ok(stream) => StreamBody::new(stream.map_ok(Frame::data)).boxed_unsync(),
-                    Err(e) => {
-                        tracing::error!(key, error = %e, "opening a blob for reading failed");
-                        let failed = stowage_core::unavailable("the stored blob could not be read");
-                        return Box::pin(self.to_http(failed)).await;
-                    }
-                }
-            }
+            Body::Stored {
+                store,
+                key,
+                span,
+                cached_as,
+            } => match open_stored(&self.inner.io, store, &key, span, cached_as).await {
+                Ok(stream) => StreamBody::new(stream.map_ok(Frame::data)).boxed_unsync(),
+                Err(instead) => return Box::pin(self.to_http(instead)).await,
+            },
         };
         let mut http_response = http::Response::new(body);
         *http_response.status_mut() = status;

@@ -440,20 +440,21 @@ impl S3Store {
 
     /// The bytes of `key` in `range` (`..` for all of them), in one GET: ranged GETs per
     /// chunk cost a request each, and some servers copy the whole object for every one.
+    /// The GET is sent before this returns, so a missing object fails here
+    /// (`ErrorKind::NotFound`) rather than in the middle of an answer's body.
     async fn read_range<R: RangeBounds<u64> + Send>(
         &self,
         key: &str,
         range: R,
     ) -> std::io::Result<impl Stream<Item = std::io::Result<Bytes>> + Send + use<R>> {
-        let reader = self
-            .op
-            .reader_with(key)
-            .await
-            .map_err(std::io::Error::other)?;
-        reader
-            .into_bytes_stream(range)
-            .await
-            .map_err(std::io::Error::other)
+        let reader = self.op.reader_with(key).await?;
+        let mut stream = reader.into_bytes_stream(range).await?;
+        match stream.metadata().await {
+            Ok(_) => Ok(stream),
+            // Sent, with no metadata in its answer: nothing to look at.
+            Err(e) if e.kind() == ErrorKind::Unsupported => Ok(stream),
+            Err(e) => Err(e.into()),
+        }
     }
 
     pub(crate) async fn read_piece(

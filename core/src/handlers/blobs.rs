@@ -43,7 +43,8 @@ async fn small_blob(
     else {
         // The size came from a cache entry filled before the collector deleted the bytes
         // under a link its fence refused: forgotten, so the next read (a mirror's refetch
-        // among them) asks storage.
+        // among them) asks storage. A larger blob's driver does the same when it opens the
+        // bytes (`Body::Stored::cached_as`).
         ctx.cache_forget(keys::blob_cache(name, digest)).await;
         return Err(blob_unknown(digest));
     };
@@ -195,6 +196,7 @@ pub(super) async fn get(
             store: StoreRole::Blobs,
             key: layout::blob_data(digest),
             span,
+            cached_as: keys::blob_cache(name, digest),
         };
         reply.body(body, span.len)
     };

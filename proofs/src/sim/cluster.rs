@@ -345,7 +345,7 @@ impl Cluster {
             self.clients[c].inflight = Some(inflight);
             return Ok(());
         };
-        let reply = inflight.actor.reply(&self.world, response);
+        let reply = inflight.actor.reply(&mut self.world, response);
         self.history
             .end(inflight.record, self.tick, Ending::Answered(reply.status));
         self.check_reply(inflight.record, &reply)?;
