@@ -249,8 +249,8 @@ fn a_cached_blob_whose_bytes_the_collector_took_is_fetched_again() {
 
 /// The same for a blob too large to be read whole: its bytes stream from storage after the
 /// answer's head, so the driver opens them first, and finding them gone answers 404 and
-/// forgets the entry. The next pull fetches the blob again; the stream was cut, and the
-/// entry claimed the blob until its TTL.
+/// forgets the entry, and the next pull fetches the blob again. (Before, the answer was a
+/// `200` whose bytes were not in the store, for as long as the entry lived.)
 #[test]
 fn a_cached_large_blob_whose_bytes_the_collector_took_is_fetched_again() {
     let (registry, mut world, _) = mirror();
