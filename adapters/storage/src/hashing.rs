@@ -24,8 +24,9 @@ const INLINE_BYTES: u64 = 16 * 1024 * 1024;
 /// 256 KiB the wake-ups cost more than the thread saved (docs/bench.md).
 const BATCH_BYTES: usize = 512 * 1024;
 
-/// Batches received but not yet hashed, at most.
-const QUEUE_BATCHES: usize = 8;
+/// Batches received but not yet hashed, at most: each is memory a push holds. Four went as
+/// fast as eight for 2.4 MiB less; two lost a few per cent (docs/bench.md).
+const QUEUE_BATCHES: usize = 4;
 
 /// `[server] hash_thread`: whether a large body is hashed on a thread of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
