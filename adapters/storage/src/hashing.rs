@@ -25,7 +25,7 @@ const INLINE_BYTES: u64 = 16 * 1024 * 1024;
 const BATCH_BYTES: usize = 512 * 1024;
 
 /// Batches received but not yet hashed, at most: each is memory a push holds. Four went as
-/// fast as eight for 2.4 MiB less; two lost a few per cent (docs/bench.md).
+/// fast as eight with less memory; two were slower (docs/bench.md).
 const QUEUE_BATCHES: usize = 4;
 
 /// `[server] hash_thread`: whether a large body is hashed on a thread of its own.
