@@ -156,13 +156,18 @@ def test_the_oras_library_logs_in(secured, tmp_path):
         anonymous.push(files=[str(artifact)], target=target, disable_path_validation=True)
     assert "UNAUTHORIZED" in str(failed.value)
 
+    # Logins are saved where the test says: oras saves them in ~/.docker/config.json
+    # otherwise, where a later test's registry on the same port would find them (and
+    # skopeo's anonymous push there would go through as alice).
+    saved = str(tmp_path / "docker-config.json")
     wrong = oras.client.OrasClient(hostname=secured.host, tls_verify=ca)
-    wrong.login(username="alice", password="wrong", hostname=secured.host)
+    wrong.login(username="alice", password="wrong", hostname=secured.host, config_path=saved)
     with pytest.raises(Exception):
         wrong.push(files=[str(artifact)], target=target, disable_path_validation=True)
 
     client = oras.client.OrasClient(hostname=secured.host, tls_verify=ca)
-    client.login(username="alice", password=USERS["alice"], hostname=secured.host)
+    client.login(username="alice", password=USERS["alice"], hostname=secured.host,
+                 config_path=saved)
     response = client.push(files=[str(artifact)], target=target, disable_path_validation=True)
     assert response.status_code == 201, response.text
     files = client.pull(target=target, outdir=str(tmp_path / "out"))
