@@ -54,28 +54,10 @@ fn check_endpoints_of(name: &str) {
         let route = Route::parse(&method, &path, query.as_deref())
             .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         assert_eq!(
-            route_name(&route),
+            route.repository().map(|repository| repository.as_str()),
             Some(name),
             "{method} {path} routed to {route:?}"
         );
-    }
-}
-
-fn route_name(route: &Route) -> Option<&str> {
-    match route {
-        Route::Base | Route::Catalog(_) => None,
-        Route::ListTags { name, .. }
-        | Route::GetManifest { name, .. }
-        | Route::PutManifest { name, .. }
-        | Route::DeleteManifest { name, .. }
-        | Route::GetBlob { name, .. }
-        | Route::DeleteBlob { name, .. }
-        | Route::StartUpload { name, .. }
-        | Route::UploadStatus { name, .. }
-        | Route::PatchUpload { name, .. }
-        | Route::FinishUpload { name, .. }
-        | Route::CancelUpload { name, .. }
-        | Route::Referrers { name, .. } => Some(name.as_str()),
     }
 }
 
