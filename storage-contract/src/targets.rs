@@ -104,7 +104,7 @@ impl RealStore {
             conditional_writes: ConditionalWrites::Auto,
         };
         let stores = open(&StoreSettings::S3(settings));
-        stores.probe_conditions().await;
+        stores.prepare().await.expect("the S3 store prepared");
         RealStore {
             stores,
             capabilities: Capabilities {

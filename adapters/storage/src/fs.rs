@@ -11,6 +11,7 @@ use stowage_core::range::Span;
 use stowage_core::step::{ObjectInfo, Outcome, Piece, Versioned, WriteCondition};
 use stowage_core::time::Millis;
 
+use crate::StoreOpenError;
 use crate::committed::Committed;
 use crate::fs_calls::{FsCalls, always_offloads};
 use crate::fs_kind::remote_kind_at;
@@ -113,6 +114,21 @@ impl FsStore {
 
     pub(crate) fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Creates the temporary folder if it is missing and an empty file in it, then removes
+    /// the file: what every write needs. An empty file takes no block, so a full disk
+    /// passes (its reads still serve, and deletions make room).
+    pub(crate) fn check_writable(&self) -> Result<(), StoreOpenError> {
+        let temp = self.root.join(TEMP_DIR);
+        let probe = temp.join(format!("writable-{}", std::process::id()));
+        std::fs::create_dir_all(&temp)
+            .and_then(|()| std::fs::File::create(&probe))
+            .and_then(|_| std::fs::remove_file(&probe))
+            .map_err(|source| StoreOpenError::NotWritable {
+                root: self.root.display().to_string(),
+                source,
+            })
     }
 
     fn fs_writer(&self, key: &str, create_new: bool) -> FsWriter {

@@ -63,6 +63,13 @@ pub enum StoreOpenError {
         location: String,
         source: MultipartError,
     },
+    #[error(
+        "cannot write the filesystem store at {root}: {source} (the server's user must be able to create files there)"
+    )]
+    NotWritable {
+        root: String,
+        source: std::io::Error,
+    },
 }
 
 impl Stores {
@@ -82,14 +89,14 @@ impl Stores {
         ))
     }
 
-    /// Finds which write conditions each S3 store enforces (`conditional_writes = "auto"`);
-    /// to be awaited once at startup, before serving.
-    pub async fn probe_conditions(&self) {
-        self.blobs.probe_conditions().await;
-        if let Some(meta) = &self.meta
-            && !meta.shares_conditions(&self.blobs)
-        {
-            meta.probe_conditions().await;
+    /// Checks each store once at startup, before serving: a filesystem store must take a
+    /// new file, and each S3 store's enforced write conditions are probed
+    /// (`conditional_writes = "auto"`).
+    pub async fn prepare(&self) -> Result<(), StoreOpenError> {
+        self.blobs.prepare().await?;
+        match &self.meta {
+            Some(meta) if !meta.shares_conditions(&self.blobs) => meta.prepare().await,
+            _ => Ok(()),
         }
     }
 

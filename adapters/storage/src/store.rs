@@ -55,11 +55,16 @@ impl Store {
         }
     }
 
-    /// Finds which write conditions an S3 store enforces (`s3_conditions.rs`); the
-    /// filesystem checks create-new itself.
-    pub async fn probe_conditions(&self) {
-        if let Store::S3(s3) = self {
-            s3.probe_conditions().await;
+    /// A filesystem store checks that it can be written (a server that cannot write its
+    /// store would start, pass its readiness probe and refuse every push); an S3 store
+    /// finds which write conditions it enforces (`s3_conditions.rs`).
+    pub async fn prepare(&self) -> Result<(), StoreOpenError> {
+        match self {
+            Store::Fs(fs) => fs.check_writable(),
+            Store::S3(s3) => {
+                s3.probe_conditions().await;
+                Ok(())
+            }
         }
     }
 

@@ -31,7 +31,7 @@ pub async fn serve(
         stowage_app::build(&config, Arc::new(SmolSleep), Arc::new(WorkerSpawn))
     })
     .await?;
-    Compat::new(io.stores.probe_conditions()).await;
+    Compat::new(io.stores.prepare()).await?;
     background
         .spawn(Compat::new(stowage_app::purge_stale_uploads(
             &config, &registry, &io,

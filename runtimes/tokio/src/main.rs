@@ -37,7 +37,7 @@ fn main() -> ExitCode {
 
 async fn serve(config: Config, workers: &Workers) -> Result<(), StartError> {
     let (registry, io) = stowage_app::build(&config, Arc::new(TokioSleep), Arc::new(TokioSpawn))?;
-    io.stores.probe_conditions().await;
+    io.stores.prepare().await?;
     tokio::spawn(stowage_app::purge_stale_uploads(&config, &registry, &io));
     tokio::spawn(stowage_app::deliver_queued_events(&io));
     tokio::spawn(stowage_app::collect_periodically(&config, &registry, &io));
