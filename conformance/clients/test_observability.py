@@ -46,9 +46,14 @@ def value(samples, name: str, **labels) -> float:
     return sum(v for (n, ls), v in samples.items() if n == name and wanted <= ls)
 
 
-def access_lines(reg, request_id: str | None = None, timeout: float = 5.0) -> list[dict]:
-    """The JSON access log lines so far (those for `request_id`, waiting for one: lines are
-    written by a thread of their own)."""
+def access_lines(reg, request_id: str | None = None) -> list[dict]:
+    """The JSON access log lines so far (those for `request_id`, waiting for one)."""
+    return log_lines(reg, {"target": "stowage::access"}, request_id)
+
+
+def log_lines(reg, fields: dict, request_id: str | None = None, timeout: float = 5.0) -> list[dict]:
+    """The JSON log lines so far that carry `fields` (those for `request_id`, waiting for
+    one: lines are written by a thread of their own)."""
     deadline = time.monotonic() + timeout
     while True:
         lines = []
@@ -57,7 +62,7 @@ def access_lines(reg, request_id: str | None = None, timeout: float = 5.0) -> li
                 entry = json.loads(line)
             except ValueError:
                 continue
-            if entry.get("target") == "stowage::access":
+            if fields.items() <= entry.items():
                 lines.append(entry)
         if request_id is None:
             return lines
@@ -192,6 +197,28 @@ def test_json_access_log_lines_carry_the_request(registries, registry_kind, tmp_
     [line] = access_lines(reg, "pull-blob-1")
     assert line["status"] == r.status_code and "identity" not in line
     assert line["route"] == BLOBS
+
+
+@pytest.mark.fs_only  # writes a corrupt link file into the storage root
+def test_a_request_the_server_fails_is_logged_with_its_cause(registries, registry_kind, tmp_path, repo):
+    storage = tmp_path / "storage"
+    reg = registries.start(registry_kind, storage, server_toml=JSON_LOGS)
+    link = storage / "v2" / "repositories" / repo / "_manifests" / "tags" / "broken" / "current" / "link"
+    link.parent.mkdir(parents=True)
+    link.write_text("not a digest")
+    r = requests.get(f"{reg.url}/v2/{repo}/manifests/broken", headers={"X-Request-Id": "corrupt-1"},
+                     timeout=TIMEOUT)
+    assert r.status_code == 503, r.text
+    [line] = log_lines(reg, {"message": "request failed"}, "corrupt-1")
+    assert line["level"] == "WARN"
+    assert line["status"] == 503 and line["method"] == "GET" and line["route"] == MANIFESTS
+    assert "corrupt link file in storage" in line["answer"], line
+    # A client's mistake is not the server's failure.
+    r = requests.get(f"{reg.url}/v2/{repo}/manifests/absent", headers={"X-Request-Id": "absent-1"},
+                     timeout=TIMEOUT)
+    assert r.status_code == 404
+    assert access_lines(reg, "absent-1")
+    assert log_lines(reg, {"message": "request failed"}, "absent-1", timeout=0) == []
 
 
 def test_request_ids_are_echoed_or_made(reg):

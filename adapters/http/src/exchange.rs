@@ -115,6 +115,20 @@ impl Exchange {
         self.trace.as_ref()
     }
 
+    /// Logs an answer of the server's own failure with its error, which names the cause (a
+    /// full disk, a corrupt link file, a lock lost, the collector's fence): the access line
+    /// carries only the status.
+    pub(crate) fn server_failed(&self, status: StatusCode, answer: &[u8]) {
+        tracing::warn!(
+            method = %self.method,
+            route = self.route,
+            status = status.as_u16(),
+            request_id = self.request_id.to_str().unwrap_or_default(),
+            answer = %String::from_utf8_lossy(answer),
+            "request failed"
+        );
+    }
+
     /// Hands the response on with a body that completes the exchange when it ends.
     pub(crate) fn finish(
         mut self,

@@ -372,6 +372,9 @@ impl Service {
             ),
         };
         exchange.received(body.received());
+        if let (true, Body::Bytes(answer)) = (response.status.is_server_error(), &response.body) {
+            exchange.server_failed(response.status, answer);
+        }
         if body.left_unread() {
             // hyper will not reuse a connection with an unread body; say so, so clients
             // do not send their next request into a closing socket.
