@@ -118,13 +118,15 @@ impl FsStore {
 
     /// Creates the temporary folder if it is missing and an empty file in it, then removes
     /// the file: what every write needs. An empty file takes no block, so a full disk
-    /// passes (its reads still serve, and deletions make room).
+    /// passes (its reads still serve, and deletions make room). Replicas on a shared
+    /// filesystem may share a process id (1, in containers): one may remove the other's
+    /// file first, which proves as much.
     pub(crate) fn check_writable(&self) -> Result<(), StoreOpenError> {
         let temp = self.root.join(TEMP_DIR);
         let probe = temp.join(format!("writable-{}", std::process::id()));
         std::fs::create_dir_all(&temp)
             .and_then(|()| std::fs::File::create(&probe))
-            .and_then(|_| std::fs::remove_file(&probe))
+            .and_then(|_| absent_is(std::fs::remove_file(&probe), ()))
             .map_err(|source| StoreOpenError::NotWritable {
                 root: self.root.display().to_string(),
                 source,
