@@ -116,8 +116,14 @@ def shared_store(kind: str, workdir: Path, request) -> tuple[str, str, Callable[
     settings go under, what lists every key it holds)."""
     if kind == "fs":
         root = workdir / "store"
-        keys = lambda: [str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()]  # noqa: E731
-        return fs_toml("blob_store", root), "blob_store.fs", keys
+
+        def file_keys() -> list[str]:
+            # os.walk passes over folders that vanish as it walks (a collection deleting
+            # beside it), where Path.rglob raised FileNotFoundError.
+            return [str(Path(folder, name).relative_to(root))
+                    for folder, _, names in os.walk(root) for name in names]
+
+        return fs_toml("blob_store", root), "blob_store.fs", file_keys
     s3: S3Server = request.getfixturevalue("s3")
     bucket = s3.new_bucket()
 
