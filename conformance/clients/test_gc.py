@@ -28,6 +28,7 @@ from harness.oci import Client, Image, describe, error_codes, make_image
 from harness.tools import (
     assert_layout_images_identical,
     docker_ref,
+    mounted_tmpfs,
     pull_image,
     push_image,
     run,
@@ -265,52 +266,49 @@ def test_gc_draws_its_progress_on_a_terminal_and_nowhere_else(registries, tmp_pa
 def test_a_full_disk_refuses_pushes_with_the_cause_and_gc_frees_it_after_deletes(registries, tmp_path):
     disk = tmp_path / "disk"
     disk.mkdir()
-    run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(disk)])
-    reg = None
-    try:
+    with mounted_tmpfs(disk, "size=12m"):
         reg = registries.start(regmod.STOWAGE, disk / "storage")
-        client = Client(reg.url)
-        # Images of four layers each: deleting one frees fewer files than the collector has
-        # digests to fence, so it must fence in the room that deleting freed.
-        pushed: list[Image] = []
-        while True:
-            last = make_image(f"full/{len(pushed)}", *[256 << 10] * 4)
-            refused = client.push_image("full/app", f"v{len(pushed)}", last)
-            if refused.status_code != 201:
-                break
-            pushed.append(last)
-            assert len(pushed) < 20, "12 MiB held 20 images of 1 MiB"
-        assert len(pushed) >= 6, len(pushed)
-        assert refused.status_code == 503, describe(refused)
-        assert error_codes(refused) == ["UNAVAILABLE"], describe(refused)
-        assert "No space left on device" in refused.text, describe(refused)
-        landed = [b for b in last.blobs if client.get_blob("full/app", b.digest, "HEAD").status_code == 200]
+        try:
+            client = Client(reg.url)
+            # Images of four layers each: deleting one frees fewer blocks than the collector has
+            # digests to fence, so it must fence in the room that deleting freed.
+            pushed: list[Image] = []
+            while True:
+                last = make_image(f"full/{len(pushed)}", *[256 << 10] * 4)
+                refused = client.push_image("full/app", f"v{len(pushed)}", last)
+                if refused.status_code != 201:
+                    break
+                pushed.append(last)
+                assert len(pushed) < 20, "12 MiB held 20 images of 1 MiB"
+            assert len(pushed) >= 6, len(pushed)
+            assert refused.status_code == 503, describe(refused)
+            assert error_codes(refused) == ["UNAVAILABLE"], describe(refused)
+            assert "No space left on device" in refused.text, describe(refused)
+            landed = [b for b in last.blobs if client.get_blob("full/app", b.digest, "HEAD").status_code == 200]
 
-        # Whatever room the refused pushes left, a file of the test's own takes.
-        with open(disk / "filler", "wb", buffering=0) as filler:
-            with pytest.raises(OSError):
-                while True:
-                    filler.write(b"\0" * 4096)
-        assert shutil.disk_usage(disk).free < 4096
+            # Whatever room the refused pushes left, a file of the test's own takes.
+            with open(disk / "filler", "wb", buffering=0) as filler:
+                with pytest.raises(OSError):
+                    while True:
+                        filler.write(b"\0" * 4096)
+            assert shutil.disk_usage(disk).free < 4096
 
-        for i, image in enumerate(pushed):
-            client.assert_pulls("full/app", f"v{i}", image)
-        deleted, kept = pushed[: len(pushed) // 2], pushed[len(pushed) // 2:]
-        for image in deleted:
-            client.delete_manifest("full/app", image.digest, expect=202)
+            for i, image in enumerate(pushed):
+                client.assert_pulls("full/app", f"v{i}", image)
+            deleted, kept = pushed[: len(pushed) // 2], pushed[len(pushed) // 2:]
+            for image in deleted:
+                client.delete_manifest("full/app", image.digest, expect=202)
 
-        out = stowage_gc(disk / "storage", tmp_path / "gc")
-        # Each deleted image's four layers, its config and its manifest, and what the refused
-        # push stored before the disk filled.
-        assert f"deleted {6 * len(deleted) + len(landed)} blobs" in out, out
-        assert shutil.disk_usage(disk).free >= len(deleted) << 20
+            out = stowage_gc(disk / "storage", tmp_path / "gc")
+            # Each deleted image's four layers, its config and its manifest, and what the refused
+            # push stored before the disk filled.
+            assert f"deleted {6 * len(deleted) + len(landed)} blobs" in out, out
+            assert shutil.disk_usage(disk).free >= len(deleted) << 20
 
-        again = make_image("full/again", 256 << 10)
-        client.push_image("full/app", "again", again, expect=201)
-        client.assert_pulls("full/app", "again", again)
-        for image in kept:
-            client.assert_pulls("full/app", f"v{pushed.index(image)}", image)
-    finally:
-        if reg is not None:
-            reg.stop()
-        run(["umount", str(disk)])
+            again = make_image("full/again", 256 << 10)
+            client.push_image("full/app", "again", again, expect=201)
+            client.assert_pulls("full/app", "again", again)
+            for image in kept:
+                client.assert_pulls("full/app", f"v{pushed.index(image)}", image)
+        finally:
+            reg.stop()  # before the unmount, which a running server would keep busy

@@ -10,7 +10,7 @@ import pytest
 
 from harness.process import StartError
 from harness.registry import fs_toml, start_stowage
-from harness.tools import run
+from harness.tools import mounted_tmpfs
 
 pytestmark = [pytest.mark.stowage_only, pytest.mark.fs_only]
 
@@ -19,8 +19,7 @@ pytestmark = [pytest.mark.stowage_only, pytest.mark.fs_only]
 def test_a_store_the_server_cannot_write_stops_startup_naming_it(tmp_path, table):
     read_only = tmp_path / "read-only"
     read_only.mkdir()
-    run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(read_only)])
-    try:
+    with mounted_tmpfs(read_only, "ro,size=1m"):
         writable = fs_toml("blob_store", tmp_path / "writable")
         stores = (fs_toml("blob_store", read_only) if table == "blob_store"
                   else writable + fs_toml("metadata_store", read_only))
@@ -28,5 +27,3 @@ def test_a_store_the_server_cannot_write_stops_startup_naming_it(tmp_path, table
             start_stowage(tmp_path / "work", stores)
         assert f"cannot write the filesystem store at {read_only}" in str(failed.value)
         assert "Read-only file system" in str(failed.value)
-    finally:
-        run(["umount", str(read_only)])

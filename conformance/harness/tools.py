@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
 from harness.layout import BuiltImage, OciLayout
@@ -174,3 +175,15 @@ class ContainerTool:
 
     def out(self, *args: str, **kw) -> str:
         return self(*args, **kw).stdout.decode().strip()
+
+
+@contextmanager
+def mounted_tmpfs(folder: Path, options: str):
+    """A tmpfs mounted on `folder` with `options` (`size=12m`, `ro,size=1m`) for the block's
+    duration: a disk that fills or refuses writes. Mounting needs root, as the test command
+    has."""
+    run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)])
+    try:
+        yield folder
+    finally:
+        run(["umount", str(folder)])
