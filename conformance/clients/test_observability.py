@@ -153,21 +153,23 @@ def test_readyz_names_an_unreachable_redis(registries, registry_kind, tmp_path):
     assert requests.get(f"{reg.url}/healthz", timeout=TIMEOUT).status_code == 200
 
 
-def test_readyz_names_an_unreachable_metadata_store(registries, registry_kind, tmp_path):
-    dead = free_port()
+@pytest.mark.parametrize("dead, alive", [("metadata_store", "blob_store"),
+                                         ("blob_store", "metadata_store")])
+def test_readyz_names_an_unreachable_store(registries, registry_kind, tmp_path, dead, alive):
     stores = (
-        f'[blob_store.fs]\nroot_dir = {json.dumps(str(tmp_path / "blobs"))}\n'
-        "[metadata_store.s3]\n"
+        f'[{alive}.fs]\nroot_dir = {json.dumps(str(tmp_path / "alive"))}\n'
+        f"[{dead}.s3]\n"
         'access_key_id = "test"\nsecret_key = "test"\n'
-        f'endpoint = "http://127.0.0.1:{dead}"\nbucket = "nowhere"\nregion = "us-east-1"\n'
-        "max_attempts = 1\n"
+        f'endpoint = "http://127.0.0.1:{free_port()}"\nbucket = "nowhere"\n'
+        'region = "us-east-1"\nmax_attempts = 1\n'
     )
     reg = registries.start(registry_kind, tmp_path / "storage", stores_toml=stores,
                            server_toml="[observability]\nreadiness_timeout_ms = 1000\n")
     r = requests.get(f"{reg.url}/readyz", timeout=TIMEOUT)
     assert r.status_code == 503, r.text
     checks = r.json()["checks"]
-    assert checks["metadata_store"].startswith("error: "), checks
+    assert checks[dead].startswith("error: "), checks
+    assert checks[alive] == "ok", checks
     assert "redis" not in checks
 
 

@@ -1,5 +1,6 @@
-//! `/readyz`: whether the stores this process depends on answer. The metadata store must
-//! answer a stat of one fixed key (absent or present, either is an answer), and Redis,
+//! `/readyz`: whether the stores this process depends on answer. The metadata store, and
+//! the blob store where it is another store, must answer a stat of one fixed key (absent or
+//! present, either is an answer), and Redis,
 //! where locks or the cache live there, a `PING`; each within the readiness timeout. The
 //! result is kept for a second, so probes from many places cost the stores at most one
 //! small request each per second. (`/healthz` needs none of this: a process that answers
@@ -11,15 +12,16 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::future::{Either, join, select};
+use futures_util::future::{Either, join, join3, select};
 use stowage_core::step::{IoError, Outcome, StoreRole};
 use stowage_driver::{BoxFuture, Io};
+use stowage_storage::Store;
 
 /// How long one answer is served to every probe.
 const FRESH_FOR: Duration = Duration::from_secs(1);
 
-/// The key stat'ed on the metadata store: never written, so the stat is a small request
-/// whatever the store holds.
+/// The key stat'ed on each store: never written, so the stat is a small request whatever
+/// the store holds.
 const PROBE_KEY: &str = "v2/.stowage-readyz";
 
 /// One readiness answer: ready or not, and the JSON body naming each check's result.
@@ -60,15 +62,21 @@ impl Probe {
 
     async fn check(&self) -> Readiness {
         let io = &self.io;
-        let metadata = self.bounded(async {
-            match io.stores.store(StoreRole::Meta).stat(PROBE_KEY).await {
-                Outcome::Failed(e) => Err(e.message),
-                _ => Ok(()),
+        let separate_blobs = io.stores.separate_meta().is_some();
+        let metadata = self.bounded(answers(io.stores.store(StoreRole::Meta)));
+        let blobs = self.bounded(async {
+            if separate_blobs {
+                answers(io.stores.store(StoreRole::Blobs)).await
+            } else {
+                Ok(())
             }
         });
         let redis = self.bounded(redis(io));
-        let (metadata, redis) = join(metadata, redis).await;
+        let (metadata, blobs, redis) = join3(metadata, blobs, redis).await;
         let mut checks = vec![("metadata_store", metadata)];
+        if separate_blobs {
+            checks.push(("blob_store", blobs));
+        }
         if io.locks.ping().is_some() || io.cache.ping().is_some() {
             checks.push(("redis", redis));
         }
@@ -82,6 +90,14 @@ impl Probe {
             Either::Left((result, _)) => result,
             Either::Right(_) => Err(format!("no answer within {} ms", self.timeout.as_millis())),
         }
+    }
+}
+
+/// Whether `store` answers a stat of [`PROBE_KEY`].
+async fn answers(store: &Store) -> Result<(), String> {
+    match store.stat(PROBE_KEY).await {
+        Outcome::Failed(e) => Err(e.message),
+        _ => Ok(()),
     }
 }
 

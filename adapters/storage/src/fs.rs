@@ -127,7 +127,7 @@ impl FsStore {
         std::fs::create_dir_all(&temp)
             .and_then(|()| std::fs::File::create(&probe))
             .and_then(|_| absent_is(std::fs::remove_file(&probe), ()))
-            .map_err(|source| StoreOpenError::NotWritable {
+            .map_err(|source| StoreOpenError::FsNotWritable {
                 root: self.root.display().to_string(),
                 source,
             })

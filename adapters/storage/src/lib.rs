@@ -66,9 +66,16 @@ pub enum StoreOpenError {
     #[error(
         "cannot write the filesystem store at {root}: {source} (the server's user must be able to create files there)"
     )]
-    NotWritable {
+    FsNotWritable {
         root: String,
         source: std::io::Error,
+    },
+    #[error(
+        "cannot write the S3 store at {location}: {source} (the bucket must exist and the credentials must be allowed to put objects in it)"
+    )]
+    S3NotWritable {
+        location: String,
+        source: opendal::Error,
     },
 }
 
@@ -89,8 +96,8 @@ impl Stores {
         ))
     }
 
-    /// Checks each store once at startup, before serving: a filesystem store must take a
-    /// new file, and each S3 store's enforced write conditions are probed
+    /// Checks each store once at startup, before serving: each must take a new file or
+    /// object, and each S3 store's enforced write conditions are probed
     /// (`conditional_writes = "auto"`).
     pub async fn prepare(&self) -> Result<(), StoreOpenError> {
         self.blobs.prepare().await?;

@@ -199,17 +199,17 @@ fn support<T>(result: opendal::Result<T>) -> opendal::Result<Support> {
     }
 }
 
-/// Scratch keys under the store's root, unique to this process and moment.
-fn scratch_keys() -> (String, String) {
+/// A folder for scratch objects under the store's root, unique to this process and moment.
+pub(crate) fn scratch_folder() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
-    let base = format!("_stowage_probe/{}-{nanos}", std::process::id());
-    (format!("{base}/a"), format!("{base}/b"))
+    format!("_stowage_probe/{}-{nanos}", std::process::id())
 }
 
 async fn probe(op: &Operator) -> opendal::Result<Probed> {
-    let (a, b) = scratch_keys();
+    let folder = scratch_folder();
+    let (a, b) = (format!("{folder}/a"), format!("{folder}/b"));
     let found = probe_keys(op, &a, &b).await;
     for key in [&a, &b] {
         if let Err(e) = op.delete(key).await {

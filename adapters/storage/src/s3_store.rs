@@ -18,7 +18,7 @@ use crate::StoreOpenError;
 use crate::committed::Committed;
 use crate::object_writer::{ObjectWriter, PartWriter};
 use crate::s3;
-use crate::s3_conditions::{Condition, Conditions, maybe_rejected_io};
+use crate::s3_conditions::{Condition, Conditions, maybe_rejected_io, scratch_folder};
 use crate::s3_multipart::MultipartUploads;
 use crate::settings::S3Settings;
 use crate::shared::{StoredObject, committed, failed, write_whole};
@@ -68,6 +68,15 @@ fn conditional<T>(result: opendal::Result<T>) -> opendal::Result<Committed> {
     }
 }
 
+/// Whether S3's answer to a write says it will refuse every write: no such bucket, or
+/// credentials that may not write there. Not a 5xx, a timeout or a refused connection.
+fn refuses_writes(error: &opendal::Error) -> bool {
+    matches!(
+        error.kind(),
+        ErrorKind::ConfigInvalid | ErrorKind::PermissionDenied | ErrorKind::NotFound
+    )
+}
+
 /// The byte range of a piece of an object, for a ranged read.
 fn bounds(span: Option<Span>) -> (Bound<u64>, Bound<u64>) {
     match span {
@@ -102,6 +111,40 @@ impl S3Store {
 
     pub(crate) fn multipart_uploads(&self) -> &MultipartUploads {
         &self.multipart
+    }
+
+    /// Writes and deletes a scratch object before serving. S3 refusing the write (a missing
+    /// bucket, credentials that may not put objects) stops startup with its answer, where a
+    /// server would otherwise start, pass its readiness probe and fail every push; S3 failing
+    /// it otherwise (down, or 5xx after the retries) only warns, as the store may come back
+    /// and `/readyz` reports it meanwhile. Whether the write went through.
+    pub(crate) async fn check_writable(&self) -> Result<bool, StoreOpenError> {
+        let location = self.multipart.location();
+        let key = format!("{}/writable", scratch_folder());
+        match self
+            .op
+            .write(&key, Bytes::from_static(b"stowage startup check"))
+            .await
+        {
+            Ok(_) => {
+                if let Err(e) = self.op.delete(&key).await {
+                    tracing::warn!(key, error = %e, "could not delete the startup check's scratch object");
+                }
+                Ok(true)
+            }
+            Err(source) if refuses_writes(&source) => {
+                Err(StoreOpenError::S3NotWritable { location, source })
+            }
+            Err(e) => {
+                tracing::warn!(
+                    location,
+                    error = %e,
+                    "the S3 store failed the startup check's write: serving anyway, as it may \
+                     come back; /readyz answers 503 while the store does not answer"
+                );
+                Ok(false)
+            }
+        }
     }
 
     /// Finds which write conditions this store enforces (`s3_conditions.rs`).

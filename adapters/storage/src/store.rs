@@ -55,14 +55,16 @@ impl Store {
         }
     }
 
-    /// A filesystem store checks that it can be written (a server that cannot write its
-    /// store would start, pass its readiness probe and refuse every push); an S3 store
-    /// finds which write conditions it enforces (`s3_conditions.rs`).
+    /// Each store checks that it can be written (a server that cannot write its store would
+    /// start, pass its readiness probe and refuse every push); an S3 store that took the
+    /// write then finds which write conditions it enforces (`s3_conditions.rs`).
     pub async fn prepare(&self) -> Result<(), StoreOpenError> {
         match self {
             Store::Fs(fs) => fs.check_writable(),
             Store::S3(s3) => {
-                s3.probe_conditions().await;
+                if s3.check_writable().await? {
+                    s3.probe_conditions().await;
+                }
                 Ok(())
             }
         }
