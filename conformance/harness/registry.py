@@ -143,22 +143,23 @@ def answers(url: str, tls_client: dict | None = None) -> bool:
 
 def launch(kind: str, argv: list, workdir: Path, port: int,
            storage: Path | None = None, stores_toml: str | None = None,
-           tls_client: dict | None = None) -> Registry:
-    """Starts a registry process configured to listen on `port`; returns once it answers."""
+           tls_client: dict | None = None, env: dict | None = None) -> Registry:
+    """Starts a registry process configured to listen on `port`; returns once it answers.
+    `env` is its whole environment (default: this process's)."""
     scheme = "http" if tls_client is None else "https"
     url = f"{scheme}://127.0.0.1:{port}"
     process = start(argv, workdir / f"{kind}-{port}.log", lambda: answers(url, tls_client),
-                    f"{kind} on {url}", cwd=workdir, timeout=START_TIMEOUT)
+                    f"{kind} on {url}", env=env, cwd=workdir, timeout=START_TIMEOUT)
     return Registry(kind, process, port, storage, stores_toml, tls_client)
 
 
 def start_stowage(workdir: Path, stores_toml: str, binary: str | None = None,
                   server_toml: str = "", tls_client: dict | None = None,
-                  storage: Path | None = None) -> Registry:
+                  storage: Path | None = None, env: dict | None = None) -> Registry:
     """Stowage on `stores_toml`, listening on 127.0.0.1 at a free port. `server_toml` is
     the rest of its configuration: keys of the `[server]` table, then any later tables.
     `tls_client` is what `requests` needs to reach it over TLS; `storage` what
-    `Registry.data_root` names."""
+    `Registry.data_root` names; `env` its whole environment."""
     binary = binary or server_binary()
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -168,4 +169,4 @@ def start_stowage(workdir: Path, stores_toml: str, binary: str | None = None,
         f'[server]\nbind_address = "127.0.0.1"\nport = {port}\n{server_toml}\n{stores_toml}'
     )
     return launch(STOWAGE, [binary, "serve", "--config", config], workdir, port,
-                  storage, stores_toml, tls_client)
+                  storage, stores_toml, tls_client, env)

@@ -20,12 +20,14 @@ S3_SECRET_KEY = "stowage-test-secret"
 S3_REGION = "us-east-1"
 
 
-def s3_toml(table: str, endpoint: str, bucket: str, prefix: str = "", **settings) -> str:
+def s3_toml(table: str, endpoint: str, bucket: str, prefix: str = "", with_key: bool = True,
+            **settings) -> str:
     """`[<table>.s3]` on `endpoint` (the S3 server, or a proxy in front of it); `settings`
-    are further keys of the table, e.g. max_attempts=2, multipart_part_size="5MiB"."""
+    are further keys of the table, e.g. max_attempts=2, multipart_part_size="5MiB". Without
+    `with_key` the table holds no access key (the server takes it from its environment)."""
+    access_key = {"access_key_id": S3_ACCESS_KEY, "secret_key": S3_SECRET_KEY}
     keys = {
-        "access_key_id": S3_ACCESS_KEY,
-        "secret_key": S3_SECRET_KEY,
+        **(access_key if with_key else {}),
         "endpoint": endpoint,
         "bucket": bucket,
         "region": S3_REGION,

@@ -2,10 +2,12 @@
 such bucket, credentials that may not put objects) stops startup, naming the bucket and S3's
 answer: before, the server started, logged a warning among its startup lines and failed
 every push. A store that does not answer only warns: the server serves, `/readyz` answers
-503 until the store comes back, and then pushes go through."""
+503 until the store comes back, and then pushes go through. The access key may come from
+the environment instead of the file, whole or not at all."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -15,9 +17,15 @@ from faultproxy import Faults
 from harness.oci import TIMEOUT, Client, make_image
 from harness.process import StartError, wait_until
 from harness.registry import fs_toml, start_stowage
-from harness.services import s3_toml
+from harness.services import S3_ACCESS_KEY, S3_SECRET_KEY, s3_toml
 
 STARTUP_CHECK_FAILED = "failed the startup check's write"
+
+
+def environment(**aws) -> dict:
+    """This process's environment without any AWS_ variable, plus `aws`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    return env | {f"AWS_{name.upper()}": value for name, value in aws.items()}
 
 
 @pytest.mark.parametrize("table, conditional_writes", [
@@ -51,3 +59,38 @@ def test_a_store_that_does_not_answer_at_startup_is_reported_until_it_does(
     image = make_image("startup-later", 1000)
     Client(registry.url).push_image("startup/app", "latest", image, expect=201)
     Client(registry.url).assert_pulls("startup/app", "latest", image)
+
+
+def test_the_access_key_may_come_from_the_environment(s3, stowage_bin, tmp_path):
+    """Garage checks every signature, so there a push proves the key signed it; moto checks
+    none, and shows the file needs no key."""
+    store = s3_toml("blob_store", s3.endpoint, s3.new_bucket(), with_key=False)
+    env = environment(access_key_id=S3_ACCESS_KEY, secret_access_key=S3_SECRET_KEY)
+    registry = start_stowage(tmp_path / "work", store, stowage_bin, env=env)
+    try:
+        image = make_image("key-from-env", 2000)
+        Client(registry.url).push_image("env/app", "latest", image, expect=201)
+        Client(registry.url).assert_pulls("env/app", "latest", image)
+    finally:
+        registry.stop()
+
+
+@pytest.mark.parametrize("env", [environment(), environment(access_key_id=S3_ACCESS_KEY)],
+                         ids=["none", "half"])
+def test_without_a_whole_access_key_startup_stops_saying_what_to_set(s3, stowage_bin, tmp_path,
+                                                                     env):
+    store = s3_toml("blob_store", s3.endpoint, s3.new_bucket(), with_key=False)
+    with pytest.raises(StartError) as failed:
+        start_stowage(tmp_path / "work", store, stowage_bin, env=env)
+    assert "no S3 access key for" in str(failed.value)
+    assert "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY" in str(failed.value)
+
+
+def test_a_key_s3_refuses_stops_startup(s3, stowage_bin, tmp_path):
+    if s3.name == "moto":
+        pytest.skip("moto checks no signatures: the Garage run of this suite checks this")
+    store = s3_toml("blob_store", s3.endpoint, s3.new_bucket(), with_key=False)
+    env = environment(access_key_id=S3_ACCESS_KEY, secret_access_key="not-the-secret-key")
+    with pytest.raises(StartError) as failed:
+        start_stowage(tmp_path / "work", store, stowage_bin, env=env)
+    assert f"cannot write the S3 store at {s3.endpoint}/" in str(failed.value)

@@ -87,8 +87,8 @@ impl RealStore {
     /// write conditions probed as the servers do at startup.
     pub async fn s3(endpoint: &S3Endpoint, case: &str) -> Self {
         let settings = S3Settings {
-            access_key_id: endpoint.access_key_id.clone(),
-            secret_key: endpoint.secret_key.clone(),
+            access_key_id: Some(endpoint.access_key_id.clone()),
+            secret_key: Some(endpoint.secret_key.clone()),
             endpoint: endpoint.url.clone(),
             bucket: endpoint.bucket.clone(),
             region: endpoint.region.clone(),

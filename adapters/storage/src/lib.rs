@@ -58,6 +58,10 @@ pub enum StoreOpenError {
         location: String,
         source: opendal::Error,
     },
+    #[error(
+        "no S3 access key for {location}: set both access_key_id and secret_key in its table, or neither and AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment"
+    )]
+    NoAccessKey { location: String },
     #[error("cannot set up multipart upload housekeeping for {location}: {source}")]
     Multipart {
         location: String,

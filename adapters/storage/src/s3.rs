@@ -8,7 +8,7 @@ use opendal::services::S3;
 use opendal::{HttpTransporter, Operator};
 use opendal_http_transport_reqwest::ReqwestTransport;
 
-use crate::settings::S3Settings;
+use crate::settings::{AccessKey, S3Settings};
 
 /// The HTTP client and TLS provider are process-wide; install them once.
 pub(crate) fn install_transport() {
@@ -19,14 +19,14 @@ pub(crate) fn install_transport() {
     });
 }
 
-pub(crate) fn operator(settings: &S3Settings) -> opendal::Result<Operator> {
+pub(crate) fn operator(settings: &S3Settings, key: &AccessKey) -> opendal::Result<Operator> {
     install_transport();
     let builder = S3::default()
         .bucket(&settings.bucket)
         .endpoint(&settings.endpoint)
         .region(&settings.region)
-        .access_key_id(&settings.access_key_id)
-        .secret_access_key(&settings.secret_key)
+        .access_key_id(&key.id)
+        .secret_access_key(&key.secret)
         .root(&format!("/{}", settings.key_prefix.trim_matches('/')))
         .disable_config_load()
         .disable_ec2_metadata();

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use stowage_core::time::Millis;
 
 use crate::s3;
-use crate::settings::S3Settings;
+use crate::settings::{AccessKey, S3Settings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MultipartError {
@@ -107,7 +107,7 @@ pub(crate) struct MultipartUploads {
 }
 
 impl MultipartUploads {
-    pub(crate) fn new(settings: &S3Settings) -> Result<Self, MultipartError> {
+    pub(crate) fn new(settings: &S3Settings, key: &AccessKey) -> Result<Self, MultipartError> {
         let bucket_url = format!(
             "{}/{}/",
             settings.endpoint.trim_end_matches('/'),
@@ -122,8 +122,7 @@ impl MultipartUploads {
             .timeout(Duration::from_secs(settings.operation_attempt_timeout_secs))
             .build()
             .map_err(MultipartError::Client)?;
-        let credentials =
-            StaticCredentialProvider::new(&settings.access_key_id, &settings.secret_key);
+        let credentials = StaticCredentialProvider::new(&key.id, &key.secret);
         let signer = Signer::new(
             Context::new(),
             credentials,
@@ -312,6 +311,13 @@ mod tests {
         ));
     }
 
+    fn key() -> AccessKey {
+        AccessKey {
+            id: "a".into(),
+            secret: "b".into(),
+        }
+    }
+
     fn settings(prefix: &str) -> S3Settings {
         serde_json::from_value(serde_json::json!({
             "access_key_id": "a",
@@ -329,16 +335,16 @@ mod tests {
         let mut bad = settings("");
         bad.endpoint = "s3.example.com".into();
         assert!(matches!(
-            MultipartUploads::new(&bad),
+            MultipartUploads::new(&bad, &key()),
             Err(MultipartError::Endpoint { .. })
         ));
     }
 
     #[test]
     fn scopes_to_the_key_prefix() {
-        let all = MultipartUploads::new(&settings("")).unwrap();
+        let all = MultipartUploads::new(&settings(""), &key()).unwrap();
         assert_eq!(all.location(), "http://127.0.0.1:9000/bucket/");
-        let team = MultipartUploads::new(&settings("/team-a/")).unwrap();
+        let team = MultipartUploads::new(&settings("/team-a/"), &key()).unwrap();
         assert_eq!(team.location(), "http://127.0.0.1:9000/bucket/team-a/");
     }
 }

@@ -88,11 +88,16 @@ fn bounds(span: Option<Span>) -> (Bound<u64>, Bound<u64>) {
 impl S3Store {
     pub(crate) fn open(settings: &S3Settings) -> Result<Self, StoreOpenError> {
         let location = format!("s3://{}/{}", settings.bucket, settings.key_prefix);
-        let op = s3::operator(settings).map_err(|source| StoreOpenError::Open {
+        let key = settings
+            .access_key(|name| std::env::var(name).ok())
+            .ok_or_else(|| StoreOpenError::NoAccessKey {
+                location: location.clone(),
+            })?;
+        let op = s3::operator(settings, &key).map_err(|source| StoreOpenError::Open {
             location: location.clone(),
             source,
         })?;
-        let multipart = MultipartUploads::new(settings)
+        let multipart = MultipartUploads::new(settings, &key)
             .map_err(|source| StoreOpenError::Multipart { location, source })?;
         let jobs = settings.multipart_copy_jobs.max(1);
         Ok(S3Store {

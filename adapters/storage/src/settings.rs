@@ -34,8 +34,11 @@ pub enum InlineCalls {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3Settings {
-    pub access_key_id: String,
-    pub secret_key: String,
+    /// With `secret_key`; both absent: the process environment's (see [`S3Settings::access_key`]).
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    #[serde(default)]
+    pub secret_key: Option<String>,
     pub endpoint: String,
     pub bucket: String,
     pub region: String,
@@ -109,4 +112,81 @@ mod defaults {
 pub enum StoreSettings {
     Fs(FsSettings),
     S3(S3Settings),
+}
+
+/// The access key an S3 store signs its requests with.
+#[derive(Clone)]
+pub(crate) struct AccessKey {
+    pub(crate) id: String,
+    pub(crate) secret: String,
+}
+
+/// Names of the environment variables an access key is taken from when the settings hold none:
+/// the AWS tools' own, so a Kubernetes Secret or a CI job's variables can carry it and the
+/// configuration file holds no secret.
+const ENV_KEY_ID: &str = "AWS_ACCESS_KEY_ID";
+const ENV_SECRET: &str = "AWS_SECRET_ACCESS_KEY";
+
+impl S3Settings {
+    /// `access_key_id` and `secret_key` when both are set; when neither is,
+    /// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` from `env`. None when neither source
+    /// holds a whole key (half a key in the file is not completed from the environment).
+    pub(crate) fn access_key(&self, env: impl Fn(&str) -> Option<String>) -> Option<AccessKey> {
+        let (id, secret) = match (&self.access_key_id, &self.secret_key) {
+            (Some(id), Some(secret)) => (id.clone(), secret.clone()),
+            (None, None) => (env(ENV_KEY_ID)?, env(ENV_SECRET)?),
+            _ => return None,
+        };
+        Some(AccessKey { id, secret })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(id: Option<&str>, secret: Option<&str>) -> S3Settings {
+        let mut table = serde_json::json!({
+            "endpoint": "http://127.0.0.1:9000",
+            "bucket": "b",
+            "region": "us-east-1",
+        });
+        if let Some(id) = id {
+            table["access_key_id"] = id.into();
+        }
+        if let Some(secret) = secret {
+            table["secret_key"] = secret.into();
+        }
+        serde_json::from_value(table).expect("S3 settings")
+    }
+
+    fn env(name: &str) -> Option<String> {
+        Some(format!("env-{name}"))
+    }
+
+    fn key(
+        settings: &S3Settings,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Option<(String, String)> {
+        settings.access_key(env).map(|k| (k.id, k.secret))
+    }
+
+    #[test]
+    fn the_access_key_comes_whole_from_the_file_or_whole_from_the_environment() {
+        let file = settings(Some("id"), Some("secret"));
+        assert_eq!(key(&file, env), Some(("id".into(), "secret".into())));
+        let neither = settings(None, None);
+        assert_eq!(
+            key(&neither, env),
+            Some((
+                "env-AWS_ACCESS_KEY_ID".into(),
+                "env-AWS_SECRET_ACCESS_KEY".into()
+            ))
+        );
+        assert_eq!(key(&neither, |_| None), None);
+        let half_env = |name: &str| (name == ENV_KEY_ID).then(|| "id".to_owned());
+        assert_eq!(key(&neither, half_env), None);
+        assert_eq!(key(&settings(Some("id"), None), env), None);
+        assert_eq!(key(&settings(None, Some("secret")), env), None);
+    }
 }
