@@ -179,17 +179,30 @@ def s3_server(workdir: Path) -> S3Server:
 
 class RedisServer:
     """redis-server on a free port, without persistence (a restart starts empty), stopped by
-    PID. `stop()` then `start()` brings it back on the same port."""
+    PID. `stop()` then `start()` brings it back on the same port. With `tls_ca` (a
+    `harness.pki.Ca`) it takes only TLS, with a server certificate that CA issues, at a
+    `rediss://` URL."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, tls_ca=None):
         self.workdir = workdir
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}"
+        self.tls = None
+        if tls_ca is not None:
+            self.tls = tls_ca.server("redis").write(workdir / "redis-cert.pem",
+                                                    workdir / "redis-key.pem")
+            (workdir / "redis-ca.pem").write_bytes(tls_ca.cert_pem)
+        self.url = f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}"
         self.process = None
         self.start()
 
     def start(self) -> None:
-        argv = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port)]
+        argv = ["redis-server", "--bind", "127.0.0.1"]
+        if self.tls:
+            cert, key = self.tls
+            argv += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(cert),
+                     "--tls-key-file", str(key), "--tls-auth-clients", "no"]
+        else:
+            argv += ["--port", str(self.port)]
         argv += ["--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
         self.process = start(argv, self.workdir / f"redis-{self.port}.log",
                              lambda: self.cli("PING") == "PONG", f"redis-server on port {self.port}")
@@ -198,7 +211,10 @@ class RedisServer:
         self.process.stop()
 
     def cli(self, *args: str) -> str:
-        argv = ["redis-cli", "-h", "127.0.0.1", "-p", str(self.port), *args]
+        argv = ["redis-cli", "-h", "127.0.0.1", "-p", str(self.port)]
+        if self.tls:
+            argv += ["--tls", "--cacert", str(self.workdir / "redis-ca.pem")]
+        argv += args
         return subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout.strip()
 
     def keys(self, pattern: str) -> list[str]:
