@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -44,6 +45,8 @@ class _S3Store:
 
     name = ""
     endpoint = ""
+    # The CA bundle that verifies an https endpoint's certificate (None: the system's).
+    ca_file: str | None = None
 
     def client(self):
         import boto3
@@ -56,6 +59,7 @@ class _S3Store:
             aws_secret_access_key=S3_SECRET_KEY,
             region_name=S3_REGION,
             config=Config(s3={"addressing_style": "path"}),
+            verify=self.ca_file,
         )
 
     def new_bucket(self) -> str:
@@ -69,24 +73,35 @@ class _S3Store:
 
 
 class MotoServer(_S3Store):
-    """moto's S3 server, a Python mock of AWS S3."""
+    """moto's S3 server, a Python mock of AWS S3. With `tls_ca` (a `harness.pki.Ca`) it
+    takes only https, with a server certificate that CA issues (`ca_file` holds the CA)."""
 
     name = "moto"
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, tls_ca=None):
         self.port = free_port()
-        self.endpoint = f"http://127.0.0.1:{self.port}"
+        argv = [VENV_BIN / "moto_server", "-H", "127.0.0.1", "-p", self.port]
+        scheme = "http"
+        if tls_ca is not None:
+            cert, key = tls_ca.server("moto").write(workdir / "moto-cert.pem",
+                                                    workdir / "moto-key.pem")
+            self.ca_file = str(workdir / "moto-ca.pem")
+            Path(self.ca_file).write_bytes(tls_ca.cert_pem)
+            argv += ["-c", cert, "-k", key]
+            scheme = "https"
+        self.endpoint = f"{scheme}://127.0.0.1:{self.port}"
         self.process = start(
-            [VENV_BIN / "moto_server", "-H", "127.0.0.1", "-p", self.port],
-            workdir / "moto.log", lambda: http_ok(f"{self.endpoint}/moto-api/"), "moto_server",
+            argv, workdir / "moto.log",
+            lambda: http_ok(f"{self.endpoint}/moto-api/", self.ca_file), "moto_server",
         )
 
     def stop(self):
         self.process.stop()
 
 
-def http_ok(url: str) -> bool:
-    with urllib.request.urlopen(url, timeout=2) as response:
+def http_ok(url: str, ca_file: str | None = None) -> bool:
+    context = ssl.create_default_context(cafile=ca_file) if ca_file else None
+    with urllib.request.urlopen(url, timeout=2, context=context) as response:
         return response.status == 200
 
 

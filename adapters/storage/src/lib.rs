@@ -75,7 +75,8 @@ pub enum StoreOpenError {
         source: std::io::Error,
     },
     #[error(
-        "cannot write the S3 store at {location}: {source} (the bucket must exist and the credentials must be allowed to put objects in it)"
+        "cannot write the S3 store at {location}: {} (the bucket must exist and the credentials must be allowed to put objects in it)",
+        shared::WithCauses(.source)
     )]
     S3NotWritable {
         location: String,

@@ -9,6 +9,7 @@ use opendal::{HttpTransporter, Operator};
 use opendal_http_transport_reqwest::ReqwestTransport;
 
 use crate::settings::{AccessKey, S3Settings};
+use crate::shared::WithCauses;
 
 /// The HTTP client and TLS provider are process-wide; install them once.
 pub(crate) fn install_transport() {
@@ -65,7 +66,7 @@ fn count_retry(event: RetryEvent<'_>) {
     tracing::warn!(
         operation = %event.op,
         attempt = event.attempt,
-        error = %event.err,
+        error = %WithCauses(event.err),
         "retrying an S3 request"
     );
 }

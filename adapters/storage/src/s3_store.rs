@@ -21,7 +21,7 @@ use crate::s3;
 use crate::s3_conditions::{Condition, Conditions, maybe_rejected_io, scratch_folder};
 use crate::s3_multipart::MultipartUploads;
 use crate::settings::S3Settings;
-use crate::shared::{StoredObject, committed, failed, write_whole};
+use crate::shared::{StoredObject, WithCauses, committed, failed, write_whole};
 
 #[derive(Clone, Debug)]
 pub struct S3Store {
@@ -143,7 +143,7 @@ impl S3Store {
             Err(e) => {
                 tracing::warn!(
                     location,
-                    error = %e,
+                    error = %WithCauses(&e),
                     "the S3 store failed the startup check's write: serving anyway, as it may \
                      come back; /readyz answers 503 while the store does not answer"
                 );

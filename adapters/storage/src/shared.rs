@@ -16,11 +16,32 @@ pub struct StoredObject {
     pub size: u64,
 }
 
-pub(crate) fn failed(what: &str, key: &str, e: impl std::fmt::Display) -> Outcome {
+pub(crate) fn failed(what: &str, key: &str, e: impl std::error::Error) -> Outcome {
+    let e = WithCauses(&e);
     tracing::warn!(key, error = %e, "storage {what} failed");
     Outcome::Failed(IoError {
         message: format!("{what} {key}: {e}"),
     })
+}
+
+/// An error followed by each cause beneath it that its text does not already hold. OpenDAL
+/// names one cause ("error sending request"); what an operator acts on (a certificate not
+/// trusted, a connection refused) lies further down.
+pub(crate) struct WithCauses<'a>(pub(crate) &'a dyn std::error::Error);
+
+impl std::fmt::Display for WithCauses<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut text = self.0.to_string();
+        let mut cause = self.0.source();
+        while let Some(e) = cause {
+            let said = e.to_string();
+            if !text.contains(&said) {
+                text = format!("{text}: {said}");
+            }
+            cause = e.source();
+        }
+        f.write_str(&text)
+    }
 }
 
 pub(crate) fn committed(what: &str, key: &str, result: std::io::Result<Committed>) -> Outcome {
@@ -50,8 +71,9 @@ pub(crate) async fn write_whole(
 /// A body the store could not take (a full disk, an S3 error): the client is told 503, and
 /// the operator must see why.
 fn stored_body_failed(what: &str, key: &str, e: std::io::Error) -> BodyError {
+    let e = WithCauses(&e).to_string();
     tracing::warn!(key, error = %e, "storage body {what} failed");
-    BodyError::Storage(e.to_string())
+    BodyError::Storage(e)
 }
 
 /// Feeds the request body through `tap` into `writer`, then commits it, or aborts it when
@@ -86,7 +108,7 @@ pub(crate) async fn stream_body(
         }
         Err(e) => {
             writer.abort(key).await;
-            return failed("hash", key, e);
+            return failed("hash", key, std::io::Error::other(e));
         }
     };
     if error.is_none() {
@@ -103,5 +125,48 @@ pub(crate) async fn stream_body(
     Outcome::Body {
         tap: Box::new(tap),
         error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WithCauses;
+
+    /// An error with a message and, perhaps, a cause.
+    #[derive(Debug, thiserror::Error)]
+    #[error("{message}")]
+    struct Layer {
+        message: String,
+        #[source]
+        cause: Option<Box<Layer>>,
+    }
+
+    fn layers(messages: &[&str]) -> Layer {
+        messages
+            .iter()
+            .rev()
+            .fold(None, |cause, message| {
+                Some(Layer {
+                    message: (*message).to_owned(),
+                    cause: cause.map(Box::new),
+                })
+            })
+            .expect("one layer at least")
+    }
+
+    #[test]
+    fn every_cause_is_named_once() {
+        let e = layers(&[
+            "Unexpected at write => source: error sending request",
+            "error sending request",
+            "client error (Connect)",
+            "invalid peer certificate: UnknownIssuer",
+        ]);
+        assert_eq!(
+            WithCauses(&e).to_string(),
+            "Unexpected at write => source: error sending request: client error (Connect): \
+             invalid peer certificate: UnknownIssuer"
+        );
+        assert_eq!(WithCauses(&layers(&["disk full"])).to_string(), "disk full");
     }
 }

@@ -150,7 +150,10 @@ impl Store {
             Store::S3(_) => failed(
                 "write in place",
                 key,
-                "object storage cannot write in place",
+                std::io::Error::new(
+                    std::io::ErrorKind::Unsupported,
+                    "object storage cannot write in place",
+                ),
             ),
         }
     }
