@@ -13,6 +13,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from harness.process import environment
+
 
 @dataclass
 class Issued:
@@ -102,3 +104,9 @@ class Ca:
     def client(self, common_name: str, organizations: tuple[str, ...] = ()) -> Issued:
         return self._issue(_name(common_name, organizations), ExtendedKeyUsageOID.CLIENT_AUTH,
                            None, None)
+
+
+def trusting(ca_file: str | None) -> dict:
+    """An environment for a server whose system CA bundle is `ca_file` (`SSL_CERT_FILE`,
+    which rustls' native roots read), or, with None, the system's own."""
+    return environment("SSL_CERT_", **({"SSL_CERT_FILE": ca_file} if ca_file else {}))

@@ -4,6 +4,7 @@ stopped by name."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -19,6 +20,13 @@ STOP_TIMEOUT = 30.0
 
 class StartError(RuntimeError):
     """A process that exited, or did not become ready, before it was of use."""
+
+
+def environment(drop: str = "", **variables: str) -> dict:
+    """This process's environment for a server: without the variables whose names start
+    with `drop` (when given), plus `variables`."""
+    kept = {k: v for k, v in os.environ.items() if not (drop and k.startswith(drop))}
+    return kept | variables
 
 
 def free_port() -> int:

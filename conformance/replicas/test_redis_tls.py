@@ -5,13 +5,11 @@ and writes fail with 503 rather than go ahead without locks."""
 
 from __future__ import annotations
 
-import os
-
 import requests
 
 from harness.fixtures import replica_binaries
 from harness.oci import TIMEOUT, Blob, Client, make_image
-from harness.pki import Ca
+from harness.pki import Ca, trusting
 from harness.registry import fs_toml, start_stowage
 from harness.services import RedisServer
 
@@ -20,11 +18,8 @@ REPO = "tls/app"
 
 def start_replicas(tmp_path, redis: RedisServer, ca_file: str | None) -> list:
     stores = fs_toml("blob_store", tmp_path / "store") + redis.lock_toml("blob_store.fs", "tls:")
-    env = {k: v for k, v in os.environ.items() if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
-    if ca_file:
-        env["SSL_CERT_FILE"] = ca_file
     return [start_stowage(tmp_path / f"replica-{i}", stores, binary, redis.cache_toml("tls:"),
-                          env=env)
+                          env=trusting(ca_file))
             for i, binary in enumerate(replica_binaries())]
 
 

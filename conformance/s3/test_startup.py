@@ -7,7 +7,6 @@ the environment instead of the file, whole or not at all."""
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
@@ -15,17 +14,17 @@ import requests
 
 from faultproxy import Faults
 from harness.oci import TIMEOUT, Client, make_image
-from harness.process import StartError, wait_until
+from harness.process import StartError, environment, wait_until
 from harness.registry import fs_toml, start_stowage
 from harness.services import S3_ACCESS_KEY, S3_SECRET_KEY, s3_toml
 
 STARTUP_CHECK_FAILED = "failed the startup check's write"
 
 
-def environment(**aws) -> dict:
-    """This process's environment without any AWS_ variable, plus `aws`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    return env | {f"AWS_{name.upper()}": value for name, value in aws.items()}
+def aws_environment(**aws: str) -> dict:
+    """This process's environment without any AWS_ variable, plus `aws` (by their names
+    after `AWS_`, in lower case)."""
+    return environment("AWS_", **{f"AWS_{name.upper()}": value for name, value in aws.items()})
 
 
 @pytest.mark.parametrize("table, conditional_writes", [
@@ -65,7 +64,7 @@ def test_the_access_key_may_come_from_the_environment(s3, stowage_bin, tmp_path)
     """Garage checks every signature, so there a push proves the key signed it; moto checks
     none, and shows the file needs no key."""
     store = s3_toml("blob_store", s3.endpoint, s3.new_bucket(), with_key=False)
-    env = environment(access_key_id=S3_ACCESS_KEY, secret_access_key=S3_SECRET_KEY)
+    env = aws_environment(access_key_id=S3_ACCESS_KEY, secret_access_key=S3_SECRET_KEY)
     registry = start_stowage(tmp_path / "work", store, stowage_bin, env=env)
     try:
         image = make_image("key-from-env", 2000)
@@ -75,7 +74,8 @@ def test_the_access_key_may_come_from_the_environment(s3, stowage_bin, tmp_path)
         registry.stop()
 
 
-@pytest.mark.parametrize("env", [environment(), environment(access_key_id=S3_ACCESS_KEY)],
+@pytest.mark.parametrize("env", [aws_environment(),
+                                 aws_environment(access_key_id=S3_ACCESS_KEY)],
                          ids=["none", "half"])
 def test_without_a_whole_access_key_startup_stops_saying_what_to_set(s3, stowage_bin, tmp_path,
                                                                      env):
@@ -90,7 +90,7 @@ def test_a_key_s3_refuses_stops_startup(s3, stowage_bin, tmp_path):
     if s3.name == "moto":
         pytest.skip("moto checks no signatures: the Garage run of this suite checks this")
     store = s3_toml("blob_store", s3.endpoint, s3.new_bucket(), with_key=False)
-    env = environment(access_key_id=S3_ACCESS_KEY, secret_access_key="not-the-secret-key")
+    env = aws_environment(access_key_id=S3_ACCESS_KEY, secret_access_key="not-the-secret-key")
     with pytest.raises(StartError) as failed:
         start_stowage(tmp_path / "work", store, stowage_bin, env=env)
     assert f"cannot write the S3 store at {s3.endpoint}/" in str(failed.value)

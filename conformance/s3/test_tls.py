@@ -5,12 +5,10 @@ error OpenDAL reports says only "error sending request"; the cause lies beneath 
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from harness.oci import Blob, Client, make_image
-from harness.pki import Ca
+from harness.pki import Ca, trusting
 from harness.registry import start_stowage
 from harness.services import MotoServer, s3_toml
 
@@ -24,15 +22,10 @@ def moto_tls(tmp_path):
     server.stop()
 
 
-def environment(ca_file: str | None) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
-    return env | ({"SSL_CERT_FILE": ca_file} if ca_file else {})
-
-
 def test_an_https_endpoint_of_a_private_ca_serves_once_trusted(moto_tls, stowage_bin, tmp_path):
     store = s3_toml("blob_store", moto_tls.endpoint, moto_tls.new_bucket())
     registry = start_stowage(tmp_path / "work", store, stowage_bin,
-                             env=environment(moto_tls.ca_file))
+                             env=trusting(moto_tls.ca_file))
     try:
         image = make_image("s3-over-tls", 3000, 40_000)
         Client(registry.url).push_image(REPO, "latest", image, chunk_size=16_000, expect=201)
@@ -44,7 +37,7 @@ def test_an_https_endpoint_of_a_private_ca_serves_once_trusted(moto_tls, stowage
 def test_an_untrusted_certificate_is_named_in_the_log_and_the_503(moto_tls, stowage_bin,
                                                                  tmp_path):
     store = s3_toml("blob_store", moto_tls.endpoint, moto_tls.new_bucket(), max_attempts=1)
-    registry = start_stowage(tmp_path / "work", store, stowage_bin, env=environment(None))
+    registry = start_stowage(tmp_path / "work", store, stowage_bin, env=trusting(None))
     try:
         startup = [line for line in registry.log_text().splitlines()
                    if "failed the startup check's write" in line]
