@@ -115,7 +115,6 @@ pub enum StoreSettings {
 }
 
 /// The access key an S3 store signs its requests with.
-#[derive(Clone)]
 pub(crate) struct AccessKey {
     pub(crate) id: String,
     pub(crate) secret: String,
