@@ -1,11 +1,16 @@
 """Uploads on S3: chunked uploads spread over two processes, multipart copy above the
-threshold, known-digest uploads that never leave wrong bytes at a content address, and the
-number of S3 requests one 64 MiB push costs."""
+threshold, known-digest uploads that never leave wrong bytes at a content address, the
+number of S3 requests one 64 MiB push costs, and a body of declared length streamed part by
+part in about one part of memory."""
 
 from __future__ import annotations
 
+import http.client
+from pathlib import Path
+
 from faultproxy import ActionCount
 from harness.oci import Client, error_codes, expect, make_image, random_blob
+from harness.process import wait_until
 from harness.services import s3_toml
 from trees import BucketTree, blob_key, layout_problems
 
@@ -96,3 +101,45 @@ def test_s3_requests_of_one_64_mib_push(s3, proxy, registries, summary):
     monolithic, chunked = counts.values()
     assert monolithic.total <= 10, monolithic
     assert chunked.total <= 45, chunked
+
+
+def peak_rss_mib(registry) -> float:
+    for line in Path(f"/proc/{registry.process.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_a_body_of_declared_length_streams_to_s3_in_about_one_part_of_memory(s3, registries,
+                                                                             summary):
+    bucket = s3.new_bucket()
+    # The defaults: 50 MiB parts, 4 in flight. Gathering whole parts would hold five.
+    registry = registries.start(s3_toml("blob_store", s3.endpoint, bucket))
+    idle = peak_rss_mib(registry)
+    blob = random_blob("streamed", 192 * MiB)
+    Client(registry.url).push_blob("streamed/app", blob, expect=201)
+    grown = peak_rss_mib(registry) - idle
+    summary(f"S3 push of 192 MiB with a Content-Length, 50 MiB parts: peak RSS {grown:.0f} MiB "
+            f"over the idle server's {idle:.0f}")
+    assert grown < 100, f"the push held {grown:.0f} MiB: more than two parts"
+    assert Client(registry.url).get_blob("streamed/app", blob.digest, expect=200).content == blob.data
+    assert BucketTree(s3.client(), bucket).pending_multipart_uploads() == []
+
+
+def test_a_streamed_body_cut_off_leaves_no_parts_behind(s3, registries):
+    bucket = s3.new_bucket()
+    registry = registries.start(s3_toml("blob_store", s3.endpoint, bucket, **SMALL_PARTS))
+    blob = random_blob("cut", 24 * MiB)
+    host, port = registry.url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port))
+    connection.putrequest("POST", f"/v2/cut/app/blobs/uploads/?digest={blob.digest}")
+    connection.putheader("Content-Length", str(len(blob.data)))
+    connection.endheaders()
+    connection.send(blob.data[: 13 * MiB])
+    tree = BucketTree(s3.client(), bucket)
+    wait_until(lambda: len(tree.pending_multipart_uploads()) == 1, "the streamed upload's start")
+    connection.close()
+    wait_until(lambda: tree.pending_multipart_uploads() == [], "the cut upload's abort")
+    assert blob_key(blob.digest) not in tree.keys()
+    Client(registry.url).push_blob("cut/app", blob, expect=201)
+    assert tree.pending_multipart_uploads() == []

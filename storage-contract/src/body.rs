@@ -12,6 +12,8 @@ pub struct TestBody {
     /// Fail after this many chunks.
     fails_after: Option<usize>,
     read: usize,
+    /// The length it declares, as a `Content-Length` does.
+    declared: Option<u64>,
 }
 
 impl TestBody {
@@ -29,6 +31,13 @@ impl TestBody {
             chunks: chunks.into_iter().map(Into::into).collect(),
             ..TestBody::default()
         }
+    }
+
+    /// The body declaring its length, as a client sending `Content-Length` does (before
+    /// [`TestBody::disconnect_after`], which keeps what it declared).
+    pub fn declaring_len(mut self) -> Self {
+        self.declared = Some(self.chunks.iter().map(|c| c.len() as u64).sum());
+        self
     }
 
     /// The body as a client that disconnects after `chunks` chunks sends it.
@@ -59,5 +68,9 @@ impl BodySource for TestBody {
             }
             None => None,
         }
+    }
+
+    fn declared_len(&self) -> Option<u64> {
+        self.declared
     }
 }

@@ -423,6 +423,81 @@ pub(crate) async fn refused_body_leaves_nothing<T: Target>(target: &mut T) -> Ch
     expect_list(target, "r/", &[]).await
 }
 
+/// Bytes of a body longer than the S3 targets' 5 MiB parts, in uneven chunks: a body that
+/// declares its length goes to S3 part by part as it arrives.
+fn large_body() -> (Vec<u8>, TestBody) {
+    const CHUNKS: [usize; 5] = [
+        300 * 1024,
+        3 * 1024 * 1024 + 1,
+        7,
+        5 * 1024 * 1024,
+        4 * 1024 * 1024,
+    ];
+    let total: usize = CHUNKS.iter().sum();
+    let bytes: Vec<u8> = (0..total).map(|i| (i % 239) as u8).collect();
+    let mut rest = &bytes[..];
+    let chunks = CHUNKS.map(|len| {
+        let (chunk, after) = rest.split_at(len);
+        rest = after;
+        Bytes::copy_from_slice(chunk)
+    });
+    (bytes, TestBody::chunks(chunks).declaring_len())
+}
+
+pub(crate) async fn large_declared_body<T: Target>(target: &mut T) -> Check {
+    put(target, "large/object", b"an older object").await?;
+    let (bytes, body) = large_body();
+    let tap = BodyTap::new(
+        Hasher::new(Algorithm::Sha256),
+        Some(bytes.len() as u64),
+        Some(digest(&bytes)),
+    );
+    let (tap, error) = stream_to(target, "large/object", tap, body).await?;
+    ensure!(error.is_none(), "a large body failed: {error:?}");
+    ensure!(
+        tap.received() == bytes.len() as u64,
+        "the tap saw {} bytes",
+        tap.received()
+    );
+    let span = Span {
+        start: 0,
+        len: bytes.len() as u64,
+    };
+    let found = target.read_span("large/object", span).await?;
+    ensure!(
+        found.len() == bytes.len() && digest(&found) == digest(&bytes),
+        "a large body was stored as {} other bytes",
+        found.len()
+    );
+    expect_list(target, "large/", &["object"]).await
+}
+
+pub(crate) async fn large_declared_body_interrupted<T: Target>(target: &mut T) -> Check {
+    put(target, "m/object", b"old").await?;
+    let (_, body) = large_body();
+    let (_, error) = stream_to(target, "m/object", tap(), body.disconnect_after(4)).await?;
+    ensure!(
+        matches!(error, Some(BodyError::Client(_))),
+        "a disconnected large body answered {error:?}"
+    );
+    expect_content(target, "m/object", Some(b"old")).await
+}
+
+pub(crate) async fn large_declared_body_refused<T: Target>(target: &mut T) -> Check {
+    let (_, body) = large_body();
+    let wrong = BodyTap::new(Hasher::new(Algorithm::Sha256), None, Some(digest(b"other")));
+    let (_, error) = stream_to(target, "n/object", wrong, body).await?;
+    ensure!(
+        matches!(
+            error,
+            Some(BodyError::Refused(TapError::DigestMismatch { .. }))
+        ),
+        "a large body with the wrong digest answered {error:?}"
+    );
+    expect_content(target, "n/object", None).await?;
+    expect_list(target, "n/", &[]).await
+}
+
 pub(crate) async fn interrupted_body_keeps_the_old_object<T: Target>(target: &mut T) -> Check {
     put(target, "k/object", b"old").await?;
     let body = TestBody::chunks(["new"]).disconnect_after(1);

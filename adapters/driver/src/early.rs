@@ -100,6 +100,10 @@ impl<S: BodySource> BodySource for Tee<S> {
         }
         next
     }
+
+    fn declared_len(&self) -> Option<u64> {
+        self.source.declared_len()
+    }
 }
 
 impl<S> Tee<S> {

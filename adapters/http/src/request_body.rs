@@ -128,6 +128,14 @@ impl BodySource for RequestBody {
         }
         next
     }
+
+    /// The `Content-Length`, until the first chunk is read (hyper counts down what is left).
+    fn declared_len(&self) -> Option<u64> {
+        if self.received > 0 {
+            return None;
+        }
+        self.incoming.size_hint().exact()
+    }
 }
 
 #[cfg(test)]

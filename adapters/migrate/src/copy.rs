@@ -68,6 +68,7 @@ async fn copy_streamed(
             .map_err(|e| storage_error(key, READING, e))?;
         let mut body = CountedBody {
             stream: Box::pin(stream),
+            len: job.size,
             progress,
         };
         to.write_body(key, tap, &mut body).await
@@ -162,6 +163,8 @@ fn body_error(key: &str, error: BodyError) -> MigrateError {
 /// The source object's stream as a body to write, moving the progress bar as it goes.
 struct CountedBody<'a, S> {
     stream: Pin<Box<S>>,
+    /// The source object's size.
+    len: u64,
     progress: &'a Progress,
 }
 
@@ -178,5 +181,9 @@ where
             }
             Err(e) => Err(BodyError::Client(e.to_string())),
         })
+    }
+
+    fn declared_len(&self) -> Option<u64> {
+        Some(self.len)
     }
 }

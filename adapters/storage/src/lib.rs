@@ -15,6 +15,7 @@ mod s3;
 mod s3_conditions;
 mod s3_multipart;
 mod s3_store;
+mod s3_streamed_writer;
 mod settings;
 mod shared;
 mod store;

@@ -1,7 +1,8 @@
-//! Writing one object, whole or not at all: on the filesystem through [`FsWriter`], elsewhere
-//! through OpenDAL's writer (a multipart upload on S3).
+//! Writing one object, whole or not at all: on the filesystem through [`FsWriter`], on S3
+//! through OpenDAL's writer (a multipart upload) or, for a large body of known length, part by
+//! part as it arrives ([`StreamedWriter`]).
 //!
-//! Elsewhere the bytes are gathered into one buffer per part before OpenDAL sees them. Handed
+//! Through OpenDAL the bytes are gathered into one buffer per part before OpenDAL sees them. Handed
 //! the request body's own chunks (a slice of the connection's read buffer each), OpenDAL kept
 //! a part as hundreds of small allocations; freed, they stayed in the allocator's arenas, and
 //! the server held on to hundreds of MiB after a few large pushes. A part-sized buffer is one
@@ -12,10 +13,13 @@ use bytes::{Bytes, BytesMut};
 
 use crate::committed::Committed;
 use crate::fs_writer::FsWriter;
+use crate::s3_streamed_writer::StreamedWriter;
 
 pub(crate) enum ObjectWriter {
     Fs(FsWriter),
     OpenDal(PartWriter),
+    /// Boxed: several times the others' size, and one allocation per large write.
+    S3Streamed(Box<StreamedWriter>),
 }
 
 /// OpenDAL's writer, fed whole parts.
@@ -77,6 +81,7 @@ impl ObjectWriter {
         match self {
             ObjectWriter::Fs(w) => w.write(chunk).await,
             ObjectWriter::OpenDal(w) => w.write(chunk).await.map_err(io),
+            ObjectWriter::S3Streamed(w) => w.write(chunk).await.map_err(std::io::Error::other),
         }
     }
 
@@ -91,6 +96,11 @@ impl ObjectWriter {
                 }
                 Err(e) => Err(io(e)),
             },
+            ObjectWriter::S3Streamed(w) => w
+                .commit()
+                .await
+                .map(|()| Committed::Written)
+                .map_err(std::io::Error::other),
         }
     }
 
@@ -103,6 +113,7 @@ impl ObjectWriter {
                     tracing::warn!(key, error = %e, "aborting a write failed");
                 }
             }
+            ObjectWriter::S3Streamed(mut w) => w.abort().await,
         }
     }
 }

@@ -1,22 +1,28 @@
-//! Abandoned S3 multipart uploads, listed and aborted with signed requests of our own.
+//! S3 multipart uploads through signed requests of our own: housekeeping lists and aborts
+//! abandoned ones, and a body of known length is uploaded part by part as it arrives
+//! (`s3_streamed_writer.rs`).
 //!
 //! OpenDAL hides multipart upload ids: it aborts the uploads its writers start, but a process
 //! that dies mid-upload leaves parts behind that OpenDAL can neither list nor abort (it has no
-//! ListMultipartUploads or AbortMultipartUpload). This module is the only S3 traffic that does
-//! not go through OpenDAL; it signs with OpenDAL's own signer (`reqsign`) and sends with
-//! reqwest, the client under OpenDAL's transport.
+//! ListMultipartUploads or AbortMultipartUpload), and its writer takes a part only whole, in
+//! memory. This module is the only S3 traffic that does not go through OpenDAL; it signs with
+//! OpenDAL's own signer (`reqsign`) and sends with reqwest, the client under OpenDAL's
+//! transport.
 
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::HeaderMap;
+use http::header::{CONTENT_LENGTH, ETAG};
 use reqsign_aws_v4::{Credential, EMPTY_STRING_SHA256, RequestSigner, StaticCredentialProvider};
 use reqsign_core::{Context, Signer};
-use reqwest::{Client, Method, StatusCode, Url};
+use reqwest::{Body, Client, Method, StatusCode, Url};
 use serde::Deserialize;
 use stowage_core::time::Millis;
 
 use crate::s3;
 use crate::settings::{AccessKey, S3Settings};
+use crate::shared::WithCauses;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MultipartError {
@@ -45,10 +51,31 @@ pub enum MultipartError {
         status: StatusCode,
         body: String,
     },
-    #[error("ListMultipartUploads: unreadable answer: {0}")]
-    Parse(#[from] quick_xml::DeError),
+    #[error("{action}: unreadable answer: {source}")]
+    Parse {
+        action: &'static str,
+        source: quick_xml::DeError,
+    },
+    #[error("{action}: S3 answered 200 with an error: {body}")]
+    ErrorBody { action: &'static str, body: String },
+    #[error("UploadPart: S3 answered without an ETag")]
+    NoEtag,
     #[error("ListMultipartUploads: upload {key:?} has a bad Initiated time {initiated:?}")]
     Initiated { key: String, initiated: String },
+}
+
+impl MultipartError {
+    /// Whether sending the same request again may succeed: S3 was not reached, did not
+    /// answer in time, or answered with a server error or throttling.
+    fn worth_retrying(&self) -> bool {
+        match self {
+            MultipartError::Send { .. } => true,
+            MultipartError::Status { status, .. } => {
+                status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS
+            }
+            _ => false,
+        }
+    }
 }
 
 /// One incomplete multipart upload.
@@ -69,6 +96,13 @@ struct ListPage {
     is_truncated: bool,
     next_key_marker: Option<String>,
     next_upload_id_marker: Option<String>,
+}
+
+/// `InitiateMultipartUploadResult`, the field we read.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Initiated {
+    upload_id: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -104,6 +138,29 @@ pub(crate) struct MultipartUploads {
     bucket_url: Url,
     /// Keys of this store start with it (`team-a/`, or empty for the whole bucket).
     prefix: String,
+    /// Bounds each request but a streamed part's, which lasts as long as its body comes.
+    attempt_timeout: Duration,
+    /// Attempts of a request without a streamed body (`max_attempts`).
+    attempts: usize,
+}
+
+/// What a request carries.
+enum Payload {
+    Empty,
+    Whole(Bytes),
+    /// A body of this many bytes, sent as it comes, with no timeout.
+    Streamed(u64, Body),
+}
+
+impl Payload {
+    /// The same payload for another attempt; a streamed body is gone once sent.
+    fn try_clone(&self) -> Option<Payload> {
+        match self {
+            Payload::Empty => Some(Payload::Empty),
+            Payload::Whole(bytes) => Some(Payload::Whole(bytes.clone())),
+            Payload::Streamed(..) => None,
+        }
+    }
 }
 
 impl MultipartUploads {
@@ -118,10 +175,7 @@ impl MultipartUploads {
             .filter(|url| matches!(url.scheme(), "http" | "https"))
             .ok_or(MultipartError::Endpoint { url: bucket_url })?;
         s3::install_transport();
-        let client = Client::builder()
-            .timeout(Duration::from_secs(settings.operation_attempt_timeout_secs))
-            .build()
-            .map_err(MultipartError::Client)?;
+        let client = Client::builder().build().map_err(MultipartError::Client)?;
         let credentials = StaticCredentialProvider::new(&key.id, &key.secret);
         let signer = Signer::new(
             Context::new(),
@@ -137,6 +191,8 @@ impl MultipartUploads {
             signer,
             bucket_url,
             prefix,
+            attempt_timeout: Duration::from_secs(settings.operation_attempt_timeout_secs),
+            attempts: settings.max_attempts.max(1),
         })
     }
 
@@ -173,10 +229,11 @@ impl MultipartUploads {
                     .append_pair("key-marker", key)
                     .append_pair("upload-id-marker", upload_id);
             }
-            let body = self
-                .send("ListMultipartUploads", Method::GET, url, &[])
+            let action = "ListMultipartUploads";
+            let (_, body) = self
+                .send(action, Method::GET, url, Payload::Empty, &[])
                 .await?;
-            let page: ListPage = quick_xml::de::from_reader(body.as_ref())?;
+            let page: ListPage = parse(action, &body)?;
             for upload in page.upload {
                 uploads.push(upload.pending()?);
             }
@@ -192,62 +249,202 @@ impl MultipartUploads {
     }
 
     async fn abort(&self, upload: &PendingUpload) -> Result<(), MultipartError> {
+        self.abort_upload(&upload.key, &upload.upload_id).await?;
+        tracing::info!(key = upload.key, "aborted an abandoned multipart upload");
+        Ok(())
+    }
+
+    /// How long a request may take, but a streamed part's.
+    pub(crate) fn attempt_timeout(&self) -> Duration {
+        self.attempt_timeout
+    }
+
+    /// The key this store's `key` has in the bucket.
+    pub(crate) fn bucket_key(&self, key: &str) -> String {
+        format!("{}{}", self.prefix, key)
+    }
+
+    /// The URL of `bucket_key`, its segments as they are (`Url::join` would resolve `..` and
+    /// read `?`), with `query`.
+    fn object_url(&self, bucket_key: &str, query: &[(&str, &str)]) -> Result<Url, MultipartError> {
         let mut url = self.bucket_url.clone();
-        // The key's segments as they are (`Url::join` would resolve `..` and read `?`).
         url.path_segments_mut()
             .map_err(|()| MultipartError::Endpoint {
                 url: self.bucket_url.to_string(),
             })?
             .pop_if_empty()
-            .extend(upload.key.split('/'));
-        url.query_pairs_mut()
-            .append_pair("uploadId", &upload.upload_id);
+            .extend(bucket_key.split('/'));
+        for (name, value) in query {
+            if value.is_empty() {
+                url.query_pairs_mut().append_key_only(name);
+            } else {
+                url.query_pairs_mut().append_pair(name, value);
+            }
+        }
+        Ok(url)
+    }
+
+    /// Starts a multipart upload at `bucket_key`; its upload id.
+    pub(crate) async fn create(&self, bucket_key: &str) -> Result<String, MultipartError> {
+        let action = "CreateMultipartUpload";
+        let url = self.object_url(bucket_key, &[("uploads", "")])?;
+        let (_, body) = self
+            .send(action, Method::POST, url, Payload::Empty, &[])
+            .await?;
+        Ok(parse::<Initiated>(action, &body)?.upload_id)
+    }
+
+    /// Uploads part `number` (from 1) of `len` bytes, streamed from `body`; its ETag.
+    pub(crate) async fn upload_part(
+        &self,
+        bucket_key: &str,
+        upload_id: &str,
+        number: u32,
+        len: u64,
+        body: Body,
+    ) -> Result<String, MultipartError> {
+        let number = number.to_string();
+        let url = self.object_url(
+            bucket_key,
+            &[("partNumber", &number), ("uploadId", upload_id)],
+        )?;
+        let (headers, _) = self
+            .send(
+                "UploadPart",
+                Method::PUT,
+                url,
+                Payload::Streamed(len, body),
+                &[],
+            )
+            .await?;
+        headers
+            .get(ETAG)
+            .and_then(|etag| etag.to_str().ok())
+            .map(str::to_owned)
+            .ok_or(MultipartError::NoEtag)
+    }
+
+    /// Makes the object of `parts` (number and ETag, in order) appear.
+    pub(crate) async fn complete(
+        &self,
+        bucket_key: &str,
+        upload_id: &str,
+        parts: &[(u32, String)],
+    ) -> Result<(), MultipartError> {
+        let action = "CompleteMultipartUpload";
+        let url = self.object_url(bucket_key, &[("uploadId", upload_id)])?;
+        let xml = completion(parts);
+        let (_, body) = self
+            .send(action, Method::POST, url, Payload::Whole(xml.into()), &[])
+            .await?;
+        // S3 may answer 200 and report a failure in the body.
+        if body.windows(7).any(|w| w == b"<Error>") {
+            return Err(MultipartError::ErrorBody {
+                action,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Drops the parts of an upload; an upload completed or aborted meanwhile is fine.
+    pub(crate) async fn abort_upload(
+        &self,
+        bucket_key: &str,
+        upload_id: &str,
+    ) -> Result<(), MultipartError> {
+        let url = self.object_url(bucket_key, &[("uploadId", upload_id)])?;
         // NoSuchUpload: completed or aborted meanwhile, which is what we wanted.
         self.send(
             "AbortMultipartUpload",
             Method::DELETE,
             url,
+            Payload::Empty,
             &[StatusCode::NOT_FOUND],
         )
         .await?;
-        tracing::info!(key = upload.key, "aborted an abandoned multipart upload");
         Ok(())
     }
 
-    /// Sends one signed request with an empty body; `also_fine` lists error statuses that
-    /// count as success.
+    /// Sends one signed request, again after a failure S3 may not repeat (as OpenDAL's retry
+    /// layer does) unless its body was streamed; `also_fine` lists error statuses that count
+    /// as success. The answer's headers and body.
     async fn send(
         &self,
         action: &'static str,
         method: Method,
         url: Url,
+        payload: Payload,
         also_fine: &[StatusCode],
-    ) -> Result<Bytes, MultipartError> {
-        let request = http::Request::builder()
-            .method(method)
-            .uri(url.as_str())
-            .header("x-amz-content-sha256", EMPTY_STRING_SHA256)
+    ) -> Result<(HeaderMap, Bytes), MultipartError> {
+        let mut payload = payload;
+        let mut attempt = 1;
+        loop {
+            let again = payload.try_clone();
+            let result = self
+                .send_once(action, method.clone(), url.clone(), payload, also_fine)
+                .await;
+            match (result, again) {
+                (Err(e), Some(again)) if attempt < self.attempts && e.worth_retrying() => {
+                    tracing::warn!(action, attempt, error = %WithCauses(&e), "retrying an S3 request");
+                    metrics::counter!(s3::RETRIES, "reason" => "error").increment(1);
+                    tokio::time::sleep(Duration::from_millis(100 << attempt.min(6))).await;
+                    payload = again;
+                    attempt += 1;
+                }
+                (result, _) => return result,
+            }
+        }
+    }
+
+    async fn send_once(
+        &self,
+        action: &'static str,
+        method: Method,
+        url: Url,
+        payload: Payload,
+        also_fine: &[StatusCode],
+    ) -> Result<(HeaderMap, Bytes), MultipartError> {
+        let mut request = http::Request::builder().method(method).uri(url.as_str());
+        // A body goes unsigned (`UNSIGNED-PAYLOAD`), as OpenDAL sends its parts.
+        let (body, timeout) = match payload {
+            Payload::Empty => {
+                request = request.header("x-amz-content-sha256", EMPTY_STRING_SHA256);
+                (Body::from(Vec::new()), Some(self.attempt_timeout))
+            }
+            Payload::Whole(bytes) => {
+                request = request.header(CONTENT_LENGTH, bytes.len());
+                (Body::from(bytes), Some(self.attempt_timeout))
+            }
+            Payload::Streamed(len, body) => {
+                request = request.header(CONTENT_LENGTH, len);
+                (body, None)
+            }
+        };
+        let (mut head, ()) = request
             .body(())
-            .map_err(|source| MultipartError::Build { action, source })?;
-        let (mut head, ()) = request.into_parts();
+            .map_err(|source| MultipartError::Build { action, source })?
+            .into_parts();
         self.signer
             .sign(&mut head, None)
             .await
             .map_err(|source| MultipartError::Sign { action, source })?;
-        let request = reqwest::Request::try_from(http::Request::from_parts(head, Vec::<u8>::new()))
+        let mut request = reqwest::Request::try_from(http::Request::from_parts(head, body))
             .map_err(|source| MultipartError::Send { action, source })?;
+        *request.timeout_mut() = timeout;
         let response = self
             .client
             .execute(request)
             .await
             .map_err(|source| MultipartError::Send { action, source })?;
         let status = response.status();
+        let headers = response.headers().clone();
         let body = response
             .bytes()
             .await
             .map_err(|source| MultipartError::Send { action, source })?;
         if status.is_success() || also_fine.contains(&status) {
-            return Ok(body);
+            return Ok((headers, body));
         }
         Err(MultipartError::Status {
             action,
@@ -255,6 +452,26 @@ impl MultipartUploads {
             body: String::from_utf8_lossy(&body).into_owned(),
         })
     }
+}
+
+/// CompleteMultipartUpload's body.
+fn completion(parts: &[(u32, String)]) -> String {
+    let mut xml = String::from("<CompleteMultipartUpload>");
+    for (number, etag) in parts {
+        xml.push_str(&format!(
+            "<Part><PartNumber>{number}</PartNumber><ETag>{}</ETag></Part>",
+            quick_xml::escape::escape(etag.as_str())
+        ));
+    }
+    xml.push_str("</CompleteMultipartUpload>");
+    xml
+}
+
+fn parse<T: serde::de::DeserializeOwned>(
+    action: &'static str,
+    body: &[u8],
+) -> Result<T, MultipartError> {
+    quick_xml::de::from_reader(body).map_err(|source| MultipartError::Parse { action, source })
 }
 
 #[cfg(test)]
@@ -274,7 +491,7 @@ mod tests {
 
     #[test]
     fn reads_a_listing_page() {
-        let page: ListPage = quick_xml::de::from_str(PAGE).unwrap();
+        let page: ListPage = parse("list", PAGE.as_bytes()).unwrap();
         assert!(page.is_truncated);
         assert_eq!(page.next_key_marker.as_deref(), Some("p/v2/b"));
         assert_eq!(page.next_upload_id_marker.as_deref(), Some("id-2"));
@@ -287,6 +504,60 @@ mod tests {
         assert_eq!(uploads[0].initiated, Millis(1_289_422_113_000));
         assert_eq!(uploads[1].upload_id, "id-2");
         assert_eq!(uploads[1].initiated, Millis(1_704_164_645_678));
+    }
+
+    #[test]
+    fn reads_a_new_upload_id() {
+        let body = br#"<?xml version="1.0" encoding="UTF-8"?>
+<InitiateMultipartUploadResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+  <Bucket>b</Bucket><Key>p/k</Key><UploadId>VXBsb2FkIElE</UploadId>
+</InitiateMultipartUploadResult>"#;
+        let initiated: Initiated = parse("create", body).unwrap();
+        assert_eq!(initiated.upload_id, "VXBsb2FkIElE");
+        assert!(matches!(
+            parse::<Initiated>("create", b"<Error><Code>x</Code></Error>"),
+            Err(MultipartError::Parse { .. })
+        ));
+    }
+
+    #[test]
+    fn lists_the_parts_to_complete_in_order() {
+        let parts = [(1, "\"a1\"".to_owned()), (2, "\"b&2\"".to_owned())];
+        assert_eq!(
+            completion(&parts),
+            "<CompleteMultipartUpload>\
+             <Part><PartNumber>1</PartNumber><ETag>&quot;a1&quot;</ETag></Part>\
+             <Part><PartNumber>2</PartNumber><ETag>&quot;b&amp;2&quot;</ETag></Part>\
+             </CompleteMultipartUpload>"
+        );
+    }
+
+    #[test]
+    fn retries_only_what_s3_may_answer_otherwise() {
+        let status = |status| MultipartError::Status {
+            action: "UploadPart",
+            status,
+            body: String::new(),
+        };
+        assert!(status(StatusCode::SERVICE_UNAVAILABLE).worth_retrying());
+        assert!(status(StatusCode::TOO_MANY_REQUESTS).worth_retrying());
+        assert!(!status(StatusCode::FORBIDDEN).worth_retrying());
+        assert!(!MultipartError::NoEtag.worth_retrying());
+    }
+
+    #[test]
+    fn addresses_an_object_and_its_upload() {
+        let uploads = MultipartUploads::new(&settings("team-a"), &key()).unwrap();
+        let key = uploads.bucket_key("docker/registry/v2/blobs/x y/data");
+        let url = uploads
+            .object_url(&key, &[("partNumber", "3"), ("uploadId", "id/+=")])
+            .unwrap();
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:9000/bucket/team-a/docker/registry/v2/blobs/x%20y/data?partNumber=3&uploadId=id%2F%2B%3D"
+        );
+        let created = uploads.object_url(&key, &[("uploads", "")]).unwrap();
+        assert_eq!(created.query(), Some("uploads"));
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::object_writer::{ObjectWriter, PartWriter};
 use crate::s3;
 use crate::s3_conditions::{Condition, Conditions, maybe_rejected_io, scratch_folder};
 use crate::s3_multipart::MultipartUploads;
+use crate::s3_streamed_writer::{StreamPlan, StreamedWriter};
 use crate::settings::S3Settings;
 use crate::shared::{StoredObject, WithCauses, committed, failed, write_whole};
 
@@ -250,6 +251,30 @@ impl S3Store {
             .await
             .map(|writer| ObjectWriter::OpenDal(PartWriter::new(writer, self.write_chunk)))
             .map_err(std::io::Error::other)
+    }
+
+    /// A writer for a body of `declared_len` bytes, if it declared its length, which
+    /// replaces what is at `key`: streamed part by part as it arrives when it needs more than
+    /// one part, else gathered in parts ([`S3Store::writer`]).
+    pub(crate) async fn body_writer(
+        &self,
+        key: &str,
+        declared_len: Option<u64>,
+    ) -> std::io::Result<ObjectWriter> {
+        match declared_len {
+            Some(len) if len > self.write_chunk as u64 => {
+                let plan = StreamPlan {
+                    part_size: self.write_chunk as u64,
+                    jobs: self.copy.jobs,
+                    wait: self.multipart.attempt_timeout(),
+                };
+                StreamedWriter::start(self.multipart.clone(), key, len, plan)
+                    .await
+                    .map(|writer| ObjectWriter::S3Streamed(Box::new(writer)))
+                    .map_err(std::io::Error::other)
+            }
+            _ => self.writer(key, &WriteCondition::Overwrite).await,
+        }
     }
 
     pub(crate) async fn stat(&self, key: &str) -> Outcome {

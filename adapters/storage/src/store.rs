@@ -129,7 +129,7 @@ impl Store {
     pub async fn write_body(&self, key: &str, tap: BodyTap, body: &mut impl BodySource) -> Outcome {
         let writer = match self {
             Store::Fs(fs) => Ok(fs.writer(key, &WriteCondition::Overwrite)),
-            Store::S3(s3) => s3.writer(key, &WriteCondition::Overwrite).await,
+            Store::S3(s3) => s3.body_writer(key, body.declared_len()).await,
         };
         match writer {
             Ok(writer) => stream_body(writer, key, tap, body).await,

@@ -16,4 +16,8 @@ impl BodySource for ResponseBody {
             )))),
         }
     }
+
+    fn declared_len(&self) -> Option<u64> {
+        self.0.content_length()
+    }
 }

@@ -1,0 +1,378 @@
+//! A body of known length, larger than one part, streamed to S3 as it arrives: each part's
+//! UploadPart starts at the part's first byte and is fed as the body comes.
+//!
+//! Gathering whole parts first (`object_writer.rs`, for a body of unknown length) holds every
+//! part in flight and the one being filled: `(jobs + 1) x part size`. Here what has arrived
+//! but is not yet sent is bounded by one part's size in all (the budget), however many parts
+//! upload at once, and the client waits while it is spent. A part is not retried: its bytes
+//! are gone once sent. A failed part fails the write, and the client pushes again, where
+//! OpenDAL's retry layer would have sent a gathered part once more.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Frame, SizeHint};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinSet;
+
+use crate::s3_multipart::{MultipartError, MultipartUploads};
+
+/// Bytes gathered before they go to a part's request: the body's own chunks are slices of
+/// the connection's buffer, and many of them held at once fragment the allocator's arenas
+/// (see `object_writer.rs`); a block this size is mapped on its own (`allocator.rs`).
+const BLOCK: usize = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StreamedWriteError {
+    #[error(transparent)]
+    Request(#[from] MultipartError),
+    #[error("the body is longer than the {declared} bytes it declared")]
+    TooLong { declared: u64 },
+    #[error("the body ended after {received} of the {declared} bytes it declared")]
+    TooShort { received: u64, declared: u64 },
+    #[error("S3 took no bytes of a part for {0:?}")]
+    Stalled(Duration),
+    #[error("a part's upload ended without an answer: {0}")]
+    Lost(String),
+}
+
+/// How one streamed write is run.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StreamPlan {
+    pub(crate) part_size: u64,
+    /// Parts uploading at once, at most.
+    pub(crate) jobs: usize,
+    /// How long the writer waits for S3 to take bytes or to answer for a part.
+    pub(crate) wait: Duration,
+}
+
+pub(crate) struct StreamedWriter {
+    uploads: MultipartUploads,
+    bucket_key: String,
+    upload_id: String,
+    plan: StreamPlan,
+    declared: u64,
+    received: u64,
+    /// Declared bytes not yet given to a part.
+    unassigned: u64,
+    /// The part being fed, if its bytes have not all arrived.
+    feed: Option<PartFeed>,
+    block: BytesMut,
+    /// Bytes arrived and not yet taken by a part's request.
+    budget: Arc<Semaphore>,
+    uploading: JoinSet<Result<(u32, String), MultipartError>>,
+    /// Uploaded parts: number and ETag.
+    uploaded: Vec<(u32, String)>,
+    parts_started: u32,
+    /// Completed or aborted: nothing left to clean up.
+    ended: bool,
+}
+
+struct PartFeed {
+    blocks: mpsc::UnboundedSender<(Bytes, OwnedSemaphorePermit)>,
+    /// Bytes of the part not yet arrived.
+    left: u64,
+}
+
+impl StreamedWriter {
+    /// Starts the multipart upload of a body of `declared` bytes at `key`.
+    pub(crate) async fn start(
+        uploads: MultipartUploads,
+        key: &str,
+        declared: u64,
+        plan: StreamPlan,
+    ) -> Result<Self, StreamedWriteError> {
+        let bucket_key = uploads.bucket_key(key);
+        let upload_id = uploads.create(&bucket_key).await?;
+        let budget = usize::try_from(plan.part_size)
+            .unwrap_or(usize::MAX)
+            .min(Semaphore::MAX_PERMITS);
+        Ok(StreamedWriter {
+            uploads,
+            bucket_key,
+            upload_id,
+            plan,
+            declared,
+            received: 0,
+            unassigned: declared,
+            feed: None,
+            block: BytesMut::new(),
+            budget: Arc::new(Semaphore::new(budget)),
+            uploading: JoinSet::new(),
+            uploaded: Vec::new(),
+            parts_started: 0,
+            ended: false,
+        })
+    }
+
+    pub(crate) async fn write(&mut self, mut chunk: Bytes) -> Result<(), StreamedWriteError> {
+        let len = chunk.len() as u64;
+        if len > self.declared - self.received {
+            return Err(StreamedWriteError::TooLong {
+                declared: self.declared,
+            });
+        }
+        self.received += len;
+        while !chunk.is_empty() {
+            let left = match &self.feed {
+                Some(feed) => feed.left,
+                None => self.start_part().await?,
+            };
+            if self.block.capacity() == 0 {
+                self.block = BytesMut::with_capacity(BLOCK.min(as_usize(left)));
+            }
+            let room = (self.block.capacity() - self.block.len()).min(as_usize(left));
+            let taken = chunk.split_to(room.min(chunk.len()));
+            self.block.extend_from_slice(&taken);
+            let left = left - taken.len() as u64;
+            if let Some(feed) = &mut self.feed {
+                feed.left = left;
+            }
+            if self.block.len() == self.block.capacity() || left == 0 {
+                self.send_block().await?;
+            }
+            if left == 0 {
+                // Dropping the sender ends the part's body.
+                self.feed = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the next part, once fewer than `jobs` upload; its length.
+    async fn start_part(&mut self) -> Result<u64, StreamedWriteError> {
+        while self.uploading.len() >= self.plan.jobs.max(1) {
+            self.join_one().await?;
+        }
+        let len = self.plan.part_size.min(self.unassigned);
+        self.unassigned -= len;
+        self.parts_started += 1;
+        let number = self.parts_started;
+        let (blocks, receiver) = mpsc::unbounded_channel();
+        let body = reqwest::Body::wrap(PartBody {
+            blocks: receiver,
+            left: len,
+        });
+        let uploads = self.uploads.clone();
+        let (bucket_key, upload_id) = (self.bucket_key.clone(), self.upload_id.clone());
+        self.uploading.spawn(async move {
+            let etag = uploads
+                .upload_part(&bucket_key, &upload_id, number, len, body)
+                .await?;
+            Ok((number, etag))
+        });
+        self.feed = Some(PartFeed { blocks, left: len });
+        Ok(len)
+    }
+
+    /// Hands the gathered block to the part's request, once the budget allows.
+    async fn send_block(&mut self) -> Result<(), StreamedWriteError> {
+        let block = std::mem::take(&mut self.block).freeze();
+        let permits = u32::try_from(block.len()).unwrap_or(u32::MAX);
+        let wait = self.plan.wait;
+        let permit =
+            match tokio::time::timeout(wait, Arc::clone(&self.budget).acquire_many_owned(permits))
+                .await
+            {
+                Ok(Ok(permit)) => permit,
+                Ok(Err(_closed)) => return Err(StreamedWriteError::Lost("budget closed".into())),
+                Err(_) => return Err(StreamedWriteError::Stalled(wait)),
+            };
+        let sent = match &self.feed {
+            Some(feed) => feed.blocks.send((block, permit)).is_ok(),
+            None => false,
+        };
+        if sent {
+            return Ok(());
+        }
+        // The part's request ended before taking its body: its answer says why.
+        Err(self.first_failure().await)
+    }
+
+    /// Waits for one uploading part.
+    async fn join_one(&mut self) -> Result<(), StreamedWriteError> {
+        let wait = self.plan.wait;
+        match tokio::time::timeout(wait, self.uploading.join_next()).await {
+            Err(_) => Err(StreamedWriteError::Stalled(wait)),
+            Ok(None) => Ok(()),
+            Ok(Some(Ok(Ok(part)))) => {
+                self.uploaded.push(part);
+                Ok(())
+            }
+            Ok(Some(Ok(Err(e)))) => Err(e.into()),
+            Ok(Some(Err(e))) => Err(StreamedWriteError::Lost(e.to_string())),
+        }
+    }
+
+    async fn first_failure(&mut self) -> StreamedWriteError {
+        loop {
+            match self.join_one().await {
+                Err(e) => return e,
+                Ok(()) if self.uploading.is_empty() => {
+                    return StreamedWriteError::Lost("a part's request took no body".into());
+                }
+                Ok(()) => {}
+            }
+        }
+    }
+
+    /// Waits for every part and makes the object appear.
+    pub(crate) async fn commit(mut self) -> Result<(), StreamedWriteError> {
+        let result = self.finish().await;
+        if result.is_err() {
+            self.abort().await;
+        }
+        self.ended = true;
+        result
+    }
+
+    async fn finish(&mut self) -> Result<(), StreamedWriteError> {
+        if self.received < self.declared {
+            return Err(StreamedWriteError::TooShort {
+                received: self.received,
+                declared: self.declared,
+            });
+        }
+        while !self.uploading.is_empty() {
+            self.join_one().await?;
+        }
+        self.uploaded.sort_unstable_by_key(|(number, _)| *number);
+        self.uploads
+            .complete(&self.bucket_key, &self.upload_id, &self.uploaded)
+            .await?;
+        Ok(())
+    }
+
+    /// Stops the parts' requests and drops what S3 holds of them, once none is in flight
+    /// (a part arriving after the abort would be kept).
+    pub(crate) async fn abort(&mut self) {
+        self.feed = None;
+        self.uploading.shutdown().await;
+        if let Err(e) = self
+            .uploads
+            .abort_upload(&self.bucket_key, &self.upload_id)
+            .await
+        {
+            tracing::warn!(key = self.bucket_key, error = %e, "aborting a streamed upload failed");
+        }
+        self.ended = true;
+    }
+}
+
+impl Drop for StreamedWriter {
+    /// A write dropped midway (its client went away) leaves no parts behind: the requests
+    /// stop with the `JoinSet`, and the upload is aborted in the background.
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let uploads = self.uploads.clone();
+            let (bucket_key, upload_id) = (self.bucket_key.clone(), self.upload_id.clone());
+            runtime.spawn(async move {
+                if let Err(e) = uploads.abort_upload(&bucket_key, &upload_id).await {
+                    tracing::warn!(key = bucket_key, error = %e, "aborting a dropped streamed upload failed");
+                }
+            });
+        }
+    }
+}
+
+fn as_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+/// One part's request body: the blocks handed over, each releasing its share of the budget
+/// as the request takes it.
+struct PartBody {
+    blocks: mpsc::UnboundedReceiver<(Bytes, OwnedSemaphorePermit)>,
+    left: u64,
+}
+
+impl http_body::Body for PartBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        match self.blocks.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some((block, _permit))) => {
+                self.left = self.left.saturating_sub(block.len() as u64);
+                Poll::Ready(Some(Ok(Frame::data(block))))
+            }
+            // The writer stopped feeding the part before its end.
+            Poll::Ready(None) => Poll::Ready(Some(Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the part's bytes stopped coming",
+            )))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.left)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body::Body as _;
+
+    use super::*;
+
+    async fn next_frame(body: &mut PartBody) -> Option<Result<Frame<Bytes>, std::io::Error>> {
+        std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
+    }
+
+    #[tokio::test]
+    async fn a_part_body_gives_back_its_budget_as_each_block_is_taken() {
+        let budget = Arc::new(Semaphore::new(6));
+        let (blocks, receiver) = mpsc::unbounded_channel();
+        let mut body = PartBody {
+            blocks: receiver,
+            left: 6,
+        };
+        assert_eq!(body.size_hint().exact(), Some(6));
+        for block in ["abc", "def"] {
+            let permit = Arc::clone(&budget).acquire_many_owned(3).await.unwrap();
+            blocks.send((Bytes::from(block), permit)).unwrap();
+        }
+        assert_eq!(budget.available_permits(), 0);
+        let first = next_frame(&mut body).await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap(), "abc");
+        assert_eq!(budget.available_permits(), 3);
+        let second = next_frame(&mut body).await.unwrap().unwrap();
+        assert_eq!(second.into_data().unwrap(), "def");
+        assert!(body.is_end_stream());
+        assert!(next_frame(&mut body).await.is_none());
+        assert_eq!(budget.available_permits(), 6);
+    }
+
+    #[tokio::test]
+    async fn a_part_body_whose_bytes_stop_coming_fails() {
+        let budget = Arc::new(Semaphore::new(6));
+        let (blocks, receiver) = mpsc::unbounded_channel();
+        let mut body = PartBody {
+            blocks: receiver,
+            left: 6,
+        };
+        let permit = Arc::clone(&budget).acquire_many_owned(3).await.unwrap();
+        blocks.send((Bytes::from("abc"), permit)).unwrap();
+        drop(blocks);
+        assert!(next_frame(&mut body).await.unwrap().is_ok());
+        let error = next_frame(&mut body).await.unwrap().unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::UnexpectedEof);
+    }
+}
