@@ -423,34 +423,41 @@ pub(crate) async fn refused_body_leaves_nothing<T: Target>(target: &mut T) -> Ch
     expect_list(target, "r/", &[]).await
 }
 
-/// Bytes of a body longer than the S3 targets' 5 MiB parts, in uneven chunks: a body that
-/// declares its length goes to S3 part by part as it arrives.
-fn large_body() -> (Vec<u8>, TestBody) {
-    const CHUNKS: [usize; 5] = [
-        300 * 1024,
-        3 * 1024 * 1024 + 1,
-        7,
-        5 * 1024 * 1024,
-        4 * 1024 * 1024,
-    ];
-    let total: usize = CHUNKS.iter().sum();
+/// A body longer than the S3 targets' 5 MiB parts, in uneven chunks (`sizes`), and its
+/// bytes. S3 streams it part by part as it arrives, whether it declares its length or not.
+fn large_body(sizes: &[usize]) -> (Vec<u8>, TestBody) {
+    let total: usize = sizes.iter().sum();
     let bytes: Vec<u8> = (0..total).map(|i| (i % 239) as u8).collect();
     let mut rest = &bytes[..];
-    let chunks = CHUNKS.map(|len| {
-        let (chunk, after) = rest.split_at(len);
-        rest = after;
-        Bytes::copy_from_slice(chunk)
-    });
-    (bytes, TestBody::chunks(chunks).declaring_len())
+    let chunks: Vec<Bytes> = sizes
+        .iter()
+        .map(|&len| {
+            let (chunk, after) = rest.split_at(len);
+            rest = after;
+            Bytes::copy_from_slice(chunk)
+        })
+        .collect();
+    (bytes, TestBody::chunks(chunks))
 }
 
-pub(crate) async fn large_declared_body<T: Target>(target: &mut T) -> Check {
+/// Ends inside its third part.
+const UNEVEN: [usize; 5] = [
+    300 * 1024,
+    3 * 1024 * 1024 + 1,
+    7,
+    5 * 1024 * 1024,
+    4 * 1024 * 1024,
+];
+
+/// Exactly two parts.
+const WHOLE_PARTS: [usize; 3] = [4 * 1024 * 1024, 5 * 1024 * 1024, 1024 * 1024];
+
+async fn stores_large_body<T: Target>(target: &mut T, bytes: &[u8], body: TestBody) -> Check {
     put(target, "large/object", b"an older object").await?;
-    let (bytes, body) = large_body();
     let tap = BodyTap::new(
         Hasher::new(Algorithm::Sha256),
         Some(bytes.len() as u64),
-        Some(digest(&bytes)),
+        Some(digest(bytes)),
     );
     let (tap, error) = stream_to(target, "large/object", tap, body).await?;
     ensure!(error.is_none(), "a large body failed: {error:?}");
@@ -465,28 +472,47 @@ pub(crate) async fn large_declared_body<T: Target>(target: &mut T) -> Check {
     };
     let found = target.read_span("large/object", span).await?;
     ensure!(
-        found.len() == bytes.len() && digest(&found) == digest(&bytes),
+        found.len() == bytes.len() && digest(&found) == digest(bytes),
         "a large body was stored as {} other bytes",
         found.len()
     );
     expect_list(target, "large/", &["object"]).await
 }
 
-pub(crate) async fn large_declared_body_interrupted<T: Target>(target: &mut T) -> Check {
+pub(crate) async fn large_declared_body<T: Target>(target: &mut T) -> Check {
+    let (bytes, body) = large_body(&UNEVEN);
+    stores_large_body(target, &bytes, body.declaring_len()).await
+}
+
+pub(crate) async fn large_undeclared_body<T: Target>(target: &mut T) -> Check {
+    let (bytes, body) = large_body(&UNEVEN);
+    stores_large_body(target, &bytes, body).await
+}
+
+pub(crate) async fn undeclared_body_of_whole_parts<T: Target>(target: &mut T) -> Check {
+    let (bytes, body) = large_body(&WHOLE_PARTS);
+    stores_large_body(target, &bytes, body).await
+}
+
+pub(crate) async fn large_bodies_interrupted<T: Target>(target: &mut T) -> Check {
     put(target, "m/object", b"old").await?;
-    let (_, body) = large_body();
-    let (_, error) = stream_to(target, "m/object", tap(), body.disconnect_after(4)).await?;
-    ensure!(
-        matches!(error, Some(BodyError::Client(_))),
-        "a disconnected large body answered {error:?}"
-    );
-    expect_content(target, "m/object", Some(b"old")).await
+    for declared in [true, false] {
+        let (_, body) = large_body(&UNEVEN);
+        let body = if declared { body.declaring_len() } else { body };
+        let (_, error) = stream_to(target, "m/object", tap(), body.disconnect_after(4)).await?;
+        ensure!(
+            matches!(error, Some(BodyError::Client(_))),
+            "a disconnected large body (declared: {declared}) answered {error:?}"
+        );
+        expect_content(target, "m/object", Some(b"old")).await?;
+    }
+    Ok(())
 }
 
 pub(crate) async fn large_declared_body_refused<T: Target>(target: &mut T) -> Check {
-    let (_, body) = large_body();
+    let (_, body) = large_body(&UNEVEN);
     let wrong = BodyTap::new(Hasher::new(Algorithm::Sha256), None, Some(digest(b"other")));
-    let (_, error) = stream_to(target, "n/object", wrong, body).await?;
+    let (_, error) = stream_to(target, "n/object", wrong, body.declaring_len()).await?;
     ensure!(
         matches!(
             error,

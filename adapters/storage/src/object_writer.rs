@@ -1,6 +1,6 @@
 //! Writing one object, whole or not at all: on the filesystem through [`FsWriter`], on S3
-//! through OpenDAL's writer (a multipart upload) or, for a large body of known length, part by
-//! part as it arrives ([`StreamedWriter`]).
+//! through OpenDAL's writer (a multipart upload) or, for a request body that may need more
+//! than one part, part by part as it arrives ([`StreamedWriter`]).
 //!
 //! Through OpenDAL the bytes are gathered into one buffer per part before OpenDAL sees them. Handed
 //! the request body's own chunks (a slice of the connection's read buffer each), OpenDAL kept

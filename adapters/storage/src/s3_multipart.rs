@@ -145,9 +145,10 @@ pub(crate) struct MultipartUploads {
 }
 
 /// What a request carries.
-enum Payload {
+pub(crate) enum Payload {
     Empty,
-    Whole(Bytes),
+    /// Bytes in memory, in one piece or several.
+    Whole(Vec<Bytes>),
     /// A body of this many bytes, sent as it comes, with no timeout.
     Streamed(u64, Body),
 }
@@ -157,9 +158,28 @@ impl Payload {
     fn try_clone(&self) -> Option<Payload> {
         match self {
             Payload::Empty => Some(Payload::Empty),
-            Payload::Whole(bytes) => Some(Payload::Whole(bytes.clone())),
+            Payload::Whole(pieces) => Some(Payload::Whole(pieces.clone())),
             Payload::Streamed(..) => None,
         }
+    }
+}
+
+/// Pieces in memory as one request body, without copying them together.
+struct Pieces(std::vec::IntoIter<Bytes>);
+
+impl http_body::Body for Pieces {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.next().map(|piece| Ok(http_body::Frame::data(piece))))
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.0.as_slice().iter().map(|p| p.len() as u64).sum())
     }
 }
 
@@ -294,14 +314,13 @@ impl MultipartUploads {
         Ok(parse::<Initiated>(action, &body)?.upload_id)
     }
 
-    /// Uploads part `number` (from 1) of `len` bytes, streamed from `body`; its ETag.
+    /// Uploads part `number` (from 1) of `payload`; its ETag.
     pub(crate) async fn upload_part(
         &self,
         bucket_key: &str,
         upload_id: &str,
         number: u32,
-        len: u64,
-        body: Body,
+        payload: Payload,
     ) -> Result<String, MultipartError> {
         let number = number.to_string();
         let url = self.object_url(
@@ -309,13 +328,7 @@ impl MultipartUploads {
             &[("partNumber", &number), ("uploadId", upload_id)],
         )?;
         let (headers, _) = self
-            .send(
-                "UploadPart",
-                Method::PUT,
-                url,
-                Payload::Streamed(len, body),
-                &[],
-            )
+            .send("UploadPart", Method::PUT, url, payload, &[])
             .await?;
         headers
             .get(ETAG)
@@ -335,7 +348,13 @@ impl MultipartUploads {
         let url = self.object_url(bucket_key, &[("uploadId", upload_id)])?;
         let xml = completion(parts);
         let (_, body) = self
-            .send(action, Method::POST, url, Payload::Whole(xml.into()), &[])
+            .send(
+                action,
+                Method::POST,
+                url,
+                Payload::Whole(vec![xml.into()]),
+                &[],
+            )
             .await?;
         // S3 may answer 200 and report a failure in the body.
         if body.windows(7).any(|w| w == b"<Error>") {
@@ -412,9 +431,11 @@ impl MultipartUploads {
                 request = request.header("x-amz-content-sha256", EMPTY_STRING_SHA256);
                 (Body::from(Vec::new()), Some(self.attempt_timeout))
             }
-            Payload::Whole(bytes) => {
-                request = request.header(CONTENT_LENGTH, bytes.len());
-                (Body::from(bytes), Some(self.attempt_timeout))
+            Payload::Whole(pieces) => {
+                let len: usize = pieces.iter().map(Bytes::len).sum();
+                request = request.header(CONTENT_LENGTH, len);
+                let body = Body::wrap(Pieces(pieces.into_iter()));
+                (body, Some(self.attempt_timeout))
             }
             Payload::Streamed(len, body) => {
                 request = request.header(CONTENT_LENGTH, len);

@@ -254,27 +254,24 @@ impl S3Store {
     }
 
     /// A writer for a body of `declared_len` bytes, if it declared its length, which
-    /// replaces what is at `key`: streamed part by part as it arrives when it needs more than
-    /// one part, else gathered in parts ([`S3Store::writer`]).
+    /// replaces what is at `key`: one that fits a part is written as [`S3Store::writer`]
+    /// writes; a larger one, or one of unknown length, streams part by part as it arrives.
     pub(crate) async fn body_writer(
         &self,
         key: &str,
         declared_len: Option<u64>,
     ) -> std::io::Result<ObjectWriter> {
-        match declared_len {
-            Some(len) if len > self.write_chunk as u64 => {
-                let plan = StreamPlan {
-                    part_size: self.write_chunk as u64,
-                    jobs: self.copy.jobs,
-                    wait: self.multipart.attempt_timeout(),
-                };
-                StreamedWriter::start(self.multipart.clone(), key, len, plan)
-                    .await
-                    .map(|writer| ObjectWriter::S3Streamed(Box::new(writer)))
-                    .map_err(std::io::Error::other)
-            }
-            _ => self.writer(key, &WriteCondition::Overwrite).await,
+        if declared_len.is_some_and(|len| len <= self.write_chunk as u64) {
+            return self.writer(key, &WriteCondition::Overwrite).await;
         }
+        let plan = StreamPlan {
+            part_size: self.write_chunk as u64,
+            jobs: self.copy.jobs,
+            wait: self.multipart.attempt_timeout(),
+        };
+        let multipart = self.multipart.clone();
+        let writer = StreamedWriter::new(multipart, self.op.clone(), key, declared_len, plan);
+        Ok(ObjectWriter::S3Streamed(Box::new(writer)))
     }
 
     pub(crate) async fn stat(&self, key: &str) -> Outcome {
