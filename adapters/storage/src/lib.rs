@@ -2,6 +2,7 @@
 //! [`Stores`] pair performs the core's storage requests against them.
 
 mod body;
+mod causes;
 mod committed;
 mod fs;
 mod fs_calls;
@@ -77,7 +78,7 @@ pub enum StoreOpenError {
     },
     #[error(
         "cannot write the S3 store at {location}: {} (the bucket must exist and the credentials must be allowed to put objects in it)",
-        shared::WithCauses(.source)
+        causes::WithCauses(.source)
     )]
     S3NotWritable {
         location: String,

@@ -8,8 +8,8 @@ use opendal::services::S3;
 use opendal::{HttpTransporter, Operator};
 use opendal_http_transport_reqwest::ReqwestTransport;
 
+use crate::causes::WithCauses;
 use crate::settings::{AccessKey, S3Settings};
-use crate::shared::WithCauses;
 
 /// The HTTP client and TLS provider are process-wide; install them once.
 pub(crate) fn install_transport() {

@@ -20,9 +20,9 @@ use reqwest::{Body, Client, Method, StatusCode, Url};
 use serde::Deserialize;
 use stowage_core::time::Millis;
 
+use crate::causes::WithCauses;
 use crate::s3;
 use crate::settings::{AccessKey, S3Settings};
-use crate::shared::WithCauses;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MultipartError {

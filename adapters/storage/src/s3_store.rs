@@ -15,6 +15,7 @@ use stowage_core::step::{ObjectInfo, Outcome, Piece, Version, Versioned, WriteCo
 use stowage_core::time::Millis;
 
 use crate::StoreOpenError;
+use crate::causes::WithCauses;
 use crate::committed::Committed;
 use crate::object_writer::{ObjectWriter, PartWriter};
 use crate::s3;
@@ -22,7 +23,7 @@ use crate::s3_conditions::{Condition, Conditions, maybe_rejected_io, scratch_fol
 use crate::s3_multipart::MultipartUploads;
 use crate::s3_streamed_writer::{StreamPlan, StreamedWriter};
 use crate::settings::S3Settings;
-use crate::shared::{StoredObject, WithCauses, committed, failed, write_whole};
+use crate::shared::{StoredObject, committed, failed, write_whole};
 
 #[derive(Clone, Debug)]
 pub struct S3Store {
