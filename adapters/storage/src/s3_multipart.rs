@@ -385,18 +385,18 @@ impl MultipartUploads {
         Ok(())
     }
 
-    /// Sends one signed request, again after a failure S3 may not repeat (as OpenDAL's retry
-    /// layer does) unless its body was streamed; `also_fine` lists error statuses that count
-    /// as success. The answer's headers and body.
+    /// Sends one signed request, and sends it again after a failure that may pass
+    /// ([`MultipartError::worth_retrying`]), as OpenDAL's retry layer does, unless its body
+    /// was streamed; `also_fine` lists error statuses that count as success. The answer's
+    /// headers and body.
     async fn send(
         &self,
         action: &'static str,
         method: Method,
         url: Url,
-        payload: Payload,
+        mut payload: Payload,
         also_fine: &[StatusCode],
     ) -> Result<(HeaderMap, Bytes), MultipartError> {
-        let mut payload = payload;
         let mut attempt = 1;
         loop {
             let again = payload.try_clone();
