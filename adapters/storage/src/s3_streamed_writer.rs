@@ -268,14 +268,21 @@ impl StreamedWriter {
         };
         let permits = u32::try_from(block.len()).unwrap_or(u32::MAX);
         let wait = self.plan.wait;
-        let permit =
-            match tokio::time::timeout(wait, Arc::clone(&self.budget).acquire_many_owned(permits))
-                .await
-            {
-                Ok(Ok(permit)) => permit,
-                Ok(Err(_closed)) => return Err(StreamedWriteError::Lost("budget closed".into())),
-                Err(_) => return Err(StreamedWriteError::Stalled(wait)),
-            };
+        // A timer only when the budget is spent: one per block would register with the
+        // runtime's timer for every MiB.
+        let permit = match Arc::clone(&self.budget).try_acquire_many_owned(permits) {
+            Ok(permit) => permit,
+            Err(_) => {
+                let waited = Arc::clone(&self.budget).acquire_many_owned(permits);
+                match tokio::time::timeout(wait, waited).await {
+                    Ok(Ok(permit)) => permit,
+                    Ok(Err(_closed)) => {
+                        return Err(StreamedWriteError::Lost("budget closed".into()));
+                    }
+                    Err(_) => return Err(StreamedWriteError::Stalled(wait)),
+                }
+            }
+        };
         if feed.blocks.send((block, permit)).is_ok() {
             return Ok(());
         }
